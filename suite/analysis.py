@@ -1,0 +1,107 @@
+"""The statistics of a report: pure functions over the tidy runs DataFrame (one row per run).
+
+- `summarize`: per dataset x variant, n runs, n diverged, mean, std and a Student-t 95% CI.
+- `compare`: each variant against the baseline, paired by seed (seed k saw the same init,
+  data order and augmentation draws on both sides): mean difference, paired-t CI and p,
+  Wilcoxon p, Cohen's d_z, Holm-adjusted p across the study, a verdict in words.
+- `judge_claims`: each claim of the study file with its numbers and verdict.
+
+Diverged runs stay in: their metrics are what the diverged network measured, and they are
+counted in `n_diverged`. Values that are not finite (a diverged run's loss) are left out of
+means and pairs, and `n` says how many remained.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from . import stats
+from .config import METRIC_DIRECTIONS
+from .study import Study
+
+SUMMARY_EXTRAS = ("val_acc", "val_loss", "train_acc", "epochs_trained", "train_seconds")
+
+
+def summarize(runs: pd.DataFrame, metric: str, grid_axes=()) -> pd.DataFrame:
+    rows = []
+    for (dataset, variant), group in runs.groupby(["dataset", "variant"], observed=True, sort=True):
+        ci = stats.mean_ci(group[metric].to_numpy(dtype=float))
+        row = {"dataset": dataset, "variant": variant, **{a: group[a].iloc[0] for a in grid_axes},
+               "n": len(group), "n_diverged": int(group["diverged"].sum()),
+               "mean": ci.mean, "std": ci.std, "ci_low": ci.low, "ci_high": ci.high,
+               "min": group[metric].min(), "max": group[metric].max()}
+        for extra in SUMMARY_EXTRAS:
+            if extra in group and extra != metric:
+                row[f"{extra}_mean"] = group[extra].mean()
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def paired_values(runs: pd.DataFrame, dataset: str, a: str, b: str, metric: str) -> pd.DataFrame:
+    """Columns seed, a, b: the metric of both variants for each seed both have."""
+    part = runs[runs["dataset"] == dataset]
+    left = part[part["variant"] == a][["seed", metric]].rename(columns={metric: "a"})
+    right = part[part["variant"] == b][["seed", metric]].rename(columns={metric: "b"})
+    return left.merge(right, on="seed").sort_values("seed")
+
+
+def compare(runs: pd.DataFrame, study: Study, metric: str | None = None) -> pd.DataFrame:
+    """Every variant against the baseline, per dataset; empty without a baseline."""
+    metric = metric or study.metric
+    columns = ["dataset", "variant", "baseline", "n_pairs", "mean_diff", "ci_low", "ci_high", "p_t", "p_wilcoxon",
+               "effect_size", "p_holm", "verdict", "seeds_needed"]
+    if study.baseline is None:
+        return pd.DataFrame(columns=columns)
+    sign = 1 if METRIC_DIRECTIONS[metric] == "max" else -1
+    rows = []
+    for dataset in study.datasets:
+        for variant in study.variants:
+            if variant == study.baseline:
+                continue
+            pairs = paired_values(runs, dataset, variant, study.baseline, metric)
+            result = stats.paired_comparison(pairs["a"].to_numpy(dtype=float), pairs["b"].to_numpy(dtype=float))
+            rows.append({"dataset": dataset, "variant": variant, "baseline": study.baseline, "n_pairs": result.n,
+                         "mean_diff": result.mean_diff, "ci_low": result.low, "ci_high": result.high, "p_t": result.p,
+                         "p_wilcoxon": result.wilcoxon_p, "effect_size": result.effect_size, "seeds_needed": result.seeds_needed})
+    table = pd.DataFrame(rows, columns=[c for c in columns if c not in ("p_holm", "verdict")])
+    table["p_holm"] = stats.holm(table["p_t"].tolist()) if len(table) else []
+    # a verdict reads differences as "positive is better": flip the interval for lower-is-better metrics
+    table["verdict"] = [stats.verdict(*((r.ci_low, r.ci_high) if sign > 0 else (-r.ci_high, -r.ci_low)), r.p_holm)
+                        for r in table.itertuples()]
+    table.loc[table["verdict"] != "inconclusive", "seeds_needed"] = None
+    return table[columns]
+
+
+def judge_claims(runs: pd.DataFrame, study: Study) -> pd.DataFrame:
+    """One row per claim and dataset: the interval it was judged on and the verdict."""
+    rows = []
+    for claim in study.claims:
+        for dataset in [claim.dataset] if claim.dataset else study.datasets:
+            if claim.right is None:
+                values = runs[(runs["dataset"] == dataset) & (runs["variant"] == claim.left)][claim.metric]
+                ci = stats.mean_ci(values.to_numpy(dtype=float))
+                verdict = stats.claim_verdict_threshold(ci.low, ci.high, claim.op, claim.value)
+                detail = f"mean {fmt(ci.mean, claim.metric)}, 95% CI [{fmt(ci.low, claim.metric)}, {fmt(ci.high, claim.metric)}], n={ci.n}; threshold {fmt(claim.value, claim.metric)}"
+                low, high, n = ci.low, ci.high, ci.n
+            else:
+                pairs = paired_values(runs, dataset, claim.left, claim.right, claim.metric)
+                result = stats.paired_comparison(pairs["a"].to_numpy(dtype=float), pairs["b"].to_numpy(dtype=float))
+                verdict = stats.claim_verdict_paired(result.low, result.high, claim.op, claim.value)
+                margin = f"; margin {fmt(claim.value, claim.metric, diff=True)}" if claim.value else ""
+                detail = (f"{claim.left} - {claim.right} = {fmt(result.mean_diff, claim.metric, diff=True)}, 95% CI "
+                          f"[{fmt(result.low, claim.metric, diff=True)}, {fmt(result.high, claim.metric, diff=True)}], {result.n} paired seeds{margin}")
+                low, high, n = result.low, result.high, result.n
+            rows.append({"claim": claim.text, "dataset": dataset, "metric": claim.metric, "n": n,
+                         "ci_low": low, "ci_high": high, "verdict": verdict, "detail": detail})
+    return pd.DataFrame(rows, columns=["claim", "dataset", "metric", "n", "ci_low", "ci_high", "verdict", "detail"])
+
+
+def fmt(value: float, metric: str, diff: bool = False) -> str:
+    """Accuracies in percent (differences in percentage points), everything else to 4 significant digits."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if metric.endswith("_acc"):
+        return f"{100 * value:+.2f} pp" if diff else f"{100 * value:.2f}%"
+    return f"{value:+.4g}" if diff else f"{value:.4g}"

@@ -1,0 +1,173 @@
+"""The command line: thin, calling what the tests call.
+
+    suite list                         studies with their question and run count
+    suite validate FILE...             check study files (exit 2 on the first error)
+    suite study NAME [--smoke]         train what is missing, then write reports/NAME/
+    suite report NAME                  rebuild reports/NAME/ from MLflow alone
+    suite check NAME                   exit 1 when a claim of the study is contradicted
+    suite tune NAME [--trials N]       Optuna search over the study's `search` space
+    suite smoke                        every study in smoke mode, into a throw-away store
+
+Every user error is one line on stderr and a non-zero exit: 2 for bad input, 1 when the
+work could not be done, 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+from .errors import SuiteError
+
+
+def _common(p: argparse.ArgumentParser, store: bool = True) -> None:
+    p.add_argument("--studies-dir", default="studies", help="where study files live (default: studies)")
+    if store:
+        p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+        p.add_argument("--reports-dir", default="reports", help="where reports are written (default: reports)")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="suite", description="Reproducible benchmark and ablation studies.")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="list studies with their question and run count")
+    _common(p, store=False)
+
+    p = sub.add_parser("validate", help="check study files")
+    p.add_argument("files", nargs="+")
+    _common(p, store=False)
+
+    for name, text in (("study", "run a study (skips runs already finished) and write its report"),
+                       ("smoke", "run every study in smoke mode")):
+        p = sub.add_parser(name, help=text)
+        if name == "study":
+            p.add_argument("name", help="study name (studies/NAME.yaml) or path to a YAML file")
+            p.add_argument("--smoke", action="store_true", help="the seconds-long version of the study")
+            p.add_argument("--force", action="store_true", help="rerun runs that already finished")
+        p.add_argument("--data-dir", help="dataset root (default: $SUITE_DATA_DIR or ./data)")
+        _common(p)
+
+    p = sub.add_parser("tune", help="search hyperparameters with Optuna (the study's search block)")
+    p.add_argument("name")
+    p.add_argument("--trials", type=int, help="total trials to reach (default: the study's search.trials)")
+    p.add_argument("--workers", type=int, default=1, help="trials run in parallel in this process (default 1)")
+    p.add_argument("--storage", help="Optuna storage URL (default: $OPTUNA_STORAGE or sqlite:///optuna.db)")
+    p.add_argument("--smoke", action="store_true", help="a few trials on the smoke-sized data")
+    p.add_argument("--data-dir", help="dataset root (default: $SUITE_DATA_DIR or ./data)")
+    _common(p)
+
+    for name, text in (("report", "rebuild a study's report from MLflow, without training"),
+                       ("check", "exit 1 when a claim of the study is contradicted")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("name")
+        p.add_argument("--smoke", action="store_true", help="report on the smoke runs")
+        _common(p)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except SuiteError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished runs are kept; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+def cmd_list(args) -> int:
+    from .study import list_studies, load_study
+
+    for path in list_studies(Path(args.studies_dir)):
+        study = load_study(str(path))
+        print(f"{study.name:<20} {study.run_count:>4} runs  {study.question}")
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from .study import load_study
+
+    for file in args.files:
+        study = load_study(file, Path(args.studies_dir))
+        print(f"{study.path}: ok ({study.run_count} runs: {len(study.datasets)} datasets x {len(study.variants)} variants x {len(study.seeds)} seeds)")
+    return 0
+
+
+def _run(name: str, args, smoke: bool, uri: str) -> int:
+    from . import report, tracking
+    from .data import data_root
+    from .runner import run_study
+    from .study import load_study
+
+    study = load_study(name, Path(args.studies_dir))
+    outcome = run_study(study, smoke=smoke, uri=uri, data_dir=data_root(args.data_dir), force=getattr(args, "force", False))
+    print(f"{study.name}: {outcome.trained} trained, {outcome.skipped} already done, {outcome.diverged} diverged")
+    out = report.build(study, smoke=smoke, uri=tracking.tracking_uri(uri), reports_dir=Path(args.reports_dir))
+    print(f"report: {out}")
+    return 0
+
+
+def cmd_study(args) -> int:
+    from .tracking import tracking_uri
+
+    return _run(args.name, args, args.smoke, tracking_uri(args.tracking_uri))
+
+
+def cmd_smoke(args) -> int:
+    """Every study, smoke mode; a temporary store unless --tracking-uri names one."""
+    from .study import list_studies
+
+    with tempfile.TemporaryDirectory(prefix="suite-smoke-") as tmp:
+        uri = args.tracking_uri or f"sqlite:///{tmp}/mlflow.db"
+        for path in list_studies(Path(args.studies_dir)):
+            _run(str(path), args, True, uri)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from . import report
+    from .study import load_study
+    from .tracking import tracking_uri
+
+    study = load_study(args.name, Path(args.studies_dir))
+    print(f"report: {report.build(study, smoke=args.smoke, uri=tracking_uri(args.tracking_uri), reports_dir=Path(args.reports_dir))}")
+    return 0
+
+
+def cmd_check(args) -> int:
+    from . import report
+    from .study import load_study
+    from .tracking import tracking_uri
+
+    study = load_study(args.name, Path(args.studies_dir))
+    claims = report.claim_table(study, smoke=args.smoke, uri=tracking_uri(args.tracking_uri))
+    for row in claims.itertuples():
+        print(f"{row.verdict:<13} {row.claim}  [{row.dataset}: {row.detail}]")
+    return 1 if (claims["verdict"] == "contradicted").any() else 0
+
+
+def cmd_tune(args) -> int:
+    from . import report, tune
+    from .data import data_root
+    from .study import load_study
+    from .tracking import tracking_uri
+
+    if args.trials is not None and args.trials < 1 or args.workers < 1:
+        raise SuiteError("--trials and --workers take a positive number")
+    study = load_study(args.name, Path(args.studies_dir))
+    target = tune.search_target(study, args.smoke)
+    storage = tune.storage_url(args.storage)
+    search = tune.run_search(target, uri=tracking_uri(args.tracking_uri), storage=storage, data_dir=data_root(args.data_dir),
+                             trials=args.trials, workers=args.workers)
+    out = report.build_search(target, search, Path(args.reports_dir), storage)
+    print(f"{target.name}: {tune.counted(search.get_trials(deepcopy=False))} trials; report: {out}")
+    return 0
+
+
+COMMANDS = {"tune": cmd_tune, "list": cmd_list, "validate": cmd_validate, "study": cmd_study, "smoke": cmd_smoke,
+            "report": cmd_report, "check": cmd_check}

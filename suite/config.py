@@ -1,0 +1,186 @@
+"""Typed run configuration: what one training run is, validated once.
+
+A `RunConfig` is the whole recipe of a run except its seed: data, model, optimizer and
+training settings. It is frozen; `canonical()` is the JSON-ready dict that run keys hash
+and MLflow params flatten. This module and `study.py` never import torch, so that a
+study file can be validated in a fraction of a second.
+
+The names below (datasets, models, optimizers) mirror the registries in `data.py`,
+`models.py` and `train.py`; `tests/test_registries.py` keeps the two in step.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt, model_validator
+
+# Datasets and what kind of problem each one is; the loaders live in data.py.
+DATASET_TASKS = {
+    "mnist": "classification",
+    "fashion_mnist": "classification",
+    "cifar10": "classification",
+    "quadratic": "regression",
+}
+
+# Every metric a run records at the end, and which way is better.
+METRIC_DIRECTIONS = {
+    "test_acc": "max",
+    "val_acc": "max",
+    "train_acc": "max",
+    "test_loss": "min",
+    "val_loss": "min",
+    "train_loss": "min",
+    "test_mse": "min",
+    "val_mse": "min",
+    "epochs_trained": "min",
+    "train_seconds": "min",
+}
+# Metrics that only make sense for one kind of problem.
+CLASSIFICATION_ONLY = {"test_acc", "val_acc", "train_acc"}
+REGRESSION_ONLY = {"test_mse", "val_mse"}
+
+Activation = Literal["relu", "tanh", "sigmoid"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Augment(Strict):
+    """Training-set augmentation, applied batch-wise on tensors; the test set is never augmented."""
+
+    rotation: float = Field(0.0, ge=0, le=180, description="random rotation by ±this many degrees")
+    hflip: bool = False
+    crop_pad: int = Field(0, ge=0, le=16, description="random crop after zero-padding by this many pixels")
+
+
+class DataConfig(Strict):
+    name: str = "mnist"
+    val_size: int = Field(5000, ge=1, description="images carved from the training set for validation")
+    train_size: PositiveInt | None = Field(None, description="use only the first N remaining training images")
+    test_size: PositiveInt | None = Field(None, description="evaluate on only the first N test images")
+    augment: Augment = Augment()
+
+    @model_validator(mode="after")
+    def _known(self):
+        if self.name not in DATASET_TASKS:
+            raise ValueError(f"unknown dataset '{self.name}' (allowed: {', '.join(DATASET_TASKS)})")
+        return self
+
+
+class MLP(Strict):
+    name: Literal["mlp"]
+    hidden: list[PositiveInt] = Field(default_factory=lambda: [256])
+    activation: Activation = "relu"
+    dropout: float = Field(0.0, ge=0, lt=1)
+    dropout_layers: list[int] | None = Field(None, description="hidden layers (0-based) followed by dropout; all when null")
+
+    @model_validator(mode="after")
+    def _layers_exist(self):
+        for i in self.dropout_layers or []:
+            if not -len(self.hidden) <= i < len(self.hidden):
+                raise ValueError(f"dropout_layers: layer {i} does not exist (the MLP has {len(self.hidden)} hidden layers)")
+        return self
+
+
+class CNN(Strict):
+    name: Literal["cnn"]
+    channels: list[PositiveInt] = Field(default_factory=lambda: [6, 12])
+    kernel_size: PositiveInt = 3
+    padding: int = Field(0, ge=0)
+    pool: int = Field(0, ge=0, description="max-pool size after each conv; 0 for none")
+    hidden: list[PositiveInt] = Field(default_factory=list, description="linear layers after the convolutions")
+    activation: Activation = "relu"
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+
+Model = Annotated[Union[MLP, CNN], Field(discriminator="name")]
+
+
+class SGD(Strict):
+    name: Literal["sgd"]
+    lr: PositiveFloat
+    weight_decay: NonNegativeFloat = 0.0
+
+
+class Momentum(Strict):
+    """SGD with (heavy-ball or Nesterov) momentum."""
+
+    name: Literal["momentum"]
+    lr: PositiveFloat
+    momentum: float = Field(0.9, gt=0, lt=1)
+    nesterov: bool = False
+    weight_decay: NonNegativeFloat = 0.0
+
+
+class RMSprop(Strict):
+    name: Literal["rmsprop"]
+    lr: PositiveFloat
+    alpha: float = Field(0.99, gt=0, lt=1)
+    eps: PositiveFloat = 1e-8
+    momentum: float = Field(0.0, ge=0, lt=1)
+    weight_decay: NonNegativeFloat = 0.0
+
+
+Beta = Annotated[float, Field(ge=0, lt=1)]
+
+
+class Adam(Strict):
+    name: Literal["adam"]
+    lr: PositiveFloat
+    betas: tuple[Beta, Beta] = (0.9, 0.999)
+    eps: PositiveFloat = 1e-8
+    weight_decay: NonNegativeFloat = Field(0.0, description="coupled L2: added to the gradient")
+
+
+class AdamW(Strict):
+    name: Literal["adamw"]
+    lr: PositiveFloat
+    betas: tuple[Beta, Beta] = (0.9, 0.999)
+    eps: PositiveFloat = 1e-8
+    weight_decay: NonNegativeFloat = Field(0.01, description="decoupled weight decay")
+
+
+Optimizer = Annotated[Union[SGD, Momentum, RMSprop, Adam, AdamW], Field(discriminator="name")]
+
+
+class TrainConfig(Strict):
+    batch_size: PositiveInt | Literal["full"] = 64
+    epochs: PositiveInt = 1
+    patience: PositiveInt | None = Field(None, description="early stopping: epochs without improvement; null trains all epochs")
+    monitor: Literal["val_acc", "val_loss"] = "val_acc"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class RunConfig(Strict):
+    data: DataConfig = DataConfig()
+    model: Model = MLP(name="mlp")
+    optimizer: Optimizer = Adam(name="adam", lr=1e-3)
+    train: TrainConfig = TrainConfig()
+
+    @model_validator(mode="after")
+    def _fits_task(self):
+        if DATASET_TASKS[self.data.name] == "regression" and self.train.monitor == "val_acc" and self.train.patience:
+            raise ValueError("train.monitor: val_acc has no meaning for a regression dataset; use val_loss")
+        return self
+
+    @property
+    def task(self) -> str:
+        return DATASET_TASKS[self.data.name]
+
+    def canonical(self) -> dict:
+        """The JSON-ready resolved config: every field, defaults included."""
+        return self.model_dump(mode="json")
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """{'a': {'b': 1}} -> {'a.b': 1}; lists stay values."""
+    flat = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, path + "."))
+        else:
+            flat[path] = value
+    return flat

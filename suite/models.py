@@ -1,0 +1,105 @@
+"""Models: an MLP and a small CNN, built from their typed configs.
+
+Weights are initialised from an explicit generator (PyTorch's default scheme, so the
+numbers are distributed as `nn.Linear` would draw them) and dropout masks come from
+another, so that seed k means the same draws in every variant and nothing touches the
+global RNG. `MODELS` maps a config name to its builder.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .config import CNN, MLP
+
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
+
+
+class SeededDropout(nn.Module):
+    """Inverted dropout whose masks come from `generator` (set by `build_model`)."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+        self.generator: torch.Generator | None = None
+
+    def forward(self, x):
+        if not self.training or self.p == 0:
+            return x
+        keep = torch.empty_like(x).bernoulli_(1 - self.p, generator=self.generator)
+        return x * keep / (1 - self.p)
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+
+def build_mlp(cfg: MLP, in_shape: tuple[int, ...], num_outputs: int) -> nn.Module:
+    """Flatten -> [Linear -> activation (-> dropout)] per hidden width -> Linear."""
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = math.prod(in_shape)
+    dropped = set(range(len(cfg.hidden))) if cfg.dropout_layers is None else {i % len(cfg.hidden) for i in cfg.dropout_layers}
+    for i, hidden in enumerate(cfg.hidden):
+        layers += [nn.Linear(width, hidden), ACTIVATIONS[cfg.activation]()]
+        if cfg.dropout and i in dropped:
+            layers.append(SeededDropout(cfg.dropout))
+        width = hidden
+    layers.append(nn.Linear(width, num_outputs))
+    return nn.Sequential(*layers)
+
+
+def build_cnn(cfg: CNN, in_shape: tuple[int, ...], num_outputs: int) -> nn.Module:
+    """[Conv k x k -> activation (-> max-pool)] per channel count -> flatten -> [Linear -> activation] -> Linear."""
+    if len(in_shape) != 3:
+        raise ValueError(f"a CNN needs image inputs (C x H x W), got shape {in_shape}")
+    channels, size = in_shape[0], in_shape[1:]
+    layers: list[nn.Module] = []
+    for out in cfg.channels:
+        layers += [nn.Conv2d(channels, out, cfg.kernel_size, padding=cfg.padding), ACTIVATIONS[cfg.activation]()]
+        size = tuple(s + 2 * cfg.padding - cfg.kernel_size + 1 for s in size)
+        if cfg.pool:
+            layers.append(nn.MaxPool2d(cfg.pool))
+            size = tuple(s // cfg.pool for s in size)
+        if min(size) < 1:
+            raise ValueError(f"the CNN shrinks a {in_shape[1]}x{in_shape[2]} input to nothing; use padding or fewer layers")
+        channels = out
+    layers.append(nn.Flatten())
+    width = channels * math.prod(size)
+    for hidden in cfg.hidden:
+        layers += [nn.Linear(width, hidden), ACTIVATIONS[cfg.activation]()]
+        if cfg.dropout:
+            layers.append(SeededDropout(cfg.dropout))
+        width = hidden
+    layers.append(nn.Linear(width, num_outputs))
+    return nn.Sequential(*layers)
+
+
+def init_weights(model: nn.Module, gen: torch.Generator) -> None:
+    """PyTorch's default Linear/Conv init (Kaiming-uniform, a=sqrt(5); bias U(+-1/sqrt(fan_in))), from `gen`."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (nn.Linear, nn.Conv2d)):
+                nn.init.kaiming_uniform_(module.weight, a=math.sqrt(5), generator=gen)
+                fan_in = module.weight[0].numel()
+                module.bias.uniform_(-1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in), generator=gen)
+
+
+def build_model(cfg, in_shape, num_outputs, init_gen: torch.Generator, dropout_gen: torch.Generator | None = None):
+    """A freshly initialised model (on the CPU; move it with `.to(device)`)."""
+    if cfg.name not in MODELS:
+        raise ValueError(f"unknown model '{cfg.name}' (known: {', '.join(MODELS)})")
+    model = MODELS[cfg.name](cfg, tuple(in_shape), num_outputs)
+    init_weights(model, init_gen)
+    for module in model.modules():
+        if isinstance(module, SeededDropout):
+            module.generator = dropout_gen
+    return model
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+MODELS = {"mlp": build_mlp, "cnn": build_cnn}

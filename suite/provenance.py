@@ -1,0 +1,50 @@
+"""Where a result came from: git commit, library versions, device, the command line."""
+
+from __future__ import annotations
+
+import platform
+import shlex
+import subprocess
+import sys
+from importlib import metadata
+
+PACKAGES = ("torch", "torchvision", "mlflow", "optuna", "numpy", "pandas", "scipy", "seaborn")
+
+
+def _git(*args: str) -> str:
+    try:
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def git_commit() -> str:
+    return _git("rev-parse", "HEAD") or "unknown"
+
+
+def git_dirty() -> bool:
+    """True when tracked files differ from the commit (untracked files do not count)."""
+    return bool(_git("status", "--porcelain", "--untracked-files=no"))
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def device_description(device) -> str:
+    import torch
+
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    return f"cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
+def command_line() -> str:
+    return " ".join(shlex.quote(a) for a in ["suite", *sys.argv[1:]])

@@ -1,0 +1,369 @@
+"""Write a study's report from MLflow alone: the one module that writes report files.
+
+    suite report regularization        # or: make report STUDY=regularization
+
+`reports/<study>/` gets report.md, a self-contained report.html (figures embedded),
+summary.csv, comparisons.csv, claims.csv, runs.csv, curves.csv and the figures as PNG;
+the same files are attached to a per-study MLflow "summary" run. `reports/index.md` and
+`index.html` list every study. Smoke reports go to `reports/smoke/<study>/`. Nothing here
+depends on wall-clock time, so rebuilding from the same store gives identical tables.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from . import analysis, provenance, tracking
+from .config import METRIC_DIRECTIONS
+from .errors import SuiteError
+from .results import Results, collect
+from .study import Study
+
+FIG_DPI = 110
+
+
+def out_dir(study: Study, smoke: bool, reports_dir: Path) -> Path:
+    return reports_dir / "smoke" / study.name if smoke else reports_dir / study.name
+
+
+def claim_table(study: Study, smoke: bool, uri: str) -> pd.DataFrame:
+    results = _collect(study, smoke, uri)
+    return analysis.judge_claims(results.runs, study)
+
+
+def _collect(study: Study, smoke: bool, uri: str) -> Results:
+    results = collect(study, smoke, uri)
+    if results.runs.empty:
+        how = f"suite study {study.name}" + (" --smoke" if smoke else "")
+        raise SuiteError(f"no finished runs of study '{study.name}'{' (smoke)' if smoke else ''} in {uri}; run `{how}` first")
+    return results
+
+
+def build(study: Study, smoke: bool, uri: str, reports_dir: Path) -> Path:
+    """Collect, analyse, plot and write everything; returns the path of report.md."""
+    results = _collect(study, smoke, uri)
+    runs, metric = results.runs, study.metric
+    summary = analysis.summarize(runs, metric, study.grid_axes)
+    comparisons = analysis.compare(runs, study)
+    claims = analysis.judge_claims(runs, study)
+    folder = out_dir(study, smoke, reports_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.png"):
+        stale.unlink()
+    tables = {"summary": summary, "comparisons": comparisons, "claims": claims, "runs": runs, "curves": results.curves}
+    for name, table in tables.items():
+        table.to_csv(folder / f"{name}.csv", index=False, float_format="%.6g")
+    figures = _figures(study, results, summary, comparisons, folder)
+    blocks = _blocks(study, smoke, results, summary, comparisons, claims, figures)
+    (folder / "report.md").write_text(render_markdown(blocks))
+    (folder / "report.html").write_text(render_html(blocks, folder, title=f"{study.name}: {study.question}"))
+    meta = {"name": study.name, "question": study.question, "runs": len(runs), "expected": results.expected,
+            "headline": _headline(study, comparisons, claims)}
+    (folder / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+    _attach(study, smoke, uri, folder)
+    if not smoke:
+        write_index(reports_dir)
+    return folder / "report.md"
+
+
+# ---------------------------------------------------------------- figures
+
+
+def _figures(study, results, summary, comparisons, folder: Path) -> list[tuple[str, str]]:
+    """Render and save every figure; returns (file name, caption) pairs."""
+    from . import plots  # seaborn is imported only when figures are drawn
+
+    runs, metric = results.runs, study.metric
+    task = "classification" if "test_acc" in runs and runs["test_acc"].notna().any() else "regression"
+    made = [("final_metric.png", f"Final {plots.label(metric)} per variant: each seed is a point; black: mean and 95% t-interval.",
+             plots.final_metric(runs, summary, metric, study.question))]
+    if not results.curves.empty:
+        made.append(("learning_curves.png", "Learning curves: mean over seeds per epoch, band = bootstrap 95% CI.",
+                     plots.learning_curves(results.curves, task)))
+    if task == "classification" and runs["train_acc"].notna().any():
+        made.append(("generalisation_gap.png", "Generalisation gap: training accuracy (running, at the tested epoch) minus test accuracy; bar = mean with 95% CI.",
+                     plots.generalisation_gap(runs)))
+    for axis in study.grid_axes:
+        made.append((f"axis_{axis.replace('.', '_')}.png", f"{plots.label(metric)} against {axis}: mean with 95% CI, each seed a point.",
+                     plots.axis_plot(runs, axis, metric)))
+    if not comparisons.empty:
+        made.append(("forest.png", f"Paired differences to the baseline '{study.baseline}' with 95% CI (green: better, red: worse, grey: inconclusive).",
+                     plots.forest(comparisons, metric)))
+    out = []
+    for name, caption, fig in made:
+        fig.savefig(folder / name, dpi=FIG_DPI, metadata={"Software": None})
+        plots.plt.close(fig)
+        out.append((name, caption))
+    return out
+
+
+# ---------------------------------------------------------------- content
+
+
+def _blocks(study, smoke, results, summary, comparisons, claims, figures) -> list[tuple]:
+    runs, metric = results.runs, study.metric
+    f = lambda v, diff=False: analysis.fmt(v, metric, diff)  # noqa: E731
+    direction = "higher" if METRIC_DIRECTIONS[metric] == "max" else "lower"
+    blocks = [("h1", f"{study.name}" + (" (smoke)" if smoke else "")), ("p", f"**Question.** {study.question}")]
+    if study.description:
+        blocks.append(("p", study.description.strip()))
+    blocks.append(("p", f"Metric: `{metric}` ({direction} is better). {len(runs)} of {results.expected} runs finished"
+                        f"{', ' + str(int(runs['diverged'].sum())) + ' diverged' if runs['diverged'].any() else ''}. "
+                        f"Reproduce: `make study STUDY={study.name}` (trains what is missing), then `make report STUDY={study.name}`."))
+    if len(runs) < results.expected:
+        blocks.append(("p", f"**Incomplete:** {results.expected - len(runs)} runs of this study are not in the store yet."))
+    if results.unmatched:
+        blocks.append(("p", f"Note: {results.unmatched} finished runs in this experiment belong to an earlier version of the study file and are left out."))
+
+    blocks.append(("h2", "Verdicts"))
+    if not comparisons.empty:
+        rows = [[r.dataset, f"{r.variant} vs {r.baseline}", f(r.mean_diff, True), f"[{f(r.ci_low, True)}, {f(r.ci_high, True)}]",
+                 f"{r.p_holm:.3g}", f"**{r.verdict}**" + (f" (~{int(r.seeds_needed)} seeds to resolve)" if pd.notna(r.seeds_needed) else "")]
+                for r in comparisons.itertuples()]
+        blocks.append(("table", ["dataset", "comparison", "difference", "95% CI", "p (Holm)", "verdict"], rows))
+    if not claims.empty:
+        rows = [[r.claim, r.dataset, r.detail, f"**{r.verdict}**"] for r in claims.itertuples()]
+        blocks.append(("table", ["claim", "dataset", "numbers", "verdict"], rows))
+    if comparisons.empty and claims.empty:
+        blocks.append(("p", "This study names no baseline and no claims; see the summary."))
+
+    blocks.append(("h2", "Summary"))
+    axes = list(study.grid_axes)
+    header = ["dataset", "variant", *axes, "n", "diverged", f"mean {metric}", "std", "95% CI (t)", "val acc", "epochs", "train s"]
+    rows = [[r["dataset"], r["variant"], *[r[a] for a in axes], r["n"], r["n_diverged"], f(r["mean"]), f(r["std"], False).lstrip("+"),
+             f"[{f(r['ci_low'])}, {f(r['ci_high'])}]", analysis.fmt(r.get("val_acc_mean", float("nan")), "val_acc"),
+             f"{r.get('epochs_trained_mean', float('nan')):.1f}", f"{r.get('train_seconds_mean', float('nan')):.1f}"]
+            for _, r in summary.iterrows()]
+    blocks.append(("table", header, rows))
+
+    if not comparisons.empty:
+        blocks.append(("h2", f"Comparisons with the baseline `{study.baseline}`"))
+        blocks.append(("p", "Paired by seed: seed k of a variant against seed k of the baseline (same init, data-order and "
+                            "augmentation draws). CI: paired Student-t 95%. p: two-sided paired t-test, Holm-adjusted across "
+                            "all comparisons of the study; Wilcoxon signed-rank p for reference. Effect size: Cohen's d_z "
+                            "(mean difference / std of differences). Verdict: better/worse when the CI excludes 0 and the "
+                            "Holm-adjusted p < 0.05, else inconclusive, with the seeds a paired t-test would need for 80% power "
+                            "at the observed effect."))
+        rows = [[r.dataset, r.variant, r.n_pairs, f(r.mean_diff, True), f"[{f(r.ci_low, True)}, {f(r.ci_high, True)}]",
+                 f"{r.p_t:.3g}", f"{r.p_holm:.3g}", f"{r.p_wilcoxon:.3g}", f"{r.effect_size:.2f}", r.verdict,
+                 "" if pd.isna(r.seeds_needed) else int(r.seeds_needed)] for r in comparisons.itertuples()]
+        blocks.append(("table", ["dataset", "variant", "pairs", "mean diff", "95% CI", "p (t)", "p (Holm)", "p (Wilcoxon)", "d_z", "verdict", "seeds needed"], rows))
+    if not claims.empty:
+        blocks.append(("p", "Claims: *supported* when the 95% CI clears the claimed margin or threshold, *contradicted* when it "
+                            "lies entirely on the other side, else *inconclusive*. `suite check` exits 1 on a contradicted claim."))
+
+    blocks.append(("h2", "Figures"))
+    for name, caption in figures:
+        blocks.append(("img", name, caption))
+
+    blocks.append(("h2", "Provenance"))
+    blocks.append(("list", _provenance(study, smoke, runs)))
+    blocks.append(("h2", "Runs"))
+    rows = [[r.dataset, r.variant, r.seed, f(getattr(r, metric)), "yes" if r.diverged else "", int(r.epochs_trained),
+             f"{r.train_seconds:.1f}", f"`{r.run_id}`"] for r in runs.itertuples()]
+    blocks.append(("table", ["dataset", "variant", "seed", metric, "diverged", "epochs", "train s", "MLflow run id"], rows))
+    return blocks
+
+
+def _provenance(study: Study, smoke: bool, runs: pd.DataFrame) -> list[str]:
+    commits = sorted(set(runs["git_commit"]))
+    dirty = int(runs["git_dirty"].sum())
+    items = [
+        f"Rebuild this report: `make report STUDY={study.name}`" + (" (smoke: `suite report --smoke`)" if smoke else "")
+        + f"; rerun the study: `make study STUDY={study.name}`",
+        f"Study file: `{study.path}` (sha256 `{study.file_sha256[:16]}`)",
+        f"Code: report built at commit `{provenance.git_commit()[:12]}`{' (dirty tree)' if provenance.git_dirty() else ''}; "
+        f"runs trained at {len(commits)} commit(s): {', '.join(f'`{c[:12]}`' for c in commits)}"
+        + (f"; {dirty} run(s) from a dirty tree" if dirty else ""),
+        "Packages: " + ", ".join(f"{k} {v}" for k, v in provenance.versions().items()),
+        "Devices: " + "; ".join(sorted(set(runs["device"]))),
+        "Data: " + ", ".join(f"{d} `{fp}`" for d, fp in sorted(set(zip(runs["dataset"], runs["data_fingerprint"])))),
+        f"Runs: {len(runs)}, total training time {runs['train_seconds'].sum() / 60:.1f} min",
+    ]
+    if len(commits) > 1:
+        items.insert(3, f"**Warning:** this study mixes runs from {len(commits)} code versions.")
+    return items
+
+
+def _headline(study: Study, comparisons: pd.DataFrame, claims: pd.DataFrame) -> list[str]:
+    f = lambda v: analysis.fmt(v, study.metric, True)  # noqa: E731
+    lines = [f"{r.variant} vs {r.baseline} ({r.dataset}): {r.verdict}, {f(r.mean_diff)} [{f(r.ci_low)}, {f(r.ci_high)}]"
+             for r in comparisons.itertuples()]
+    return lines + [f"claim '{r.claim}' ({r.dataset}): {r.verdict}" for r in claims.itertuples()]
+
+
+def _attach(study: Study, smoke: bool, uri: str, folder: Path) -> None:
+    """Replace the study's MLflow summary run with one carrying this report's files."""
+    with tracking.store_lock(uri):
+        client = tracking.connect(uri)
+        exp_id = tracking.experiment_id(client, study.name)
+        old = [r.info.run_id for r in tracking.search(client, exp_id, "summary") if r.data.tags.get("suite.smoke") == str(smoke)]
+        tracking.delete_runs(client, old)
+        run_id = tracking.start_run(client, exp_id, f"{study.name} report", {"suite.kind": "summary", "suite.study": study.name,
+                                    "suite.smoke": smoke, "suite.git_commit": provenance.git_commit()}, {}, {"study": study.name})
+        tracking.log_files(client, run_id, sorted(p for p in folder.iterdir() if p.is_file()), "report")
+        tracking.end_run(client, run_id)
+
+
+# ---------------------------------------------------------------- index
+
+
+def write_index(reports_dir: Path) -> None:
+    metas = [json.loads(p.read_text()) for p in sorted(reports_dir.glob("*/meta.json"))]
+    blocks = [("h1", "Study reports"), ("p", "Every study with its question, run count and headline verdicts. Rebuild one with `make report STUDY=name`.")]
+    rows = [[f"[{m['name']}]({m['name']}/report.md)", m["question"], f"{m['runs']}/{m['expected']}", "<br>".join(m["headline"]) or "-"] for m in metas]
+    blocks.append(("table", ["study", "question", "runs", "headline"], rows))
+    (reports_dir / "index.md").write_text(render_markdown(blocks))
+    html_rows = [[f"[{m['name']}]({m['name']}/report.html)", *r[1:]] for m, r in zip(metas, rows)]
+    (reports_dir / "index.html").write_text(render_html(blocks[:2] + [("table", blocks[2][1], html_rows)], reports_dir, "Study reports"))
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def render_markdown(blocks: list[tuple]) -> str:
+    out = []
+    for block in blocks:
+        kind = block[0]
+        if kind in ("h1", "h2"):
+            out.append(("#" if kind == "h1" else "##") + f" {block[1]}\n")
+        elif kind == "p":
+            out.append(block[1] + "\n")
+        elif kind == "list":
+            out.append("\n".join(f"- {item}" for item in block[1]) + "\n")
+        elif kind == "img":
+            out.append(f"![{block[2]}]({block[1]})\n\n*{block[2]}*\n")
+        elif kind == "code":
+            out.append(f"```yaml\n{block[1]}\n```\n")
+        elif kind == "table":
+            header, rows = block[1], block[2]
+            cells = lambda r: "| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |"  # noqa: E731
+            out.append("\n".join([cells(header), "|" + "---|" * len(header), *map(cells, rows)]) + "\n")
+    return "\n".join(out)
+
+
+_STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:14px}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}
+th{background:#f3f3f3}img{max-width:100%;border:1px solid #eee}code{background:#f6f6f6;padding:0 3px}figure{margin:1.5em 0}"""
+
+
+def _inline(text: str) -> str:
+    """The little markdown our text uses: `code`, **bold**, *italic*, [link](url), <br>."""
+    import re
+
+    out = html.escape(str(text)).replace("&lt;br&gt;", "<br>")
+    out = re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
+    out = re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", out)
+    out = re.sub(r"\*([^*]+)\*", r"<i>\1</i>", out)
+    return re.sub(r"\[([^\]]+)\]\(([^)]+)\)", r'<a href="\2">\1</a>', out)
+
+
+def render_html(blocks: list[tuple], folder: Path, title: str) -> str:
+    """A self-contained page: figures embedded as base64 PNG, so it opens from disk with no server."""
+    body = []
+    for block in blocks:
+        kind = block[0]
+        if kind in ("h1", "h2"):
+            body.append(f"<{kind}>{_inline(block[1])}</{kind}>")
+        elif kind == "p":
+            body.append(f"<p>{_inline(block[1])}</p>")
+        elif kind == "list":
+            body.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in block[1]) + "</ul>")
+        elif kind == "code":
+            body.append(f"<pre><code>{html.escape(block[1])}</code></pre>")
+        elif kind == "img":
+            data = base64.b64encode((folder / block[1]).read_bytes()).decode()
+            body.append(f'<figure><img alt="{html.escape(block[2])}" src="data:image/png;base64,{data}">'
+                        f"<figcaption>{_inline(block[2])}</figcaption></figure>")
+        elif kind == "table":
+            head = "".join(f"<th>{_inline(h)}</th>" for h in block[1])
+            rows = "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in block[2])
+            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{_STYLE}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+# ---------------------------------------------------------------- search reports
+
+
+def build_search(target, search, reports_dir: Path, storage: str) -> Path:
+    """reports/<study>/search/ (or search/<variant>/ for a tune block): best trial, top-k, figures, warnings."""
+    from . import plots, tune
+
+    trials = tune.trials_frame(search)
+    folder = out_dir(target.study, target.smoke, reports_dir) / "search"
+    if target.block is not target.study.search:
+        folder = folder / target.variant.replace("/", "_") / target.dataset
+    folder.mkdir(parents=True, exist_ok=True)
+    trials.to_csv(folder / "trials.csv", index=False, float_format="%.6g")
+    complete = trials[trials["state"] == "COMPLETE"] if not trials.empty else trials
+    blocks = [("h1", f"Search: {target.name}"),
+              ("p", f"Objective: `{target.block.objective}` ({target.block.direction}), on variant `{target.variant}` of "
+                    f"{target.dataset}; {target.block.sampler} sampler (seed {target.block.seed}), {target.block.pruner} pruner; "
+                    f"every trial trains with seed {target.block.seed}. Optuna study `{target.name}` in `{storage}`. "
+                    f"Continue it with `make tune STUDY={target.study.name} TRIALS=n`.")]
+    counts = trials["state"].value_counts().to_dict() if not trials.empty else {}
+    blocks.append(("p", "Trials: " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())) + "."))
+    warnings = []
+    if complete.empty:
+        warnings.append("no trial completed")
+    else:
+        best = search.best_trial
+        warnings += tune.edge_warnings(target.block, best.params)
+        blocks.append(("h2", "Best trial"))
+        blocks.append(("list", [f"trial {best.number}: {target.block.objective} = {best.value:.4f}",
+                                *[f"`{k}` = {v:.4g}" if isinstance(v, float) else f"`{k}` = {v}" for k, v in best.params.items()],
+                                f"MLflow run id `{best.user_attrs.get('mlflow_run_id', '')}`"]))
+        blocks.append(("p", "Ready to paste into the study's `variants:`"))
+        blocks.append(("code", _variant_yaml(f"{target.variant}_tuned", best.params)))
+        ascending = target.block.direction == "minimize"
+        top = complete.sort_values("value", ascending=ascending).head(10)
+        params = list(target.block.space)
+        blocks.append(("h2", "Top trials"))
+        blocks.append(("table", ["trial", "value", *params, "epochs", "MLflow run id"],
+                       [[int(r["trial"]), f"{r['value']:.4f}", *[f"{r[p]:.4g}" if isinstance(r[p], float) else r[p] for p in params],
+                         int(r["epochs"]), f"`{r['mlflow_run_id']}`"] for _, r in top.iterrows()]))
+    failed = int(counts.get("FAIL", 0))
+    if len(trials) and failed > len(trials) / 4:
+        warnings.append(f"{failed} of {len(trials)} trials diverged or failed (more than a quarter)")
+    if warnings:
+        blocks.insert(2, ("p", "**Warning:** " + "; ".join(warnings) + "."))
+    figures = []
+    if not complete.empty:
+        made = [("history.png", "Optimisation history: each trial's objective, and the best so far.",
+                 plots.search_history(trials, target.block.objective, target.block.direction))]
+        imp = tune.importances(search)
+        if imp:
+            made.append(("importances.png", "Parameter importances (Optuna's fANOVA evaluator).", plots.importances(imp)))
+        made.append(("slice.png", "The objective against each parameter (log axes where the range is log-scaled).",
+                     plots.search_slices(trials, target.block.objective, {k: p.log for k, p in target.block.space.items()})))
+        for name, caption, fig in made:
+            fig.savefig(folder / name, dpi=FIG_DPI, metadata={"Software": None})
+            plots.plt.close(fig)
+            figures.append(("img", name, caption))
+    blocks += [("h2", "Figures"), *figures] if figures else []
+    (folder / "report.md").write_text(render_markdown(blocks))
+    (folder / "report.html").write_text(render_html(blocks, folder, f"Search {target.name}"))
+    return folder / "report.md"
+
+
+def _variant_yaml(name: str, params: dict) -> str:
+    tree: dict = {}
+    for path, value in params.items():
+        node = tree
+        *parents, last = path.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = float(f"{value:.4g}") if isinstance(value, float) else value
+
+    def flow(node) -> str:
+        if isinstance(node, dict):
+            return "{" + ", ".join(f"{k}: {flow(v)}" for k, v in node.items()) + "}"
+        return str(node)
+
+    return f"variants:\n  {name}: {flow(tree)}"

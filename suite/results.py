@@ -1,0 +1,88 @@
+"""Read a study's runs back from MLflow into tidy, typed DataFrames.
+
+Typed columns (variant, seed, grid values, the config) come from re-expanding the study
+file and matching run keys, not from parsing MLflow's string params; MLflow supplies the
+metrics, ids and provenance tags. Runs whose key the study no longer expands to (the file
+was edited) are counted in `Results.unmatched`, not mixed in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from . import tracking
+from .config import flatten
+from .study import Study, expand
+
+CURVE_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "val_mse", "epoch_seconds")
+FINAL_METRICS = ("test_acc", "test_loss", "test_mse", "epochs_trained", "best_epoch", "tested_epoch", "train_seconds")
+
+
+@dataclass
+class Results:
+    runs: pd.DataFrame  # one row per finished run
+    curves: pd.DataFrame  # long format: one row per run x epoch x metric
+    expected: int  # runs the study expands to
+    unmatched: int  # finished runs in the experiment that this study file no longer expands to
+    summary_run_id: str | None  # the per-study MLflow run that carries the report
+
+
+def collect(study: Study, smoke: bool, uri: str) -> Results:
+    specs = {s.run_key: s for s in expand(study, smoke)}
+    client = tracking.connect(uri)
+    exp_id = tracking.experiment_id(client, study.name, create=False)
+    found = tracking.search(client, exp_id, "run", status=tracking.FINISHED) if exp_id else []
+    rows, unmatched = [], 0
+    for run in found:
+        spec = specs.get(run.data.tags.get("suite.run_key"))
+        if spec is None:
+            unmatched += 1
+            continue
+        rows.append(_row(spec, run))
+    runs = pd.DataFrame(rows, columns=_columns(study, rows))
+    runs["variant"] = pd.Categorical(runs["variant"], categories=list(study.variants), ordered=True)
+    runs = runs.sort_values(["dataset", "variant", "seed"], kind="stable").reset_index(drop=True)
+    curves = _curves(client, runs)
+    runs = _at_tested_epoch(runs, curves)
+    summaries = tracking.search(client, exp_id, "summary") if exp_id else []
+    summary = next((r.info.run_id for r in summaries if r.data.tags.get("suite.smoke") == str(smoke)), None)
+    return Results(runs, curves, len(specs), unmatched, summary)
+
+
+def _row(spec, run) -> dict:
+    metrics, tags = run.data.metrics, run.data.tags
+    row = {
+        "dataset": spec.dataset, "variant": spec.variant, "seed": spec.seed,
+        **{axis: value for axis, value in spec.point},
+        "diverged": bool(metrics.get("diverged", 0.0)),
+        **{m: metrics.get(m, float("nan")) for m in FINAL_METRICS},
+        "run_id": run.info.run_id, "run_name": run.info.run_name, "run_key": spec.run_key,
+        "git_commit": tags.get("suite.git_commit", ""), "git_dirty": tags.get("suite.git_dirty") == "True",
+        "device": tags.get("suite.device", ""), "data_fingerprint": tags.get("suite.data_fingerprint", ""), "start_time": pd.Timestamp(run.info.start_time, unit="ms"),
+        **{f"config.{k}": v for k, v in flatten(spec.config.canonical()).items()},
+    }
+    return row
+
+
+def _columns(study: Study, rows: list[dict]) -> list[str]:
+    if rows:
+        return list(rows[0])
+    return ["dataset", "variant", "seed", *study.grid_axes, "diverged", *FINAL_METRICS, "run_id", "run_name", "run_key"]
+
+
+def _at_tested_epoch(runs: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
+    """Add train/val metrics of the epoch whose weights were tested (the restored best, or the last)."""
+    tested = runs[["run_id", "tested_epoch"]].rename(columns={"tested_epoch": "epoch"})
+    picked = curves.merge(tested, on=["run_id", "epoch"]).pivot_table(index="run_id", columns="metric", values="value", observed=True)
+    wanted = [m for m in ("train_loss", "train_acc", "val_loss", "val_acc") if m in picked.columns]
+    return runs.merge(picked[wanted], left_on="run_id", right_index=True, how="left")
+
+
+def _curves(client, runs: pd.DataFrame) -> pd.DataFrame:
+    history = tracking.histories(client, runs["run_id"].tolist(), CURVE_METRICS)
+    curves = pd.DataFrame(history, columns=["run_id", "metric", "epoch", "value"])
+    ids = runs[["run_id", "dataset", "variant", "seed"]]
+    merged = ids.merge(curves, on="run_id")
+    return merged.sort_values(["dataset", "variant", "seed", "metric", "epoch"], kind="stable").reset_index(drop=True)

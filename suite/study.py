@@ -1,0 +1,539 @@
+"""Study files: read, validate and expand them into run specs.
+
+A study (`studies/<name>.yaml`) asks one question. It has a `base` run configuration,
+`variants` (name -> partial config) and/or `grid` axes (dotted path -> values), `seeds`
+and `datasets`. Every variant or grid point is deep-merged over the base (the one merge
+rule), and each (dataset, variant, seed) becomes a `RunSpec` whose `run_key` hashes the
+resolved config and seed. This is the only module that reads YAML; it imports no torch.
+
+    python -m suite validate studies/regularization.yaml
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .config import (
+    CLASSIFICATION_ONLY,
+    DATASET_TASKS,
+    METRIC_DIRECTIONS,
+    REGRESSION_ONLY,
+    RunConfig,
+)
+from .errors import StudyError
+
+STUDIES_DIR = Path("studies")
+NAME_PATTERN = r"^[A-Za-z0-9_.+-]+$"
+
+
+class Smoke(BaseModel):
+    """How `--smoke` shrinks a study so that it runs in seconds."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    seeds: int | list[int] = 2
+    epochs: int | None = Field(1, ge=1)
+    train_size: int | None = Field(2000, ge=1)
+    val_size: int | None = Field(500, ge=1)
+    test_size: int | None = Field(1000, ge=1)
+    trials: int = Field(3, ge=1, description="trials of a search or of each variant's tuning")
+
+
+class Param(BaseModel):
+    """One searched hyperparameter: a float or int range (log-uniform with `log`), or categorical choices."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: list[bool | int | float | str | None] | None = Field(None, description="scalars only (what Optuna can store)")
+
+    @model_validator(mode="after")
+    def _complete(self):
+        if self.type == "categorical":
+            if not self.choices or self.low is not None or self.high is not None:
+                raise ValueError("a categorical parameter takes a non-empty 'choices' list and no low/high")
+        elif self.low is None or self.high is None or not self.low < self.high or self.choices is not None:
+            raise ValueError(f"a {self.type} parameter takes 'low' < 'high' and no choices")
+        elif self.log and self.low <= 0:
+            raise ValueError("a log-scaled range needs low > 0")
+        return self
+
+
+class Search(BaseModel):
+    """A hyperparameter search (Optuna) over one variant's config, judged on a validation metric."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    objective: Literal["val_acc", "val_loss", "val_mse"] = "val_acc"
+    space: dict[str, Param] = Field(min_length=1)
+    trials: int = Field(20, ge=1)
+    sampler: Literal["tpe", "random", "qmc"] = "tpe"
+    pruner: Literal["median", "none"] = "median"
+    seed: int = Field(0, ge=0, description="the sampler's seed, and the training seed of every trial")
+    variant: str | None = Field(None, description="whose config to search around (default: the baseline, else the first)")
+    dataset: str | None = Field(None, description="default: the first dataset")
+
+    @property
+    def direction(self) -> str:
+        return "maximize" if self.objective.endswith("acc") else "minimize"
+
+
+class StudyFile(BaseModel):
+    """The top level of a study file, before the run configs are merged and validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field(pattern=NAME_PATTERN)
+    question: str
+    description: str = ""
+    base: dict = Field(default_factory=dict)
+    variants: dict[str, dict] = Field(default_factory=dict)
+    grid: dict[str, list] = Field(default_factory=dict)
+    seeds: int | list[int] = 5
+    datasets: list[str] | dict[str, dict] = Field(default_factory=lambda: {"mnist": {}}, min_length=1)
+    metric: str = "test_acc"
+    baseline: str | None = None
+    claims: list[str] = Field(default_factory=list)
+    smoke: Smoke = Smoke()
+    search: Search | None = None
+    tune: Search | None = Field(None, description="tune every variant with this budget before its seeds run")
+
+    @field_validator("variants")
+    @classmethod
+    def _variant_names(cls, variants):
+        for name in variants:
+            if not re.match(NAME_PATTERN, name):
+                raise ValueError(f"variant name '{name}' may only use letters, digits and _ . + -")
+        return variants
+
+    @field_validator("datasets")
+    @classmethod
+    def _datasets(cls, names):
+        """A list of names, or a mapping name -> partial config merged over base for that dataset."""
+        if isinstance(names, list):
+            if len(set(names)) != len(names):
+                raise ValueError("datasets are listed twice")
+            names = {name: {} for name in names}
+        for name, overrides in names.items():
+            if name not in DATASET_TASKS:
+                raise ValueError(f"unknown dataset '{name}' (allowed: {', '.join(DATASET_TASKS)})")
+            if not isinstance(overrides, dict):
+                raise ValueError(f"datasets.{name}: a partial config (mapping), or use a list of names")
+        return {name: overrides or {} for name, overrides in names.items()}
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, name):
+        if name not in METRIC_DIRECTIONS:
+            raise ValueError(f"unknown metric '{name}' (allowed: {', '.join(METRIC_DIRECTIONS)})")
+        return name
+
+
+@dataclass(frozen=True)
+class Claim:
+    """An expected outcome: `a > b` (paired, by a margin) or `a >= value` (absolute)."""
+
+    text: str
+    left: str
+    op: str  # '>', '<', '>=', '<='
+    right: str | None  # the other variant, or None for a threshold
+    value: float  # the margin (comparison) or the threshold, in metric units
+    metric: str
+    dataset: str | None
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    study: str
+    variant: str
+    dataset: str
+    seed: int
+    point: tuple[tuple[str, Any], ...]  # grid axis values of this run, in axis order
+    config: RunConfig
+    run_key: str
+
+    @property
+    def run_name(self) -> str:
+        return f"{self.variant}/seed={self.seed}"
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    question: str
+    description: str
+    path: Path
+    variants: tuple[str, ...]  # every condition, variants x grid points, in file order
+    grid_axes: tuple[str, ...]
+    seeds: tuple[int, ...]
+    datasets: tuple[str, ...]
+    metric: str
+    baseline: str | None
+    claims: tuple[Claim, ...]
+    smoke: Smoke
+    configs: dict  # (dataset, variant) -> RunConfig
+    points: dict  # variant -> tuple of (axis, value)
+    file_sha256: str
+    search: Search | None = None
+    tune: Search | None = None
+
+    @property
+    def direction(self) -> str:
+        return METRIC_DIRECTIONS[self.metric]
+
+    @property
+    def run_count(self) -> int:
+        return len(self.configs) * len(self.seeds)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def find_study(name_or_path: str, studies_dir: Path = STUDIES_DIR) -> Path:
+    """A study name (`regularization`) or a path to a YAML file."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise StudyError(f"{path}: no such study file")
+        return path
+    path = studies_dir / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in studies_dir.glob("*.yaml"))) or "none"
+        raise StudyError(f"no study named '{name_or_path}' in {studies_dir}/ (known: {known})")
+    return path
+
+
+def load_study(name_or_path: str, studies_dir: Path = STUDIES_DIR) -> Study:
+    """Read, validate and resolve a study file; every error is one StudyError line."""
+    path = find_study(name_or_path, studies_dir)
+    text = path.read_text()
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "?"
+        raise StudyError(f"{path}: not valid YAML at {where}: {getattr(err, 'problem', err)}") from None
+    if not isinstance(raw, dict):
+        raise StudyError(f"{path}: a study file is a mapping with keys name, question, base, variants, ...")
+    try:
+        top = StudyFile(**raw)
+    except ValidationError as err:
+        raise StudyError(f"{path}: {describe(err, StudyFile, raw)}") from None
+    return _resolve(top, path, hashlib.sha256(text.encode()).hexdigest())
+
+
+def _resolve(top: StudyFile, path: Path, sha: str) -> Study:
+    def fail(message: str):
+        raise StudyError(f"{path}: {message}")
+
+    for where, tree in [("base", top.base), *((f"datasets.{d}", t) for d, t in top.datasets.items()),
+                        *((f"variants.{v}", t) for v, t in top.variants.items())]:
+        if isinstance(tree.get("data"), dict) and "name" in tree["data"]:
+            fail(f"{where}.data.name: set the dataset with the top-level key 'datasets'")
+    seeds = _seed_list(top.seeds, "seeds", fail)
+    _seed_list(top.smoke.seeds, "smoke.seeds", fail)
+    conditions = _conditions(top, fail)
+    configs = {}
+    for dataset, per_dataset in top.datasets.items():
+        for variant, (overrides, point) in conditions.items():
+            merged = deep_merge(deep_merge(top.base, per_dataset), overrides)
+            merged.setdefault("data", {})["name"] = dataset
+            try:
+                configs[dataset, variant] = RunConfig(**merged)
+            except ValidationError as err:
+                fail(describe(err, RunConfig, merged, origin=_origin(top, variant, point, dataset)))
+    _check_metric(top.metric, top.datasets, fail)
+    variants = tuple(conditions)
+    if top.baseline is not None and top.baseline not in variants:
+        fail(f"baseline: '{top.baseline}' is not a variant (variants: {', '.join(variants)})")
+    claims = tuple(parse_claim(text, variants, top, fail) for text in top.claims)
+    for dataset in top.datasets:
+        seen = {}
+        for variant in variants:
+            canon = json.dumps(configs[dataset, variant].canonical(), sort_keys=True)
+            if canon in seen:
+                fail(f"variants '{seen[canon]}' and '{variant}' resolve to the same config; one of them is redundant")
+            seen[canon] = variant
+    for key in ("search", "tune"):
+        block = getattr(top, key)
+        if block is not None:
+            _check_search(key, block, top, configs, variants, fail)
+    return Study(
+        name=top.name, question=top.question, description=top.description, path=path,
+        variants=variants, grid_axes=tuple(top.grid), seeds=seeds, datasets=tuple(top.datasets),
+        metric=top.metric, baseline=top.baseline, claims=claims, smoke=top.smoke, configs=configs,
+        points={v: point for v, (_, point) in conditions.items()}, file_sha256=sha,
+        search=top.search, tune=top.tune,
+    )
+
+
+def _check_search(key: str, block: Search, top: StudyFile, configs: dict, variants, fail) -> None:
+    """The searched variant and dataset exist, and every corner of the space is a valid config."""
+    if block.variant is not None and block.variant not in variants:
+        fail(f"{key}.variant: '{block.variant}' is not a variant (variants: {', '.join(variants)})")
+    if block.dataset is not None and block.dataset not in top.datasets:
+        fail(f"{key}.dataset: '{block.dataset}' is not in this study (datasets: {', '.join(top.datasets)})")
+    for (dataset, variant), config in configs.items():
+        if key == "search" and (variant != search_variant(block, top.baseline, variants) or dataset != (block.dataset or next(iter(top.datasets)))):
+            continue
+        if DATASET_TASKS[dataset] == "regression" and block.objective == "val_acc":
+            fail(f"{key}.objective: val_acc does not apply to {dataset} (regression); use val_loss")
+        for path, param in block.space.items():
+            for value in (param.choices or []) + [v for v in (param.low, param.high) if v is not None]:
+                if param.type == "int":
+                    value = int(value)
+                try:
+                    RunConfig(**deep_merge(config.canonical(), _nest(path, value)))
+                except ValidationError as err:
+                    fail(f"{key}.space.{describe(err, RunConfig, deep_merge(config.canonical(), _nest(path, value)))}")
+
+
+def search_variant(block: Search, baseline: str | None, variants) -> str:
+    return block.variant or baseline or variants[0]
+
+
+def _seed_list(seeds, key, fail) -> tuple[int, ...]:
+    if isinstance(seeds, int):
+        if seeds < 1:
+            fail(f"{key}: give a positive count or a list of seeds (got {seeds})")
+        return tuple(range(seeds))
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        fail(f"{key}: a list of distinct non-negative integers (got {seeds})")
+    return tuple(seeds)
+
+
+def _conditions(top: StudyFile, fail) -> dict:
+    """variant name -> (overrides to merge over base, grid point)."""
+    variants = top.variants or {None: {}}
+    axes = list(top.grid)
+    for axis in axes:
+        if not top.grid[axis]:
+            fail(f"grid.{axis}: an axis needs at least one value")
+    labels = _axis_labels(axes)
+    out = {}
+    for (vname, overrides), values in itertools.product(variants.items(), itertools.product(*top.grid.values())):
+        point = tuple(zip(axes, values))
+        merged = copy.deepcopy(overrides)
+        for axis, value in point:
+            merged = deep_merge(merged, _nest(axis, value))
+        parts = ([vname] if vname else []) + [f"{labels[a]}={format_value(v)}" for a, v in point]
+        out[",".join(parts) or "base"] = (merged, point)
+    return out
+
+
+def _axis_labels(axes: list[str]) -> dict:
+    """Short labels for grid axes: the last path component, unless two axes share it."""
+    last = [a.rsplit(".", 1)[-1] for a in axes]
+    return {a: (short if last.count(short) == 1 else a) for a, short in zip(axes, last)}
+
+
+def format_value(value) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, float):
+        return repr(value) if not value.is_integer() else str(int(value)) if abs(value) < 1e15 else repr(value)
+    if isinstance(value, list):
+        return "x".join(format_value(v) for v in value)
+    return str(value)
+
+
+def _nest(dotted: str, value) -> dict:
+    tree: Any = value
+    for key in reversed(dotted.split(".")):
+        tree = {key: tree}
+    return tree
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    """A new dict: `over` merged into `base`, recursing into dicts; lists and values replace."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _check_metric(metric: str, datasets, fail):
+    for dataset in datasets:
+        task = DATASET_TASKS[dataset]
+        if (task == "regression" and metric in CLASSIFICATION_ONLY) or (task == "classification" and metric in REGRESSION_ONLY):
+            fail(f"metric: '{metric}' does not apply to {dataset} ({task}); use test_loss")
+
+
+def _origin(top: StudyFile, variant: str, point, dataset: str) -> callable:
+    """Maps a config key path to where in the file its value came from."""
+    vname = variant.split(",")[0] if top.variants else None
+
+    def found(tree: dict, loc: str) -> bool:
+        for part in loc.split("."):
+            if isinstance(tree, list) and part.isdigit() and int(part) < len(tree):
+                tree = tree[int(part)]
+            elif isinstance(tree, dict) and part in tree:
+                tree = tree[part]
+            else:
+                return False
+        return True
+
+    def origin(loc: str) -> str:
+        for axis, _ in point:
+            if loc == axis or loc.startswith(axis + "."):
+                return f"grid.{axis}"
+        if vname and found(top.variants[vname], loc):
+            return f"variants.{vname}.{loc}"
+        if found(top.datasets[dataset], loc):
+            return f"datasets.{dataset}.{loc}"
+        return f"base.{loc}"
+
+    return origin
+
+
+def describe(err: ValidationError, model: type[BaseModel], data: dict, origin=None) -> str:
+    """The first validation error as `key.path: what is wrong (allowed: ...)`."""
+    e = err.errors()[0]
+    loc = _clean_loc(e["loc"], data)
+    where = origin(loc) if origin and loc else loc or "(top level)"
+    if e["type"] == "extra_forbidden":
+        parent, _, key = loc.rpartition(".")
+        allowed = _allowed_keys(model, parent, data)
+        return f"{where}: unknown key '{key}'" + (f" (allowed: {', '.join(allowed)})" if allowed else "")
+    if e["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        allowed = e.get("ctx", {}).get("expected_tags", "").replace("'", "")
+        return f"{where}.name: unknown or missing name {e['ctx'].get('tag', '')!r} (allowed: {allowed})"
+    got = e.get("input")
+    shown = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
+    msg = e["msg"].removeprefix("Value error, ")
+    return f"{where}: {msg}{shown}"
+
+
+def _clean_loc(loc: tuple, data: dict) -> str:
+    """Drop the parts pydantic adds for unions (a tag like 'mlp', a type like 'int')."""
+    parts, node = [], data
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            parts.append(str(part))
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int):
+            parts.append(str(part))
+            node = node[part] if part < len(node) else None
+        elif isinstance(node, dict) and part == node.get("name"):
+            continue  # a discriminator's tag
+        elif isinstance(node, dict):
+            parts.append(str(part))  # a missing key
+            node = None
+    return ".".join(parts)
+
+
+def _allowed_keys(model: type[BaseModel], parent: str, data: dict) -> list[str]:
+    cls, node = model, data
+    for part in [p for p in parent.split(".") if p]:
+        if cls is None:
+            return []
+        annotation = cls.model_fields[part].annotation if part in cls.model_fields else None
+        node = node.get(part, {}) if isinstance(node, dict) else {}
+        cls = _model_class(annotation, node)
+    return list(cls.model_fields) if cls else []
+
+
+def _model_class(annotation, node):
+    """The BaseModel class an annotation stands for (picking a union member by its name tag)."""
+    candidates = getattr(annotation, "__args__", None) or (annotation,)
+    if hasattr(annotation, "__metadata__"):
+        candidates = annotation.__origin__.__args__ if hasattr(annotation.__origin__, "__args__") else (annotation.__origin__,)
+    models = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+    for cls in models:
+        tag = cls.model_fields.get("name")
+        if tag is not None and isinstance(node, dict) and node.get("name") in getattr(tag.annotation, "__args__", ()):
+            return cls
+    return models[0] if len(models) == 1 else None
+
+
+# ---------------------------------------------------------------- claims
+
+_CLAIM = re.compile(
+    r"^(?P<left>\S+)\s+(?P<op>>=|<=|>|<)\s+(?P<right>[^\s%]+)\s*(?P<runit>%|points)?"
+    r"(?:\s+by at least\s+(?P<margin>[0-9.eE+-]+)\s*(?P<munit>%|points)?)?"
+    r"(?:\s+on\s+(?P<metric>\w+))?(?:\s+in\s+(?P<dataset>\w+))?\s*$"
+)
+
+
+def parse_claim(text: str, variants, top: StudyFile, fail) -> Claim:
+    """`l2 > none`, `dropout=0.1 > dropout=0 on test_acc by at least 0.5 points`, `base >= 97.5% on test_acc`."""
+    m = _CLAIM.match(text.strip())
+    if not m:
+        fail(f"claims: cannot read '{text}' (write e.g. 'l2 > none', 'a > b by at least 0.5 points on test_acc', 'base >= 97.5% on test_acc')")
+    g = m.groupdict()
+    metric = g["metric"] or top.metric
+    if metric not in METRIC_DIRECTIONS:
+        fail(f"claims: '{text}': unknown metric '{metric}' (allowed: {', '.join(METRIC_DIRECTIONS)})")
+    if g["dataset"] and g["dataset"] not in top.datasets:
+        fail(f"claims: '{text}': dataset '{g['dataset']}' is not in this study (datasets: {', '.join(top.datasets)})")
+    threshold = _number(g["right"])
+    names = [g["left"]] + ([] if threshold is not None else [g["right"]])
+    for name in names:
+        if name not in variants:
+            fail(f"claims: '{text}': '{name}' is not a variant (variants: {', '.join(variants)})")
+    if threshold is not None:
+        if g["margin"]:
+            fail(f"claims: '{text}': 'by at least' goes with a comparison of two variants")
+        value = threshold * (0.01 if g["runit"] else 1)
+        return Claim(text, g["left"], g["op"], None, value, metric, g["dataset"])
+    margin = _number(g["margin"]) if g["margin"] else 0.0
+    if margin is None or margin < 0:
+        fail(f"claims: '{text}': the margin must be a non-negative number")
+    value = margin * (0.01 if g["munit"] else 1)
+    return Claim(text, g["left"], g["op"], g["right"], value, metric, g["dataset"])
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+# ---------------------------------------------------------------- expansion
+
+
+def smoke_config(config: RunConfig, smoke: Smoke) -> RunConfig:
+    """The shrunken config `--smoke` runs: fewer epochs, smaller subsets."""
+    data = {k: getattr(smoke, k) for k in ("train_size", "val_size", "test_size") if getattr(smoke, k) is not None}
+    train = {"epochs": min(smoke.epochs, config.train.epochs)} if smoke.epochs else {}
+    return config.model_copy(update={
+        "data": config.data.model_copy(update=data),
+        "train": config.train.model_copy(update=train),
+    })
+
+
+def run_key(config: RunConfig, seed: int) -> str:
+    """Content hash of the resolved config and seed: a run's identity in every store."""
+    blob = json.dumps({"config": config.canonical(), "seed": seed}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def expand(study: Study, smoke: bool = False) -> list[RunSpec]:
+    """Every run of the study, dataset-major then variant then seed."""
+    seeds = _seed_list(study.smoke.seeds, "smoke.seeds", None) if smoke else study.seeds
+    specs = []
+    for (dataset, variant), config in study.configs.items():
+        if smoke:
+            config = smoke_config(config, study.smoke)
+        for seed in seeds:
+            specs.append(RunSpec(study.name, variant, dataset, seed, study.points[variant], config, run_key(config, seed)))
+    return specs
+
+
+def list_studies(studies_dir: Path = STUDIES_DIR) -> list[Path]:
+    return sorted(studies_dir.glob("*.yaml"))

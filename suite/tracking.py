@@ -1,0 +1,136 @@
+"""MLflow, the single source of truth: every run, its params, per-epoch metrics and artifacts.
+
+The store is `--tracking-uri`, else $MLFLOW_TRACKING_URI, else MLflow's embedded
+`sqlite:///mlflow.db` in the current directory (browse it with `make ui`). One experiment
+per study, named after it; one MLflow run per run spec, found again by its `suite.run_key`
+tag. Only this module imports mlflow, and it talks to the store through an explicit
+`MlflowClient` (no global active run).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import SuiteError
+
+DEFAULT_URI = "sqlite:///mlflow.db"
+FINISHED = "FINISHED"
+
+for _noisy in ("alembic", "mlflow"):
+    logging.getLogger(_noisy).setLevel(logging.WARNING)
+
+
+def tracking_uri(cli_value: str | None = None) -> str:
+    return cli_value or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+@contextmanager
+def store_lock(uri: str):
+    """Hold an exclusive lock beside a sqlite store: one writing process at a time."""
+    db = _sqlite_path(uri)
+    if db is None:
+        yield
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{db}.lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SuiteError(f"another suite process is writing to {db}; wait for it to finish or pass another --tracking-uri") from None
+        yield
+
+
+def connect(uri: str):
+    """An MlflowClient on the store (created, with its schema, on first use)."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    mlflow.set_tracking_uri(uri)
+    try:
+        return MlflowClient(tracking_uri=uri)
+    except Exception as err:  # a bad URI or an unreachable server
+        raise SuiteError(f"cannot open the MLflow store {uri}: {str(err).splitlines()[0][:200]}") from None
+
+
+def experiment_id(client, name: str, create: bool = True) -> str | None:
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        if found.lifecycle_stage == "deleted":
+            client.restore_experiment(found.experiment_id)
+        return found.experiment_id
+    return client.create_experiment(name) if create else None
+
+
+def search(client, exp_id: str, kind: str = "run", status: str | None = None) -> list:
+    """All live runs of one kind (`run`, `summary`, `trial`, `search`) in an experiment."""
+    query = f"tags.`suite.kind` = '{kind}'" + (f" and attributes.status = '{status}'" if status else "")
+    runs, token = [], None
+    while True:
+        page = client.search_runs([exp_id], filter_string=query, max_results=5000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def start_run(client, exp_id: str, name: str, tags: dict, params: dict, config: dict) -> str:
+    """A RUNNING MLflow run with its tags, flattened params and the resolved config as an artifact."""
+    from mlflow.entities import Param
+
+    run = client.create_run(exp_id, run_name=name, tags={k: str(v) for k, v in tags.items()})
+    run_id = run.info.run_id
+    items = [Param(k, json.dumps(v) if isinstance(v, (list, dict)) else str(v)) for k, v in params.items()]
+    for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+        client.log_batch(run_id, params=items[i:i + 100])
+    client.log_dict(run_id, config, "resolved_config.json")
+    return run_id
+
+
+def log_metrics(client, run_id: str, metrics: dict, step: int = 0) -> None:
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+
+def end_run(client, run_id: str, status: str = FINISHED, tags: dict | None = None) -> None:
+    for key, value in (tags or {}).items():
+        client.set_tag(run_id, key, str(value))
+    client.set_terminated(run_id, status=status)
+
+
+def delete_runs(client, run_ids) -> None:
+    for run_id in run_ids:
+        client.delete_run(run_id)
+
+
+def histories(client, run_ids, keys) -> list[tuple[str, str, int, float]]:
+    """(run_id, metric, step, value) for every logged value of `keys`."""
+    rows = []
+    for run_id in run_ids:
+        for key in keys:
+            rows.extend((run_id, key, m.step, m.value) for m in client.get_metric_history(run_id, key))
+    return rows
+
+
+def log_files(client, run_id: str, paths, folder: str | None = None) -> None:
+    for path in paths:
+        client.log_artifact(run_id, str(path), folder)
+
+
+def log_text(client, run_id: str, text: str, name: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        path.write_text(text)
+        client.log_artifact(run_id, str(path))

@@ -1,0 +1,170 @@
+"""Train one run: a pure function of its config and seed.
+
+`train_run` is the whole loop on one screen: shuffle, augment, forward, loss, backward,
+step; evaluate on the validation split each epoch; stop early on `patience`; restore the
+best epoch's weights; evaluate the test split once. Four generators derived from the seed
+(init, data order, augmentation, dropout) make seed k draw the same numbers in every
+variant. A non-finite loss ends the run as diverged instead of raising.
+
+The one seam is `on_epoch(epoch, metrics)`, called after each epoch (MLflow logging,
+Optuna pruning, progress bars).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .config import RunConfig
+from .data import Splits, augment_batch
+from .models import build_model
+
+EVAL_BATCH = 4096  # examples per forward pass when evaluating; memory only, results identical
+DIVERGENCE_CHECK_EVERY = 50  # steps between non-finite loss checks (each check syncs a GPU)
+
+
+@dataclass
+class RunResult:
+    history: list[dict] = field(default_factory=list)  # one dict of metrics per epoch
+    final: dict = field(default_factory=dict)  # test_loss, test_acc, epochs_trained, ...
+    diverged: bool = False
+    reason: str = ""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device is 'cuda' but no CUDA device is available")
+    return torch.device(name)
+
+
+def stream_seed(seed: int, stream: str) -> int:
+    """A 63-bit seed for one named random stream of run `seed`."""
+    return int.from_bytes(hashlib.sha256(f"{seed}/{stream}".encode()).digest()[:8], "big") >> 1
+
+
+def generators(seed: int, device: torch.device) -> dict[str, torch.Generator]:
+    """Separate streams: init on the CPU (same weights on any device); the rest where the data is."""
+    gens = {"init": torch.Generator().manual_seed(stream_seed(seed, "init"))}
+    for stream in ("order", "augment", "dropout"):
+        gens[stream] = torch.Generator(device=device).manual_seed(stream_seed(seed, stream))
+    return gens
+
+
+def make_optimizer(cfg, params) -> torch.optim.Optimizer:
+    if cfg.name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer '{cfg.name}' (known: {', '.join(OPTIMIZERS)})")
+    return OPTIMIZERS[cfg.name](cfg, params)
+
+
+def loss_fn(task: str):
+    return F.cross_entropy if task == "classification" else F.mse_loss
+
+
+@torch.no_grad()
+def evaluate(model, x, y, task: str) -> dict:
+    """Mean loss (and accuracy for classification) over a whole split, in eval mode."""
+    model.eval()
+    total, correct = 0.0, 0
+    for i in range(0, len(x), EVAL_BATCH):
+        out = model(x[i:i + EVAL_BATCH])
+        target = y[i:i + EVAL_BATCH]
+        total += loss_fn(task)(out, target, reduction="sum").item()
+        if task == "classification":
+            correct += (out.argmax(1) == target).sum().item()
+    metrics = {"loss": total / len(x)}
+    if task == "classification":
+        metrics["acc"] = correct / len(x)
+    else:
+        metrics["mse"] = metrics["loss"]
+    return metrics
+
+
+def train_run(config: RunConfig, seed: int, data: Splits, device: torch.device,
+              on_epoch: Callable[[int, dict], None] | None = None) -> RunResult:
+    gens = generators(seed, device)
+    model = build_model(config.model, data.in_shape, data.num_outputs, gens["init"], gens["dropout"]).to(device)
+    optimizer = make_optimizer(config.optimizer, model.parameters())
+    criterion = loss_fn(data.task)
+    train = config.train
+    n = len(data.train_x)
+    batch = n if train.batch_size == "full" else min(train.batch_size, n)
+    augment = config.data.augment
+    augmenting = augment.rotation or augment.hflip or augment.crop_pad
+    monitor = train.monitor if data.task == "classification" else "val_loss"
+    result, best, best_state, stale = RunResult(), None, None, 0
+    start = time.perf_counter()
+
+    for epoch in range(1, train.epochs + 1):
+        epoch_start = time.perf_counter()
+        model.train()
+        order = torch.randperm(n, generator=gens["order"], device=device)
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        for step, i in enumerate(range(0, n, batch)):
+            idx = order[i:i + batch]
+            x, y = data.train_x[idx], data.train_y[idx]
+            if augmenting:
+                x = augment_batch(x, augment, data.fill, gens["augment"])
+            out = model(x)
+            loss = criterion(out, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach() * len(idx)
+            if data.task == "classification":
+                correct += (out.argmax(1) == y).sum()
+            if step % DIVERGENCE_CHECK_EVERY == 0 and not torch.isfinite(loss):
+                break
+        train_loss = loss_sum.item() / n
+        if not math.isfinite(train_loss):
+            result.diverged, result.reason = True, f"non-finite training loss in epoch {epoch}"
+            break
+        metrics = {"train_loss": train_loss}
+        if data.task == "classification":
+            metrics["train_acc"] = correct.item() / n
+        metrics.update({f"val_{k}": v for k, v in evaluate(model, data.val_x, data.val_y, data.task).items()})
+        metrics["epoch_seconds"] = time.perf_counter() - epoch_start
+        result.history.append(metrics)
+        if on_epoch:
+            on_epoch(epoch, metrics)
+        score = metrics[monitor]
+        if best is None or (score > best if monitor.endswith("acc") else score < best):
+            best, stale = score, 0
+            best_state = copy.deepcopy(model.state_dict()) if train.patience else None
+            result.final["best_epoch"] = epoch
+        else:
+            stale += 1
+            if train.patience and stale >= train.patience:
+                break
+
+    train_seconds = time.perf_counter() - start
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    test = evaluate(model, data.test_x, data.test_y, data.task)
+    result.final.update({f"test_{k}": v for k, v in test.items()})
+    result.final.update({
+        "epochs_trained": len(result.history) + (1 if result.diverged else 0),
+        # the epoch whose weights the test set saw: the best one when early stopping restored it
+        "tested_epoch": result.final.get("best_epoch", 0) if best_state is not None else len(result.history),
+        "train_seconds": train_seconds,
+        "diverged": float(result.diverged),
+    })
+    return result
+
+
+OPTIMIZERS = {
+    "sgd": lambda c, p: torch.optim.SGD(p, lr=c.lr, weight_decay=c.weight_decay),
+    "momentum": lambda c, p: torch.optim.SGD(p, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov, weight_decay=c.weight_decay),
+    "rmsprop": lambda c, p: torch.optim.RMSprop(p, lr=c.lr, alpha=c.alpha, eps=c.eps, momentum=c.momentum, weight_decay=c.weight_decay),
+    "adam": lambda c, p: torch.optim.Adam(p, lr=c.lr, betas=c.betas, eps=c.eps, weight_decay=c.weight_decay),
+    "adamw": lambda c, p: torch.optim.AdamW(p, lr=c.lr, betas=c.betas, eps=c.eps, weight_decay=c.weight_decay),
+}

@@ -1,0 +1,280 @@
+"""Hyperparameter search with Optuna, bridged to MLflow; the only module that imports optuna.
+
+    suite tune regularization --trials 20 [--workers 2]     # or: make tune STUDY=regularization
+
+A study's `search` block names a validation objective, a space (dotted config path -> range
+or choices), a trial budget, a sampler (TPE, random or QMC, seeded) and a pruner (median or
+none). Every trial trains one run through `train_run` with the search's seed, reports the
+objective each epoch (the pruner may stop it: state PRUNED), and is an MLflow child run of
+one parent run per search. A diverged trial is FAILED with its reason; the search goes on.
+
+Trials live in an Optuna RDB store (`--storage`, $OPTUNA_STORAGE, default sqlite:///optuna.db)
+under the name `<study>` (a `tune` block: `<study>/<variant>`), loaded if it exists, so a
+rerun continues to the requested total. A trial left RUNNING by a killed process is marked
+FAILED as interrupted and does not count towards the total.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import pandas as pd
+from tqdm import tqdm
+
+from . import provenance, tracking
+from .config import RunConfig, flatten
+from .errors import SuiteError
+from .study import Search, Study, deep_merge, search_variant, smoke_config
+
+DEFAULT_STORAGE = "sqlite:///optuna.db"
+INTERRUPTED = "interrupted"
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def storage_url(cli_value: str | None = None) -> str:
+    return cli_value or os.environ.get("OPTUNA_STORAGE") or DEFAULT_STORAGE
+
+
+def make_sampler(block: Search) -> optuna.samplers.BaseSampler:
+    if block.sampler not in SAMPLERS:
+        raise SuiteError(f"unknown sampler '{block.sampler}' (known: {', '.join(SAMPLERS)})")
+    return SAMPLERS[block.sampler](block.seed)
+
+
+def make_pruner(block: Search) -> optuna.pruners.BasePruner:
+    # median: prune a trial whose objective at an epoch is worse than the median of earlier trials there
+    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0) if block.pruner == "median" else optuna.pruners.NopPruner()
+
+
+def sample(trial: optuna.Trial, block: Search) -> dict:
+    """One point of the space, as {dotted path: value}."""
+    values = {}
+    for path, p in block.space.items():
+        if p.type == "float":
+            values[path] = trial.suggest_float(path, p.low, p.high, log=p.log)
+        elif p.type == "int":
+            values[path] = trial.suggest_int(path, int(p.low), int(p.high), log=p.log)
+        else:
+            values[path] = trial.suggest_categorical(path, p.choices)
+    return values
+
+
+def apply(config: RunConfig, values: dict) -> RunConfig:
+    tree = config.canonical()
+    for path, value in values.items():
+        node = tree
+        *parents, last = path.split(".")
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    return RunConfig(**tree)
+
+
+@dataclass
+class Target:
+    """What one search tunes: a study variant on a dataset, and where its trials are kept."""
+
+    study: Study
+    block: Search
+    variant: str
+    dataset: str
+    smoke: bool
+
+    @property
+    def name(self) -> str:
+        base = self.study.name if self.block is self.study.search else f"{self.study.name}/{self.variant}"
+        return base + ("/smoke" if self.smoke else "")
+
+    @property
+    def budget(self) -> int:
+        return self.study.smoke.trials if self.smoke else self.block.trials
+
+    def base_config(self) -> RunConfig:
+        config = self.study.configs[self.dataset, self.variant]
+        return smoke_config(config, self.study.smoke) if self.smoke else config
+
+
+def search_target(study: Study, smoke: bool) -> Target:
+    if study.search is None:
+        raise SuiteError(f"study '{study.name}' has no search block; add one (see README, 'Searching hyperparameters')")
+    block = study.search
+    return Target(study, block, search_variant(block, study.baseline, study.variants), block.dataset or study.datasets[0], smoke)
+
+
+def tune_targets(study: Study, smoke: bool) -> list[Target]:
+    """One search per variant and dataset, each with the same budget and sampler seed."""
+    return [Target(study, study.tune, v, d, smoke) for d in study.datasets for v in study.variants]
+
+
+def open_search(target: Target, storage: str) -> optuna.Study:
+    try:
+        return optuna.create_study(storage=storage, study_name=target.name, direction=target.block.direction,
+                                   sampler=make_sampler(target.block), pruner=make_pruner(target.block), load_if_exists=True)
+    except Exception as err:  # a bad URL, an unreachable server
+        raise SuiteError(f"cannot open the Optuna storage {storage}: {str(err).splitlines()[0][:200]}") from None
+
+
+def counted(trials) -> int:
+    """Trials that count towards the budget: finished ones, not those a kill interrupted."""
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+    return sum(t.state in states and t.user_attrs.get("fail_reason") != INTERRUPTED for t in trials)
+
+
+def fail_stale(search: optuna.Study) -> None:
+    """Trials left RUNNING by a killed process: mark them FAILED as interrupted (we hold the store lock)."""
+    storage = search._storage
+    for trial in search.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        storage.set_trial_user_attr(trial._trial_id, "fail_reason", INTERRUPTED)
+        storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+
+
+def run_search(target: Target, *, uri: str, storage: str, data_dir: Path, trials: int | None = None, workers: int = 1) -> optuna.Study:
+    """Run trials until `trials` (default: the block's budget) count, logging each to MLflow."""
+    from .data import load_splits
+    from .train import resolve_device, train_run
+
+    total = trials or target.budget
+    base = target.base_config()
+    device = resolve_device(base.train.device)
+    data = load_splits(base.data, data_dir, device)
+    with tracking.store_lock(uri):
+        client = tracking.connect(uri)
+        exp_id = tracking.experiment_id(client, target.study.name)
+        search = open_search(target, storage)
+        fail_stale(search)
+        parent = _parent_run(client, exp_id, target, storage)
+        remaining = total - counted(search.get_trials(deepcopy=False))
+        bar = tqdm(total=total, initial=total - max(remaining, 0), desc=target.name, unit="trial", disable=None)
+
+        def objective(trial: optuna.Trial) -> float:
+            values = sample(trial, target.block)
+            config = apply(base, values)
+            tags = {"suite.kind": "trial", "suite.study": target.study.name, "suite.search": target.name,
+                    "suite.trial": trial.number, "suite.variant": target.variant, "suite.dataset": target.dataset,
+                    "suite.smoke": target.smoke, "suite.git_commit": provenance.git_commit(), "mlflow.parentRunId": parent,
+                    "suite.trial_state": "RUNNING"}
+            params = {**flatten(config.canonical()), "seed": target.block.seed, **{f"sampled.{k}": v for k, v in values.items()}}
+            run_id = tracking.start_run(client, exp_id, f"{target.name}/trial={trial.number}", tags, params, {"config": config.canonical(), "seed": target.block.seed})
+            trial.set_user_attr("mlflow_run_id", run_id)
+            status = "FAILED"
+            try:
+                result = train_run(config, target.block.seed, data, device, _reporter(client, run_id, trial, target.block.objective))
+                tracking.log_metrics(client, run_id, result.final, step=len(result.history))
+                if result.diverged:
+                    trial.set_user_attr("fail_reason", result.reason)
+                    return float("nan")  # Optuna records a NaN objective as FAIL
+                status = "FINISHED"
+                tested = result.history[int(result.final["tested_epoch"]) - 1]
+                return tested[target.block.objective]
+            except optuna.TrialPruned:
+                status = "FINISHED"
+                trial.set_user_attr("pruned", True)
+                raise
+            except KeyboardInterrupt:
+                status = "KILLED"
+                trial.set_user_attr("fail_reason", INTERRUPTED)
+                raise
+            finally:
+                bar.update()
+                state = "PRUNED" if trial.user_attrs.get("pruned") else ("FAIL" if status != "FINISHED" or "fail_reason" in trial.user_attrs else "COMPLETE")
+                tracking.end_run(client, run_id, status, {"suite.trial_state": state,
+                                                          "suite.fail_reason": trial.user_attrs.get("fail_reason", "")})
+
+        with bar:
+            if remaining > 0:
+                search.optimize(objective, n_trials=remaining, n_jobs=workers, catch=())
+        tracking.end_run(client, parent, tags={"suite.trials": counted(search.get_trials(deepcopy=False))})
+    return search
+
+
+def _reporter(client, run_id: str, trial: optuna.Trial, objective: str):
+    def on_epoch(epoch: int, metrics: dict) -> None:
+        tracking.log_metrics(client, run_id, metrics, step=epoch)
+        trial.report(metrics[objective], epoch)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at epoch {epoch}")
+
+    return on_epoch
+
+
+def _parent_run(client, exp_id: str, target: Target, storage: str) -> str:
+    for run in tracking.search(client, exp_id, "search"):
+        if run.data.tags.get("suite.search") == target.name:
+            client.update_run(run.info.run_id, status="RUNNING")
+            return run.info.run_id
+    space = {path: p.model_dump(exclude_none=True) for path, p in target.block.space.items()}
+    tags = {"suite.kind": "search", "suite.study": target.study.name, "suite.search": target.name, "suite.variant": target.variant,
+            "suite.dataset": target.dataset, "suite.smoke": target.smoke, "suite.optuna_storage": storage}
+    params = {"objective": target.block.objective, "direction": target.block.direction, "sampler": target.block.sampler,
+              "pruner": target.block.pruner, "sampler_seed": target.block.seed, "budget": target.budget,
+              **{f"space.{k}": v for k, v in space.items()}}
+    return tracking.start_run(client, exp_id, f"search {target.name}", tags, params, {"space": space})
+
+
+# ---------------------------------------------------------------- reading results
+
+
+def load_search(target: Target, storage: str) -> optuna.Study | None:
+    try:
+        return optuna.load_study(study_name=target.name, storage=storage)
+    except KeyError:
+        return None
+
+
+def trials_frame(search: optuna.Study) -> pd.DataFrame:
+    """One row per trial: number, state, value, sampled params (one column each), MLflow run id, reason."""
+    rows = []
+    for t in search.get_trials(deepcopy=False):
+        if t.user_attrs.get("fail_reason") == INTERRUPTED:
+            continue
+        rows.append({"trial": t.number, "state": t.state.name, "value": t.value, **t.params,
+                     "epochs": len(t.intermediate_values), "mlflow_run_id": t.user_attrs.get("mlflow_run_id", ""),
+                     "fail_reason": t.user_attrs.get("fail_reason", "")})
+    return pd.DataFrame(rows)
+
+
+def importances(search: optuna.Study) -> dict[str, float]:
+    complete = [t for t in search.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+    if len(complete) < 2 or len(search.best_params) < 1:
+        return {}
+    try:
+        return optuna.importance.get_param_importances(search)
+    except (RuntimeError, ValueError):  # too few distinct values to fit the evaluator
+        return {}
+
+
+def edge_warnings(block: Search, best: dict) -> list[str]:
+    """Best values in the outer 5% of a range (log-scaled where the range is): the space may be too narrow."""
+    warnings = []
+    for path, p in block.space.items():
+        if p.type == "categorical" or path not in best:
+            continue
+        f = (lambda v: math.log(v)) if p.log else (lambda v: v)
+        position = (f(best[path]) - f(p.low)) / (f(p.high) - f(p.low))
+        if position < 0.05 or position > 0.95:
+            side = "lower" if position < 0.5 else "upper"
+            warnings.append(f"the best {path} ({best[path]:.4g}) sits at the {side} edge of the search space [{p.low:g}, {p.high:g}]; widen it")
+    return warnings
+
+
+def best_overrides(target: Target, storage: str) -> dict | None:
+    """The best trial's values as {path: value}, or None while the search has not used its budget."""
+    search = load_search(target, storage)
+    if search is None or counted(search.get_trials(deepcopy=False)) < target.budget:
+        return None
+    try:
+        return dict(search.best_params)
+    except ValueError:  # no trial completed
+        return None
+
+
+SAMPLERS = {
+    "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed),
+    "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
+    "qmc": lambda seed: optuna.samplers.QMCSampler(seed=seed, scramble=True, warn_independent_sampling=False),
+}

@@ -1,0 +1,72 @@
+"""Shared fixtures: the real datasets (cut small by the study configs) and a throw-away MLflow store.
+
+Data root: $SUITE_DATA_DIR, else ../shared/data beside the repository (as in CI). Tests that
+need a dataset that is not there are skipped with the reason.
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("SUITE_DATA_DIR") or ROOT.parent / "shared" / "data")
+
+
+def has_mnist() -> bool:
+    return (DATA_DIR / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file()
+
+
+def has_cifar10() -> bool:
+    return (DATA_DIR / "cifar10" / "cifar10.npz").is_file() or (DATA_DIR / "cifar-10-batches-py").is_dir()
+
+
+needs_mnist = pytest.mark.skipif(not has_mnist(), reason=f"MNIST not found under {DATA_DIR}; set SUITE_DATA_DIR")
+needs_cifar10 = pytest.mark.skipif(not has_cifar10(), reason=f"CIFAR-10 not found under {DATA_DIR}; set SUITE_DATA_DIR")
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    return DATA_DIR
+
+
+@pytest.fixture
+def store(tmp_path) -> str:
+    """A fresh sqlite MLflow store for one test."""
+    return f"sqlite:///{tmp_path}/mlflow.db"
+
+
+TINY_STUDY = """
+name: tiny
+question: Does weight decay change anything on a tiny MNIST MLP?
+datasets: [mnist]
+seeds: 2
+metric: test_acc
+baseline: none
+base:
+  data: {train_size: 300, val_size: 200, test_size: 300}
+  model: {name: mlp, hidden: [32]}
+  optimizer: {name: adam, lr: 0.01}
+  train: {batch_size: 50, epochs: 2}
+variants:
+  none: {}
+  wd: {optimizer: {weight_decay: 0.01}}
+claims:
+  - wd > none
+smoke:
+  seeds: 2
+  epochs: 1
+  train_size: 200
+  val_size: 100
+  test_size: 200
+"""
+
+
+@pytest.fixture
+def tiny_study(tmp_path) -> Path:
+    """A study file small enough to train end to end in a few seconds."""
+    folder = tmp_path / "studies"
+    folder.mkdir()
+    path = folder / "tiny.yaml"
+    path.write_text(TINY_STUDY)
+    return path

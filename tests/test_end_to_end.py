@@ -1,0 +1,117 @@
+"""A study end to end with real parts: MNIST cut small, a temporary sqlite MLflow store,
+the report written from the store, resume, --force, the lock, and the one-line errors."""
+
+import os
+import subprocess
+import sys
+
+import mlflow
+import pandas as pd
+import pytest
+
+from suite.cli import main
+from suite.tracking import store_lock
+
+from conftest import needs_mnist
+
+pytestmark = [needs_mnist, pytest.mark.slow]
+
+
+def cli(*args, study_dir, tmp_path, store):
+    return main([*args, "--studies-dir", str(study_dir), "--tracking-uri", store, "--reports-dir", str(tmp_path / "reports")]
+                + (["--data-dir", os.environ.get("SUITE_DATA_DIR", "../shared/data")] if args[0] == "study" else []))
+
+
+def finished_runs(store: str) -> pd.DataFrame:
+    mlflow.set_tracking_uri(store)
+    return mlflow.search_runs(experiment_names=["tiny"], filter_string="tags.`suite.kind` = 'run'")
+
+
+def test_study_logs_runs_writes_report_and_resumes(tiny_study, tmp_path, store, data_dir, capsys):
+    os.environ["SUITE_DATA_DIR"] = str(data_dir)
+    assert cli("study", "tiny", study_dir=tiny_study.parent, tmp_path=tmp_path, store=store) == 0
+    runs = finished_runs(store)
+    assert len(runs) == 4 and set(runs["status"]) == {"FINISHED"}
+    assert set(runs["tags.suite.variant"]) == {"none", "wd"} and set(runs["tags.suite.seed"]) == {"0", "1"}
+    assert set(runs["tags.mlflow.runName"]) == {"none/seed=0", "none/seed=1", "wd/seed=0", "wd/seed=1"}
+    assert runs["tags.suite.run_key"].nunique() == 4 and runs["tags.suite.git_commit"].str.len().min() > 0
+    assert set(runs["params.optimizer.weight_decay"]) == {"0.0", "0.01"} and set(runs["params.model.hidden"]) == {"[32]"}
+    client = mlflow.tracking.MlflowClient(store)
+    history = client.get_metric_history(runs["run_id"][0], "val_acc")
+    assert [m.step for m in history] == [1, 2]
+    assert "resolved_config.json" in [a.path for a in client.list_artifacts(runs["run_id"][0])]
+
+    folder = tmp_path / "reports" / "tiny"
+    summary = pd.read_csv(folder / "summary.csv")
+    table = pd.read_csv(folder / "runs.csv")
+    assert list(summary["variant"]) == ["none", "wd"] and list(summary["n"]) == [2, 2]
+    for variant, group in runs.groupby("tags.suite.variant"):
+        row = summary[summary["variant"] == variant].iloc[0]
+        assert row["mean"] == pytest.approx(group["metrics.test_acc"].mean(), abs=1e-6)
+        assert row["max"] == pytest.approx(group["metrics.test_acc"].max(), abs=1e-6)
+    assert set(table["run_id"]) == set(runs["run_id"])
+    for name in ("report.md", "report.html", "comparisons.csv", "claims.csv", "curves.csv", "final_metric.png",
+                 "learning_curves.png", "forest.png", "generalisation_gap.png"):
+        assert (folder / name).stat().st_size > 0, name
+    report = (folder / "report.md").read_text()
+    assert "make report STUDY=tiny" in report and "wd vs none" in report and runs["run_id"][0] in report
+    assert (tmp_path / "reports" / "index.md").read_text().count("tiny") >= 2
+    first_tables = {n: (folder / n).read_text() for n in ("summary.csv", "comparisons.csv", "claims.csv", "runs.csv")}
+
+    # rerunning trains nothing and creates no duplicates
+    capsys.readouterr()
+    assert cli("study", "tiny", study_dir=tiny_study.parent, tmp_path=tmp_path, store=store) == 0
+    assert "0 trained, 4 already done" in capsys.readouterr().out
+    assert len(finished_runs(store)) == 4
+    # the report rebuilt from the store alone is identical
+    assert cli("report", "tiny", study_dir=tiny_study.parent, tmp_path=tmp_path, store=store) == 0
+    assert {n: (folder / n).read_text() for n in first_tables} == first_tables
+    # --force reruns and replaces, still no duplicates
+    assert cli("study", "tiny", "--force", study_dir=tiny_study.parent, tmp_path=tmp_path, store=store) == 0
+    again = finished_runs(store)
+    assert len(again) == 4 and set(again["run_id"]).isdisjoint(runs["run_id"])
+    # same seeds and configs: bitwise-identical metrics
+    merged = runs.merge(again, on="tags.suite.run_key")
+    assert (merged["metrics.test_acc_x"] == merged["metrics.test_acc_y"]).all()
+
+
+def test_an_interrupted_run_is_replaced_not_duplicated(tiny_study, tmp_path, store, data_dir):
+    os.environ["SUITE_DATA_DIR"] = str(data_dir)
+    assert cli("study", "tiny", "--smoke", study_dir=tiny_study.parent, tmp_path=tmp_path, store=store) == 0
+    mlflow.set_tracking_uri(store)
+    client = mlflow.tracking.MlflowClient(store)
+    done = mlflow.search_runs(experiment_names=["tiny"], filter_string="tags.`suite.kind` = 'run'")
+    victim = done["run_id"][0]
+    # what a kill -9 leaves behind: the run still RUNNING
+    client.set_terminated(victim, "RUNNING")
+    assert cli("study", "tiny", "--smoke", study_dir=tiny_study.parent, tmp_path=tmp_path, store=store) == 0
+    after = mlflow.search_runs(experiment_names=["tiny"], filter_string="tags.`suite.kind` = 'run'")
+    assert len(after) == len(done) and victim not in set(after["run_id"]) and set(after["status"]) == {"FINISHED"}
+    assert (tmp_path / "reports" / "smoke" / "tiny" / "report.md").exists()
+
+
+def test_second_writer_is_refused_with_one_line(tiny_study, tmp_path, store, capsys):
+    with store_lock(store):
+        code = cli("study", "tiny", "--smoke", study_dir=tiny_study.parent, tmp_path=tmp_path, store=store)
+    err = capsys.readouterr().err
+    assert code == 1 and "another suite process is writing" in err and err.count("\n") == 1
+
+
+def test_check_exits_1_on_a_contradicted_claim_while_study_exits_0(tiny_study, tmp_path, store, data_dir):
+    os.environ["SUITE_DATA_DIR"] = str(data_dir)
+    # four seeds: a t-interval narrow enough to put 99.9% clearly out of reach
+    text = tiny_study.read_text().replace("  - wd > none", "  - none >= 99.9% on test_acc").replace("smoke:\n  seeds: 2", "smoke:\n  seeds: 4")
+    tiny_study.write_text(text)
+    assert cli("study", "tiny", "--smoke", study_dir=tiny_study.parent, tmp_path=tmp_path, store=store) == 0
+    assert cli("check", "tiny", "--smoke", study_dir=tiny_study.parent, tmp_path=tmp_path, store=store) == 1
+    claims = pd.read_csv(tmp_path / "reports" / "smoke" / "tiny" / "claims.csv")
+    assert list(claims["verdict"]) == ["contradicted"]
+
+
+def test_missing_data_is_one_line_saying_where_it_looked(tiny_study, tmp_path, store):
+    env = {**os.environ, "SUITE_DATA_DIR": str(tmp_path / "nowhere")}
+    out = subprocess.run([sys.executable, "-m", "suite", "study", str(tiny_study), "--smoke", "--tracking-uri", store,
+                          "--reports-dir", str(tmp_path / "r")], capture_output=True, text=True, env=env)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    line = [l for l in out.stderr.splitlines() if l.startswith("error:")]
+    assert len(line) == 1 and str(tmp_path / "nowhere") in line[0] and "SUITE_DATA_DIR" in line[0]

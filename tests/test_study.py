@@ -1,0 +1,156 @@
+"""Study files: parsing, the one-line errors, expansion counts and run-key stability."""
+
+import subprocess
+import sys
+
+import pytest
+
+from suite.errors import StudyError
+from suite.study import deep_merge, expand, load_study, run_key
+
+BASE = """
+name: t
+question: q?
+base:
+  model: {name: mlp, hidden: [10]}
+  optimizer: {name: adam, lr: 0.01}
+variants:
+  a: {}
+  b: {optimizer: {weight_decay: 0.1}}
+"""
+
+
+def write(tmp_path, extra: str = "", base: str = BASE):
+    path = tmp_path / "t.yaml"
+    path.write_text(base + extra + "\n")
+    return path
+
+
+def error_of(path) -> str:
+    with pytest.raises(StudyError) as err:
+        load_study(str(path))
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(str(path))
+    return message
+
+
+@pytest.mark.parametrize("extra, expected", [
+    ("  c: {model: {dropout: 1.5}}", "variants.c.model.dropout: Input should be less than 1 (got 1.5)"),
+    ("  c: {model: {dropuot: 0.5}}", "variants.c.model.dropuot: unknown key 'dropuot' (allowed: name, hidden, activation, dropout, dropout_layers)"),
+    ("  c: {optimizer: {name: adamx}}", "variants.c.optimizer.name: unknown or missing name 'adamx' (allowed: sgd, momentum, rmsprop, adam, adamw)"),
+    ("  c: {optimizer: {lr: -1}}", "variants.c.optimizer.lr: Input should be greater than 0 (got -1)"),
+    ("  c: {model: {name: resnet}}", "variants.c.model.name: unknown or missing name 'resnet' (allowed: mlp, cnn)"),
+    ("seedz: 3", "seedz: unknown key 'seedz' (allowed: name, question,"),
+    ("datasets: [mnistt]", "datasets: unknown dataset 'mnistt' (allowed: mnist, fashion_mnist, cifar10, quadratic)"),
+    ("grid: {model.dropout: [0, 1.2]}", "grid.model.dropout: Input should be less than 1 (got 1.2)"),
+    ("baseline: z", "baseline: 'z' is not a variant (variants: a, b)"),
+    ("claims: ['a > c']", "claims: 'a > c': 'c' is not a variant"),
+    ("claims: ['a is better']", "claims: cannot read 'a is better'"),
+    ("metric: test_accuracy", "metric: unknown metric 'test_accuracy'"),
+    ("seeds: 0", "seeds: give a positive count"),
+    ("  c: {optimizer: {weight_decay: 0.1}}", "variants 'b' and 'c' resolve to the same config"),
+    ("  c: [1", "not valid YAML at line"),
+])
+def test_bad_files_give_one_line_naming_the_key(tmp_path, extra, expected):
+    assert expected in error_of(write(tmp_path, extra))
+
+
+def test_base_errors_point_at_base(tmp_path):
+    path = write(tmp_path, base=BASE.replace("lr: 0.01", "lr: 0.01, betas: [0.9, 1.5]"))
+    assert "base.optimizer.betas.1: Input should be less than 1" in error_of(path)
+
+
+def test_cli_validate_exit_code_2_and_no_traceback(tmp_path):
+    path = write(tmp_path, "  c: {model: {dropout: 1.5}}")
+    out = subprocess.run([sys.executable, "-m", "suite", "validate", str(path)], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+    assert "variants.c.model.dropout" in out.stderr
+
+
+def test_study_loader_imports_no_torch(tmp_path):
+    code = f"import sys; from suite.study import load_study; load_study({str(write(tmp_path))!r}); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_expansion_counts_and_order(tmp_path):
+    study = load_study(str(write(tmp_path, "grid: {model.dropout: [0.0, 0.5], train.batch_size: [32, 64]}\nseeds: 3\ndatasets: [mnist, fashion_mnist]\n")))
+    specs = expand(study)
+    assert len(specs) == study.run_count == 2 * 2 * 2 * 2 * 3
+    assert study.variants[:2] == ("a,dropout=0,batch_size=32", "a,dropout=0,batch_size=64")
+    assert len({s.run_key for s in specs}) == len(specs)
+    b = [s for s in specs if s.variant == "b,dropout=0.5,batch_size=64" and s.dataset == "fashion_mnist"]
+    assert [s.seed for s in b] == [0, 1, 2]
+    assert b[0].config.optimizer.weight_decay == 0.1 and b[0].config.model.dropout == 0.5 and b[0].config.train.batch_size == 64
+    assert b[0].point == (("model.dropout", 0.5), ("train.batch_size", 64))
+
+
+def test_run_key_is_stable_and_content_addressed(tmp_path):
+    first = expand(load_study(str(write(tmp_path))))
+    # the same content written differently (key order, explicit defaults) gives the same keys
+    reordered = BASE.replace("{name: adam, lr: 0.01}", "{lr: 0.01, eps: 1.0e-8, name: adam}")
+    second = expand(load_study(str(write(tmp_path, base=reordered))))
+    assert [s.run_key for s in first] == [s.run_key for s in second]
+    assert first[0].run_key != run_key(first[0].config, 99)
+    # pinned: a change of hashing or of the canonical config shows up here
+    assert first[0].run_key == run_key(first[0].config, 0) and len(first[0].run_key) == 16
+
+
+def test_smoke_shrinks_epochs_seeds_and_data(tmp_path):
+    study = load_study(str(write(tmp_path, "seeds: 5\nsmoke: {seeds: 1, epochs: 1, train_size: 100, val_size: 50, test_size: 60}\n")))
+    specs = expand(study, smoke=True)
+    assert len(specs) == 2
+    data = specs[0].config.data
+    assert (data.train_size, data.val_size, data.test_size, specs[0].config.train.epochs) == (100, 50, 60, 1)
+    assert {s.run_key for s in specs}.isdisjoint({s.run_key for s in expand(study)})
+
+
+def test_deep_merge_recurses_and_replaces_lists():
+    base = {"model": {"hidden": [1, 2], "dropout": 0.1}, "optimizer": {"lr": 1}}
+    merged = deep_merge(base, {"model": {"hidden": [3]}})
+    assert merged == {"model": {"hidden": [3], "dropout": 0.1}, "optimizer": {"lr": 1}}
+    assert base["model"]["hidden"] == [1, 2]
+
+
+def test_claims_parse_margin_points_and_thresholds(tmp_path):
+    study = load_study(str(write(tmp_path, "claims: ['b > a by at least 0.5 points on test_acc', 'a >= 97.5% on test_acc', 'a < b on test_loss']\n")))
+    margin, threshold, loss = study.claims
+    assert (margin.left, margin.op, margin.right, margin.value) == ("b", ">", "a", pytest.approx(0.005))
+    assert (threshold.right, threshold.value, threshold.op) == (None, pytest.approx(0.975), ">=")
+    assert loss.metric == "test_loss"
+
+
+def test_every_shipped_study_validates():
+    from suite.study import list_studies
+
+    paths = list_studies()
+    assert paths, "no studies shipped"
+    for path in paths:
+        study = load_study(str(path))
+        assert study.run_count == len(expand(study)) > 0
+
+
+def test_datasets_may_carry_their_own_overrides(tmp_path):
+    extra = "datasets:\n  mnist: {}\n  cifar10: {model: {hidden: [1000, 500]}}\n"
+    study = load_study(str(write(tmp_path, extra)))
+    assert study.configs["mnist", "a"].model.hidden == [10]
+    assert study.configs["cifar10", "b"].model.hidden == [1000, 500] and study.configs["cifar10", "b"].optimizer.weight_decay == 0.1
+    bad = write(tmp_path, "datasets:\n  cifar10: {model: {hidden: [0]}}\n")
+    assert "datasets.cifar10.model.hidden.0: Input should be greater than 0" in error_of(bad)
+
+
+@pytest.mark.parametrize("space, expected", [
+    ("optimizer.lrr: {type: float, low: 0.001, high: 0.1}", "search.space.optimizer.lrr: unknown key 'lrr'"),
+    ("optimizer.lr: {type: float, low: 0, high: 0.1, log: true}", "search.space.optimizer.lr: a log-scaled range needs low > 0"),
+    ("optimizer.lr: {type: float, low: 0.1, high: 0.01}", "takes 'low' < 'high'"),
+    ("model.dropout: {type: float, low: 0.1, high: 1.0}", "search.space.model.dropout: Input should be less than 1 (got 1.0)"),
+    ("model.hidden: {type: categorical, choices: [[16], [32]]}", "search.space.model.hidden.choices.0"),
+])
+def test_bad_search_spaces_are_one_line(tmp_path, space, expected):
+    assert expected in error_of(write(tmp_path, f"search:\n  space:\n    {space}\n"))
+
+
+def test_search_objective_is_never_a_test_metric(tmp_path):
+    path = write(tmp_path, "search:\n  objective: test_acc\n  space:\n    optimizer.lr: {type: float, low: 0.001, high: 0.1}\n")
+    assert "search.objective: Input should be 'val_acc', 'val_loss' or 'val_mse' (got 'test_acc')" in error_of(path)
