@@ -19,7 +19,7 @@ import pandas as pd
 
 from . import stats
 from .config import METRIC_DIRECTIONS
-from .study import Study
+from .study import Study, baseline_for
 
 SUMMARY_EXTRAS = ("val_acc", "val_loss", "train_acc", "epochs_trained", "train_seconds")
 
@@ -58,11 +58,12 @@ def compare(runs: pd.DataFrame, study: Study, metric: str | None = None) -> pd.D
     rows = []
     for dataset in study.datasets:
         for variant in study.variants:
-            if variant == study.baseline:
+            baseline = baseline_for(study, variant)
+            if variant == baseline or baseline not in study.variants:
                 continue
-            pairs = paired_values(runs, dataset, variant, study.baseline, metric)
+            pairs = paired_values(runs, dataset, variant, baseline, metric)
             result = stats.paired_comparison(pairs["a"].to_numpy(dtype=float), pairs["b"].to_numpy(dtype=float))
-            rows.append({"dataset": dataset, "variant": variant, "baseline": study.baseline, "n_pairs": result.n,
+            rows.append({"dataset": dataset, "variant": variant, "baseline": baseline, "n_pairs": result.n,
                          "mean_diff": result.mean_diff, "ci_low": result.low, "ci_high": result.high, "p_t": result.p,
                          "p_wilcoxon": result.wilcoxon_p, "effect_size": result.effect_size, "seeds_needed": result.seeds_needed})
     table = pd.DataFrame(rows, columns=[c for c in columns if c not in ("p_holm", "verdict")])

@@ -26,6 +26,7 @@ def _common(p: argparse.ArgumentParser, store: bool = True) -> None:
     p.add_argument("--studies-dir", default="studies", help="where study files live (default: studies)")
     if store:
         p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+        p.add_argument("--storage", help="Optuna storage for searches and tuning (default: $OPTUNA_STORAGE or sqlite:///optuna.db)")
         p.add_argument("--reports-dir", default="reports", help="where reports are written (default: reports)")
 
 
@@ -54,7 +55,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--trials", type=int, help="total trials to reach (default: the study's search.trials)")
     p.add_argument("--workers", type=int, default=1, help="trials run in parallel in this process (default 1)")
-    p.add_argument("--storage", help="Optuna storage URL (default: $OPTUNA_STORAGE or sqlite:///optuna.db)")
     p.add_argument("--smoke", action="store_true", help="a few trials on the smoke-sized data")
     p.add_argument("--data-dir", help="dataset root (default: $SUITE_DATA_DIR or ./data)")
     _common(p)
@@ -105,9 +105,10 @@ def _run(name: str, args, smoke: bool, uri: str) -> int:
     from .study import load_study
 
     study = load_study(name, Path(args.studies_dir))
-    outcome = run_study(study, smoke=smoke, uri=uri, data_dir=data_root(args.data_dir), force=getattr(args, "force", False))
+    outcome = run_study(study, smoke=smoke, uri=uri, data_dir=data_root(args.data_dir), force=getattr(args, "force", False),
+                        storage=args.storage)
     print(f"{study.name}: {outcome.trained} trained, {outcome.skipped} already done, {outcome.diverged} diverged")
-    out = report.build(study, smoke=smoke, uri=tracking.tracking_uri(uri), reports_dir=Path(args.reports_dir))
+    out = report.build(study, smoke=smoke, uri=tracking.tracking_uri(uri), reports_dir=Path(args.reports_dir), storage=args.storage)
     print(f"report: {out}")
     return 0
 
@@ -135,7 +136,8 @@ def cmd_report(args) -> int:
     from .tracking import tracking_uri
 
     study = load_study(args.name, Path(args.studies_dir))
-    print(f"report: {report.build(study, smoke=args.smoke, uri=tracking_uri(args.tracking_uri), reports_dir=Path(args.reports_dir))}")
+    out = report.build(study, smoke=args.smoke, uri=tracking_uri(args.tracking_uri), reports_dir=Path(args.reports_dir), storage=args.storage)
+    print(f"report: {out}")
     return 0
 
 
@@ -145,7 +147,7 @@ def cmd_check(args) -> int:
     from .tracking import tracking_uri
 
     study = load_study(args.name, Path(args.studies_dir))
-    claims = report.claim_table(study, smoke=args.smoke, uri=tracking_uri(args.tracking_uri))
+    claims = report.claim_table(study, smoke=args.smoke, uri=tracking_uri(args.tracking_uri), storage=args.storage)
     for row in claims.itertuples():
         print(f"{row.verdict:<13} {row.claim}  [{row.dataset}: {row.detail}]")
     return 1 if (claims["verdict"] == "contradicted").any() else 0

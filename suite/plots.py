@@ -7,6 +7,8 @@ mean over seeds. Only this module imports seaborn.
 
 from __future__ import annotations
 
+import textwrap
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -56,7 +58,7 @@ def final_metric(runs: pd.DataFrame, summary: pd.DataFrame, metric: str, title: 
         ax.set(title=f"{dataset}", xlabel="variant", ylabel=label(metric))
         ax.tick_params(axis="x", rotation=30 if len(s) > 4 else 0)
         ax.legend(loc="best", fontsize="small")
-    fig.suptitle(title)
+    fig.suptitle(textwrap.fill(title, width=int(fig.get_figwidth() * 11)), fontsize="medium")
     fig.tight_layout()
     return fig
 
@@ -70,7 +72,9 @@ def learning_curves(curves: pd.DataFrame, task: str = "classification"):
         for ax, metric in zip(row, metrics):
             part = curves[(curves["dataset"] == dataset) & (curves["metric"] == metric)]
             part = part.assign(value=scaled(part["value"], metric))
-            sns.lineplot(data=part, x="epoch", y="value", hue="variant", errorbar=("ci", 95), marker="o", ax=ax)
+            single = part["epoch"].nunique() == 1  # a band needs two epochs; draw error bars instead
+            sns.lineplot(data=part, x="epoch", y="value", hue="variant", errorbar=("ci", 95), marker="o", ax=ax,
+                         err_style="bars" if single else "band", err_kws={"capsize": 6} if single else None)
             ax.set(title=f"{dataset}: {label(metric)}", xlabel="epoch", ylabel=label(metric))
             if part["epoch"].nunique() <= 12:
                 ax.set_xticks(sorted(part["epoch"].unique()))
@@ -80,10 +84,10 @@ def learning_curves(curves: pd.DataFrame, task: str = "classification"):
 
 
 def generalisation_gap(runs: pd.DataFrame):
-    """Training accuracy (at the tested epoch) minus test accuracy, per run."""
+    """Accuracy on training images minus test accuracy, both measured on the tested weights, per run."""
     datasets = list(runs["dataset"].unique())
     fig, axes = _facets(len(datasets), width=max(5.0, 0.9 * runs["variant"].nunique() + 2.5))
-    data = runs.assign(gap=100 * (runs["train_acc"] - runs["test_acc"]))
+    data = runs.assign(gap=100 * (runs["train_eval_acc"] - runs["test_acc"]))
     for ax, dataset in zip(axes, datasets):
         part = data[data["dataset"] == dataset]
         sns.barplot(data=part, x="variant", y="gap", errorbar=("ci", 95), color="lightsteelblue", ax=ax)
@@ -108,6 +112,8 @@ def axis_plot(runs: pd.DataFrame, axis: str, metric: str):
     """The metric against one grid axis: each seed as a point, mean with a 95% CI."""
     datasets = list(runs["dataset"].unique())
     fig, axes = _facets(len(datasets))
+    if runs[axis].map(lambda v: isinstance(v, list) and len(v) == 1).all():  # e.g. model.hidden: [[32], [64], ...]
+        runs = runs.assign(**{axis: runs[axis].map(lambda v: v[0])})
     numeric = pd.to_numeric(runs[axis], errors="coerce")
     for ax, dataset in zip(axes, datasets):
         part = runs[runs["dataset"] == dataset].assign(value=lambda d: scaled(d[metric], metric))

@@ -31,9 +31,18 @@ def out_dir(study: Study, smoke: bool, reports_dir: Path) -> Path:
     return reports_dir / "smoke" / study.name if smoke else reports_dir / study.name
 
 
-def claim_table(study: Study, smoke: bool, uri: str) -> pd.DataFrame:
+def claim_table(study: Study, smoke: bool, uri: str, storage: str | None = None) -> pd.DataFrame:
+    study = _with_tuning(study, smoke, storage)
     results = _collect(study, smoke, uri)
     return analysis.judge_claims(results.runs, study)
+
+
+def _with_tuning(study: Study, smoke: bool, storage: str | None) -> Study:
+    if study.tune is None:
+        return study
+    from . import tune
+
+    return tune.tuned_study(study, smoke, tune.storage_url(storage))
 
 
 def _collect(study: Study, smoke: bool, uri: str) -> Results:
@@ -44,8 +53,9 @@ def _collect(study: Study, smoke: bool, uri: str) -> Results:
     return results
 
 
-def build(study: Study, smoke: bool, uri: str, reports_dir: Path) -> Path:
+def build(study: Study, smoke: bool, uri: str, reports_dir: Path, storage: str | None = None) -> Path:
     """Collect, analyse, plot and write everything; returns the path of report.md."""
+    study = _with_tuning(study, smoke, storage)
     results = _collect(study, smoke, uri)
     runs, metric = results.runs, study.metric
     summary = analysis.summarize(runs, metric, study.grid_axes)
@@ -60,6 +70,8 @@ def build(study: Study, smoke: bool, uri: str, reports_dir: Path) -> Path:
         table.to_csv(folder / f"{name}.csv", index=False, float_format="%.6g")
     figures = _figures(study, results, summary, comparisons, folder)
     blocks = _blocks(study, smoke, results, summary, comparisons, claims, figures)
+    if study.tune is not None:
+        blocks[-4:-4] = _tuning_blocks(study, smoke, reports_dir, storage)
     (folder / "report.md").write_text(render_markdown(blocks))
     (folder / "report.html").write_text(render_html(blocks, folder, title=f"{study.name}: {study.question}"))
     meta = {"name": study.name, "question": study.question, "runs": len(runs), "expected": results.expected,
@@ -85,8 +97,9 @@ def _figures(study, results, summary, comparisons, folder: Path) -> list[tuple[s
     if not results.curves.empty:
         made.append(("learning_curves.png", "Learning curves: mean over seeds per epoch, band = bootstrap 95% CI.",
                      plots.learning_curves(results.curves, task)))
-    if task == "classification" and runs["train_acc"].notna().any():
-        made.append(("generalisation_gap.png", "Generalisation gap: training accuracy (running, at the tested epoch) minus test accuracy; bar = mean with 95% CI.",
+    if task == "classification" and runs["train_eval_acc"].notna().any():
+        made.append(("generalisation_gap.png", "Generalisation gap: accuracy on 5,000 training images minus test accuracy, both on the "
+                     "tested weights (eval mode, no augmentation); bar = mean with bootstrap 95% CI, points = seeds.",
                      plots.generalisation_gap(runs)))
     for axis in study.grid_axes:
         made.append((f"axis_{axis.replace('.', '_')}.png", f"{plots.label(metric)} against {axis}: mean with 95% CI, each seed a point.",
@@ -367,3 +380,31 @@ def _variant_yaml(name: str, params: dict) -> str:
         return str(node)
 
     return f"variants:\n  {name}: {flow(tree)}"
+
+
+def _tuning_blocks(study: Study, smoke: bool, reports_dir: Path, storage: str | None) -> list[tuple]:
+    """The tuned settings of each variant (equal budgets), with a search report per variant."""
+    from . import tune
+
+    storage = tune.storage_url(storage)
+    block = study.tune
+    rows = []
+    for target in tune.tune_targets(study, smoke):
+        search = tune.load_search(target, storage)
+        if search is None:
+            rows.append([target.dataset, target.variant, 0, "not tuned yet", "", ""])
+            continue
+        path = build_search(target, search, reports_dir, storage).relative_to(out_dir(study, smoke, reports_dir))
+        trials = tune.trials_frame(search)
+        done = trials[trials["state"] == "COMPLETE"]
+        best = search.best_trial if len(done) else None
+        values = ", ".join(f"`{k}` = {v:.4g}" if isinstance(v, float) else f"`{k}` = {v}" for k, v in (best.params if best else {}).items())
+        rows.append([target.dataset, target.variant, len(trials), values or "no trial completed",
+                     f"{best.value:.4f}" if best else "", f"[search report]({path})"])
+    tuned = ", ".join(f"`{k}`" for k in block.space)
+    return [("h2", "Tuned settings"),
+            ("p", f"Before its seeds ran, every variant was tuned over {tuned} with the same budget "
+                  f"({target.budget} trials, {block.sampler} sampler, seed {block.seed}, {block.pruner} pruner), judged on "
+                  f"`{block.objective}` of the validation split; `<variant>@tuned` rows are trained at the best values and "
+                  f"compared with `{study.baseline}@tuned`. The plain variants are the answer at default settings."),
+            ("table", ["dataset", "variant", "trials", "tuned values", f"best {block.objective}", "search"], rows)]

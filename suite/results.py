@@ -17,7 +17,8 @@ from .config import flatten
 from .study import Study, expand
 
 CURVE_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "val_mse", "epoch_seconds")
-FINAL_METRICS = ("test_acc", "test_loss", "test_mse", "epochs_trained", "best_epoch", "tested_epoch", "train_seconds")
+FINAL_METRICS = ("test_acc", "test_loss", "test_mse", "train_eval_acc", "train_eval_loss", "epochs_trained", "best_epoch",
+                 "tested_epoch", "train_seconds")
 
 
 @dataclass
@@ -30,6 +31,7 @@ class Results:
 
 
 def collect(study: Study, smoke: bool, uri: str) -> Results:
+    """The study's finished runs; with a `tune` block, `study` should already carry its tuned variants."""
     specs = {s.run_key: s for s in expand(study, smoke)}
     client = tracking.connect(uri)
     exp_id = tracking.experiment_id(client, study.name, create=False)

@@ -40,12 +40,17 @@ def partition(specs: list[RunSpec], existing: list, force: bool) -> tuple[list[R
     return todo, stale
 
 
-def run_study(study: Study, *, smoke: bool, uri: str, data_dir: Path, force: bool = False) -> Outcome:
+def run_study(study: Study, *, smoke: bool, uri: str, data_dir: Path, force: bool = False, storage: str | None = None) -> Outcome:
+    """Train every run of the study not yet FINISHED in the store (with a `tune` block: tune first)."""
     import torch  # noqa: F401  (imported here so that `suite list` / `validate` stay fast)
 
     from .data import fingerprint, load_splits
     from .train import resolve_device
 
+    if study.tune is not None:  # each variant gets the same tuning budget; cached in the Optuna store
+        from . import tune
+
+        study = tune.tuned_study(study, smoke, tune.storage_url(storage), run={"uri": uri, "data_dir": data_dir})
     specs = expand(study, smoke)
     with tracking.store_lock(uri):
         client = tracking.connect(uri)

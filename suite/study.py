@@ -12,6 +12,7 @@ resolved config and seed. This is the only module that reads YAML; it imports no
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -515,6 +516,39 @@ def smoke_config(config: RunConfig, smoke: Smoke) -> RunConfig:
         "data": config.data.model_copy(update=data),
         "train": config.train.model_copy(update=train),
     })
+
+
+TUNED = "@tuned"  # suffix of a variant trained at its tuned settings
+
+
+def override(config: RunConfig, values: dict) -> RunConfig:
+    """`config` with {dotted path: value} set (and validated again)."""
+    tree = config.canonical()
+    for path, value in values.items():
+        tree = deep_merge(tree, _nest(path, value))
+    return RunConfig(**tree)
+
+
+def with_tuned(study: Study, tuned: dict) -> Study:
+    """The study plus a `<variant>@tuned` condition for every (dataset, variant) with tuned values.
+
+    A variant gets its tuned condition only when every dataset of the study has tuned values
+    for it, so the tuned conditions cover the same datasets as the rest.
+    """
+    ready = [v for v in study.variants if all((d, v) in tuned for d in study.datasets)]
+    configs = dict(study.configs)
+    for dataset in study.datasets:
+        for variant in ready:
+            configs[dataset, variant + TUNED] = override(study.configs[dataset, variant], tuned[dataset, variant])
+    points = {**study.points, **{v + TUNED: study.points[v] for v in ready}}
+    return dataclasses.replace(study, variants=study.variants + tuple(v + TUNED for v in ready), configs=configs, points=points)
+
+
+def baseline_for(study: Study, variant: str) -> str | None:
+    """Tuned variants are compared with the tuned baseline, the others with the baseline."""
+    if study.baseline is None:
+        return None
+    return study.baseline + TUNED if variant.endswith(TUNED) else study.baseline
 
 
 def run_key(config: RunConfig, seed: int) -> str:

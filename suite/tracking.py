@@ -23,10 +23,6 @@ from .errors import SuiteError
 DEFAULT_URI = "sqlite:///mlflow.db"
 FINISHED = "FINISHED"
 
-for _noisy in ("alembic", "mlflow"):
-    logging.getLogger(_noisy).setLevel(logging.WARNING)
-
-
 def tracking_uri(cli_value: str | None = None) -> str:
     return cli_value or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
 
@@ -56,6 +52,8 @@ def connect(uri: str):
     import mlflow
     from mlflow.tracking import MlflowClient
 
+    for noisy in ("alembic", "mlflow"):  # after mlflow's import, which sets its own levels
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     mlflow.set_tracking_uri(uri)
     try:
         return MlflowClient(tracking_uri=uri)

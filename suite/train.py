@@ -27,6 +27,7 @@ from .data import Splits, augment_batch
 from .models import build_model
 
 EVAL_BATCH = 4096  # examples per forward pass when evaluating; memory only, results identical
+TRAIN_EVAL_SIZE = 5000  # training images re-evaluated at the end (eval mode, no augmentation) for the generalisation gap
 DIVERGENCE_CHECK_EVERY = 50  # steps between non-finite loss checks (each check syncs a GPU)
 
 
@@ -151,6 +152,8 @@ def train_run(config: RunConfig, seed: int, data: Splits, device: torch.device,
         model.load_state_dict(best_state)
     test = evaluate(model, data.test_x, data.test_y, data.task)
     result.final.update({f"test_{k}": v for k, v in test.items()})
+    seen = evaluate(model, data.train_x[:TRAIN_EVAL_SIZE], data.train_y[:TRAIN_EVAL_SIZE], data.task)
+    result.final.update({f"train_eval_{k}": v for k, v in seen.items() if k != "mse"})
     result.final.update({
         "epochs_trained": len(result.history) + (1 if result.diverged else 0),
         # the epoch whose weights the test set saw: the best one when early stopping restored it

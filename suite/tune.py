@@ -28,7 +28,7 @@ from tqdm import tqdm
 from . import provenance, tracking
 from .config import RunConfig, flatten
 from .errors import SuiteError
-from .study import Search, Study, deep_merge, search_variant, smoke_config
+from .study import Search, Study, override, search_variant, smoke_config, with_tuned
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 INTERRUPTED = "interrupted"
@@ -62,17 +62,6 @@ def sample(trial: optuna.Trial, block: Search) -> dict:
         else:
             values[path] = trial.suggest_categorical(path, p.choices)
     return values
-
-
-def apply(config: RunConfig, values: dict) -> RunConfig:
-    tree = config.canonical()
-    for path, value in values.items():
-        node = tree
-        *parents, last = path.split(".")
-        for part in parents:
-            node = node[part]
-        node[last] = value
-    return RunConfig(**tree)
 
 
 @dataclass
@@ -153,7 +142,7 @@ def run_search(target: Target, *, uri: str, storage: str, data_dir: Path, trials
 
         def objective(trial: optuna.Trial) -> float:
             values = sample(trial, target.block)
-            config = apply(base, values)
+            config = override(base, values)
             tags = {"suite.kind": "trial", "suite.study": target.study.name, "suite.search": target.name,
                     "suite.trial": trial.number, "suite.variant": target.variant, "suite.dataset": target.dataset,
                     "suite.smoke": target.smoke, "suite.git_commit": provenance.git_commit(), "mlflow.parentRunId": parent,
@@ -260,6 +249,24 @@ def edge_warnings(block: Search, best: dict) -> list[str]:
             side = "lower" if position < 0.5 else "upper"
             warnings.append(f"the best {path} ({best[path]:.4g}) sits at the {side} edge of the search space [{p.low:g}, {p.high:g}]; widen it")
     return warnings
+
+
+def tuned_study(study: Study, smoke: bool, storage: str, run: dict | None = None) -> Study:
+    """The study with its `@tuned` variants, for every variant whose tuning has used its budget.
+
+    `run` (keyword arguments of `run_search`) first runs what tuning is missing; without it the
+    Optuna store is only read.
+    """
+    if study.tune is None:
+        return study
+    tuned = {}
+    for target in tune_targets(study, smoke):
+        if run is not None:
+            run_search(target, storage=storage, **run)
+        best = best_overrides(target, storage)
+        if best is not None:
+            tuned[target.dataset, target.variant] = best
+    return with_tuned(study, tuned)
 
 
 def best_overrides(target: Target, storage: str) -> dict | None:

@@ -103,3 +103,46 @@ def test_default_storage_is_optuna_db(monkeypatch):
     assert storage_url() == "sqlite:///optuna.db"
     monkeypatch.setenv("OPTUNA_STORAGE", "postgresql://u@h/db")
     assert storage_url() == "postgresql://u@h/db"
+
+
+TUNE = """
+tune:
+  objective: val_acc
+  space:
+    optimizer.lr: {type: float, low: 1.0e-3, high: 0.3, log: true}
+  trials: 5
+  sampler: tpe
+  seed: 11
+"""
+
+
+def test_tuned_comparison_gives_every_variant_the_same_budget_and_is_cached(tiny_study, tmp_path, store, data_dir, capsys):
+    from suite.cli import main
+
+    tiny_study.write_text(tiny_study.read_text().replace("  test_size: 200\n", "  test_size: 200\n  trials: 3\n") + TUNE)
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    args = ["--studies-dir", str(tiny_study.parent), "--tracking-uri", store, "--reports-dir", str(tmp_path / "reports"),
+            "--storage", storage]
+    assert main(["study", "tiny", "--smoke", "--data-dir", str(data_dir), *args]) == 0
+    searches = {s.study_name: s for s in optuna.get_all_study_summaries(storage)}
+    assert set(searches) == {"tiny/none/smoke", "tiny/wd/smoke"}
+    assert {s.n_trials for s in searches.values()} == {3}  # the smoke budget, equal for every variant
+    loaded = {n: optuna.load_study(study_name=n, storage=storage) for n in searches}
+    # the same sampler seed: TPE's first (random) proposals coincide across variants
+    assert loaded["tiny/none/smoke"].trials[0].params == loaded["tiny/wd/smoke"].trials[0].params
+    mlflow.set_tracking_uri(store)
+    runs = mlflow.search_runs(experiment_names=["tiny"], filter_string="tags.`suite.kind` = 'run'")
+    assert set(runs["tags.suite.variant"]) == {"none", "wd", "none@tuned", "wd@tuned"}
+    tuned_lr = runs[runs["tags.suite.variant"] == "wd@tuned"]["params.optimizer.lr"].astype(float).iloc[0]
+    assert tuned_lr == pytest.approx(loaded["tiny/wd/smoke"].best_params["optimizer.lr"])
+    folder = tmp_path / "reports" / "smoke" / "tiny"
+    report = (folder / "report.md").read_text()
+    assert "## Tuned settings" in report and "wd@tuned vs none@tuned" in report
+    assert (folder / "search" / "wd" / "mnist" / "report.md").exists()
+    comparisons = __import__("pandas").read_csv(folder / "comparisons.csv")
+    assert set(zip(comparisons["variant"], comparisons["baseline"])) == {("wd", "none"), ("wd@tuned", "none@tuned")}
+    # a second invocation reuses the tuning and the runs
+    capsys.readouterr()
+    assert main(["study", "tiny", "--smoke", "--data-dir", str(data_dir), *args]) == 0
+    assert "0 trained, 8 already done" in capsys.readouterr().out
+    assert {s.n_trials for s in optuna.get_all_study_summaries(storage)} == {3}
