@@ -1,8 +1,19 @@
-"""Statistics for reports: pure functions over arrays of per-seed values (numpy + scipy).
+"""Statistics for reports: pure functions over arrays of per-seed values (numpy + scipy.stats).
 
-Intervals are Student-t (the mean of a handful of seeds); paired comparisons use the paired
-t-test (two-sided), with the Wilcoxon signed-rank test alongside; multiple comparisons are
-Holm-adjusted. tests/test_stats.py checks each against scipy on hand-made inputs.
+A study trains each variant on the same handful of seeds, so:
+
+- `mean_ci`: Student-t interval on the mean of one variant's runs (few seeds: t, not normal).
+- `paired_comparison`: variant vs baseline paired by seed (seed k saw the same init and data
+  order on both sides), so the test is on the per-seed differences: paired Student-t interval
+  and two-sided paired t-test, Wilcoxon signed-rank test alongside (no normality assumption),
+  Cohen's d_z, and how many seeds a paired t-test would need for 80% power at that effect.
+- `holm`: Holm-Bonferroni step-down adjustment across the comparisons of a study.
+- `bootstrap_ci`: percentile bootstrap interval of the mean, a distribution-free cross-check.
+- `verdict`, `claim_verdict_paired`, `claim_verdict_threshold`: intervals read as words.
+
+Values that are not finite (a diverged run's loss) are dropped, and `n` says how many remained.
+Degenerate inputs (fewer than two values, identical differences) give NaN or limit values, never
+a warning or an exception. tests/test_stats.py checks each function against scipy on hand-made inputs.
 """
 
 from __future__ import annotations
@@ -15,37 +26,39 @@ import numpy as np
 from scipy import stats as sps
 
 NAN = float("nan")
+ABOVE, BELOW = (">", ">="), ("<", "<=")
 
 
 @dataclass(frozen=True)
 class Interval:
-    n: int
+    n: int  # finite values used
     mean: float
-    std: float
+    std: float  # sample std (ddof=1), in the metric's units
     low: float
     high: float
 
 
 @dataclass(frozen=True)
 class Paired:
-    n: int
-    mean_diff: float
-    std_diff: float
-    low: float
+    n: int  # seeds with a finite value on both sides
+    mean_diff: float  # mean of variant - baseline, in the metric's units
+    std_diff: float  # sample std (ddof=1) of the differences
+    low: float  # paired Student-t interval of mean_diff
     high: float
     t: float
-    p: float
-    effect_size: float  # Cohen's d_z: mean difference / std of the differences
-    wilcoxon_p: float
+    p: float  # two-sided paired t-test
+    effect_size: float  # Cohen's d_z: mean_diff / std_diff (unitless)
+    wilcoxon_p: float  # two-sided Wilcoxon signed-rank test
     seeds_needed: int | None  # pairs for 80% power at the observed d_z (two-sided, alpha 0.05)
 
 
 def _finite(values) -> np.ndarray:
-    a = np.asarray(values, dtype=float)
+    a = np.asarray(values, dtype=float).ravel()
     return a[np.isfinite(a)]
 
 
 def mean_ci(values, confidence: float = 0.95) -> Interval:
+    """Student-t interval on the mean of the finite values."""
     a = _finite(values)
     n = len(a)
     if n == 0:
@@ -54,51 +67,67 @@ def mean_ci(values, confidence: float = 0.95) -> Interval:
     if n == 1:
         return Interval(1, mean, NAN, NAN, NAN)
     std = float(a.std(ddof=1))
-    half = sps.t.ppf(0.5 + confidence / 2, n - 1) * std / math.sqrt(n)
+    half = float(sps.t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
     return Interval(n, mean, std, mean - half, mean + half)
 
 
 def paired_comparison(variant, baseline, confidence: float = 0.95) -> Paired:
-    a, b = np.asarray(variant, dtype=float), np.asarray(baseline, dtype=float)
+    """variant vs baseline, element k of both from seed k; pairs with a non-finite side are dropped."""
+    a, b = np.asarray(variant, dtype=float).ravel(), np.asarray(baseline, dtype=float).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"paired_comparison: {len(a)} variant values but {len(b)} baseline values")
     keep = np.isfinite(a) & np.isfinite(b)
-    d = a[keep] - b[keep]
+    a, b = a[keep], b[keep]
+    d = a - b
     n = len(d)
-    if n < 2:
-        mean = float(d.mean()) if n else NAN
-        return Paired(n, mean, NAN, NAN, NAN, NAN, NAN, NAN, NAN, None)
+    if n < 2:  # one pair has a difference but no spread: nothing to test
+        return Paired(n, float(d[0]) if n else NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN, None)
+    if _all_equal(d, scale=float(max(np.abs(a).max(), np.abs(b).max()))):
+        return _identical_differences(n, float(d.mean()), _wilcoxon(d))
     ci = mean_ci(d, confidence)
-    if ci.std == 0:
-        if ci.mean == 0:
-            return Paired(n, 0.0, 0.0, 0.0, 0.0, NAN, 1.0, 0.0, NAN, None)
-        return Paired(n, ci.mean, 0.0, ci.mean, ci.mean, math.copysign(math.inf, ci.mean), 0.0,
-                      math.copysign(math.inf, ci.mean), _wilcoxon(d), None)
-    t, p = sps.ttest_rel(a[keep], b[keep])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        t, p = sps.ttest_rel(a, b)
     dz = ci.mean / ci.std
     return Paired(n, ci.mean, ci.std, ci.low, ci.high, float(t), float(p), dz, _wilcoxon(d), seeds_for_power(dz))
+
+
+def _all_equal(d: np.ndarray, scale: float) -> bool:
+    # Differences that should be equal (0.9-0.8 and 0.8-0.7) differ by rounding of the operands,
+    # which is relative to the operands, not to the difference: compare the spread to that scale.
+    return float(np.ptp(d)) <= 64 * np.finfo(float).eps * max(scale, np.finfo(float).tiny)
+
+
+def _identical_differences(n: int, mean: float, wilcoxon_p: float) -> Paired:
+    """Zero spread: the interval is the point, and the t statistic is 0/0 (no change) or +-inf."""
+    if mean == 0:
+        return Paired(n, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, NAN, None)
+    inf = math.copysign(math.inf, mean)
+    return Paired(n, mean, 0.0, mean, mean, inf, 0.0, inf, wilcoxon_p, None)
 
 
 def _wilcoxon(d: np.ndarray) -> float:
     if len(d) < 2 or not np.any(d):
         return NAN
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():  # ties and zeros make scipy warn that it falls back to the normal approximation
         warnings.simplefilter("ignore")
         return float(sps.wilcoxon(d).pvalue)
 
 
 def power(dz: float, n: int, alpha: float = 0.05) -> float:
-    """Power of a two-sided paired t-test with n pairs at standardised effect dz."""
+    """Power of a two-sided paired t-test with n pairs at standardised effect dz (noncentral t)."""
     df = n - 1
-    crit = sps.t.ppf(1 - alpha / 2, df)
+    crit = float(sps.t.ppf(1 - alpha / 2, df))
     nc = abs(dz) * math.sqrt(n)
     return float(sps.nct.sf(crit, df, nc) + sps.nct.cdf(-crit, df, nc))
 
 
 def seeds_for_power(dz: float, target: float = 0.8, alpha: float = 0.05, cap: int = 10_000) -> int | None:
-    """Smallest n >= 2 whose power reaches `target`; None if the effect is 0 or n would pass `cap`."""
+    """Smallest n >= 2 whose power reaches `target`; None if dz is 0 or not finite, or n would pass `cap`."""
     if not math.isfinite(dz) or dz == 0:
         return None
     lo, hi = 2, 2
-    while power(dz, hi, alpha) < target:
+    while power(dz, hi, alpha) < target:  # double until reached: O(log n) power evaluations
         if hi >= cap:
             return None
         lo, hi = hi, min(hi * 2, cap)
@@ -109,12 +138,12 @@ def seeds_for_power(dz: float, target: float = 0.8, alpha: float = 0.05, cap: in
 
 
 def holm(pvalues) -> list[float]:
-    """Holm-Bonferroni step-down adjusted p-values, in input order; NaN stays NaN and is not counted."""
-    p = np.asarray(pvalues, dtype=float)
+    """Holm-Bonferroni step-down adjusted p-values, in input order; NaN stays NaN and is not counted in m."""
+    p = np.asarray(pvalues, dtype=float).ravel()
     out = np.full(len(p), NAN)
-    idx = np.flatnonzero(np.isfinite(p))
+    idx = np.flatnonzero(~np.isnan(p))
     m = len(idx)
-    running = 0.0
+    running = 0.0  # the running max keeps the adjusted values monotone in the raw ones
     for rank, i in enumerate(idx[np.argsort(p[idx], kind="stable")]):
         running = max(running, min(1.0, (m - rank) * p[i]))
         out[i] = running
@@ -122,37 +151,45 @@ def holm(pvalues) -> list[float]:
 
 
 def bootstrap_ci(values, confidence: float = 0.95, resamples: int = 10_000, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean (deterministic for a given seed)."""
+    """Percentile bootstrap interval of the mean of the finite values; (nan, nan) below two values."""
     a = _finite(values)
     if len(a) < 2:
         return NAN, NAN
     rng = np.random.default_rng(seed)
+    # all resamples at once: resamples x n indices, small for the tens of seeds a study has
     means = a[rng.integers(0, len(a), size=(resamples, len(a)))].mean(axis=1)
-    tail = (1 - confidence) / 2 * 100
+    tail = (1 - confidence) / 2 * 100  # percent in each tail
     low, high = np.percentile(means, [tail, 100 - tail])
     return float(low), float(high)
 
 
 def verdict(low: float, high: float, p_adjusted: float, alpha: float = 0.05) -> str:
     """better / worse / inconclusive for a difference oriented so that positive is better."""
-    if not (math.isfinite(low) and math.isfinite(high)) or not p_adjusted < alpha:
+    if math.isnan(low) or math.isnan(high) or not p_adjusted < alpha:
         return "inconclusive"
     return "better" if low > 0 else "worse" if high < 0 else "inconclusive"
 
 
 def claim_verdict_paired(low: float, high: float, op: str, margin: float) -> str:
-    """'A op B by at least margin', (low, high) the CI of A - B."""
+    """'A op B by at least margin', (low, high) the CI of A - B, margin >= 0 in the metric's units."""
+    _check_op(op)
     if math.isnan(low) or math.isnan(high):
         return "inconclusive"
-    if op in (">", ">="):
+    if op in ABOVE:
         return "supported" if low > margin else "contradicted" if high < margin else "inconclusive"
     return "supported" if high < -margin else "contradicted" if low > -margin else "inconclusive"
 
 
 def claim_verdict_threshold(low: float, high: float, op: str, value: float) -> str:
     """'A op value', (low, high) the CI of A's mean."""
+    _check_op(op)
     if math.isnan(low) or math.isnan(high):
         return "inconclusive"
-    if op in (">", ">="):
+    if op in ABOVE:
         return "supported" if low >= value else "contradicted" if high < value else "inconclusive"
     return "supported" if high <= value else "contradicted" if low > value else "inconclusive"
+
+
+def _check_op(op: str) -> None:
+    if op not in ABOVE + BELOW:
+        raise ValueError(f"unknown comparison {op!r}: use one of {', '.join(ABOVE + BELOW)}")
