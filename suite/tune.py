@@ -136,6 +136,7 @@ def run_search(target: Target, *, uri: str, storage: str, data_dir: Path, trials
         exp_id = tracking.experiment_id(client, target.study.name)
         search = open_search(target, storage)
         fail_stale(search)
+        _close_interrupted_runs(client, search)
         parent = _parent_run(client, exp_id, target, storage)
         remaining = total - counted(search.get_trials(deepcopy=False))
         bar = tqdm(total=total, initial=total - max(remaining, 0), desc=target.name, unit="trial", disable=None)
@@ -179,6 +180,14 @@ def run_search(target: Target, *, uri: str, storage: str, data_dir: Path, trials
                 search.optimize(objective, n_trials=remaining, n_jobs=workers, catch=())
         tracking.end_run(client, parent, tags={"suite.trials": counted(search.get_trials(deepcopy=False))})
     return search
+
+
+def _close_interrupted_runs(client, search: optuna.Study) -> None:
+    """MLflow runs of interrupted trials that a kill left RUNNING: mark them KILLED too."""
+    for trial in search.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
+        run_id = trial.user_attrs.get("mlflow_run_id")
+        if trial.user_attrs.get("fail_reason") == INTERRUPTED and run_id and client.get_run(run_id).info.status == "RUNNING":
+            tracking.end_run(client, run_id, "KILLED", {"suite.trial_state": "FAIL", "suite.fail_reason": INTERRUPTED})
 
 
 def _reporter(client, run_id: str, trial: optuna.Trial, objective: str):

@@ -65,12 +65,16 @@ def test_an_interrupted_trial_does_not_count_and_is_not_redone(searched, tmp_pat
     storage = f"sqlite:///{tmp_path}/optuna.db"
     target = search_target(searched, smoke=True)
     run_search(target, uri=store, storage=storage, data_dir=data_dir, trials=2)
-    # what a kill leaves: a trial RUNNING in the store
-    optuna.load_study(study_name=target.name, storage=storage).ask()
+    # what a kill leaves: a trial RUNNING in Optuna, its MLflow run RUNNING too
+    stale = optuna.load_study(study_name=target.name, storage=storage).ask()
+    client = mlflow.tracking.MlflowClient(store)
+    run = client.create_run(client.get_experiment_by_name("tiny").experiment_id, tags={"suite.kind": "trial"})
+    stale.set_user_attr("mlflow_run_id", run.info.run_id)
     search = run_search(target, uri=store, storage=storage, data_dir=data_dir, trials=3)
     trials = search.trials
     assert counted(trials) == 3 and len(trials) == 4
     assert trials[2].state.name == "FAIL" and trials[2].user_attrs["fail_reason"] == "interrupted"
+    assert client.get_run(run.info.run_id).info.status == "KILLED"
 
 
 DIVERGING = """
