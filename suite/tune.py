@@ -10,12 +10,14 @@ one parent run per search. A diverged trial is FAILED with its reason; the searc
 
 Trials live in an Optuna RDB store (`--storage`, $OPTUNA_STORAGE, default sqlite:///optuna.db)
 under the name `<study>` (a `tune` block: `<study>/<variant>`), loaded if it exists, so a
-rerun continues to the requested total. A trial left RUNNING by a killed process is marked
+rerun continues to the requested total (its sampler seed is derived from the search's seed and
+the trials already stored, so it proposes new points rather than replaying the first run's). A trial left RUNNING by a killed process is marked
 FAILED as interrupted and does not count towards the total.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from dataclasses import dataclass
@@ -40,10 +42,19 @@ def storage_url(cli_value: str | None = None) -> str:
     return cli_value or os.environ.get("OPTUNA_STORAGE") or DEFAULT_STORAGE
 
 
-def make_sampler(block: Search) -> optuna.samplers.BaseSampler:
+def make_sampler(block: Search, resumed_at: int = 0) -> optuna.samplers.BaseSampler:
+    """The block's seeded sampler; on resuming a search that holds `resumed_at` trials, a seed derived from both.
+
+    A rerun that reused the plain seed would replay the first run's random draws (TPE's start-up
+    trials, every random-sampler trial) and spend its budget on points already tried. QMC keeps
+    its seed: it continues its own sequence from a counter kept in the store.
+    """
     if block.sampler not in SAMPLERS:
         raise SuiteError(f"unknown sampler '{block.sampler}' (known: {', '.join(SAMPLERS)})")
-    return SAMPLERS[block.sampler](block.seed)
+    seed = block.seed
+    if resumed_at and block.sampler != "qmc":
+        seed = int.from_bytes(hashlib.sha256(f"{block.seed}/resumed-at/{resumed_at}".encode()).digest()[:4], "big")
+    return SAMPLERS[block.sampler](seed)
 
 
 def make_pruner(block: Search) -> optuna.pruners.BasePruner:
@@ -137,6 +148,7 @@ def run_search(target: Target, *, uri: str, storage: str, data_dir: Path, trials
         search = open_search(target, storage)
         fail_stale(search)
         _close_interrupted_runs(client, search)
+        search.sampler = make_sampler(target.block, resumed_at=len(search.get_trials(deepcopy=False)))
         parent = _parent_run(client, exp_id, target, storage)
         remaining = total - counted(search.get_trials(deepcopy=False))
         bar = tqdm(total=total, initial=total - max(remaining, 0), desc=target.name, unit="trial", disable=None)
@@ -153,7 +165,8 @@ def run_search(target: Target, *, uri: str, storage: str, data_dir: Path, trials
             trial.set_user_attr("mlflow_run_id", run_id)
             status = "FAILED"
             try:
-                result = train_run(config, target.block.seed, data, device, _reporter(client, run_id, trial, target.block.objective))
+                result = train_run(config, target.block.seed, data, device,
+                                   _reporter(client, run_id, trial, target.block.objective, config.train.epochs))
                 tracking.log_metrics(client, run_id, result.final, step=len(result.history))
                 if result.diverged:
                     trial.set_user_attr("fail_reason", result.reason)
@@ -190,11 +203,13 @@ def _close_interrupted_runs(client, search: optuna.Study) -> None:
             tracking.end_run(client, run_id, "KILLED", {"suite.trial_state": "FAIL", "suite.fail_reason": INTERRUPTED})
 
 
-def _reporter(client, run_id: str, trial: optuna.Trial, objective: str):
+def _reporter(client, run_id: str, trial: optuna.Trial, objective: str, last_epoch: int):
+    """Log each epoch and let the pruner stop the trial, except after its last epoch (nothing left to save)."""
+
     def on_epoch(epoch: int, metrics: dict) -> None:
         tracking.log_metrics(client, run_id, metrics, step=epoch)
         trial.report(metrics[objective], epoch)
-        if trial.should_prune():
+        if epoch < last_epoch and trial.should_prune():
             raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
     return on_epoch

@@ -47,8 +47,13 @@ def test_search_records_trials_in_optuna_and_mlflow_and_continues(searched, tmp_
     assert [t.number for t in trials] == list(range(8)) and counted(trials) == 8
     runs = children(store)
     assert len(runs) == 8 and runs["tags.suite.trial"].nunique() == 8
+    # the rerun draws new points: the seeded sampler does not replay the first run's draws
+    assert len({(t.params["optimizer.lr"], t.params["train.batch_size"]) for t in trials}) == 8
     states = {t.number: t.state.name for t in trials}
     assert "PRUNED" in states.values(), states  # seeded random sampler over a wide lr range: some trials fall below the median
+    # a trial is pruned only before its last epoch (after it there is nothing left to save)
+    assert all(len(t.intermediate_values) < 3 for t in trials if t.state.name == "PRUNED")
+    assert all(len(t.intermediate_values) == 3 for t in trials if t.state.name == "COMPLETE")
     for t in trials:
         row = runs[runs["tags.suite.trial"] == str(t.number)].iloc[0]
         assert row["tags.suite.trial_state"] == {"COMPLETE": "COMPLETE", "PRUNED": "PRUNED", "FAIL": "FAIL"}[t.state.name]
