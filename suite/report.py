@@ -25,6 +25,7 @@ from .results import Results, collect
 from .study import Study
 
 FIG_DPI = 110
+UI_URL = "http://127.0.0.1:5000"  # where `make ui` serves the store (its default PORT); run ids in reports link there
 
 
 def out_dir(study: Study, smoke: bool, reports_dir: Path) -> Path:
@@ -177,10 +178,15 @@ def _blocks(study, smoke, results, summary, comparisons, claims, figures) -> lis
     blocks.append(("h2", "Provenance"))
     blocks.append(("list", _provenance(study, smoke, runs)))
     blocks.append(("h2", "Runs"))
+    blocks.append(("p", f"Run ids link to the run in the MLflow UI (`make ui`, {UI_URL})."))
     rows = [[r.dataset, r.variant, r.seed, f(getattr(r, metric)), "yes" if r.diverged else "", int(r.epochs_trained),
-             f"{r.train_seconds:.1f}", f"`{r.run_id}`"] for r in runs.itertuples()]
+             f"{r.train_seconds:.1f}", _run_link(results.experiment_id, r.run_id)] for r in runs.itertuples()]
     blocks.append(("table", ["dataset", "variant", "seed", metric, "diverged", "epochs", "train s", "MLflow run id"], rows))
     return blocks
+
+
+def _run_link(experiment_id: str | None, run_id: str) -> str:
+    return f"[`{run_id}`]({UI_URL}/#/experiments/{experiment_id}/runs/{run_id})" if experiment_id else f"`{run_id}`"
 
 
 def _provenance(study: Study, smoke: bool, runs: pd.DataFrame) -> list[str]:

@@ -28,6 +28,7 @@ class Results:
     expected: int  # runs the study expands to
     unmatched: int  # finished runs in the experiment that this study file no longer expands to
     summary_run_id: str | None  # the per-study MLflow run that carries the report
+    experiment_id: str | None = None  # the study's MLflow experiment
 
 
 def collect(study: Study, smoke: bool, uri: str) -> Results:
@@ -50,7 +51,7 @@ def collect(study: Study, smoke: bool, uri: str) -> Results:
     runs = _at_tested_epoch(runs, curves)
     summaries = tracking.search(client, exp_id, "summary") if exp_id else []
     summary = next((r.info.run_id for r in summaries if r.data.tags.get("suite.smoke") == str(smoke)), None)
-    return Results(runs, curves, len(specs), unmatched, summary)
+    return Results(runs, curves, len(specs), unmatched, summary, exp_id)
 
 
 def _row(spec, run) -> dict:

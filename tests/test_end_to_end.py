@@ -55,6 +55,9 @@ def test_study_logs_runs_writes_report_and_resumes(tiny_study, tmp_path, store, 
         assert (folder / name).stat().st_size > 0, name
     report = (folder / "report.md").read_text()
     assert "make report STUDY=tiny" in report and "wd vs none" in report and runs["run_id"][0] in report
+    # every run row links to its run in the MLflow UI
+    exp_id = runs["experiment_id"][0]
+    assert all(f"/#/experiments/{exp_id}/runs/{run_id})" in report for run_id in runs["run_id"])
     assert (tmp_path / "reports" / "index.md").read_text().count("tiny") >= 2
     first_tables = {n: (folder / n).read_text() for n in ("summary.csv", "comparisons.csv", "claims.csv", "runs.csv")}
 
