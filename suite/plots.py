@@ -166,6 +166,7 @@ def search_history(trials: pd.DataFrame, objective: str, direction: str):
     if len(pruned):
         ax.scatter(pruned["trial"], [values.min()] * len(pruned), marker="x", color="grey", label="pruned (no final value)")
     ax.set(title="Optimisation history", xlabel="trial", ylabel=label(objective))
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # trials are whole numbers
     ax.legend(fontsize="small")
     fig.tight_layout()
     return fig
