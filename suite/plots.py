@@ -1,8 +1,9 @@
 """Figures of a report: each function takes tidy DataFrames and returns a matplotlib Figure.
 
-Accuracies are drawn in percent. Confidence intervals on final metrics are the Student-t
-intervals of `analysis`; bands on learning curves are seaborn's bootstrap 95% CI of the
-mean over seeds. Only this module imports seaborn.
+Accuracies are drawn in percent. Every interval drawn is the Student-t 95% interval of the
+mean over seeds (`stats.mean_ci`, the one the tables give), final metrics and learning-curve
+bands alike: with 5 seeds a percentile bootstrap is too narrow, and seaborn's would be redrawn
+at random on every rebuild. Only this module imports seaborn.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from .stats import mean_ci  # noqa: E402
+
 sns.set_theme(style="whitegrid", context="notebook")
 
 LABELS = {
@@ -26,6 +29,12 @@ LABELS = {
     "test_mse": "test MSE", "val_mse": "validation MSE", "epochs_trained": "epochs trained",
     "train_seconds": "training time (s)", "gap": "train - test accuracy (pp)",
 }
+
+
+def t_interval(values) -> tuple[float, float]:
+    """seaborn `errorbar`: the Student-t 95% interval of the mean (NaN, drawn as nothing, below two values)."""
+    ci = mean_ci(values)
+    return ci.low, ci.high
 
 
 def label(metric: str) -> str:
@@ -64,7 +73,7 @@ def final_metric(runs: pd.DataFrame, summary: pd.DataFrame, metric: str, title: 
 
 
 def learning_curves(curves: pd.DataFrame, task: str = "classification"):
-    """Mean over seeds with a bootstrap 95% band, per variant: training (left) and validation (right)."""
+    """Mean over seeds with a Student-t 95% band, per variant: training (left) and validation (right)."""
     metrics = ["train_acc", "val_acc"] if task == "classification" else ["train_loss", "val_loss"]
     datasets = list(curves["dataset"].unique())
     fig, axes = plt.subplots(len(datasets), 2, figsize=(12, 4.2 * len(datasets)), squeeze=False)
@@ -73,7 +82,7 @@ def learning_curves(curves: pd.DataFrame, task: str = "classification"):
             part = curves[(curves["dataset"] == dataset) & (curves["metric"] == metric)]
             part = part.assign(value=scaled(part["value"], metric))
             single = part["epoch"].nunique() == 1  # a band needs two epochs; draw error bars instead
-            sns.lineplot(data=part, x="epoch", y="value", hue="variant", errorbar=("ci", 95), marker="o", ax=ax,
+            sns.lineplot(data=part, x="epoch", y="value", hue="variant", errorbar=t_interval, marker="o", ax=ax,
                          err_style="bars" if single else "band", err_kws={"capsize": 6} if single else None)
             ax.set(title=f"{dataset}: {label(metric)}", xlabel="epoch", ylabel=label(metric))
             if part["epoch"].nunique() <= 12:
@@ -90,7 +99,7 @@ def generalisation_gap(runs: pd.DataFrame):
     data = runs.assign(gap=100 * (runs["train_eval_acc"] - runs["test_acc"]))
     for ax, dataset in zip(axes, datasets):
         part = data[data["dataset"] == dataset]
-        sns.barplot(data=part, x="variant", y="gap", errorbar=("ci", 95), color="lightsteelblue", ax=ax)
+        sns.barplot(data=part, x="variant", y="gap", errorbar=t_interval, color="lightsteelblue", ax=ax)
         sns.stripplot(data=part, x="variant", y="gap", color="tab:blue", size=5, jitter=0.12, ax=ax)
         ax.axhline(0, color="grey", linewidth=1)
         ax.set(title=f"{dataset}: generalisation gap", xlabel="variant", ylabel=label("gap"))
@@ -119,13 +128,13 @@ def axis_plot(runs: pd.DataFrame, axis: str, metric: str):
         part = runs[runs["dataset"] == dataset].assign(value=lambda d: scaled(d[metric], metric))
         if numeric.notna().all():
             part = part.assign(x=pd.to_numeric(part[axis]))
-            sns.lineplot(data=part, x="x", y="value", errorbar=("ci", 95), marker="o", ax=ax, label="mean, 95% CI")
+            sns.lineplot(data=part, x="x", y="value", errorbar=t_interval, marker="o", ax=ax, label="mean, 95% CI")
             sns.scatterplot(data=part, x="x", y="value", alpha=0.4, ax=ax, label="one seed")
             if is_geometric(part["x"].unique()):
                 ax.set_xscale("log", base=2 if np.allclose(np.log2(part["x"].unique()) % 1, 0) else 10)
         else:
             part = part.assign(x=part[axis].map(lambda v: "none" if v is None else str(v)))
-            sns.pointplot(data=part, x="x", y="value", errorbar=("ci", 95), ax=ax, capsize=0.1)
+            sns.pointplot(data=part, x="x", y="value", errorbar=t_interval, ax=ax, capsize=0.1)
         ax.set(title=f"{dataset}: {label(metric)} against {axis}", xlabel=axis, ylabel=label(metric))
     fig.tight_layout()
     return fig

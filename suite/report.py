@@ -96,14 +96,14 @@ def _figures(study, results, summary, comparisons, folder: Path) -> list[tuple[s
     made = [("final_metric.png", f"Final {plots.label(metric)} per variant: each seed is a point; black: mean and 95% t-interval.",
              plots.final_metric(runs, summary, metric, study.question))]
     if not results.curves.empty:
-        made.append(("learning_curves.png", "Learning curves: mean over seeds per epoch, band = bootstrap 95% CI.",
+        made.append(("learning_curves.png", "Learning curves: mean over seeds per epoch, band = Student-t 95% CI.",
                      plots.learning_curves(results.curves, task)))
     if task == "classification" and runs["train_eval_acc"].notna().any():
         made.append(("generalisation_gap.png", "Generalisation gap: accuracy on 5,000 training images minus test accuracy, both on the "
-                     "tested weights (eval mode, no augmentation); bar = mean with bootstrap 95% CI, points = seeds.",
+                     "tested weights (eval mode, no augmentation); bar = mean with Student-t 95% CI, points = seeds.",
                      plots.generalisation_gap(runs)))
     for axis in study.grid_axes:
-        made.append((f"axis_{axis.replace('.', '_')}.png", f"{plots.label(metric)} against {axis}: mean with 95% CI, each seed a point.",
+        made.append((f"axis_{axis.replace('.', '_')}.png", f"{plots.label(metric)} against {axis}: mean with Student-t 95% CI, each seed a point.",
                      plots.axis_plot(runs, axis, metric)))
     if not comparisons.empty:
         made.append(("forest.png", f"Paired differences to the baseline '{study.baseline}' with 95% CI (green: better, red: worse, grey: inconclusive).",

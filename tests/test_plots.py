@@ -1,0 +1,33 @@
+"""Figures draw the same Student-t intervals the tables give (checked against scipy)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.collections import PolyCollection
+from scipy import stats as sps
+
+from suite import plots
+
+
+def t95(values):
+    a = np.asarray(values, dtype=float)
+    return sps.t.interval(0.95, len(a) - 1, loc=a.mean(), scale=sps.sem(a))
+
+
+def test_t_interval_matches_scipy_and_is_empty_below_two_values():
+    values = [0.91, 0.88, 0.93, 0.90, 0.86]
+    assert plots.t_interval(values) == pytest.approx(t95(values))
+    assert all(np.isnan(plots.t_interval([0.9])))
+
+
+def test_grid_axis_band_is_the_t_interval_at_each_value():
+    acc = {32: [0.950, 0.955, 0.948, 0.960, 0.952], 64: [0.965, 0.962, 0.970, 0.961, 0.968], 128: [0.97, 0.975, 0.972, 0.978, 0.971]}
+    runs = pd.DataFrame([{"dataset": "mnist", "model.hidden": [w], "test_acc": a} for w, values in acc.items() for a in values])
+    fig = plots.axis_plot(runs, "model.hidden", "test_acc")
+    band = next(c for c in fig.axes[0].collections if isinstance(c, PolyCollection))
+    vertices = band.get_paths()[0].vertices
+    for width, values in acc.items():
+        at = vertices[np.isclose(vertices[:, 0], width), 1]
+        assert (at.min(), at.max()) == pytest.approx(tuple(100 * v for v in t95(values)))
+    assert fig.axes[0].get_xscale() == "log"  # widths double: a log axis
+    plots.plt.close(fig)
