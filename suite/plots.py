@@ -143,7 +143,7 @@ def axis_plot(runs: pd.DataFrame, axis: str, metric: str):
 def forest(comparisons: pd.DataFrame, metric: str):
     """Paired difference to the baseline with its 95% CI, one line per variant."""
     datasets = list(comparisons["dataset"].unique())
-    fig, axes = _facets(len(datasets), height=1.2 + 0.55 * max(1, comparisons.groupby("dataset").size().max()))
+    fig, axes = _facets(len(datasets), width=8.0, height=1.4 + 0.55 * max(1, comparisons.groupby("dataset").size().max()))
     colours = {"better": "tab:green", "worse": "tab:red", "inconclusive": "tab:grey"}
     for ax, dataset in zip(axes, datasets):
         part = comparisons[comparisons["dataset"] == dataset].reset_index(drop=True)
@@ -153,6 +153,7 @@ def forest(comparisons: pd.DataFrame, metric: str):
         for yi, m, lo, hi, verdict in zip(y, mean, low, high, part["verdict"]):
             ax.errorbar(m, yi, xerr=[[m - lo], [hi - m]], fmt="o", color=colours[verdict], capsize=5, label=verdict)
         ax.axvline(0, color="black", linewidth=1)
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(nbins=6))  # legible under long variant names
         ax.set_yticks(y, [f"{v} (n={n})" for v, n in zip(part["variant"], part["n_pairs"])])
         unit = " (pp)" if metric.endswith("_acc") else ""
         ax.set(title=f"{dataset}: difference to {part['baseline'].iloc[0]}", xlabel=f"{metric} difference{unit}, paired by seed, 95% CI")
