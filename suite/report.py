@@ -72,7 +72,8 @@ def build(study: Study, smoke: bool, uri: str, reports_dir: Path, storage: str |
     figures = _figures(study, results, summary, comparisons, folder)
     blocks = _blocks(study, smoke, results, summary, comparisons, claims, figures)
     if study.tune is not None:
-        blocks[-4:-4] = _tuning_blocks(study, smoke, reports_dir, storage)
+        at = blocks.index(("h2", "Provenance"))
+        blocks[at:at] = _tuning_blocks(study, smoke, reports_dir, storage)
     (folder / "report.md").write_text(render_markdown(blocks))
     (folder / "report.html").write_text(render_html(blocks, folder, title=f"{study.name}: {study.question}"))
     meta = {"name": study.name, "question": study.question, "runs": len(runs), "expected": results.expected,

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from . import provenance, tracking
 from .config import RunConfig, flatten
 from .errors import SuiteError
-from .study import Search, Study, override, search_variant, smoke_config, with_tuned
+from .study import TUNED, Search, Study, override, search_variant, smoke_config, with_tuned
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 INTERRUPTED = "interrupted"
@@ -107,8 +107,8 @@ def search_target(study: Study, smoke: bool) -> Target:
 
 
 def tune_targets(study: Study, smoke: bool) -> list[Target]:
-    """One search per variant and dataset, each with the same budget and sampler seed."""
-    return [Target(study, study.tune, v, d, smoke) for d in study.datasets for v in study.variants]
+    """One search per variant and dataset, each with the same budget and sampler seed (not for `@tuned` variants)."""
+    return [Target(study, study.tune, v, d, smoke) for d in study.datasets for v in study.variants if not v.endswith(TUNED)]
 
 
 def open_search(target: Target, storage: str) -> optuna.Study:

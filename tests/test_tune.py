@@ -147,6 +147,9 @@ def test_tuned_comparison_gives_every_variant_the_same_budget_and_is_cached(tiny
     folder = tmp_path / "reports" / "smoke" / "tiny"
     report = (folder / "report.md").read_text()
     assert "## Tuned settings" in report and "wd@tuned vs none@tuned" in report
+    # one tuned-settings row per tuned variant, and the section sits before the provenance, not inside it
+    assert "not tuned yet" not in report
+    assert report.index("## Tuned settings") < report.index("## Provenance") < report.index("- Rebuild this report")
     assert (folder / "search" / "wd" / "mnist" / "report.md").exists()
     comparisons = __import__("pandas").read_csv(folder / "comparisons.csv")
     assert set(zip(comparisons["variant"], comparisons["baseline"])) == {("wd", "none"), ("wd@tuned", "none@tuned")}
