@@ -326,7 +326,8 @@ def build_search(target, search, reports_dir: Path, storage: str) -> Path:
               ("p", f"Objective: `{target.block.objective}` ({target.block.direction}), on variant `{target.variant}` of "
                     f"{target.dataset}; {target.block.sampler} sampler (seed {target.block.seed}), {target.block.pruner} pruner; "
                     f"every trial trains with seed {target.block.seed}. Optuna study `{target.name}` in `{storage}`. "
-                    f"Continue it with `make tune STUDY={target.study.name} TRIALS=n`.")]
+                    + (f"Continue it with `make tune STUDY={target.study.name} TRIALS=n`." if target.block is target.study.search else
+                       f"Its budget is the study's `tune.trials`; `make study STUDY={target.study.name}` runs what is missing."))]
     counts = trials["state"].value_counts().to_dict() if not trials.empty else {}
     blocks.append(("p", "Trials: " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())) + "."))
     warnings = []

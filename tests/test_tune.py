@@ -150,7 +150,8 @@ def test_tuned_comparison_gives_every_variant_the_same_budget_and_is_cached(tiny
     # one tuned-settings row per tuned variant, and the section sits before the provenance, not inside it
     assert "not tuned yet" not in report
     assert report.index("## Tuned settings") < report.index("## Provenance") < report.index("- Rebuild this report")
-    assert (folder / "search" / "wd" / "mnist" / "report.md").exists()
+    search_report = (folder / "search" / "wd" / "mnist" / "report.md").read_text()
+    assert "make study STUDY=tiny" in search_report and "make tune" not in search_report  # a tune block has no `search`
     comparisons = __import__("pandas").read_csv(folder / "comparisons.csv")
     assert set(zip(comparisons["variant"], comparisons["baseline"])) == {("wd", "none"), ("wd@tuned", "none@tuned")}
     # a second invocation reuses the tuning and the runs
