@@ -37,6 +37,17 @@ def t_interval(values) -> tuple[float, float]:
     return ci.low, ci.high
 
 
+def interval_for(metric: str):
+    """`t_interval`, cut to the values the metric can take: an accuracy band stays within 0-100%.
+
+    With two or three runs left at an epoch (the others stopped early) t's interval is wide
+    enough to leave that range; the cut marks the limit of what the runs can say.
+    """
+    if not metric.endswith("_acc"):
+        return t_interval
+    return lambda values: tuple(float(np.clip(v, 0, 100)) for v in t_interval(values))
+
+
 def label(metric: str) -> str:
     return LABELS.get(metric, metric)
 
@@ -82,7 +93,7 @@ def learning_curves(curves: pd.DataFrame, task: str = "classification"):
             part = curves[(curves["dataset"] == dataset) & (curves["metric"] == metric)]
             part = part.assign(value=scaled(part["value"], metric))
             single = part["epoch"].nunique() == 1  # a band needs two epochs; draw error bars instead
-            sns.lineplot(data=part, x="epoch", y="value", hue="variant", errorbar=t_interval, marker="o", ax=ax,
+            sns.lineplot(data=part, x="epoch", y="value", hue="variant", errorbar=interval_for(metric), marker="o", ax=ax,
                          err_style="bars" if single else "band", err_kws={"capsize": 6} if single else None)
             ax.set(title=f"{dataset}: {label(metric)}", xlabel="epoch", ylabel=label(metric))
             if part["epoch"].nunique() <= 12:
@@ -128,7 +139,7 @@ def axis_plot(runs: pd.DataFrame, axis: str, metric: str):
         part = runs[runs["dataset"] == dataset].assign(value=lambda d: scaled(d[metric], metric))
         if numeric.notna().all():
             part = part.assign(x=pd.to_numeric(part[axis]))
-            sns.lineplot(data=part, x="x", y="value", errorbar=t_interval, marker="o", ax=ax, label="mean, 95% CI")
+            sns.lineplot(data=part, x="x", y="value", errorbar=interval_for(metric), marker="o", ax=ax, label="mean, 95% CI")
             sns.scatterplot(data=part, x="x", y="value", alpha=0.4, ax=ax, label="one seed")
             if is_geometric(part["x"].unique()):
                 ax.set_xscale("log", base=2 if np.allclose(np.log2(part["x"].unique()) % 1, 0) else 10)
@@ -136,7 +147,7 @@ def axis_plot(runs: pd.DataFrame, axis: str, metric: str):
                 ax.minorticks_off()
         else:
             part = part.assign(x=part[axis].map(lambda v: "none" if v is None else str(v)))
-            sns.pointplot(data=part, x="x", y="value", errorbar=t_interval, ax=ax, capsize=0.1)
+            sns.pointplot(data=part, x="x", y="value", errorbar=interval_for(metric), ax=ax, capsize=0.1)
         ax.set(title=f"{dataset}: {label(metric)} against {axis}", xlabel=axis, ylabel=label(metric))
     fig.tight_layout()
     return fig

@@ -22,7 +22,7 @@ from . import analysis, provenance, tracking
 from .config import METRIC_DIRECTIONS
 from .errors import SuiteError
 from .results import Results, collect
-from .study import Study
+from .study import Study, format_value
 
 FIG_DPI = 110
 UI_URL = "http://127.0.0.1:5000"  # where `make ui` serves the store (its default PORT); run ids in reports link there
@@ -97,7 +97,8 @@ def _figures(study, results, summary, comparisons, folder: Path) -> list[tuple[s
     made = [("final_metric.png", f"Final {plots.label(metric)} per variant: each seed is a point; black: mean and 95% t-interval.",
              plots.final_metric(runs, summary, metric, study.question))]
     if not results.curves.empty:
-        made.append(("learning_curves.png", "Learning curves: mean over seeds per epoch, band = Student-t 95% CI.",
+        made.append(("learning_curves.png", "Learning curves: mean over seeds per epoch, band = Student-t 95% CI (accuracy bands cut at 0 and 100%). "
+                     "Where runs stopped early, later epochs average only the runs still training.",
                      plots.learning_curves(results.curves, task)))
     if task == "classification" and runs["train_eval_acc"].notna().any():
         made.append(("generalisation_gap.png", "Generalisation gap: accuracy on 5,000 training images minus test accuracy, both on the "
@@ -150,7 +151,8 @@ def _blocks(study, smoke, results, summary, comparisons, claims, figures) -> lis
     blocks.append(("h2", "Summary"))
     axes = list(study.grid_axes)
     header = ["dataset", "variant", *axes, "n", "diverged", f"mean {metric}", "std", "95% CI (t)", "val acc", "epochs", "train s"]
-    rows = [[r["dataset"], r["variant"], *[r[a] for a in axes], r["n"], r["n_diverged"], f(r["mean"]), f(r["std"], False).lstrip("+"),
+    shown = lambda variant, axis: format_value(dict(study.points[variant])[axis])  # noqa: E731  (null as 'none', not NaN)
+    rows = [[r["dataset"], r["variant"], *[shown(r["variant"], a) for a in axes], r["n"], r["n_diverged"], f(r["mean"]), f(r["std"], False).lstrip("+"),
              f"[{f(r['ci_low'])}, {f(r['ci_high'])}]", analysis.fmt(r.get("val_acc_mean", float("nan")), "val_acc"),
              f"{r.get('epochs_trained_mean', float('nan')):.1f}", f"{r.get('train_seconds_mean', float('nan')):.1f}"]
             for _, r in summary.iterrows()]

@@ -31,3 +31,10 @@ def test_grid_axis_band_is_the_t_interval_at_each_value():
         assert (at.min(), at.max()) == pytest.approx(tuple(100 * v for v in t95(values)))
     assert fig.axes[0].get_xscale() == "log"  # widths double: a log axis
     plots.plt.close(fig)
+
+
+def test_accuracy_bands_stay_within_0_and_100_percent():
+    two_left = [99.0, 60.0]  # two runs left at a late epoch: t(1) makes the interval huge
+    assert plots.t_interval(two_left)[1] > 100
+    assert plots.interval_for("val_acc")(two_left) == (0.0, 100.0)
+    assert plots.interval_for("val_loss") is plots.t_interval
