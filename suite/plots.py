@@ -143,7 +143,8 @@ def axis_plot(runs: pd.DataFrame, axis: str, metric: str):
             sns.scatterplot(data=part, x="x", y="value", alpha=0.4, ax=ax, label="one seed")
             if is_geometric(part["x"].unique()):
                 ax.set_xscale("log", base=2 if np.allclose(np.log2(part["x"].unique()) % 1, 0) else 10)
-                ax.set_xticks(sorted(part["x"].unique()), [f"{v:g}" for v in sorted(part["x"].unique())])  # 32, not 2^5
+                ticks = sorted(part["x"].unique())
+                ax.set_xticks(ticks, [f"{v:g}" for v in ticks])  # 32, not 2^5
                 ax.minorticks_off()
         else:
             part = part.assign(x=part[axis].map(lambda v: "none" if v is None else str(v)))

@@ -148,9 +148,10 @@ def run_search(target: Target, *, uri: str, storage: str, data_dir: Path, trials
         search = open_search(target, storage)
         fail_stale(search)
         _close_interrupted_runs(client, search)
-        search.sampler = make_sampler(target.block, resumed_at=len(search.get_trials(deepcopy=False)))
+        stored = search.get_trials(deepcopy=False)
+        search.sampler = make_sampler(target.block, resumed_at=len(stored))
         parent = _parent_run(client, exp_id, target, storage)
-        remaining = total - counted(search.get_trials(deepcopy=False))
+        remaining = total - counted(stored)
         bar = tqdm(total=total, initial=total - max(remaining, 0), desc=target.name, unit="trial", disable=None)
 
         def objective(trial: optuna.Trial) -> float:
