@@ -26,7 +26,8 @@ SUMMARY_EXTRAS = ("val_acc", "val_loss", "train_acc", "epochs_trained", "train_s
 
 def summarize(runs: pd.DataFrame, metric: str, grid_axes=()) -> pd.DataFrame:
     rows = []
-    for (dataset, variant), group in runs.groupby(["dataset", "variant"], observed=True, sort=True):
+    # in the order the runs come (results.collect sorts them as the study file lists datasets and variants)
+    for (dataset, variant), group in runs.groupby(["dataset", "variant"], observed=True, sort=False):
         ci = stats.mean_ci(group[metric].to_numpy(dtype=float))
         row = {"dataset": dataset, "variant": variant, **{a: group[a].iloc[0] for a in grid_axes},
                "n": len(group), "n_diverged": int(group["diverged"].sum()),

@@ -46,12 +46,19 @@ def collect(study: Study, smoke: bool, uri: str) -> Results:
         rows.append(_row(spec, run))
     runs = pd.DataFrame(rows, columns=_columns(study, rows))
     runs["variant"] = pd.Categorical(runs["variant"], categories=list(study.variants), ordered=True)
-    runs = runs.sort_values(["dataset", "variant", "seed"], kind="stable").reset_index(drop=True)
-    curves = _curves(client, runs)
+    runs = _in_study_order(runs, study, ["dataset", "variant", "seed"])
+    curves = _in_study_order(_curves(client, runs), study, ["dataset", "variant", "seed", "metric", "epoch"])
     runs = _at_tested_epoch(runs, curves)
     summaries = tracking.search(client, exp_id, "summary") if exp_id else []
     summary = next((r.info.run_id for r in summaries if r.data.tags.get("suite.smoke") == str(smoke)), None)
     return Results(runs, curves, len(specs), unmatched, summary, exp_id)
+
+
+def _in_study_order(frame: pd.DataFrame, study: Study, by: list[str]) -> pd.DataFrame:
+    """Sorted with datasets in the study file's order (not the alphabet's); variant is categorical already."""
+    order = {d: i for i, d in enumerate(study.datasets)}
+    key = lambda column: column.map(order) if column.name == "dataset" else column  # noqa: E731
+    return frame.sort_values(by, kind="stable", key=key).reset_index(drop=True)
 
 
 def _row(spec, run) -> dict:
@@ -87,5 +94,4 @@ def _curves(client, runs: pd.DataFrame) -> pd.DataFrame:
     history = tracking.histories(client, runs["run_id"].tolist(), CURVE_METRICS)
     curves = pd.DataFrame(history, columns=["run_id", "metric", "epoch", "value"])
     ids = runs[["run_id", "dataset", "variant", "seed"]]
-    merged = ids.merge(curves, on="run_id")
-    return merged.sort_values(["dataset", "variant", "seed", "metric", "epoch"], kind="stable").reset_index(drop=True)
+    return ids.merge(curves, on="run_id")

@@ -47,3 +47,7 @@ def test_study_smoke_runs_end_to_end(path, tmp_path, data_dir):
     tuned = len(study.variants) * len(study.datasets) * len(study.smoke.seeds if isinstance(study.smoke.seeds, list) else range(study.smoke.seeds)) if study.tune else 0
     assert len(runs) == len(expand(study, smoke=True)) + tuned
     assert runs[study.metric].notna().all()
+    # tables list datasets and variants in the study file's order
+    summary = pd.read_csv(tmp_path / "reports" / "smoke" / study.name / "summary.csv", keep_default_na=False)
+    assert list(dict.fromkeys(summary["dataset"])) == list(study.datasets)
+    assert list(dict.fromkeys(runs["dataset"])) == list(study.datasets)
