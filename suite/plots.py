@@ -87,7 +87,7 @@ def learning_curves(curves: pd.DataFrame, task: str = "classification"):
     """Mean over seeds with a Student-t 95% band, per variant: training (left) and validation (right)."""
     metrics = ["train_acc", "val_acc"] if task == "classification" else ["train_loss", "val_loss"]
     datasets = list(curves["dataset"].unique())
-    fig, axes = plt.subplots(len(datasets), 2, figsize=(12, 4.2 * len(datasets)), squeeze=False)
+    fig, axes = plt.subplots(len(datasets), 2, figsize=(13.5, 4.2 * len(datasets)), squeeze=False)
     for row, dataset in zip(axes, datasets):
         for ax, metric in zip(row, metrics):
             part = curves[(curves["dataset"] == dataset) & (curves["metric"] == metric)]
@@ -98,7 +98,10 @@ def learning_curves(curves: pd.DataFrame, task: str = "classification"):
             ax.set(title=f"{dataset}: {label(metric)}", xlabel="epoch", ylabel=label(metric))
             if part["epoch"].nunique() <= 12:
                 ax.set_xticks(sorted(part["epoch"].unique()))
-            ax.legend(title="variant", fontsize="small")
+            ax.get_legend().remove()
+        # one legend per row, beside the plots: inside, seven variants cover the late epochs
+        handles, labels = row[-1].get_legend_handles_labels()
+        row[-1].legend(handles, labels, title="variant", fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.tight_layout()
     return fig
 

@@ -38,3 +38,19 @@ def test_accuracy_bands_stay_within_0_and_100_percent():
     assert plots.t_interval(two_left)[1] > 100
     assert plots.interval_for("val_acc")(two_left) == (0.0, 100.0)
     assert plots.interval_for("val_loss") is plots.t_interval
+
+
+def test_learning_curve_legend_sits_beside_the_plots():
+    rows = [{"run_id": f"{v}{seed}", "dataset": "mnist", "variant": f"hidden={v}", "seed": seed, "metric": m, "epoch": e,
+             "value": 0.9 + 0.001 * e + 0.0001 * seed}
+            for v in (32, 64, 128, 256, 512, 1024, 2048) for seed in range(3) for m in ("train_acc", "val_acc") for e in range(1, 11)]
+    fig = plots.learning_curves(pd.DataFrame(rows))
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    assert len(legends) == 1 and len(legends[0].get_texts()) == 7
+    box = legends[0].get_window_extent(renderer)
+    for ax in fig.axes:
+        assert not box.overlaps(ax.get_window_extent(renderer))
+    assert box.x1 <= fig.bbox.x1  # and still inside the figure
+    plots.plt.close(fig)
