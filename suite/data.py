@@ -243,6 +243,15 @@ def _quadratic(root: Path) -> Raw:
     return Raw(tx, ty, vx, vy, (0.0,), (1.0,), 1.0, ())
 
 
+# What a model sees of each dataset, without loading it: input shape and number of outputs
+# (tests/test_registries.py checks these against the loaded data).
+INPUTS = {
+    "mnist": ((1, 28, 28), 10),
+    "fashion_mnist": ((1, 28, 28), 10),
+    "cifar10": ((3, 32, 32), 10),
+    "quadratic": ((1,), 1),
+}
+
 DATASETS = {
     "mnist": _mnist,
     "fashion_mnist": _fashion_mnist,

@@ -102,4 +102,10 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def parameter_count(cfg, in_shape, num_outputs) -> int:
+    """Trainable parameters of the model `cfg` builds, without allocating or initialising it."""
+    with torch.device("meta"):
+        return count_parameters(MODELS[cfg.name](cfg, tuple(in_shape), num_outputs))
+
+
 MODELS = {"mlp": build_mlp, "cnn": build_cnn}

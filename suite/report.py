@@ -22,7 +22,9 @@ from . import analysis, provenance, tracking
 from .config import METRIC_DIRECTIONS
 from .errors import SuiteError
 from .results import Results, collect
-from .study import Study, format_value
+from .data import INPUTS
+from .models import parameter_count
+from .study import Study, expand, format_value
 
 FIG_DPI = 110
 UI_URL = "http://127.0.0.1:5000"  # where `make ui` serves the store (its default PORT); run ids in reports link there
@@ -59,7 +61,7 @@ def build(study: Study, smoke: bool, uri: str, reports_dir: Path, storage: str |
     study = _with_tuning(study, smoke, storage)
     results = _collect(study, smoke, uri)
     runs, metric = results.runs, study.metric
-    summary = analysis.summarize(runs, metric, study.grid_axes)
+    summary = _with_parameters(study, smoke, analysis.summarize(runs, metric, study.grid_axes))
     comparisons = analysis.compare(runs, study)
     claims = analysis.judge_claims(runs, study)
     folder = out_dir(study, smoke, reports_dir)
@@ -86,6 +88,15 @@ def build(study: Study, smoke: bool, uri: str, reports_dir: Path, storage: str |
 
 
 # ---------------------------------------------------------------- figures
+
+
+def _with_parameters(study: Study, smoke: bool, summary: pd.DataFrame) -> pd.DataFrame:
+    """The summary with a `params` column: each variant's trainable parameters on each dataset."""
+    models = {(spec.dataset, spec.variant): spec.config.model for spec in expand(study, smoke)}
+    counts = [parameter_count(models[key], *INPUTS[key[0]]) for key in zip(summary["dataset"], summary["variant"])]
+    summary = summary.copy()
+    summary.insert(summary.columns.get_loc("n"), "params", counts)
+    return summary
 
 
 def _figures(study, results, summary, comparisons, folder: Path) -> list[tuple[str, str]]:
@@ -150,9 +161,9 @@ def _blocks(study, smoke, results, summary, comparisons, claims, figures) -> lis
 
     blocks.append(("h2", "Summary"))
     axes = list(study.grid_axes)
-    header = ["dataset", "variant", *axes, "n", "diverged", f"mean {metric}", "std", "95% CI (t)", "val acc", "epochs", "train s"]
+    header = ["dataset", "variant", *axes, "params", "n", "diverged", f"mean {metric}", "std", "95% CI (t)", "val acc", "epochs", "train s"]
     shown = lambda variant, axis: format_value(dict(study.points[variant])[axis])  # noqa: E731  (null as 'none', not NaN)
-    rows = [[r["dataset"], r["variant"], *[shown(r["variant"], a) for a in axes], r["n"], r["n_diverged"], f(r["mean"]), f(r["std"], False).lstrip("+"),
+    rows = [[r["dataset"], r["variant"], *[shown(r["variant"], a) for a in axes], f"{r['params']:,}", r["n"], r["n_diverged"], f(r["mean"]), f(r["std"], False).lstrip("+"),
              f"[{f(r['ci_low'])}, {f(r['ci_high'])}]", analysis.fmt(r.get("val_acc_mean", float("nan")), "val_acc"),
              f"{r.get('epochs_trained_mean', float('nan')):.1f}", f"{r.get('train_seconds_mean', float('nan')):.1f}"]
             for _, r in summary.iterrows()]

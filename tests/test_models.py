@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from suite.config import CNN, MLP
-from suite.models import MODELS, build_model, count_parameters
+from suite.models import MODELS, build_model, count_parameters, parameter_count
 
 
 def build(cfg, shape=(1, 28, 28), seed=0):
@@ -22,6 +22,9 @@ def build(cfg, shape=(1, 28, 28), seed=0):
 ])
 def test_exact_parameter_counts(cfg, shape, expected):
     assert count_parameters(build(cfg, shape)) == expected
+    state = torch.random.get_rng_state()
+    assert parameter_count(cfg, shape, 10) == expected  # what reports show, without building real weights
+    assert torch.equal(torch.random.get_rng_state(), state)
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

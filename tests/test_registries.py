@@ -2,7 +2,12 @@
 
 import typing
 
+import pytest
+import torch
+
 from suite import config, data, models, train
+
+from conftest import DATA_DIR, has_cifar10, has_mnist
 
 
 def _names(union) -> set[str]:
@@ -12,6 +17,20 @@ def _names(union) -> set[str]:
 
 def test_datasets_in_config_are_the_loaders():
     assert set(config.DATASET_TASKS) == set(data.DATASETS)
+
+
+def test_input_shapes_known_for_every_dataset():
+    assert set(data.INPUTS) == set(data.DATASETS)
+
+
+@pytest.mark.parametrize("name", sorted(data.INPUTS))
+def test_input_shapes_are_what_the_loaded_data_gives(name):
+    present = {"mnist": has_mnist(), "cifar10": has_cifar10(), "fashion_mnist": (DATA_DIR / "FashionMNIST").is_dir(), "quadratic": True}
+    if not present[name]:
+        pytest.skip(f"{name} not found under {DATA_DIR}")
+    cfg = config.DataConfig(name=name, val_size=100, train_size=100, test_size=100)
+    splits = data.load_splits(cfg, DATA_DIR, torch.device("cpu"))
+    assert (splits.in_shape, splits.num_outputs) == data.INPUTS[name]
 
 
 def test_models_in_config_are_the_builders():
