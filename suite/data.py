@@ -198,9 +198,41 @@ def _mnist(root: Path) -> Raw:
 
 
 def _fashion_mnist(root: Path) -> Raw:
+    """torchvision's `FashionMNIST/raw` under the data root; else Debian's package; else download."""
     from torchvision.datasets import FashionMNIST
 
-    return _mnist_like(FashionMNIST, "Fashion-MNIST", root, FASHION_STATS)
+    if not (root / "FashionMNIST" / "raw").is_dir() and all((DEBIAN_FASHION / f).is_file() for f in IDX_FILES):
+        return _idx_gz(DEBIAN_FASHION, FASHION_STATS)
+    try:
+        return _mnist_like(FashionMNIST, "Fashion-MNIST", root, FASHION_STATS)
+    except DataError as err:
+        raise DataError(f"{err}, or install Debian's dataset-fashion-mnist ({DEBIAN_FASHION})") from None
+
+
+# Debian's `dataset-fashion-mnist` installs the original files here (gzip-recompressed, so their
+# checksums differ from torchvision's; the contents are checked as they are read).
+DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
+IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+
+
+def _idx_gz(folder: Path, stats) -> Raw:
+    """The four gzipped IDX files of an MNIST-layout dataset (60,000 + 10,000 28x28 images, labels 0-9)."""
+    import gzip
+
+    def read(name: str, magic: int, shape: tuple[int, ...]) -> torch.Tensor:
+        blob = gzip.decompress((folder / name).read_bytes())
+        header = 4 * (1 + len(shape))
+        dims = tuple(int.from_bytes(blob[4 + 4 * i: 8 + 4 * i], "big") for i in range(len(shape)))
+        if int.from_bytes(blob[:4], "big") != magic or dims != shape or len(blob) != header + math.prod(shape):
+            raise DataError(f"{folder / name} is not an IDX file of shape {shape}; reinstall it or point --data-dir elsewhere")
+        return torch.from_numpy(np.frombuffer(blob, dtype=np.uint8, offset=header).reshape(shape).copy())
+
+    train_x, train_y = read(IDX_FILES[0], 2051, (60000, 28, 28)), read(IDX_FILES[1], 2049, (60000,))
+    test_x, test_y = read(IDX_FILES[2], 2051, (10000, 28, 28)), read(IDX_FILES[3], 2049, (10000,))
+    if int(max(train_y.max(), test_y.max())) > 9:
+        raise DataError(f"labels in {folder} go beyond 0-9; reinstall the files or point --data-dir elsewhere")
+    return Raw(train_x.unsqueeze(1), train_y.long(), test_x.unsqueeze(1), test_y.long(), stats[0], stats[1], 255.0,
+               tuple(folder / f for f in IDX_FILES))
 
 
 def _cifar10(root: Path) -> Raw:

@@ -21,6 +21,12 @@ def has_cifar10() -> bool:
     return (DATA_DIR / "cifar10" / "cifar10.npz").is_file() or (DATA_DIR / "cifar-10-batches-py").is_dir()
 
 
+def has_fashion_mnist() -> bool:
+    from suite.data import DEBIAN_FASHION, IDX_FILES
+
+    return (DATA_DIR / "FashionMNIST").is_dir() or all((DEBIAN_FASHION / f).is_file() for f in IDX_FILES)
+
+
 needs_mnist = pytest.mark.skipif(not has_mnist(), reason=f"MNIST not found under {DATA_DIR}; set SUITE_DATA_DIR")
 needs_cifar10 = pytest.mark.skipif(not has_cifar10(), reason=f"CIFAR-10 not found under {DATA_DIR}; set SUITE_DATA_DIR")
 

@@ -1,0 +1,57 @@
+"""Fashion-MNIST from Debian's `dataset-fashion-mnist` package reads exactly what torchvision reads from the same files."""
+
+import gzip
+
+import pytest
+import torch
+
+from suite import data
+from suite.errors import DataError
+
+debian = pytest.mark.skipif(not all((data.DEBIAN_FASHION / f).is_file() for f in data.IDX_FILES),
+                            reason=f"Debian's dataset-fashion-mnist is not installed ({data.DEBIAN_FASHION})")
+
+
+@debian
+def test_debian_fashion_mnist_equals_torchvision_on_the_same_files(tmp_path):
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in data.IDX_FILES:
+        (raw / name.removesuffix(".gz")).write_bytes(gzip.decompress((data.DEBIAN_FASHION / name).read_bytes()))
+    ours = data._idx_gz(data.DEBIAN_FASHION, data.FASHION_STATS)
+    theirs = data.load_raw("fashion_mnist", str(tmp_path))  # a root with FashionMNIST/raw: torchvision's reader
+    assert theirs.files[0].parent == raw
+    for field in ("train_x", "train_y", "test_x", "test_y"):
+        assert torch.equal(getattr(ours, field), getattr(theirs, field)), field
+    assert ours.train_x.shape == (60000, 1, 28, 28) and torch.equal(ours.train_y.bincount(), torch.full((10,), 6000))
+    # the published normalisation statistics are those of these images
+    pixels = ours.train_x.float() / 255
+    assert pixels.mean().item() == pytest.approx(data.FASHION_STATS[0][0], abs=5e-5)
+    assert pixels.std().item() == pytest.approx(data.FASHION_STATS[1][0], abs=5e-5)
+
+
+@debian
+def test_an_empty_data_root_falls_back_to_the_debian_package(tmp_path):
+    raw = data.load_raw("fashion_mnist", str(tmp_path / "empty"))
+    assert raw.files == tuple(data.DEBIAN_FASHION / f for f in data.IDX_FILES)
+
+
+def test_a_damaged_idx_file_is_one_line(tmp_path):
+    for name in data.IDX_FILES:
+        (tmp_path / name).write_bytes(gzip.compress(b"\x00\x00\x08\x03" + b"\x00" * 12))
+    with pytest.raises(DataError, match=r"is not an IDX file of shape \(60000, 28, 28\)") as err:
+        data._idx_gz(tmp_path, data.FASHION_STATS)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_fashion_mnist_names_every_place_it_looked(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "DEBIAN_FASHION", tmp_path / "no-package")
+    root = tmp_path / "nowhere"
+    try:
+        data.load_raw("fashion_mnist", str(root))
+    except DataError as err:
+        message = str(err)
+    else:
+        pytest.skip("online: Fashion-MNIST was downloaded")
+    assert "\n" not in message and str(root.resolve()) in message
+    assert "SUITE_DATA_DIR" in message and "dataset-fashion-mnist" in message
