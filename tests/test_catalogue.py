@@ -1,5 +1,9 @@
-"""Every shipped study: validates, expands to its documented run count, and smoke-runs end to end
+"""Every shipped study: validates, expands to its documented run count, has its full report
+committed under reports/ (made from the runs the file defines now), and smoke-runs end to end
 (real data cut small, a throw-away MLflow store), the way a registry's entries are each tested."""
+
+import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -17,6 +21,7 @@ DOCUMENTED_RUNS = {
     "width": 35, "width_cifar10": 35,
 }
 STUDIES = list_studies()
+REPORTS = Path(__file__).resolve().parents[1] / "reports"
 
 
 def test_the_catalogue_is_documented():
@@ -30,6 +35,18 @@ def test_study_validates_and_expands_to_its_documented_count(path):
     assert len(expand(study)) == study.run_count == DOCUMENTED_RUNS[path.stem]
     if study.baseline:
         assert study.baseline in study.variants
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.stem)
+def test_full_report_is_committed_and_matches_the_study_file(path):
+    """reports/<study>/ holds every run of the full study as the file defines it now (edit a protocol: rerun it)."""
+    study = load_study(str(path))
+    folder = REPORTS / study.name
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["runs"] == meta["expected"] and (folder / "report.md").stat().st_size > 0
+    keys = set(pd.read_csv(folder / "runs.csv")["run_key"])
+    assert {spec.run_key for spec in expand(study)} <= keys  # a tuned study adds its @tuned runs
+    assert len(keys) == meta["runs"] == DOCUMENTED_RUNS[study.name] * (2 if study.tune else 1)
 
 
 @pytest.mark.slow
