@@ -197,6 +197,12 @@ def _mnist(root: Path) -> Raw:
     return _mnist_like(MNIST, "MNIST", root, MNIST_STATS)
 
 
+# Debian's `dataset-fashion-mnist` installs the original files here (gzip-recompressed, so their
+# checksums differ from torchvision's; the contents are checked as they are read).
+DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
+IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+
+
 def _fashion_mnist(root: Path) -> Raw:
     """torchvision's `FashionMNIST/raw` under the data root; else Debian's package; else download."""
     from torchvision.datasets import FashionMNIST
@@ -207,12 +213,6 @@ def _fashion_mnist(root: Path) -> Raw:
         return _mnist_like(FashionMNIST, "Fashion-MNIST", root, FASHION_STATS)
     except DataError as err:
         raise DataError(f"{err}, or install Debian's dataset-fashion-mnist ({DEBIAN_FASHION})") from None
-
-
-# Debian's `dataset-fashion-mnist` installs the original files here (gzip-recompressed, so their
-# checksums differ from torchvision's; the contents are checked as they are read).
-DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
-IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 
 
 def _idx_gz(folder: Path, stats) -> Raw:

@@ -87,9 +87,6 @@ def build(study: Study, smoke: bool, uri: str, reports_dir: Path, storage: str |
     return folder / "report.md"
 
 
-# ---------------------------------------------------------------- figures
-
-
 def _with_parameters(study: Study, smoke: bool, summary: pd.DataFrame) -> pd.DataFrame:
     """The summary with a `params` column: each variant's trainable parameters on each dataset."""
     models = {(spec.dataset, spec.variant): spec.config.model for spec in expand(study, smoke)}
@@ -97,6 +94,9 @@ def _with_parameters(study: Study, smoke: bool, summary: pd.DataFrame) -> pd.Dat
     summary = summary.copy()
     summary.insert(summary.columns.get_loc("n"), "params", counts)
     return summary
+
+
+# ---------------------------------------------------------------- figures
 
 
 def _figures(study, results, summary, comparisons, folder: Path) -> list[tuple[str, str]]:
