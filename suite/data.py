@@ -203,11 +203,15 @@ DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 
 
+def debian_fashion_installed() -> bool:
+    return all((DEBIAN_FASHION / f).is_file() for f in IDX_FILES)
+
+
 def _fashion_mnist(root: Path) -> Raw:
     """torchvision's `FashionMNIST/raw` under the data root; else Debian's package; else download."""
     from torchvision.datasets import FashionMNIST
 
-    if not (root / "FashionMNIST" / "raw").is_dir() and all((DEBIAN_FASHION / f).is_file() for f in IDX_FILES):
+    if not (root / "FashionMNIST" / "raw").is_dir() and debian_fashion_installed():
         return _idx_gz(DEBIAN_FASHION, FASHION_STATS)
     try:
         return _mnist_like(FashionMNIST, "Fashion-MNIST", root, FASHION_STATS)

@@ -22,9 +22,14 @@ def has_cifar10() -> bool:
 
 
 def has_fashion_mnist() -> bool:
-    from suite.data import DEBIAN_FASHION, IDX_FILES
+    from suite.data import debian_fashion_installed
 
-    return (DATA_DIR / "FashionMNIST").is_dir() or all((DEBIAN_FASHION / f).is_file() for f in IDX_FILES)
+    return (DATA_DIR / "FashionMNIST").is_dir() or debian_fashion_installed()
+
+
+def has_dataset(name: str) -> bool:
+    """Whether a run on dataset `name` can find its data here."""
+    return {"mnist": has_mnist, "cifar10": has_cifar10, "fashion_mnist": has_fashion_mnist, "quadratic": lambda: True}[name]()
 
 
 needs_mnist = pytest.mark.skipif(not has_mnist(), reason=f"MNIST not found under {DATA_DIR}; set SUITE_DATA_DIR")

@@ -11,7 +11,7 @@ import pytest
 from suite.cli import main
 from suite.study import expand, list_studies, load_study
 
-from conftest import has_cifar10, has_fashion_mnist, has_mnist
+from conftest import has_dataset
 
 # The run counts the README's catalogue table documents (datasets x conditions x seeds).
 DOCUMENTED_RUNS = {
@@ -53,8 +53,7 @@ def test_full_report_is_committed_and_matches_the_study_file(path):
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.stem)
 def test_study_smoke_runs_end_to_end(path, tmp_path, data_dir):
     study = load_study(str(path))
-    need = {"cifar10": has_cifar10(), "mnist": has_mnist(), "fashion_mnist": has_fashion_mnist(), "quadratic": True}
-    missing = [d for d in study.datasets if not need[d]]
+    missing = [d for d in study.datasets if not has_dataset(d)]
     if missing:
         pytest.skip(f"{', '.join(missing)} not found under {data_dir}")
     code = main(["study", str(path), "--smoke", "--data-dir", str(data_dir), "--tracking-uri", f"sqlite:///{tmp_path}/m.db",

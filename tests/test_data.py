@@ -8,7 +8,7 @@ import torch
 from suite import data
 from suite.errors import DataError
 
-debian = pytest.mark.skipif(not all((data.DEBIAN_FASHION / f).is_file() for f in data.IDX_FILES),
+debian = pytest.mark.skipif(not data.debian_fashion_installed(),
                             reason=f"Debian's dataset-fashion-mnist is not installed ({data.DEBIAN_FASHION})")
 
 

@@ -45,7 +45,8 @@ def test_study_logs_runs_writes_report_and_resumes(tiny_study, tmp_path, store, 
     summary = pd.read_csv(folder / "summary.csv")
     table = pd.read_csv(folder / "runs.csv")
     assert list(summary["variant"]) == ["none", "wd"] and list(summary["n"]) == [2, 2]
-    assert list(summary["params"]) == [784 * 32 + 32 + 32 * 10 + 10] * 2  # MLP 784-32-10
+    params = 784 * 32 + 32 + 32 * 10 + 10  # MLP 784-32-10: 25,450
+    assert list(summary["params"]) == [params] * 2
     for variant, group in runs.groupby("tags.suite.variant"):
         row = summary[summary["variant"] == variant].iloc[0]
         assert row["mean"] == pytest.approx(group["metrics.test_acc"].mean(), abs=1e-6)
@@ -55,7 +56,7 @@ def test_study_logs_runs_writes_report_and_resumes(tiny_study, tmp_path, store, 
                  "learning_curves.png", "forest.png", "generalisation_gap.png"):
         assert (folder / name).stat().st_size > 0, name
     report = (folder / "report.md").read_text()
-    assert "| 25,450 |" in report
+    assert f"| {params:,} |" in report
     assert "make report STUDY=tiny" in report and "wd vs none" in report and runs["run_id"][0] in report
     # every run row links to its run in the MLflow UI
     exp_id = runs["experiment_id"][0]

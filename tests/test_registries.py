@@ -7,7 +7,7 @@ import torch
 
 from suite import config, data, models, train
 
-from conftest import DATA_DIR, has_cifar10, has_fashion_mnist, has_mnist
+from conftest import DATA_DIR, has_dataset
 
 
 def _names(union) -> set[str]:
@@ -25,8 +25,7 @@ def test_input_shapes_known_for_every_dataset():
 
 @pytest.mark.parametrize("name", sorted(data.INPUTS))
 def test_input_shapes_are_what_the_loaded_data_gives(name):
-    present = {"mnist": has_mnist(), "cifar10": has_cifar10(), "fashion_mnist": has_fashion_mnist(), "quadratic": True}
-    if not present[name]:
+    if not has_dataset(name):
         pytest.skip(f"{name} not found under {DATA_DIR}")
     cfg = config.DataConfig(name=name, val_size=100, train_size=100, test_size=100)
     splits = data.load_splits(cfg, DATA_DIR, torch.device("cpu"))
