@@ -1,7 +1,7 @@
 # Entry points. Every target sets up .venv on first use (pinned by constraints.txt) and is
-# a no-op for setup afterwards. Variables: STUDY=name, TRIALS=n, ARGS="extra suite options",
-# PORT=5000 for the UI. Data root: SUITE_DATA_DIR (default ./data); store: MLFLOW_TRACKING_URI
-# (default sqlite:///mlflow.db).
+# a no-op for setup afterwards. Variables: STUDY=name, TRIALS=n, WORKERS=n (runs at once),
+# EXECUTOR=serial|local|ray, ARGS="extra suite options", PORT=5000 for the UI. Data root:
+# SUITE_DATA_DIR (default ./data); store: MLFLOW_TRACKING_URI (default sqlite:///mlflow.db).
 
 PYTHON ?= python3
 VENV   := .venv
@@ -9,18 +9,19 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 STUDY  ?= regularization
 PORT   ?= 5000
+RUN    := $(if $(EXECUTOR),--executor $(EXECUTOR)) $(if $(WORKERS),--workers $(WORKERS))
 
-.PHONY: setup study report check tune smoke test ui list clean-venv
+.PHONY: setup study report check tune smoke test bench ui list clean-venv
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,ray]'
 	@touch $(STAMP)
 
 study: $(STAMP)
-	$(BIN)/suite study $(STUDY) $(ARGS)
+	$(BIN)/suite study $(STUDY) $(RUN) $(ARGS)
 
 report: $(STAMP)
 	$(BIN)/suite report $(STUDY) $(ARGS)
@@ -29,16 +30,19 @@ check: $(STAMP)
 	$(BIN)/suite check $(STUDY) $(ARGS)
 
 tune: $(STAMP)
-	$(BIN)/suite tune $(STUDY) $(if $(TRIALS),--trials $(TRIALS)) $(ARGS)
+	$(BIN)/suite tune $(STUDY) $(if $(TRIALS),--trials $(TRIALS)) $(RUN) $(ARGS)
 
 smoke: $(STAMP)
-	$(BIN)/suite smoke $(ARGS)
+	$(BIN)/suite smoke $(RUN) $(ARGS)
 
 list: $(STAMP)
 	$(BIN)/suite list
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py $(if $(ARGS),-- $(ARGS))
 
 ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}" --host 127.0.0.1 --port $(PORT)

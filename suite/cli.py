@@ -15,6 +15,7 @@ work could not be done, 130 when interrupted.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -28,6 +29,28 @@ def _common(p: argparse.ArgumentParser, store: bool = True) -> None:
         p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
         p.add_argument("--storage", help="Optuna storage for searches and tuning (default: $OPTUNA_STORAGE or sqlite:///optuna.db)")
         p.add_argument("--reports-dir", default="reports", help="where reports are written (default: reports)")
+
+
+def _executor(p: argparse.ArgumentParser, runs: bool = True) -> None:
+    """Executor options; `runs` False for commands that only need to know how runs were computed."""
+    if runs:
+        p.add_argument("--executor", choices=("serial", "local", "ray"), default="local",
+                       help="where runs train: serial (in this process), local (a pool of processes, default), ray")
+        p.add_argument("--workers", type=int, help="runs trained at once (default: cores / threads, capped by memory)")
+        p.add_argument("--ray-address", help="with --executor ray: auto (the cluster of `ray start --head`) or ray://host:port; "
+                                              "default: a private local Ray")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1; part of a run's identity)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="auto: CUDA when this machine has it (on Ray: cpu unless cuda); part of a run's identity")
+    p.add_argument("--fused-optimizer", action="store_true",
+                   help="PyTorch's fused sgd/adam/adamw kernels: faster, last-bit different numbers (other run keys)")
+
+
+def settings(args):
+    from .execute import Settings
+
+    return Settings(executor=getattr(args, "executor", "serial"), workers=getattr(args, "workers", None), threads=args.threads,
+                    device=args.device, ray_address=getattr(args, "ray_address", None), fused_optimizer=args.fused_optimizer)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -49,14 +72,15 @@ def parser() -> argparse.ArgumentParser:
             p.add_argument("--smoke", action="store_true", help="the seconds-long version of the study")
             p.add_argument("--force", action="store_true", help="rerun runs that already finished")
         p.add_argument("--data-dir", help="dataset root (default: $SUITE_DATA_DIR or ./data)")
+        _executor(p)
         _common(p)
 
     p = sub.add_parser("tune", help="search hyperparameters with Optuna (the study's search block)")
     p.add_argument("name")
     p.add_argument("--trials", type=int, help="total trials to reach (default: the study's search.trials)")
-    p.add_argument("--workers", type=int, default=1, help="trials run in parallel in this process (default 1)")
     p.add_argument("--smoke", action="store_true", help="a few trials on the smoke-sized data")
     p.add_argument("--data-dir", help="dataset root (default: $SUITE_DATA_DIR or ./data)")
+    _executor(p)
     _common(p)
 
     for name, text in (("report", "rebuild a study's report from MLflow, without training"),
@@ -64,12 +88,14 @@ def parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
         p.add_argument("name")
         p.add_argument("--smoke", action="store_true", help="report on the smoke runs")
+        _executor(p, runs=False)
         _common(p)
     return top
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops the workers as Ctrl-C does
     try:
         return COMMANDS[args.command](args)
     except SuiteError as err:
@@ -78,6 +104,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted: finished runs are kept; run the same command again to resume", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def cmd_list(args) -> int:
@@ -101,15 +133,21 @@ def cmd_validate(args) -> int:
 def _run(name: str, args, smoke: bool, uri: str) -> int:
     from . import report, tracking
     from .data import data_root
-    from .runner import run_study
+    from .execute import execution
+    from .execute.plan import run_study
     from .study import load_study
 
     study = load_study(name, Path(args.studies_dir))
+    chosen = settings(args)
     outcome = run_study(study, smoke=smoke, uri=uri, data_dir=data_root(args.data_dir), force=getattr(args, "force", False),
-                        storage=args.storage)
-    print(f"{study.name}: {outcome.trained} trained, {outcome.skipped} already done, {outcome.diverged} diverged")
-    out = report.build(study, smoke=smoke, uri=tracking.tracking_uri(uri), reports_dir=Path(args.reports_dir), storage=args.storage)
+                        storage=args.storage, settings=chosen)
+    print(f"{study.name}: {outcome.trained} trained, {outcome.skipped} already done, {outcome.diverged} diverged, "
+          f"{len(outcome.failed)} failed")
+    out = report.build(study, smoke=smoke, uri=tracking.tracking_uri(uri), reports_dir=Path(args.reports_dir), storage=args.storage,
+                       execution=execution(chosen))
     print(f"report: {out}")
+    if outcome.failed:
+        raise SuiteError(f"{len(outcome.failed)} runs failed (first: {outcome.failed[0]}); run the same command again to retrain them")
     return 0
 
 
@@ -135,8 +173,11 @@ def cmd_report(args) -> int:
     from .study import load_study
     from .tracking import tracking_uri
 
+    from .execute import execution
+
     study = load_study(args.name, Path(args.studies_dir))
-    out = report.build(study, smoke=args.smoke, uri=tracking_uri(args.tracking_uri), reports_dir=Path(args.reports_dir), storage=args.storage)
+    out = report.build(study, smoke=args.smoke, uri=tracking_uri(args.tracking_uri), reports_dir=Path(args.reports_dir), storage=args.storage,
+                       execution=execution(settings(args)))
     print(f"report: {out}")
     return 0
 
@@ -146,8 +187,11 @@ def cmd_check(args) -> int:
     from .study import load_study
     from .tracking import tracking_uri
 
+    from .execute import execution
+
     study = load_study(args.name, Path(args.studies_dir))
-    claims = report.claim_table(study, smoke=args.smoke, uri=tracking_uri(args.tracking_uri), storage=args.storage)
+    claims = report.claim_table(study, smoke=args.smoke, uri=tracking_uri(args.tracking_uri), storage=args.storage,
+                                execution=execution(settings(args)))
     for row in claims.itertuples():
         print(f"{row.verdict:<13} {row.claim}  [{row.dataset}: {row.detail}]")
     return 1 if (claims["verdict"] == "contradicted").any() else 0
@@ -159,13 +203,13 @@ def cmd_tune(args) -> int:
     from .study import load_study
     from .tracking import tracking_uri
 
-    if args.trials is not None and args.trials < 1 or args.workers < 1:
-        raise SuiteError("--trials and --workers take a positive number")
+    if args.trials is not None and args.trials < 1:
+        raise SuiteError("--trials takes a positive number")
     study = load_study(args.name, Path(args.studies_dir))
     target = tune.search_target(study, args.smoke)
     storage = tune.storage_url(args.storage)
     search = tune.run_search(target, uri=tracking_uri(args.tracking_uri), storage=storage, data_dir=data_root(args.data_dir),
-                             trials=args.trials, workers=args.workers)
+                             trials=args.trials, settings=settings(args))
     out = report.build_search(target, search, Path(args.reports_dir), storage)
     print(f"{target.name}: {tune.counted(search.get_trials(deepcopy=False))} trials; report: {out}")
     return 0

@@ -153,11 +153,35 @@ class TrainConfig(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
+class Execution(Strict):
+    """How a run is computed, not what it is: set by the executor (`--device`, `--threads`), not by study files.
+
+    Each changes a run's numbers (CUDA kernels; the order of floating-point sums over threads; a
+    fused optimizer step rounds differently), so each is part of the resolved config and enters
+    its run key, except at its legacy value.
+    """
+
+    device: Literal["cpu", "cuda"] = "cpu"
+    threads: PositiveInt = Field(1, description="torch intra-op threads of the process that trains the run")
+    fused_optimizer: bool = Field(False, description="PyTorch's fused optimizer kernel (sgd, momentum, adam, adamw): "
+                                                     "3x faster steps on a CPU, last-bit different numbers")
+
+
+# Optimizers that PyTorch has a fused kernel for (on the CPU and CUDA); for the others the flag is dropped.
+FUSED_OPTIMIZERS = {"sgd", "momentum", "adam", "adamw"}
+
+# Fields added after the first runs were recorded, at the value that reproduces the behaviour
+# before they existed. A field at its legacy value stays out of the run key (study.run_key), so
+# adding a field never changes the key of a run already in a store or a committed report.
+LEGACY = {"execution": {"device": "cpu", "threads": 1, "fused_optimizer": False}}
+
+
 class RunConfig(Strict):
     data: DataConfig = DataConfig()
     model: Model = MLP(name="mlp")
     optimizer: Optimizer = Adam(name="adam", lr=1e-3)
     train: TrainConfig = TrainConfig()
+    execution: Execution = Execution()
 
     @model_validator(mode="after")
     def _fits_task(self):
@@ -172,6 +196,24 @@ class RunConfig(Strict):
     def canonical(self) -> dict:
         """The JSON-ready resolved config: every field, defaults included."""
         return self.model_dump(mode="json")
+
+    def key_view(self) -> dict:
+        """`canonical()` less the fields that sit at their legacy value (what run keys hash)."""
+        return _drop_legacy(self.canonical(), LEGACY)
+
+
+def _drop_legacy(tree: dict, legacy: dict) -> dict:
+    out = {}
+    for key, value in tree.items():
+        if key not in legacy:
+            out[key] = value
+        elif isinstance(legacy[key], dict):
+            kept = _drop_legacy(value, legacy[key])
+            if kept:
+                out[key] = kept
+        elif value != legacy[key]:
+            out[key] = value
+    return out
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:

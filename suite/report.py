@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import analysis, provenance, tracking
-from .config import METRIC_DIRECTIONS
+from .config import METRIC_DIRECTIONS, Execution
 from .errors import SuiteError
 from .results import Results, collect
 from .data import INPUTS
@@ -34,9 +34,9 @@ def out_dir(study: Study, smoke: bool, reports_dir: Path) -> Path:
     return reports_dir / "smoke" / study.name if smoke else reports_dir / study.name
 
 
-def claim_table(study: Study, smoke: bool, uri: str, storage: str | None = None) -> pd.DataFrame:
+def claim_table(study: Study, smoke: bool, uri: str, storage: str | None = None, execution: Execution | None = None) -> pd.DataFrame:
     study = _with_tuning(study, smoke, storage)
-    results = _collect(study, smoke, uri)
+    results = _collect(study, smoke, uri, execution)
     return analysis.judge_claims(results.runs, study)
 
 
@@ -48,18 +48,22 @@ def _with_tuning(study: Study, smoke: bool, storage: str | None) -> Study:
     return tune.tuned_study(study, smoke, tune.storage_url(storage))
 
 
-def _collect(study: Study, smoke: bool, uri: str) -> Results:
-    results = collect(study, smoke, uri)
+def _collect(study: Study, smoke: bool, uri: str, execution: Execution | None) -> Results:
+    results = collect(study, smoke, uri, execution)
     if results.runs.empty:
         how = f"suite study {study.name}" + (" --smoke" if smoke else "")
         raise SuiteError(f"no finished runs of study '{study.name}'{' (smoke)' if smoke else ''} in {uri}; run `{how}` first")
     return results
 
 
-def build(study: Study, smoke: bool, uri: str, reports_dir: Path, storage: str | None = None) -> Path:
-    """Collect, analyse, plot and write everything; returns the path of report.md."""
+def build(study: Study, smoke: bool, uri: str, reports_dir: Path, storage: str | None = None,
+          execution: Execution | None = None) -> Path:
+    """Collect, analyse, plot and write everything; returns the path of report.md.
+
+    `execution` (device, threads) picks which of the study's runs: those computed that way (default: 1 CPU thread).
+    """
     study = _with_tuning(study, smoke, storage)
-    results = _collect(study, smoke, uri)
+    results = _collect(study, smoke, uri, execution)
     runs, metric = results.runs, study.metric
     summary = _with_parameters(study, smoke, analysis.summarize(runs, metric, study.grid_axes))
     comparisons = analysis.compare(runs, study)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from . import tracking
-from .config import flatten
+from .config import Execution, flatten
 from .study import Study, expand
 
 CURVE_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "val_mse", "epoch_seconds")
@@ -31,9 +31,9 @@ class Results:
     experiment_id: str | None = None  # the study's MLflow experiment
 
 
-def collect(study: Study, smoke: bool, uri: str) -> Results:
-    """The study's finished runs; with a `tune` block, `study` should already carry its tuned variants."""
-    specs = {s.run_key: s for s in expand(study, smoke)}
+def collect(study: Study, smoke: bool, uri: str, execution: Execution | None = None) -> Results:
+    """The study's finished runs computed with `execution` (default: 1 CPU thread); with a `tune` block, `study` should already carry its tuned variants."""
+    specs = {s.run_key: s for s in expand(study, smoke, execution)}
     client = tracking.connect(uri)
     exp_id = tracking.experiment_id(client, study.name, create=False)
     found = tracking.search(client, exp_id, "run", status=tracking.FINISHED) if exp_id else []

@@ -28,8 +28,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .config import (
     CLASSIFICATION_ONLY,
     DATASET_TASKS,
+    FUSED_OPTIMIZERS,
     METRIC_DIRECTIONS,
     REGRESSION_ONLY,
+    Execution,
     RunConfig,
 )
 from .errors import StudyError
@@ -241,6 +243,8 @@ def _resolve(top: StudyFile, path: Path, sha: str) -> Study:
                         *((f"variants.{v}", t) for v, t in top.variants.items())]:
         if isinstance(tree.get("data"), dict) and "name" in tree["data"]:
             fail(f"{where}.data.name: set the dataset with the top-level key 'datasets'")
+        if "execution" in tree:
+            fail(f"{where}.execution: how runs are computed is chosen when running (--threads, --device), not in the study file")
     seeds = _seed_list(top.seeds, "seeds", fail)
     _seed_list(top.smoke.seeds, "smoke.seeds", fail)
     conditions = _conditions(top, fail)
@@ -318,6 +322,8 @@ def _conditions(top: StudyFile, fail) -> dict:
     variants = top.variants or {None: {}}
     axes = list(top.grid)
     for axis in axes:
+        if axis.split(".")[0] == "execution":
+            fail(f"grid.{axis}: how runs are computed is chosen when running (--threads, --device), not in the study file")
         if not top.grid[axis]:
             fail(f"grid.{axis}: an axis needs at least one value")
     labels = _axis_labels(axes)
@@ -552,18 +558,28 @@ def baseline_for(study: Study, variant: str) -> str | None:
 
 
 def run_key(config: RunConfig, seed: int) -> str:
-    """Content hash of the resolved config and seed: a run's identity in every store."""
-    blob = json.dumps({"config": config.canonical(), "seed": seed}, sort_keys=True, separators=(",", ":"))
+    """Content hash of the resolved config (less fields at their legacy value) and seed: a run's identity in every store."""
+    blob = json.dumps({"config": config.key_view(), "seed": seed}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def expand(study: Study, smoke: bool = False) -> list[RunSpec]:
-    """Every run of the study, dataset-major then variant then seed."""
+def with_execution(config: RunConfig, execution: Execution) -> RunConfig:
+    """`config` as the executor computes it; a study that asks for a device explicitly keeps it."""
+    if config.train.device != "auto":
+        execution = execution.model_copy(update={"device": config.train.device})
+    if config.optimizer.name not in FUSED_OPTIMIZERS:
+        execution = execution.model_copy(update={"fused_optimizer": False})
+    return config.model_copy(update={"execution": execution})
+
+
+def expand(study: Study, smoke: bool = False, execution: Execution | None = None) -> list[RunSpec]:
+    """Every run of the study, dataset-major then variant then seed, resolved for `execution` (default: 1 CPU thread)."""
     seeds = _seed_list(study.smoke.seeds, "smoke.seeds", None) if smoke else study.seeds
     specs = []
     for (dataset, variant), config in study.configs.items():
         if smoke:
             config = smoke_config(config, study.smoke)
+        config = with_execution(config, execution or Execution())
         for seed in seeds:
             specs.append(RunSpec(study.name, variant, dataset, seed, study.points[variant], config, run_key(config, seed)))
     return specs

@@ -95,16 +95,25 @@ def start_run(client, exp_id: str, name: str, tags: dict, params: dict, config: 
     return run_id
 
 
-def log_metrics(client, run_id: str, metrics: dict, step: int = 0) -> None:
+def log_metric_items(client, run_id: str, items) -> None:
+    """(name, value, step) triples, in batches of MLflow's limit of 1,000 metrics."""
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+    metrics = [Metric(k, float(v), now, step) for k, v, step in items]
+    for i in range(0, len(metrics), 1000):
+        client.log_batch(run_id, metrics=metrics[i:i + 1000])
+
+
+def set_tags(client, run_id: str, tags: dict) -> None:
+    from mlflow.entities import RunTag
+
+    if tags:
+        client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
 
 def end_run(client, run_id: str, status: str = FINISHED, tags: dict | None = None) -> None:
-    for key, value in (tags or {}).items():
-        client.set_tag(run_id, key, str(value))
+    set_tags(client, run_id, tags or {})
     client.set_terminated(run_id, status=status)
 
 

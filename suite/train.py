@@ -6,8 +6,9 @@ best epoch's weights; evaluate the test split once. Four generators derived from
 (init, data order, augmentation, dropout) make seed k draw the same numbers in every
 variant. A non-finite loss ends the run as diverged instead of raising.
 
-The one seam is `on_epoch(epoch, metrics)`, called after each epoch (MLflow logging,
-Optuna pruning, progress bars).
+The seams are `on_epoch(epoch, metrics)`, called after each epoch, and `on_step(step,
+loss)`, called with the training loss of every `STEP_EVERY`-th batch; the executor's worker
+streams both to the driver (and may stop a pruned trial from `on_epoch` by raising).
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .config import RunConfig
+from .config import FUSED_OPTIMIZERS, RunConfig
 from .data import Splits, augment_batch
+from .errors import SuiteError
 from .models import build_model
 
 EVAL_BATCH = 4096  # examples per forward pass when evaluating; memory only, results identical
 TRAIN_EVAL_SIZE = 5000  # training images re-evaluated at the end (eval mode, no augmentation) for the generalisation gap
-DIVERGENCE_CHECK_EVERY = 50  # steps between non-finite loss checks (each check syncs a GPU)
+STEP_EVERY = 50  # batches between non-finite loss checks and streamed step losses (each syncs a GPU)
 
 
 @dataclass
@@ -40,10 +42,9 @@ class RunResult:
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The torch device of a run's `execution.device` (cpu or cuda)."""
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is 'cuda' but no CUDA device is available")
+        raise SuiteError("this run is to be computed on CUDA, but its worker has no CUDA device")
     return torch.device(name)
 
 
@@ -60,10 +61,11 @@ def generators(seed: int, device: torch.device) -> dict[str, torch.Generator]:
     return gens
 
 
-def make_optimizer(cfg, params) -> torch.optim.Optimizer:
+def make_optimizer(cfg, params, fused: bool = False) -> torch.optim.Optimizer:
+    """The optimizer `cfg` names; `fused` (execution.fused_optimizer) picks PyTorch's fused kernel where there is one."""
     if cfg.name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer '{cfg.name}' (known: {', '.join(OPTIMIZERS)})")
-    return OPTIMIZERS[cfg.name](cfg, params)
+    return OPTIMIZERS[cfg.name](cfg, params, {"fused": True} if fused and cfg.name in FUSED_OPTIMIZERS else {})
 
 
 def loss_fn(task: str):
@@ -90,10 +92,11 @@ def evaluate(model, x, y, task: str) -> dict:
 
 
 def train_run(config: RunConfig, seed: int, data: Splits, device: torch.device,
-              on_epoch: Callable[[int, dict], None] | None = None) -> RunResult:
+              on_epoch: Callable[[int, dict], None] | None = None,
+              on_step: Callable[[int, float], None] | None = None) -> RunResult:
     gens = generators(seed, device)
     model = build_model(config.model, data.in_shape, data.num_outputs, gens["init"], gens["dropout"]).to(device)
-    optimizer = make_optimizer(config.optimizer, model.parameters())
+    optimizer = make_optimizer(config.optimizer, model.parameters(), config.execution.fused_optimizer)
     criterion = loss_fn(data.task)
     train = config.train
     n = len(data.train_x)
@@ -102,6 +105,7 @@ def train_run(config: RunConfig, seed: int, data: Splits, device: torch.device,
     augmenting = augment.rotation or augment.hflip or augment.crop_pad
     monitor = train.monitor if data.task == "classification" else "val_loss"
     result, best, best_state, stale = RunResult(), None, None, 0
+    steps_per_epoch = math.ceil(n / batch)
     start = time.perf_counter()
 
     for epoch in range(1, train.epochs + 1):
@@ -123,8 +127,12 @@ def train_run(config: RunConfig, seed: int, data: Splits, device: torch.device,
             loss_sum += loss.detach() * len(idx)
             if data.task == "classification":
                 correct += (out.argmax(1) == y).sum()
-            if step % DIVERGENCE_CHECK_EVERY == 0 and not torch.isfinite(loss):
-                break
+            if step % STEP_EVERY == 0:
+                value = loss.item()
+                if not math.isfinite(value):
+                    break
+                if on_step:
+                    on_step((epoch - 1) * steps_per_epoch + step + 1, value)
         train_loss = loss_sum.item() / n
         if not math.isfinite(train_loss):
             result.diverged, result.reason = True, f"non-finite training loss in epoch {epoch}"
@@ -164,10 +172,11 @@ def train_run(config: RunConfig, seed: int, data: Splits, device: torch.device,
     return result
 
 
+# (config, parameters, implementation switches such as fused) -> optimizer
 OPTIMIZERS = {
-    "sgd": lambda c, p: torch.optim.SGD(p, lr=c.lr, weight_decay=c.weight_decay),
-    "momentum": lambda c, p: torch.optim.SGD(p, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov, weight_decay=c.weight_decay),
-    "rmsprop": lambda c, p: torch.optim.RMSprop(p, lr=c.lr, alpha=c.alpha, eps=c.eps, momentum=c.momentum, weight_decay=c.weight_decay),
-    "adam": lambda c, p: torch.optim.Adam(p, lr=c.lr, betas=c.betas, eps=c.eps, weight_decay=c.weight_decay),
-    "adamw": lambda c, p: torch.optim.AdamW(p, lr=c.lr, betas=c.betas, eps=c.eps, weight_decay=c.weight_decay),
+    "sgd": lambda c, p, k: torch.optim.SGD(p, lr=c.lr, weight_decay=c.weight_decay, **k),
+    "momentum": lambda c, p, k: torch.optim.SGD(p, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov, weight_decay=c.weight_decay, **k),
+    "rmsprop": lambda c, p, k: torch.optim.RMSprop(p, lr=c.lr, alpha=c.alpha, eps=c.eps, momentum=c.momentum, weight_decay=c.weight_decay, **k),
+    "adam": lambda c, p, k: torch.optim.Adam(p, lr=c.lr, betas=c.betas, eps=c.eps, weight_decay=c.weight_decay, **k),
+    "adamw": lambda c, p, k: torch.optim.AdamW(p, lr=c.lr, betas=c.betas, eps=c.eps, weight_decay=c.weight_decay, **k),
 }

@@ -4,7 +4,7 @@
 
 A study's `search` block names a validation objective, a space (dotted config path -> range
 or choices), a trial budget, a sampler (TPE, random or QMC, seeded) and a pruner (median or
-none). Every trial trains one run through `train_run` with the search's seed, reports the
+none). Every trial trains one run through the executor (`suite.execute`) with the search's seed, reports the
 objective each epoch (the pruner may stop it: state PRUNED), and is an MLflow child run of
 one parent run per search. A diverged trial is FAILED with its reason; the search goes on.
 
@@ -27,8 +27,8 @@ import optuna
 import pandas as pd
 from tqdm import tqdm
 
-from . import provenance, tracking
-from .config import RunConfig, flatten
+from . import tracking
+from .config import RunConfig
 from .errors import SuiteError
 from .study import TUNED, Search, Study, override, search_variant, smoke_config, with_tuned
 
@@ -133,15 +133,17 @@ def fail_stale(search: optuna.Study) -> None:
         storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
 
 
-def run_search(target: Target, *, uri: str, storage: str, data_dir: Path, trials: int | None = None, workers: int = 1) -> optuna.Study:
-    """Run trials until `trials` (default: the block's budget) count, logging each to MLflow."""
-    from .data import load_splits
-    from .train import resolve_device, train_run
+def run_search(target: Target, *, uri: str, storage: str, data_dir: Path, trials: int | None = None,
+               settings=None) -> optuna.Study:
+    """Run trials until `trials` (default: the block's budget) count, up to `settings.workers` at once, logging each to MLflow."""
+    from .execute import Settings, backend, execution
+    from .execute.recorder import Recorder
+    from .execute.worker import DIVERGED, FAILED, PRUNED, Task
+    from .study import with_execution
 
+    settings = settings or Settings()
     total = trials or target.budget
-    base = target.base_config()
-    device = resolve_device(base.train.device)
-    data = load_splits(base.data, data_dir, device)
+    base = with_execution(target.base_config(), execution(settings))
     with tracking.store_lock(uri):
         client = tracking.connect(uri)
         exp_id = tracking.experiment_id(client, target.study.name)
@@ -151,49 +153,74 @@ def run_search(target: Target, *, uri: str, storage: str, data_dir: Path, trials
         stored = search.get_trials(deepcopy=False)
         search.sampler = make_sampler(target.block, resumed_at=len(stored))
         parent = _parent_run(client, exp_id, target, storage)
-        remaining = total - counted(stored)
-        bar = tqdm(total=total, initial=total - max(remaining, 0), desc=target.name, unit="trial", disable=None)
+        recorder = Recorder(client, exp_id, {"suite.kind": "trial", "suite.study": target.study.name, "suite.search": target.name,
+                                             "suite.variant": target.variant, "suite.dataset": target.dataset,
+                                             "suite.smoke": target.smoke, "mlflow.parentRunId": parent})
+        remaining = max(total - counted(stored), 0)
+        bar = tqdm(total=total, initial=total - remaining, desc=target.name, unit="trial", disable=None)
+        in_flight: dict[int, optuna.Trial] = {}
+        started = [0]
+        objective, last_epoch = target.block.objective, base.train.epochs
 
-        def objective(trial: optuna.Trial) -> float:
+        def next_task() -> Task | None:
+            if started[0] >= remaining:
+                return None
+            started[0] += 1
+            trial = search.ask()
             values = sample(trial, target.block)
-            config = override(base, values)
-            tags = {"suite.kind": "trial", "suite.study": target.study.name, "suite.search": target.name,
-                    "suite.trial": trial.number, "suite.variant": target.variant, "suite.dataset": target.dataset,
-                    "suite.smoke": target.smoke, "suite.git_commit": provenance.git_commit(), "mlflow.parentRunId": parent,
-                    "suite.trial_state": "RUNNING"}
-            params = {**flatten(config.canonical()), "seed": target.block.seed, **{f"sampled.{k}": v for k, v in values.items()}}
-            run_id = tracking.start_run(client, exp_id, f"{target.name}/trial={trial.number}", tags, params, {"config": config.canonical(), "seed": target.block.seed})
+            task = Task(trial.number, f"{target.name}/trial={trial.number}", override(base, values), target.block.seed,
+                        str(Path(data_dir).resolve()), ask_each_epoch=True)
+            run_id = recorder.start(task, {"suite.trial": trial.number, "suite.trial_state": "RUNNING"},
+                                    {f"sampled.{k}": v for k, v in values.items()})
             trial.set_user_attr("mlflow_run_id", run_id)
-            status = "FAILED"
-            try:
-                result = train_run(config, target.block.seed, data, device,
-                                   _reporter(client, run_id, trial, target.block.objective, config.train.epochs))
-                tracking.log_metrics(client, run_id, result.final, step=len(result.history))
-                if result.diverged:
-                    trial.set_user_attr("fail_reason", result.reason)
-                    return float("nan")  # Optuna records a NaN objective as FAIL
-                status = "FINISHED"
-                tested = result.history[int(result.final["tested_epoch"]) - 1]
-                return tested[target.block.objective]
-            except optuna.TrialPruned:
-                status = "FINISHED"
-                trial.set_user_attr("pruned", True)
-                raise
-            except KeyboardInterrupt:
-                status = "KILLED"
-                trial.set_user_attr("fail_reason", INTERRUPTED)
-                raise
-            finally:
-                bar.update()
-                state = "PRUNED" if trial.user_attrs.get("pruned") else ("FAIL" if status != "FINISHED" or "fail_reason" in trial.user_attrs else "COMPLETE")
-                tracking.end_run(client, run_id, status, {"suite.trial_state": state,
-                                                          "suite.fail_reason": trial.user_attrs.get("fail_reason", "")})
+            in_flight[task.id] = trial
+            return task
+
+        def handle(task: Task, kind: str, payload):
+            trial = in_flight[task.id]
+            if kind == "ask":  # an epoch ended: record it, report it, maybe prune (never after the last epoch)
+                epoch, metrics = payload[1]
+                recorder.event(task, "epoch", (epoch, metrics))
+                trial.report(metrics[objective], epoch)
+                return epoch < last_epoch and trial.should_prune()
+            if kind != "done":
+                recorder.event(task, kind, payload)
+                return None
+            record = payload
+            del in_flight[task.id]
+            state = _tell(search, trial, record, objective, PRUNED, DIVERGED, FAILED)
+            recorder.finish(task, record, {"suite.trial_state": state, "suite.fail_reason": trial.user_attrs.get("fail_reason", "")})
+            bar.update()
+            if record.fatal:
+                raise SuiteError(record.reason)
+            return None
 
         with bar:
-            if remaining > 0:
-                search.optimize(objective, n_trials=remaining, n_jobs=workers, catch=())
+            try:
+                if remaining > 0:
+                    backend(settings, [target.dataset], remaining).run(next_task, handle)
+            except BaseException:
+                for trial in in_flight.values():  # failed as interrupted: not counted, not redone
+                    trial.set_user_attr("fail_reason", INTERRUPTED)
+                    search.tell(trial, state=optuna.trial.TrialState.FAIL)
+                recorder.abandon()
+                raise
         tracking.end_run(client, parent, tags={"suite.trials": counted(search.get_trials(deepcopy=False))})
     return search
+
+
+def _tell(search: optuna.Study, trial: optuna.Trial, record, objective: str, pruned, diverged, failed) -> str:
+    """Give Optuna the trial's outcome; returns the state as the MLflow tag shows it."""
+    if record.status == pruned:
+        search.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        return "PRUNED"
+    if record.status in (diverged, failed):
+        trial.set_user_attr("fail_reason", record.reason)
+        search.tell(trial, state=optuna.trial.TrialState.FAIL)
+        return "FAIL"
+    tested = record.history[int(record.final["tested_epoch"]) - 1]
+    search.tell(trial, tested[objective])
+    return "COMPLETE"
 
 
 def _close_interrupted_runs(client, search: optuna.Study) -> None:
@@ -202,18 +229,6 @@ def _close_interrupted_runs(client, search: optuna.Study) -> None:
         run_id = trial.user_attrs.get("mlflow_run_id")
         if trial.user_attrs.get("fail_reason") == INTERRUPTED and run_id and client.get_run(run_id).info.status == "RUNNING":
             tracking.end_run(client, run_id, "KILLED", {"suite.trial_state": "FAIL", "suite.fail_reason": INTERRUPTED})
-
-
-def _reporter(client, run_id: str, trial: optuna.Trial, objective: str, last_epoch: int):
-    """Log each epoch and let the pruner stop the trial, except after its last epoch (nothing left to save)."""
-
-    def on_epoch(epoch: int, metrics: dict) -> None:
-        tracking.log_metrics(client, run_id, metrics, step=epoch)
-        trial.report(metrics[objective], epoch)
-        if epoch < last_epoch and trial.should_prune():
-            raise optuna.TrialPruned(f"pruned at epoch {epoch}")
-
-    return on_epoch
 
 
 def _parent_run(client, exp_id: str, target: Target, storage: str) -> str:
@@ -306,7 +321,8 @@ def best_overrides(target: Target, storage: str) -> dict | None:
 
 
 SAMPLERS = {
-    "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed),
+    # constant liar: trials still training count as bad guesses, so parallel workers spread out
+    "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed, constant_liar=True),
     "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
     "qmc": lambda seed: optuna.samplers.QMCSampler(seed=seed, scramble=True, warn_independent_sampling=False),
 }

@@ -91,3 +91,27 @@ def test_crop_and_flip_move_pixels_and_keep_shape():
     aug = RunConfig(data={"name": "cifar10", "augment": {"hflip": True, "crop_pad": 2}}).data.augment
     out = augment_batch(x, aug, torch.zeros(3), torch.Generator().manual_seed(0))
     assert out.shape == x.shape and not torch.equal(out, x)
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_fused_optimizer_reaches_the_optimizer_where_pytorch_has_a_fused_kernel(name):
+    from suite.config import FUSED_OPTIMIZERS
+
+    cfg = config(optimizer={"name": name, "lr": 0.1})
+    opt = make_optimizer(cfg.optimizer, [torch.nn.Parameter(torch.zeros(2))], fused=True)
+    assert bool(opt.param_groups[0].get("fused")) == (name in FUSED_OPTIMIZERS)
+
+
+@needs_mnist
+def test_fused_adam_trains_to_nearly_the_same_numbers_under_another_key(splits):
+    from suite.config import Execution
+    from suite.study import run_key, with_execution
+
+    plain = config(optimizer={"lr": 0.001}, model={"dropout": 0.0})
+    fused = with_execution(plain, Execution(fused_optimizer=True))
+    assert run_key(fused, 0) != run_key(plain, 0)
+    a, b = train_run(plain, 0, splits, CPU), train_run(fused, 0, splits, CPU)
+    assert b.final["test_loss"] == pytest.approx(a.final["test_loss"], rel=1e-4)
+    # the flag is dropped (and the key kept) for an optimizer without a fused kernel
+    rms = config(optimizer={"name": "rmsprop", "lr": 0.001})
+    assert run_key(with_execution(rms, Execution(fused_optimizer=True)), 0) == run_key(rms, 0)

@@ -1,0 +1,99 @@
+"""`make bench`: the tutorial's loop against `suite study regularization`, in one sitting, on this machine.
+
+    python bench/run.py [--data-dir ../shared/data] [--skip-tutorial] [-- extra suite study options]
+
+(a) bench/tutorial.py once per run of the regularization study (5 seeds x weight decay 0 and
+0.002), one process after another, torch's default threads, no MLflow; (b) `suite study
+regularization` into a fresh MLflow store with the default executor, report included. Prints
+wall seconds, training samples per second, the ratio, the achieved GFLOP/s of each and their
+fraction of this machine's fp32 matmul peak (measured here with a 4096 x 4096 matmul on all cores).
+A benchmark, not a test: the figures go into the README with the command that made them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SEEDS, DECAYS = range(5), (0.0, 0.002)
+# multiply-adds per image of the MLP 784-700x6-10 (weights of the seven linear layers)
+MACS = 784 * 700 + 5 * 700 * 700 + 700 * 10
+TRAIN_FLOP = 6 * MACS  # forward 2, backward 4 flops per multiply-add and image
+EVAL_FLOP = 2 * MACS
+
+
+def peak_gflops() -> float:
+    import torch
+
+    a, b = torch.randn(4096, 4096), torch.randn(4096, 4096)
+    a @ b
+    start, n = time.perf_counter(), 5
+    for _ in range(n):
+        a @ b
+    return 2 * 4096 ** 3 * n / (time.perf_counter() - start) / 1e9
+
+
+def machine() -> str:
+    import torch
+
+    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+                 platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"
+    return f"{model}, {os.cpu_count()} cores{gpu}, torch {torch.__version__}, Python {platform.python_version()}"
+
+
+def tutorial(data_dir: str) -> tuple[float, list[dict]]:
+    start, rows = time.perf_counter(), []
+    for wd in DECAYS:
+        for seed in SEEDS:
+            out = subprocess.run([sys.executable, str(ROOT / "bench" / "tutorial.py"), "--data-dir", data_dir,
+                                  "--weight-decay", str(wd), "--seed", str(seed)], capture_output=True, text=True, check=True)
+            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print(f"  tutorial wd={wd} seed={seed}: test_acc {rows[-1]['test_acc']:.4f}, {rows[-1]['wall_seconds']:.1f} s", flush=True)
+    return time.perf_counter() - start, rows
+
+
+def suite_study(data_dir: str, extra: list[str]) -> float:
+    with tempfile.TemporaryDirectory(prefix="suite-bench-") as tmp:
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "suite", "study", "regularization", "--data-dir", data_dir,
+                        "--tracking-uri", f"sqlite:///{tmp}/mlflow.db", "--reports-dir", f"{tmp}/reports",
+                        "--storage", f"sqlite:///{tmp}/optuna.db", *extra], check=True, cwd=ROOT)
+        return time.perf_counter() - start
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-dir", default=os.environ.get("SUITE_DATA_DIR", "data"))
+    p.add_argument("--skip-tutorial", action="store_true", help="only (b), e.g. to try executor options")
+    p.add_argument("extra", nargs="*", help="options for `suite study` (after --), e.g. --workers 2")
+    args = p.parse_args()
+    runs = len(SEEDS) * len(DECAYS)
+    peak = peak_gflops()
+    print(f"machine: {machine()}\nfp32 matmul peak (4096^3, all cores): {peak:.0f} GFLOP/s", flush=True)
+    rows = []
+    if not args.skip_tutorial:
+        wall, _ = tutorial(args.data_dir)
+        flop = runs * (60000 * TRAIN_FLOP + 10000 * EVAL_FLOP)
+        rows.append(("(a) tutorial loop", wall, runs * 60000, flop))
+    wall = suite_study(args.data_dir, args.extra)
+    # 55,000 training images (5,000 carved for validation); validation, test and 5,000 re-evaluated training images
+    flop = runs * (55000 * TRAIN_FLOP + 20000 * EVAL_FLOP)
+    rows.append(("(b) suite study regularization", wall, runs * 55000, flop))
+    print(f"\n{'':<32} {'wall s':>8} {'samples/s':>10} {'GFLOP/s':>8} {'of peak':>8}")
+    for name, wall, samples, flop in rows:
+        print(f"{name:<32} {wall:>8.1f} {samples / wall:>10.0f} {flop / wall / 1e9:>8.1f} {flop / wall / 1e9 / peak:>8.1%}")
+    if len(rows) == 2:
+        print(f"speed-up (a)/(b): {rows[0][1] / rows[1][1]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""The one writer: the driver records what workers send back into MLflow, as it arrives.
+
+A run's MLflow run is created when its task is handed to a worker (RUNNING, with its tags,
+params and resolved config), receives per-step training losses (`train_loss_step`) and per-epoch
+metrics while it trains, and is closed with its final metrics and where it ran. Studies,
+searches and tuned comparisons all record through `Recorder`, so every run carries the same tags.
+"""
+
+from __future__ import annotations
+
+import time
+
+from .. import provenance, tracking
+from ..config import flatten
+from .worker import DIVERGED, FAILED, FINISHED, PRUNED, Record, Task
+
+
+FLUSH_SECONDS = 1.0  # a run's streamed metrics reach the store at least this often (one batch per flush)
+
+
+class Recorder:
+    def __init__(self, client, exp_id: str, common_tags: dict):
+        self.client, self.exp_id = client, exp_id
+        self.common = {"suite.git_commit": provenance.git_commit(), "suite.git_dirty": provenance.git_dirty(),
+                       "suite.command": provenance.command_line(), **common_tags}
+        self.run_ids: dict[int, str] = {}  # task id -> MLflow run id, while the task is in flight
+        self.pending: dict[str, list] = {}  # run id -> (name, value, step) not yet written
+        self.flushed: dict[str, float] = {}  # run id -> when its metrics were last written
+
+    def start(self, task: Task, tags: dict, params: dict | None = None) -> str:
+        """The task's MLflow run, RUNNING, before a worker takes it."""
+        params = {**flatten(task.config.canonical()), "seed": task.seed, **(params or {})}
+        run_id = tracking.start_run(self.client, self.exp_id, task.name, {**self.common, **tags}, params,
+                                    {"config": task.config.canonical(), "seed": task.seed})
+        self.run_ids[task.id] = run_id
+        return run_id
+
+    def event(self, task: Task, kind: str, payload) -> None:
+        run_id = self.run_ids[task.id]
+        if kind == "started":
+            tracking.set_tags(self.client, run_id, {"suite.device": payload["device"], "suite.host": payload["host"],
+                                                    "suite.pid": payload["pid"], "suite.threads": payload["threads"],
+                                                    "suite.data_fingerprint": payload["data_fingerprint"]})
+        elif kind == "steps":
+            self._stream(run_id, [("train_loss_step", loss, step) for step, loss in payload])
+        elif kind == "epoch":
+            epoch, metrics = payload
+            self._stream(run_id, [(name, value, epoch) for name, value in metrics.items()])
+
+    def _stream(self, run_id: str, items: list, force: bool = False) -> None:
+        """Buffer a run's metrics and write them in one batch per FLUSH_SECONDS (tiny epochs would swamp the store)."""
+        self.pending.setdefault(run_id, []).extend(items)
+        now = time.monotonic()
+        if force or now - self.flushed.get(run_id, 0.0) >= FLUSH_SECONDS:
+            tracking.log_metric_items(self.client, run_id, self.pending.pop(run_id))
+            self.flushed[run_id] = now
+
+    def finish(self, task: Task, record: Record, tags: dict | None = None) -> str:
+        """Close the run: final metrics; FINISHED (diverged runs too, tagged so), FAILED with the error line."""
+        run_id = self.run_ids.pop(task.id)
+        self._stream(run_id, [(name, value, len(record.history)) for name, value in record.final.items()], force=True)
+        status = "FAILED" if record.status == FAILED else tracking.FINISHED
+        tags = {"suite.status": record.status, "suite.worker_seconds": f"{record.seconds:.2f}", **(tags or {})}
+        if record.status == DIVERGED:
+            tags.update({"suite.diverged": True, "suite.diverged_reason": record.reason})
+        elif record.status == FINISHED:
+            tags.update({"suite.diverged": False, "suite.diverged_reason": ""})
+        elif record.status in (FAILED, PRUNED):
+            tags["suite.error" if record.status == FAILED else "suite.pruned"] = record.reason
+        tracking.end_run(self.client, run_id, status, tags)
+        return run_id
+
+    def abandon(self) -> None:
+        """Ctrl-C: runs still in flight are KILLED (the next call trains them again)."""
+        for run_id in self.run_ids.values():
+            self._stream(run_id, [], force=True)
+            tracking.end_run(self.client, run_id, "KILLED")
+        self.run_ids.clear()

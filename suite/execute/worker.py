@@ -1,0 +1,118 @@
+"""The worker: `execute(task) -> Record`, the only code that trains a run.
+
+A task is a resolved run config, its seed and where its data lives; a record is everything the
+run produced (per-epoch and per-step metrics, final metrics, status, the error line) and where
+it ran (host, pid, device, threads). `execute` imports no MLflow and no Optuna: it runs the same
+in the driver (serial), in a spawned process (local pool) or on a Ray node, and talks to the
+driver only through `emit(kind, payload)` (events: started, steps, epoch) and, for a task that
+asks after each epoch (pruning), `ask(kind, payload) -> bool` (True: stop here).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ..config import RunConfig
+from ..errors import SuiteError
+
+FINISHED, DIVERGED, PRUNED, FAILED = "finished", "diverged", "pruned", "failed"
+
+
+@dataclass(frozen=True)
+class Task:
+    id: int  # unique within one executor call
+    name: str  # what progress lines call it
+    config: RunConfig  # resolved: config.execution says device and threads
+    seed: int
+    data_dir: str  # readable from wherever the task runs
+    ask_each_epoch: bool = False  # wait for the driver's verdict after each epoch (pruned trials stop)
+
+
+@dataclass
+class Record:
+    task_id: int
+    status: str  # finished, diverged, pruned, failed
+    history: list[dict] = field(default_factory=list)  # one dict of metrics per epoch
+    steps: list[tuple[int, float]] = field(default_factory=list)  # (step, training loss of that batch)
+    final: dict = field(default_factory=dict)  # test metrics, epochs_trained, train_seconds, ...
+    reason: str = ""  # why it diverged, was pruned or failed: one line
+    where: dict = field(default_factory=dict)  # host, pid, device, threads, cpu
+    seconds: float = 0.0  # wall time in the worker, data loading included
+    fatal: bool = False  # a user-level error (missing data, no CUDA) that every other run would hit too
+
+
+class Stop(Exception):
+    """Raised from the epoch callback when the driver says stop (a pruned trial)."""
+
+
+_cached: dict = {}  # one set of splits per process: (data config, device, root) -> Splits
+
+
+def _splits(config: RunConfig, data_dir: str, device):
+    from ..data import load_splits
+
+    key = (config.data, str(device), data_dir)
+    if key not in _cached:
+        _cached.clear()  # hold one dataset's tensors at a time
+        _cached[key] = load_splits(config.data, Path(data_dir), device)
+    return _cached[key]
+
+
+def where(device, threads: int) -> dict:
+    from ..provenance import device_description
+
+    return {"host": socket.gethostname(), "pid": os.getpid(), "device": device_description(device), "threads": threads,
+            "cpu": platform.processor() or platform.machine()}
+
+
+def execute(task: Task, emit: Callable[[str, Any], None], ask: Callable[[str, Any], bool] | None = None) -> Record:
+    """Train one run; never raises for a failure of the run itself (the record says FAILED and why)."""
+    import torch
+
+    from ..data import fingerprint
+    from ..train import resolve_device, train_run
+
+    start = time.perf_counter()
+    record = Record(task.id, FAILED)
+    try:
+        torch.set_num_threads(task.config.execution.threads)
+        device = resolve_device(task.config.execution.device)
+        data = _splits(task.config, task.data_dir, device)
+        record.where = where(device, torch.get_num_threads())
+        record.where["data_fingerprint"] = fingerprint(task.config.data.name, Path(task.data_dir))
+        emit("started", record.where)
+
+        def on_epoch(epoch: int, metrics: dict) -> None:
+            record.history.append(metrics)
+            if task.ask_each_epoch and ask is not None:
+                if ask("epoch", (epoch, metrics)):
+                    raise Stop(f"pruned after epoch {epoch}")
+            else:
+                emit("epoch", (epoch, metrics))
+
+        def on_step(step: int, loss: float) -> None:
+            record.steps.append((step, loss))
+            emit("steps", [(step, loss)])
+
+        result = train_run(task.config, task.seed, data, device, on_epoch, on_step)
+        record.history, record.final = result.history, result.final
+        record.status, record.reason = (DIVERGED, result.reason) if result.diverged else (FINISHED, "")
+    except Stop as stop:
+        record.status, record.reason = PRUNED, str(stop)
+    except SuiteError as err:  # missing data and the like: one line, and no point in trying the other runs
+        record.status, record.reason, record.fatal = FAILED, str(err), True
+    except Exception as err:  # the run failed; the worker lives on
+        record.status, record.reason = FAILED, error_line(err)
+    record.seconds = time.perf_counter() - start
+    return record
+
+
+def error_line(err: BaseException) -> str:
+    lines = [line for line in str(err).strip().splitlines() if line.strip()]
+    return f"{type(err).__name__}: {lines[-1] if lines else ''}"[:300]
