@@ -56,8 +56,9 @@ def test_study_smoke_runs_end_to_end(path, tmp_path, data_dir):
     missing = [d for d in study.datasets if not has_dataset(d)]
     if missing:
         pytest.skip(f"{', '.join(missing)} not found under {data_dir}")
+    # serial on both cores: in this process, whose dataset cache the 16 studies share (test_execute.py covers pool and Ray)
     code = main(["study", str(path), "--smoke", "--data-dir", str(data_dir), "--tracking-uri", f"sqlite:///{tmp_path}/m.db",
-                 "--reports-dir", str(tmp_path / "reports"), "--storage", f"sqlite:///{tmp_path}/o.db"])
+                 "--reports-dir", str(tmp_path / "reports"), "--storage", f"sqlite:///{tmp_path}/o.db", "--executor", "serial", "--threads", "2"])
     assert code == 0
     runs = pd.read_csv(tmp_path / "reports" / "smoke" / study.name / "runs.csv")
     tuned = len(study.variants) * len(study.datasets) * len(study.smoke.seeds if isinstance(study.smoke.seeds, list) else range(study.smoke.seeds)) if study.tune else 0

@@ -16,7 +16,7 @@ import pytest
 
 from suite.config import Execution, RunConfig
 from suite.execute.backends import LocalPool, RayBackend, Serial
-from suite.execute.worker import FAILED, FINISHED, Task
+from suite.execute.worker import FINISHED, Task
 from suite.study import load_study, run_key, with_execution
 
 from conftest import ROOT, needs_mnist

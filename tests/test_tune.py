@@ -1,5 +1,7 @@
 """Hyperparameter search on tiny real data into temporary sqlite Optuna and MLflow stores."""
 
+import os
+
 import mlflow
 import optuna
 import pytest
@@ -59,6 +61,8 @@ def test_search_records_trials_in_optuna_and_mlflow_and_continues(searched, tmp_
         assert row["tags.suite.trial_state"] == {"COMPLETE": "COMPLETE", "PRUNED": "PRUNED", "FAIL": "FAIL"}[t.state.name]
         assert row["run_id"] == t.user_attrs["mlflow_run_id"]
         assert float(row["params.sampled.optimizer.lr"]) == pytest.approx(t.params["optimizer.lr"])
+    # trials ran in the executor's worker processes, two at a time by default on two cores
+    assert os.getpid() not in set(runs["tags.suite.pid"].astype(int)) and runs["tags.suite.pid"].nunique() >= 2
     parent = mlflow.search_runs(experiment_names=["tiny"], filter_string="tags.`suite.kind` = 'search'")
     assert len(parent) == 1 and set(runs["tags.mlflow.parentRunId"]) == {parent["run_id"][0]}
     history = mlflow.tracking.MlflowClient(store).get_metric_history(trials[0].user_attrs["mlflow_run_id"], "val_acc")

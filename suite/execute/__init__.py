@@ -79,13 +79,13 @@ def execution(settings: Settings) -> Execution:
 def backend(settings: Settings, datasets=(), tasks: int = 1):
     from .backends import LocalPool, RayBackend, Serial
 
-    workers = settings.workers or default_workers(settings.threads, datasets, tasks)
     if settings.executor == "serial":
         return Serial()
     if settings.executor == "local":
-        return LocalPool(workers, settings.threads)
+        return LocalPool(settings.workers or default_workers(settings.threads, datasets, tasks), settings.threads)
     try:
         import ray  # noqa: F401
     except ImportError:
         raise SuiteError("--executor ray needs Ray: pip install -e '.[ray]'") from None
-    return RayBackend(workers, settings.threads, settings.ray_address, gpus=settings.device == "cuda")
+    # default: the cluster's CPUs / threads (known once connected), no more than the tasks
+    return RayBackend(settings.workers, settings.threads, settings.ray_address, gpus=settings.device == "cuda", tasks=tasks)

@@ -172,7 +172,7 @@ class RayWorker:
 
 
 class RayBackend:
-    """`workers` Ray actors of `threads` CPUs (and a GPU each when `gpus`), on the cluster at `address`.
+    """`workers` Ray actors (default: the cluster's CPUs / threads) of `threads` CPUs (and a GPU each when `gpus`), on the cluster at `address`.
 
     `address` None starts a private local Ray instance for this call; `auto` joins the cluster
     that `ray start --head` runs on this machine; `ray://host:10001` a remote one. The suite's code
@@ -180,8 +180,8 @@ class RayBackend:
     (`--data-dir`, the same path on every node) must already be there.
     """
 
-    def __init__(self, workers: int, threads: int, address: str | None, gpus: bool = False):
-        self.workers, self.threads, self.address, self.gpus = workers, threads, address, gpus
+    def __init__(self, workers: int | None, threads: int, address: str | None, gpus: bool = False, tasks: int | None = None):
+        self.workers, self.threads, self.address, self.gpus, self.tasks = workers, threads, address, gpus, tasks
 
     def run(self, next_task, handle) -> None:
         import ray
@@ -197,7 +197,8 @@ class RayBackend:
             def spawn():
                 return actor_class.remote(self.threads), Queue()
 
-            actors = [spawn() for _ in range(self.workers)]
+            workers = self.workers or max(1, min(int(ray.cluster_resources().get("CPU", 1)) // self.threads, self.tasks or 1 << 30))
+            actors = [spawn() for _ in range(workers)]
             idle, exhausted = list(actors), False
             while True:
                 while idle and not exhausted:
