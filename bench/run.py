@@ -44,8 +44,9 @@ def peak_gflops() -> float:
 def machine() -> str:
     import torch
 
-    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-                 platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    from suite.provenance import cpu_model
+
+    model = cpu_model()
     gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"
     return f"{model}, {os.cpu_count()} cores{gpu}, torch {torch.__version__}, Python {platform.python_version()}"
 

@@ -5,6 +5,7 @@
     suite study NAME [--smoke]         train what is missing, then write reports/NAME/
     suite report NAME                  rebuild reports/NAME/ from MLflow alone
     suite check NAME                   exit 1 when a claim of the study is contradicted
+    suite evaluate RUN                 reload a run's weights and evaluate the test split again
     suite tune NAME [--trials N]       Optuna search over the study's `search` space
     suite smoke                        every study in smoke mode, into a throw-away store
 
@@ -71,6 +72,8 @@ def parser() -> argparse.ArgumentParser:
             p.add_argument("name", help="study name (studies/NAME.yaml) or path to a YAML file")
             p.add_argument("--smoke", action="store_true", help="the seconds-long version of the study")
             p.add_argument("--force", action="store_true", help="rerun runs that already finished")
+        p.add_argument("--keep-weights", choices=("final", "none"), default="final",
+                       help="final: log each run's tested weights as its artifact weights.pt (default); none: keep none")
         p.add_argument("--data-dir", help="dataset root (default: $SUITE_DATA_DIR or ./data)")
         _executor(p)
         _common(p)
@@ -82,6 +85,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="dataset root (default: $SUITE_DATA_DIR or ./data)")
     _executor(p)
     _common(p)
+
+    p = sub.add_parser("evaluate", help="reload a run's weights into a fresh model and evaluate the test split")
+    p.add_argument("run", help="MLflow run id or suite run key")
+    p.add_argument("--data-dir", help="dataset root (default: $SUITE_DATA_DIR or ./data)")
+    p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
 
     for name, text in (("report", "rebuild a study's report from MLflow, without training"),
                        ("check", "exit 1 when a claim of the study is contradicted")):
@@ -140,7 +148,7 @@ def _run(name: str, args, smoke: bool, uri: str) -> int:
     study = load_study(name, Path(args.studies_dir))
     chosen = settings(args)
     outcome = run_study(study, smoke=smoke, uri=uri, data_dir=data_root(args.data_dir), force=getattr(args, "force", False),
-                        storage=args.storage, settings=chosen)
+                        storage=args.storage, settings=chosen, keep_weights=args.keep_weights == "final")
     print(f"{study.name}: {outcome.trained} trained, {outcome.skipped} already done, {outcome.diverged} diverged, "
           f"{len(outcome.failed)} failed")
     out = report.build(study, smoke=smoke, uri=tracking.tracking_uri(uri), reports_dir=Path(args.reports_dir), storage=args.storage,
@@ -215,5 +223,30 @@ def cmd_tune(args) -> int:
     return 0
 
 
+def cmd_evaluate(args) -> int:
+    """Rebuild the run's model from its resolved config, load its weights, evaluate the test split."""
+    import json
+
+    import torch
+
+    from . import tracking
+    from .config import RunConfig
+    from .data import data_root
+    from .execute.recorder import WEIGHTS
+    from .execute.worker import evaluate_weights
+
+    client = tracking.connect(tracking.tracking_uri(args.tracking_uri))
+    run = tracking.find_run(client, args.run)
+    with tempfile.TemporaryDirectory() as tmp:
+        config = json.loads(tracking.download(client, run.info.run_id, "resolved_config.json", Path(tmp)).read_text())
+        weights = torch.load(tracking.download(client, run.info.run_id, WEIGHTS, Path(tmp)), weights_only=True)
+    metrics = evaluate_weights(RunConfig(**config["config"]), weights, str(data_root(args.data_dir).resolve()))
+    for name, value in metrics.items():
+        logged = run.data.metrics.get(name)
+        same = "" if logged is None else f"  (logged {logged:.6g}: {'identical' if logged == value else 'DIFFERENT'})"
+        print(f"{run.info.run_name} {name} {value:.6g}{same}")
+    return 0
+
+
 COMMANDS = {"tune": cmd_tune, "list": cmd_list, "validate": cmd_validate, "study": cmd_study, "smoke": cmd_smoke,
-            "report": cmd_report, "check": cmd_check}
+            "report": cmd_report, "check": cmd_check, "evaluate": cmd_evaluate}

@@ -44,6 +44,18 @@ def versions() -> dict[str, str]:
     return found
 
 
+def cpu_model() -> str:
+    """The processor's model name (/proc/cpuinfo on Linux), else what `platform` knows."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def device_description(device) -> str:
     import torch
 

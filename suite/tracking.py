@@ -131,6 +131,28 @@ def histories(client, run_ids, keys) -> list[tuple[str, str, int, float]]:
     return rows
 
 
+def find_run(client, run_id_or_key: str):
+    """A run by its MLflow run id, else the FINISHED run whose `suite.run_key` it is."""
+    try:
+        return client.get_run(run_id_or_key)
+    except Exception:  # not a run id of this store
+        pass
+    query = f"tags.`suite.run_key` = '{run_id_or_key}' and attributes.status = '{FINISHED}'"
+    ids = [e.experiment_id for e in client.search_experiments()]
+    found = client.search_runs(ids, filter_string=query, max_results=1) if ids else []
+    if not found:
+        raise SuiteError(f"no run with id or run key '{run_id_or_key}' in this store; `make ui` lists them")
+    return found[0]
+
+
+def download(client, run_id: str, name: str, folder: Path) -> Path:
+    """One artifact of a run, into `folder`."""
+    try:
+        return Path(client.download_artifacts(run_id, name, str(folder)))
+    except Exception:
+        raise SuiteError(f"run {run_id} has no artifact {name} (runs recorded with --keep-weights none, or before weights were kept, have none)") from None
+
+
 def log_files(client, run_id: str, paths, folder: str | None = None) -> None:
     for path in paths:
         client.log_artifact(run_id, str(path), folder)

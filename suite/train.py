@@ -39,6 +39,7 @@ class RunResult:
     final: dict = field(default_factory=dict)  # test_loss, test_acc, epochs_trained, ...
     diverged: bool = False
     reason: str = ""
+    state: dict | None = None  # the tested weights (the restored best epoch's, or the last): model.state_dict()
 
 
 def resolve_device(name: str) -> torch.device:
@@ -169,6 +170,7 @@ def train_run(config: RunConfig, seed: int, data: Splits, device: torch.device,
         "train_seconds": train_seconds,
         "diverged": float(result.diverged),
     })
+    result.state = model.state_dict()
     return result
 
 

@@ -1,6 +1,7 @@
 """A study end to end with real parts: MNIST cut small, a temporary sqlite MLflow store,
 the report written from the store, resume, --force, the lock, and the one-line errors."""
 
+import json
 import os
 import subprocess
 import sys
@@ -8,8 +9,11 @@ import sys
 import mlflow
 import pandas as pd
 import pytest
+import torch
 
 from suite.cli import main
+from suite.config import RunConfig
+from suite.execute.worker import evaluate_weights
 from suite.tracking import store_lock
 
 from conftest import needs_mnist
@@ -39,7 +43,7 @@ def test_study_logs_runs_writes_report_and_resumes(tiny_study, tmp_path, store, 
     client = mlflow.tracking.MlflowClient(store)
     history = client.get_metric_history(runs["run_id"][0], "val_acc")
     assert [m.step for m in history] == [1, 2]
-    assert "resolved_config.json" in [a.path for a in client.list_artifacts(runs["run_id"][0])]
+    assert {"resolved_config.json", "weights.pt"} <= {a.path for a in client.list_artifacts(runs["run_id"][0])}
 
     folder = tmp_path / "reports" / "tiny"
     summary = pd.read_csv(folder / "summary.csv")
@@ -63,6 +67,19 @@ def test_study_logs_runs_writes_report_and_resumes(tiny_study, tmp_path, store, 
     assert all(f"/#/experiments/{exp_id}/runs/{run_id})" in report for run_id in runs["run_id"])
     assert (tmp_path / "reports" / "index.md").read_text().count("tiny") >= 2
     first_tables = {n: (folder / n).read_text() for n in ("summary.csv", "comparisons.csv", "claims.csv", "runs.csv")}
+
+    # the kept weights, reloaded into a fresh model, give the logged test metrics exactly (by run id or run key) ...
+    capsys.readouterr()
+    assert main(["evaluate", runs["run_id"][0], "--tracking-uri", store, "--data-dir", str(data_dir)]) == 0
+    assert main(["evaluate", runs["tags.suite.run_key"][0], "--tracking-uri", store, "--data-dir", str(data_dir)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4 and all("identical" in line for line in lines)
+    assert any(f"test_acc {runs['metrics.test_acc'][0]:.6g}" in line for line in lines)
+    # ... and a perturbed copy of them does not
+    weights = torch.load(client.download_artifacts(runs["run_id"][0], "weights.pt", str(tmp_path)), weights_only=True)
+    config = RunConfig(**json.loads(open(client.download_artifacts(runs["run_id"][0], "resolved_config.json", str(tmp_path))).read())["config"])
+    weights["1.weight"] = weights["1.weight"] * 1.5
+    assert evaluate_weights(config, weights, str(data_dir))["test_loss"] != runs["metrics.test_loss"][0]
 
     # rerunning trains nothing and creates no duplicates
     capsys.readouterr()
@@ -121,3 +138,9 @@ def test_missing_data_is_one_line_saying_where_it_looked(tiny_study, tmp_path, s
     assert out.returncode == 1 and "Traceback" not in out.stderr
     line = [l for l in out.stderr.splitlines() if l.startswith("error:")]
     assert len(line) == 1 and str(tmp_path / "nowhere") in line[0] and "SUITE_DATA_DIR" in line[0]
+
+
+def test_evaluate_names_a_run_it_cannot_find_in_one_line(tmp_path, store, capsys):
+    code = main(["evaluate", "0123456789abcdef", "--tracking-uri", store])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "no run with id or run key '0123456789abcdef'" in err

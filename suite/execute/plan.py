@@ -45,8 +45,11 @@ def partition(specs: list[RunSpec], existing: list, force: bool) -> tuple[list[R
 
 
 def run_study(study: Study, *, smoke: bool, uri: str, data_dir: Path, force: bool = False, storage: str | None = None,
-              settings: Settings = Settings()) -> Outcome:
-    """Train every run of the study not yet FINISHED in the store (with a `tune` block: tune first)."""
+              settings: Settings = Settings(), keep_weights: bool = True) -> Outcome:
+    """Train every run of the study not yet FINISHED in the store (with a `tune` block: tune first).
+
+    `keep_weights` logs each run's tested weights as its artifact `weights.pt` (`suite evaluate` reloads them).
+    """
     if study.tune is not None:  # each variant gets the same tuning budget; cached in the Optuna store
         from .. import tune
 
@@ -72,7 +75,7 @@ def run_study(study: Study, *, smoke: bool, uri: str, data_dir: Path, force: boo
                 return None
             i, spec = item
             name = spec.run_name if len(study.datasets) == 1 else f"{spec.dataset}/{spec.run_name}"
-            task = Task(i, name, spec.config, spec.seed, str(Path(data_dir).resolve()))
+            task = Task(i, name, spec.config, spec.seed, str(Path(data_dir).resolve()), keep_weights=keep_weights)
             names[i] = name
             recorder.start(task, {"suite.variant": spec.variant, "suite.seed": spec.seed, "suite.dataset": spec.dataset,
                                   "suite.run_key": spec.run_key})

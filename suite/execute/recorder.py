@@ -15,6 +15,7 @@ from ..config import flatten
 from .worker import DIVERGED, FAILED, FINISHED, PRUNED, Record, Task
 
 
+WEIGHTS = "weights.pt"  # the artifact holding a run's tested weights
 FLUSH_SECONDS = 1.0  # a run's streamed metrics reach the store at least this often (one batch per flush)
 
 
@@ -40,6 +41,7 @@ class Recorder:
         if kind == "started":
             tracking.set_tags(self.client, run_id, {"suite.device": payload["device"], "suite.host": payload["host"],
                                                     "suite.pid": payload["pid"], "suite.threads": payload["threads"],
+                                                    "suite.cpu": payload["cpu"],
                                                     "suite.data_fingerprint": payload["data_fingerprint"]})
         elif kind == "steps":
             self._stream(run_id, [("train_loss_step", loss, step) for step, loss in payload])
@@ -67,8 +69,22 @@ class Recorder:
             tags.update({"suite.diverged": False, "suite.diverged_reason": ""})
         elif record.status in (FAILED, PRUNED):
             tags["suite.error" if record.status == FAILED else "suite.pruned"] = record.reason
+        if record.weights is not None:
+            self._log_weights(run_id, record.weights)
         tracking.end_run(self.client, run_id, status, tags)
         return run_id
+
+    def _log_weights(self, run_id: str, weights: dict) -> None:
+        """The tested state_dict as `weights.pt` (tensors only: `torch.load(..., weights_only=True)` reads it)."""
+        import tempfile
+        from pathlib import Path
+
+        import torch
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / WEIGHTS
+            torch.save(weights, path)
+            tracking.log_files(self.client, run_id, [path])
 
     def abandon(self) -> None:
         """Ctrl-C: runs still in flight are KILLED (the next call trains them again)."""

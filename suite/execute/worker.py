@@ -11,7 +11,6 @@ asks after each epoch (pruning), `ask(kind, payload) -> bool` (True: stop here).
 from __future__ import annotations
 
 import os
-import platform
 import socket
 import time
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ class Task:
     seed: int
     data_dir: str  # readable from wherever the task runs
     ask_each_epoch: bool = False  # wait for the driver's verdict after each epoch (pruned trials stop)
+    keep_weights: bool = False  # send the tested weights back in the record
 
 
 @dataclass
@@ -45,6 +45,7 @@ class Record:
     where: dict = field(default_factory=dict)  # host, pid, device, threads, cpu
     seconds: float = 0.0  # wall time in the worker, data loading included
     fatal: bool = False  # a user-level error (missing data, no CUDA) that every other run would hit too
+    weights: dict | None = None  # the tested state_dict, on the CPU, when the task keeps weights
 
 
 class Stop(Exception):
@@ -65,10 +66,10 @@ def _splits(config: RunConfig, data_dir: str, device):
 
 
 def where(device, threads: int) -> dict:
-    from ..provenance import device_description
+    from ..provenance import cpu_model, device_description
 
     return {"host": socket.gethostname(), "pid": os.getpid(), "device": device_description(device), "threads": threads,
-            "cpu": platform.processor() or platform.machine()}
+            "cpu": cpu_model()}
 
 
 def execute(task: Task, emit: Callable[[str, Any], None], ask: Callable[[str, Any], bool] | None = None) -> Record:
@@ -101,7 +102,9 @@ def execute(task: Task, emit: Callable[[str, Any], None], ask: Callable[[str, An
             emit("steps", [(step, loss)])
 
         result = train_run(task.config, task.seed, data, device, on_epoch, on_step)
-        record.history, record.final = result.history, result.final
+        record.final = result.final  # (record.history filled itself epoch by epoch)
+        if task.keep_weights:
+            record.weights = {k: v.detach().to("cpu", copy=True) for k, v in result.state.items()}
         record.status, record.reason = (DIVERGED, result.reason) if result.diverged else (FINISHED, "")
     except Stop as stop:
         record.status, record.reason = PRUNED, str(stop)
@@ -111,6 +114,21 @@ def execute(task: Task, emit: Callable[[str, Any], None], ask: Callable[[str, An
         record.status, record.reason = FAILED, error_line(err)
     record.seconds = time.perf_counter() - start
     return record
+
+
+def evaluate_weights(config: RunConfig, weights: dict, data_dir: str) -> dict:
+    """Test metrics of `weights` in a fresh model built from `config` (what `suite evaluate` prints)."""
+    import torch
+
+    from ..models import build_model
+    from ..train import evaluate, resolve_device
+
+    torch.set_num_threads(config.execution.threads)
+    device = resolve_device(config.execution.device)
+    data = _splits(config, data_dir, device)
+    model = build_model(config.model, data.in_shape, data.num_outputs, torch.Generator()).to(device)
+    model.load_state_dict(weights)
+    return {f"test_{k}": v for k, v in evaluate(model, data.test_x, data.test_y, data.task).items()}
 
 
 def error_line(err: BaseException) -> str:
