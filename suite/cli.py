@@ -102,8 +102,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .execute.recorder import install_signal_handlers
+
     args = parser().parse_args(argv)
-    previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops the workers as Ctrl-C does
+    previous = install_signal_handlers()  # Ctrl-C and SIGTERM stop the workers, never halfway through a store write
     try:
         return COMMANDS[args.command](args)
     except SuiteError as err:
@@ -113,11 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted: finished runs are kept; run the same command again to resume", file=sys.stderr)
         return 130
     finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def cmd_list(args) -> int:

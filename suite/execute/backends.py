@@ -98,12 +98,12 @@ class LocalPool:
     def _loop(self, ctx, slots, next_task, handle) -> None:
         exhausted = False
         while True:
-            for slot in slots:
+            for i, slot in enumerate(slots):
                 if slot.task is None and not exhausted:
-                    slot.task = next_task()
-                    exhausted = slot.task is None
+                    task = next_task()
+                    exhausted = task is None
                     if not exhausted:
-                        slot.conn.send(slot.task)
+                        slots[i] = self._hand(ctx, slot, task)
             busy = [s for s in slots if s.task is not None]
             if not busy:
                 return
@@ -111,6 +111,17 @@ class LocalPool:
             for slot in busy:
                 if (slot.conn in ready or slot.process.sentinel in ready) and not self._receive(slot, handle):
                     self._died(ctx, slots, slot, handle)
+
+    def _hand(self, ctx, slot: _Slot, task) -> _Slot:
+        """Send `task` to the slot's worker; one that died while idle is replaced first."""
+        try:
+            slot.conn.send(task)
+        except OSError:  # its process is gone (killed between two tasks)
+            slot.process.join()
+            slot = _Slot(ctx, self.threads)
+            slot.conn.send(task)
+        slot.task = task
+        return slot
 
     def _receive(self, slot: _Slot, handle) -> bool:
         """Handle one message from the slot's worker; False when the worker is gone."""

@@ -8,7 +8,9 @@ searches and tuned comparisons all record through `Recorder`, so every run carri
 
 from __future__ import annotations
 
+import signal
 import time
+from contextlib import contextmanager
 
 from .. import provenance, tracking
 from ..config import flatten
@@ -17,6 +19,38 @@ from .worker import DIVERGED, FAILED, FINISHED, PRUNED, Record, Task
 
 WEIGHTS = "weights.pt"  # the artifact holding a run's tested weights
 FLUSH_SECONDS = 1.0  # a run's streamed metrics reach the store at least this often (one batch per flush)
+
+
+_critical = [0]  # depth of recorder writes in progress
+_pending: list[int] = []  # Ctrl-C / SIGTERM that arrived during one
+
+
+def on_signal(signum, frame) -> None:
+    """SIGINT/SIGTERM handler of the driver: KeyboardInterrupt, but never halfway through a store write.
+
+    A run created in MLflow but not yet known to the recorder (or closed halfway) would stay RUNNING.
+    """
+    if _critical[0]:
+        _pending.append(signum)
+        return
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def atomic():
+    _critical[0] += 1
+    try:
+        yield
+    finally:
+        _critical[0] -= 1
+        if not _critical[0] and _pending:
+            _pending.clear()
+            raise KeyboardInterrupt
+
+
+def install_signal_handlers() -> dict:
+    """Route Ctrl-C and SIGTERM through `on_signal`; returns the previous handlers."""
+    return {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
 
 
 class Recorder:
@@ -31,13 +65,17 @@ class Recorder:
     def start(self, task: Task, tags: dict, params: dict | None = None) -> str:
         """The task's MLflow run, RUNNING, before a worker takes it."""
         params = {**flatten(task.config.canonical()), "seed": task.seed, **(params or {})}
-        run_id = tracking.start_run(self.client, self.exp_id, task.name, {**self.common, **tags}, params,
-                                    {"config": task.config.canonical(), "seed": task.seed})
-        self.run_ids[task.id] = run_id
+        with atomic():
+            run_id = tracking.start_run(self.client, self.exp_id, task.name, {**self.common, **tags}, params,
+                                        {"config": task.config.canonical(), "seed": task.seed})
+            self.run_ids[task.id] = run_id
         return run_id
 
     def event(self, task: Task, kind: str, payload) -> None:
-        run_id = self.run_ids[task.id]
+        with atomic():
+            self._event(self.run_ids[task.id], kind, payload)
+
+    def _event(self, run_id: str, kind: str, payload) -> None:
         if kind == "started":
             tracking.set_tags(self.client, run_id, {"suite.device": payload["device"], "suite.host": payload["host"],
                                                     "suite.pid": payload["pid"], "suite.threads": payload["threads"],
@@ -59,7 +97,11 @@ class Recorder:
 
     def finish(self, task: Task, record: Record, tags: dict | None = None) -> str:
         """Close the run: final metrics; FINISHED (diverged runs too, tagged so), FAILED with the error line."""
-        run_id = self.run_ids.pop(task.id)
+        with atomic():
+            return self._finish(task, record, tags)
+
+    def _finish(self, task: Task, record: Record, tags: dict | None) -> str:
+        run_id = self.run_ids[task.id]
         self._stream(run_id, [(name, value, len(record.history)) for name, value in record.final.items()], force=True)
         status = "FAILED" if record.status == FAILED else tracking.FINISHED
         tags = {"suite.status": record.status, "suite.worker_seconds": f"{record.seconds:.2f}", **(tags or {})}
@@ -72,6 +114,7 @@ class Recorder:
         if record.weights is not None:
             self._log_weights(run_id, record.weights)
         tracking.end_run(self.client, run_id, status, tags)
+        del self.run_ids[task.id]
         return run_id
 
     def _log_weights(self, run_id: str, weights: dict) -> None:
@@ -88,7 +131,8 @@ class Recorder:
 
     def abandon(self) -> None:
         """Ctrl-C: runs still in flight are KILLED (the next call trains them again)."""
-        for run_id in self.run_ids.values():
-            self._stream(run_id, [], force=True)
-            tracking.end_run(self.client, run_id, "KILLED")
-        self.run_ids.clear()
+        with atomic():
+            for run_id in self.run_ids.values():
+                self._stream(run_id, [], force=True)
+                tracking.end_run(self.client, run_id, "KILLED")
+            self.run_ids.clear()
