@@ -30,7 +30,10 @@ from tqdm import tqdm
 from . import tracking
 from .config import RunConfig
 from .errors import SuiteError
-from .study import TUNED, Search, Study, override, search_variant, smoke_config, with_tuned
+from .execute import Settings, backend, execution
+from .execute.recorder import Recorder
+from .execute.worker import DIVERGED, FAILED, PRUNED, Record, Task
+from .study import TUNED, Search, Study, override, search_variant, smoke_config, with_execution, with_tuned
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 INTERRUPTED = "interrupted"
@@ -134,13 +137,8 @@ def fail_stale(search: optuna.Study) -> None:
 
 
 def run_search(target: Target, *, uri: str, storage: str, data_dir: Path, trials: int | None = None,
-               settings=None) -> optuna.Study:
+               settings: Settings | None = None) -> optuna.Study:
     """Run trials until `trials` (default: the block's budget) count, up to `settings.workers` at once, logging each to MLflow."""
-    from .execute import Settings, backend, execution
-    from .execute.recorder import Recorder
-    from .execute.worker import DIVERGED, FAILED, PRUNED, Task
-    from .study import with_execution
-
     settings = settings or Settings()
     total = trials or target.budget
     base = with_execution(target.base_config(), execution(settings))
@@ -188,7 +186,7 @@ def run_search(target: Target, *, uri: str, storage: str, data_dir: Path, trials
                 return None
             record = payload
             del in_flight[task.id]
-            state = _tell(search, trial, record, objective, PRUNED, DIVERGED, FAILED)
+            state = _tell(search, trial, record, objective)
             recorder.finish(task, record, {"suite.trial_state": state, "suite.fail_reason": trial.user_attrs.get("fail_reason", "")})
             bar.update()
             if record.fatal:
@@ -209,12 +207,12 @@ def run_search(target: Target, *, uri: str, storage: str, data_dir: Path, trials
     return search
 
 
-def _tell(search: optuna.Study, trial: optuna.Trial, record, objective: str, pruned, diverged, failed) -> str:
+def _tell(search: optuna.Study, trial: optuna.Trial, record: Record, objective: str) -> str:
     """Give Optuna the trial's outcome; returns the state as the MLflow tag shows it."""
-    if record.status == pruned:
+    if record.status == PRUNED:
         search.tell(trial, state=optuna.trial.TrialState.PRUNED)
         return "PRUNED"
-    if record.status in (diverged, failed):
+    if record.status in (DIVERGED, FAILED):
         trial.set_user_attr("fail_reason", record.reason)
         search.tell(trial, state=optuna.trial.TrialState.FAIL)
         return "FAIL"
