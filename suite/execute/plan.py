@@ -64,7 +64,6 @@ def run_study(study: Study, *, smoke: bool, uri: str, data_dir: Path, force: boo
         recorder = Recorder(client, exp_id, {"suite.kind": "run", "suite.study": study.name, "suite.smoke": smoke,
                                              "suite.study_sha256": study.file_sha256})
         outcome = Outcome(len(specs), len(specs) - len(todo))
-        names = {}
         pending = iter(enumerate(todo))
         bar = tqdm(total=len(specs), initial=outcome.skipped, desc=study.name, unit="run", disable=None, dynamic_ncols=True)
         fatal: list[str] = []
@@ -76,7 +75,6 @@ def run_study(study: Study, *, smoke: bool, uri: str, data_dir: Path, force: boo
             i, spec = item
             name = spec.run_name if len(study.datasets) == 1 else f"{spec.dataset}/{spec.run_name}"
             task = Task(i, name, spec.config, spec.seed, str(Path(data_dir).resolve()), keep_weights=keep_weights)
-            names[i] = name
             recorder.start(task, {"suite.variant": spec.variant, "suite.seed": spec.seed, "suite.dataset": spec.dataset,
                                   "suite.run_key": spec.run_key})
             _progress(bar, outcome, len(recorder.run_ids))
