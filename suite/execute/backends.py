@@ -21,8 +21,6 @@ from .worker import FAILED, Record, error_line, execute
 class Serial:
     """In the driver's own process, one task at a time: for debugging (breakpoints, profilers)."""
 
-    workers = 1
-
     def run(self, next_task, handle) -> None:
         while (task := next_task()) is not None:
             record = execute(task, lambda kind, payload: handle(task, kind, payload),

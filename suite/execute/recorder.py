@@ -115,6 +115,7 @@ class Recorder:
             self._log_weights(run_id, record.weights)
         tracking.end_run(self.client, run_id, status, tags)
         del self.run_ids[task.id]
+        self.flushed.pop(run_id, None)
         return run_id
 
     def _log_weights(self, run_id: str, weights: dict) -> None:
