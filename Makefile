@@ -1,6 +1,6 @@
 # Entry points. Every target sets up .venv on first use (pinned by constraints.txt) and is
 # a no-op for setup afterwards. Variables: STUDY=name, TRIALS=n, WORKERS=n (runs at once),
-# EXECUTOR=serial|local|ray, ARGS="extra suite options", PORT=5000 for the UI. Data root:
+# EXECUTOR=serial|local|ray, ARGS="extra suite options", PORT=5000 (HOST=127.0.0.1) for the UI. Data root:
 # SUITE_DATA_DIR (default ./data); store: MLFLOW_TRACKING_URI (default sqlite:///mlflow.db).
 
 PYTHON ?= python3
@@ -9,9 +9,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 STUDY  ?= regularization
 PORT   ?= 5000
+HOST   ?=
 RUN    := $(if $(EXECUTOR),--executor $(EXECUTOR)) $(if $(WORKERS),--workers $(WORKERS))
 
-.PHONY: setup study report check tune smoke test bench ui list clean-venv
+.PHONY: setup system-deps study report check tune smoke test bench ui list clean-venv
 
 setup: $(STAMP)
 
@@ -45,7 +46,12 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py $(if $(ARGS),-- $(ARGS))
 
 ui: $(STAMP)
-	$(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}" --host 127.0.0.1 --port $(PORT)
+	$(BIN)/suite ui --port $(PORT) $(if $(HOST),--host $(HOST)) $(ARGS)
+
+# What the browser and Fashion-MNIST tests need from Debian (root; CI runs this before `make test`).
+system-deps:
+	@missing="$$(for p in chromium chromium-driver dataset-fashion-mnist; do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done)"; \
+	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
 
 clean-venv:
 	rm -rf $(VENV)

@@ -8,6 +8,7 @@
     suite evaluate RUN                 reload a run's weights and evaluate the test split again
     suite tune NAME [--trials N]       Optuna search over the study's `search` space
     suite smoke                        every study in smoke mode, into a throw-away store
+    suite ui [--port 5000]             MLflow's UI over the store; prints each study's runs link
 
 Every user error is one line on stderr and a non-zero exit: 2 for bad input, 1 when the
 work could not be done, 130 when interrupted.
@@ -16,6 +17,7 @@ work could not be done, 130 when interrupted.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import tempfile
@@ -30,6 +32,8 @@ def _common(p: argparse.ArgumentParser, store: bool = True) -> None:
         p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
         p.add_argument("--storage", help="Optuna storage for searches and tuning (default: $OPTUNA_STORAGE or sqlite:///optuna.db)")
         p.add_argument("--reports-dir", default="reports", help="where reports are written (default: reports)")
+        p.add_argument("--ui-url", help="MLflow UI that reports link runs to, e.g. http://127.0.0.1:5000 (default: $SUITE_UI_URL; "
+                                        "unset: reports name run keys, no links)")
 
 
 def _executor(p: argparse.ArgumentParser, runs: bool = True) -> None:
@@ -91,6 +95,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="dataset root (default: $SUITE_DATA_DIR or ./data)")
     p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
 
+    p = sub.add_parser("ui", help="MLflow's UI over the store (one light process); prints each study's runs link")
+    p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db); "
+                                         "an http(s):// tracking server: print its links, start nothing")
+    p.add_argument("--host", default=os.environ.get("SUITE_UI_HOST", "127.0.0.1"), help="address to listen on (default: $SUITE_UI_HOST or 127.0.0.1)")
+    p.add_argument("--port", type=int, default=int(os.environ.get("SUITE_UI_PORT", "5000")), help="port (default: $SUITE_UI_PORT or 5000)")
+
     for name, text in (("report", "rebuild a study's report from MLflow, without training"),
                        ("check", "exit 1 when a claim of the study is contradicted")):
         p = sub.add_parser(name, help=text)
@@ -122,10 +132,20 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_list(args) -> int:
     from .study import list_studies, load_study
 
-    for path in list_studies(Path(args.studies_dir)):
-        study = load_study(str(path))
-        print(f"{study.name:<20} {study.run_count:>4} runs  {study.question}")
+    studies = [load_study(str(path)) for path in list_studies(Path(args.studies_dir))]
+    counts = [_count(s) for s in studies]
+    name_width, count_width = max((len(s.name) for s in studies), default=0), max(map(len, counts), default=0)
+    for study, count in zip(studies, counts):
+        print(f"{study.name:<{name_width}}  {count:<{count_width}}  {study.question}")
     return 0
+
+
+def _count(study) -> str:
+    """What a study trains: its runs, and with a `tune` block the tuned runs and the tuning trials too."""
+    if study.tune is None:
+        return f"{study.run_count} runs"
+    trials = len(study.configs) * study.tune.trials
+    return f"{study.run_count} + {study.run_count} tuned runs, {trials} trials"
 
 
 def cmd_validate(args) -> int:
@@ -133,7 +153,7 @@ def cmd_validate(args) -> int:
 
     for file in args.files:
         study = load_study(file, Path(args.studies_dir))
-        print(f"{study.path}: ok ({study.run_count} runs: {len(study.datasets)} datasets x {len(study.variants)} variants x {len(study.seeds)} seeds)")
+        print(f"{study.path}: ok ({_count(study)}: {len(study.datasets)} datasets x {len(study.variants)} variants x {len(study.seeds)} seeds)")
     return 0
 
 
@@ -151,11 +171,20 @@ def _run(name: str, args, smoke: bool, uri: str) -> int:
     print(f"{study.name}: {outcome.trained} trained, {outcome.skipped} already done, {outcome.diverged} diverged, "
           f"{len(outcome.failed)} failed")
     out = report.build(study, smoke=smoke, uri=tracking.tracking_uri(uri), reports_dir=Path(args.reports_dir), storage=args.storage,
-                       execution=execution(chosen))
+                       execution=execution(chosen), ui=report.ui_url(args.ui_url))
     print(f"report: {out}")
+    link = tracking.experiment_link(tracking.connect(uri), tracking.experiment_name(study.name, smoke), _ui_base(args, uri))
+    print(f"runs: {link}" + ("" if report.ui_url(args.ui_url) or tracking.is_server(uri) else "  (after `make ui`)"))
     if outcome.failed:
         raise SuiteError(f"{len(outcome.failed)} runs failed (first: {outcome.failed[0]}); run the same command again to retrain them")
     return 0
+
+
+def _ui_base(args, uri: str) -> str:
+    """Where the UI of this store is: --ui-url / $SUITE_UI_URL, the tracking server itself, else `make ui`'s address."""
+    from . import report, tracking
+
+    return report.ui_url(args.ui_url) or (uri.rstrip("/") if tracking.is_server(uri) else "http://127.0.0.1:5000")
 
 
 def cmd_study(args) -> int:
@@ -184,7 +213,7 @@ def cmd_report(args) -> int:
 
     study = load_study(args.name, Path(args.studies_dir))
     out = report.build(study, smoke=args.smoke, uri=tracking_uri(args.tracking_uri), reports_dir=Path(args.reports_dir), storage=args.storage,
-                       execution=execution(settings(args)))
+                       execution=execution(settings(args)), ui=report.ui_url(args.ui_url))
     print(f"report: {out}")
     return 0
 
@@ -217,7 +246,7 @@ def cmd_tune(args) -> int:
     storage = tune.storage_url(args.storage)
     search = tune.run_search(target, uri=tracking_uri(args.tracking_uri), storage=storage, data_dir=data_root(args.data_dir),
                              trials=args.trials, settings=settings(args))
-    out = report.build_search(target, search, Path(args.reports_dir), storage)
+    out = report.build_search(target, search, Path(args.reports_dir), storage, tracking_uri(args.tracking_uri))
     print(f"{target.name}: {tune.counted(search.get_trials(deepcopy=False))} trials; report: {out}")
     return 0
 
@@ -247,5 +276,42 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_ui(args) -> int:
+    """Serve the store's UI here (or, for a tracking server, only print its links)."""
+    from . import tracking
+
+    uri = tracking.tracking_uri(args.tracking_uri)
+    if tracking.is_server(uri):
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # a link printer need not wait minutes for a dead server
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+        try:
+            _print_links(uri.rstrip("/"), uri)
+        except SuiteError:
+            raise
+        except Exception as err:
+            raise SuiteError(f"cannot reach the tracking server {uri}: {str(err).splitlines()[0][:160]}") from None
+        return 0
+    if not 0 < args.port < 65536:
+        raise SuiteError(f"--port takes 1-65535, not {args.port}")
+    base = f"http://{args.host}:{args.port}"
+    try:
+        tracking.serve_ui(uri, args.host, args.port, lambda: _print_links(base, uri, ready=True))
+    except KeyboardInterrupt:  # uvicorn shuts down cleanly on Ctrl-C, then passes the signal on
+        pass
+    print("MLflow UI stopped", file=sys.stderr)
+    return 0
+
+
+def _print_links(base: str, uri: str, ready: bool = False) -> None:
+    from . import tracking
+
+    links = tracking.study_links(tracking.connect(uri), base)
+    print(f"MLflow UI {'ready at' if ready else 'of'} {base}/ over {uri}" + ("  (Ctrl-C stops it)" if ready else ""), flush=True)
+    for name, url in links:
+        print(f"  {name:<28} {url}", flush=True)
+    if not links:
+        print("  no study has run in this store yet: make study STUDY=...", flush=True)
+
+
 COMMANDS = {"tune": cmd_tune, "list": cmd_list, "validate": cmd_validate, "study": cmd_study, "smoke": cmd_smoke,
-            "report": cmd_report, "check": cmd_check, "evaluate": cmd_evaluate}
+            "report": cmd_report, "check": cmd_check, "evaluate": cmd_evaluate, "ui": cmd_ui}

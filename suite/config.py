@@ -36,6 +36,9 @@ METRIC_DIRECTIONS = {
     "epochs_trained": "min",
     "train_seconds": "min",
 }
+# Regression: the MSE is the loss. Study files may name it either way; runs log it once, under
+# the loss's name (no duplicate series in MLflow), and results read it back under both.
+METRIC_ALIASES = {"val_mse": "val_loss", "test_mse": "test_loss"}
 # Metrics that only make sense for one kind of problem.
 CLASSIFICATION_ONLY = {"test_acc", "val_acc", "train_acc"}
 REGRESSION_ONLY = {"test_mse", "val_mse"}

@@ -64,5 +64,15 @@ def device_description(device) -> str:
     return f"cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
 
 
+def user() -> str:
+    """Who ran it (the login name; MLflow's `mlflow.user`)."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry and no $USER, e.g. in some containers
+        return "unknown"
+
+
 def command_line() -> str:
     return " ".join(shlex.quote(a) for a in ["suite", *sys.argv[1:]])

@@ -14,6 +14,8 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -27,7 +29,19 @@ from .models import parameter_count
 from .study import Study, expand, format_value
 
 FIG_DPI = 110
-UI_URL = "http://127.0.0.1:5000"  # where `make ui` serves the store (its default PORT); run ids in reports link there
+UI_URL_ENV = "SUITE_UI_URL"  # where reports link run ids to (e.g. http://127.0.0.1:5000, `make ui`'s default); unset: no links
+
+
+def ui_url(cli_value: str | None = None) -> str | None:
+    """The MLflow UI reports link to: --ui-url, else $SUITE_UI_URL, else none (committed reports carry no dead links)."""
+    value = cli_value or os.environ.get(UI_URL_ENV) or None
+    return value.rstrip("/") if value else None
+
+
+def commands(study: Study, smoke: bool) -> tuple[str, str]:
+    """(recreate the runs, rebuild the report), with the smoke flag where the report is a smoke one."""
+    extra = " ARGS=--smoke" if smoke else ""
+    return f"make study STUDY={study.name}{extra}", f"make report STUDY={study.name}{extra}"
 
 
 def out_dir(study: Study, smoke: bool, reports_dir: Path) -> Path:
@@ -57,10 +71,11 @@ def _collect(study: Study, smoke: bool, uri: str, execution: Execution | None) -
 
 
 def build(study: Study, smoke: bool, uri: str, reports_dir: Path, storage: str | None = None,
-          execution: Execution | None = None) -> Path:
+          execution: Execution | None = None, ui: str | None = None) -> Path:
     """Collect, analyse, plot and write everything; returns the path of report.md.
 
     `execution` (device, threads) picks which of the study's runs: those computed that way (default: 1 CPU thread).
+    `ui`: the MLflow UI's base URL that run ids link to (None: no links, the commands that recreate the runs instead).
     """
     study = _with_tuning(study, smoke, storage)
     results = _collect(study, smoke, uri, execution)
@@ -76,10 +91,10 @@ def build(study: Study, smoke: bool, uri: str, reports_dir: Path, storage: str |
     for name, table in tables.items():
         table.to_csv(folder / f"{name}.csv", index=False, float_format="%.6g")
     figures = _figures(study, results, summary, comparisons, folder)
-    blocks = _blocks(study, smoke, results, summary, comparisons, claims, figures)
+    blocks = _blocks(study, smoke, results, summary, comparisons, claims, figures, ui)
     if study.tune is not None:
         at = blocks.index(("h2", "Provenance"))
-        blocks[at:at] = _tuning_blocks(study, smoke, reports_dir, storage)
+        blocks[at:at] = _tuning_blocks(study, smoke, reports_dir, storage, uri)
     (folder / "report.md").write_text(render_markdown(blocks))
     (folder / "report.html").write_text(render_html(blocks, folder, title=f"{study.name}: {study.question}"))
     meta = {"name": study.name, "question": study.question, "runs": len(runs), "expected": results.expected,
@@ -136,7 +151,7 @@ def _figures(study, results, summary, comparisons, folder: Path) -> list[tuple[s
 # ---------------------------------------------------------------- content
 
 
-def _blocks(study, smoke, results, summary, comparisons, claims, figures) -> list[tuple]:
+def _blocks(study, smoke, results, summary, comparisons, claims, figures, ui) -> list[tuple]:
     runs, metric = results.runs, study.metric
     f = lambda v, diff=False: analysis.fmt(v, metric, diff)  # noqa: E731
     direction = "higher" if METRIC_DIRECTIONS[metric] == "max" else "lower"
@@ -145,7 +160,7 @@ def _blocks(study, smoke, results, summary, comparisons, claims, figures) -> lis
         blocks.append(("p", study.description.strip()))
     blocks.append(("p", f"Metric: `{metric}` ({direction} is better). {len(runs)} of {results.expected} runs finished"
                         f"{', ' + str(int(runs['diverged'].sum())) + ' diverged' if runs['diverged'].any() else ''}. "
-                        f"Reproduce: `make study STUDY={study.name}` (trains what is missing), then `make report STUDY={study.name}`."))
+                        f"Reproduce: `{commands(study, smoke)[0]}` (trains what is missing, then writes this report)."))
     if len(runs) < results.expected:
         blocks.append(("p", f"**Incomplete:** {results.expected - len(runs)} runs of this study are not in the store yet."))
     if results.unmatched:
@@ -196,23 +211,28 @@ def _blocks(study, smoke, results, summary, comparisons, claims, figures) -> lis
     blocks.append(("h2", "Provenance"))
     blocks.append(("list", _provenance(study, smoke, runs)))
     blocks.append(("h2", "Runs"))
-    blocks.append(("p", f"Run ids link to the run in the MLflow UI (`make ui`, {UI_URL})."))
+    if ui and results.experiment_id:
+        link = tracking.runs_url(ui, results.experiment_id)
+        blocks.append(("p", f"[All runs of this study in the MLflow UI]({link}); each run key links to its run."))
+    else:
+        blocks.append(("p", f"Run keys identify runs in any store: `{commands(study, smoke)[0]}` recreates the runs that a store "
+                            f"lacks (none if it holds them all), `make ui` then prints the link to them, and `suite evaluate KEY` "
+                            f"reloads one run's weights. Links to runs: build the report with `--ui-url` or `${UI_URL_ENV}`."))
     rows = [[r.dataset, r.variant, r.seed, f(getattr(r, metric)), "yes" if r.diverged else "", int(r.epochs_trained),
-             f"{r.train_seconds:.1f}", _run_link(results.experiment_id, r.run_id)] for r in runs.itertuples()]
-    blocks.append(("table", ["dataset", "variant", "seed", metric, "diverged", "epochs", "train s", "MLflow run id"], rows))
+             f"{r.train_seconds:.1f}", _run_link(ui, results.experiment_id, r.run_id, r.run_key)] for r in runs.itertuples()]
+    blocks.append(("table", ["dataset", "variant", "seed", metric, "diverged", "epochs", "train s", "run key"], rows))
     return blocks
 
 
-def _run_link(experiment_id: str | None, run_id: str) -> str:
-    return f"[`{run_id}`]({UI_URL}/#/experiments/{experiment_id}/runs/{run_id})" if experiment_id else f"`{run_id}`"
+def _run_link(ui: str | None, experiment_id: str | None, run_id: str, run_key: str) -> str:
+    return f"[`{run_key}`]({tracking.run_url(ui, experiment_id, run_id)})" if ui and experiment_id else f"`{run_key}`"
 
 
 def _provenance(study: Study, smoke: bool, runs: pd.DataFrame) -> list[str]:
     commits = sorted(set(runs["git_commit"]))
     dirty = int(runs["git_dirty"].sum())
     items = [
-        f"Rebuild this report: `make report STUDY={study.name}`" + (" (smoke: `suite report --smoke`)" if smoke else "")
-        + f"; rerun the study: `make study STUDY={study.name}`",
+        f"Rebuild this report: `{commands(study, smoke)[1]}`; recreate its runs: `{commands(study, smoke)[0]}`",
         f"Study file: `{study.path}` (sha256 `{study.file_sha256[:16]}`)",
         f"Code: report built at commit `{provenance.git_commit()[:12]}`{' (dirty tree)' if provenance.git_dirty() else ''}; "
         f"runs trained at {len(commits)} commit(s): {', '.join(f'`{c[:12]}`' for c in commits)}"
@@ -238,7 +258,7 @@ def _attach(study: Study, smoke: bool, uri: str, folder: Path) -> None:
     """Replace the study's MLflow summary run with one carrying this report's files."""
     with tracking.store_lock(uri):
         client = tracking.connect(uri)
-        exp_id = tracking.experiment_id(client, study.name)
+        exp_id = tracking.experiment_id(client, tracking.experiment_name(study.name, smoke))
         old = [r.info.run_id for r in tracking.search(client, exp_id, "summary") if r.data.tags.get("suite.smoke") == str(smoke)]
         tracking.delete_runs(client, old)
         run_id = tracking.start_run(client, exp_id, f"{study.name} report", {"suite.kind": "summary", "suite.study": study.name,
@@ -250,14 +270,26 @@ def _attach(study: Study, smoke: bool, uri: str, folder: Path) -> None:
 # ---------------------------------------------------------------- index
 
 
+VERDICTS = ("better", "worse", "inconclusive", "supported", "contradicted", "degenerate")
+
+
 def write_index(reports_dir: Path) -> None:
+    """reports/index.md and index.html: every study with its question, runs, verdicts (coloured in HTML) and links."""
     metas = [json.loads(p.read_text()) for p in sorted(reports_dir.glob("*/meta.json"))]
-    blocks = [("h1", "Study reports"), ("p", "Every study with its question, run count and headline verdicts. Rebuild one with `make report STUDY=name`.")]
-    rows = [[f"[{m['name']}]({m['name']}/report.md)", m["question"], f"{m['runs']}/{m['expected']}", "<br>".join(m["headline"]) or "-"] for m in metas]
-    blocks.append(("table", ["study", "question", "runs", "headline"], rows))
+    blocks = [("h1", "Study reports"),
+              ("p", "Every study with its question, its runs (finished / expected) and the verdict of each comparison and claim. "
+                    "Rebuild one with `make report STUDY=name`; recreate its runs in an empty store with `make study STUDY=name`.")]
+    header = ["study", "question", "runs", "verdicts"]
+    rows = [[m["question"], f"{m['runs']}/{m['expected']}", "<br>".join(map(_bold_verdict, m["headline"])) or "-"] for m in metas]
+    blocks.append(("table", header, [[f"[{m['name']}]({m['name']}/report.md)", *r] for m, r in zip(metas, rows)]))
     (reports_dir / "index.md").write_text(render_markdown(blocks))
-    html_rows = [[f"[{m['name']}]({m['name']}/report.html)", *r[1:]] for m, r in zip(metas, rows)]
-    (reports_dir / "index.html").write_text(render_html(blocks[:2] + [("table", blocks[2][1], html_rows)], reports_dir, "Study reports"))
+    html_rows = [[f"[{m['name']}]({m['name']}/report.html)", *r] for m, r in zip(metas, rows)]
+    (reports_dir / "index.html").write_text(render_html(blocks[:2] + [("table", header, html_rows)], reports_dir, "Study reports"))
+
+
+def _bold_verdict(line: str) -> str:
+    """'l2 vs none (mnist): better, ...' -> the verdict word in bold (coloured by the HTML style)."""
+    return re.sub(rf": ({'|'.join(VERDICTS)})\b", r": **\1**", line, count=1)
 
 
 # ---------------------------------------------------------------- rendering
@@ -286,16 +318,15 @@ def render_markdown(blocks: list[tuple]) -> str:
 
 _STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:14px}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}
-th{background:#f3f3f3}img{max-width:100%;border:1px solid #eee}code{background:#f6f6f6;padding:0 3px}figure{margin:1.5em 0}"""
+th{background:#f3f3f3}img{max-width:100%;border:1px solid #eee}code{background:#f6f6f6;padding:0 3px}figure{margin:1.5em 0}
+.better,.supported{color:#1a7f37}.worse,.contradicted{color:#c62828}.inconclusive{color:#777}.degenerate{color:#b26a00}"""
 
 
 def _inline(text: str) -> str:
-    """The little markdown our text uses: `code`, **bold**, *italic*, [link](url), <br>."""
-    import re
-
+    """The little markdown our text uses: `code`, **bold** (a verdict word gets its colour), *italic*, [link](url), <br>."""
     out = html.escape(str(text)).replace("&lt;br&gt;", "<br>")
     out = re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
-    out = re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", out)
+    out = re.sub(r"\*\*([^*]+)\*\*", lambda m: f'<b class="{m[1]}">{m[1]}</b>' if m[1] in VERDICTS else f"<b>{m[1]}</b>", out)
     out = re.sub(r"\*([^*]+)\*", r"<i>\1</i>", out)
     return re.sub(r"\[([^\]]+)\]\(([^)]+)\)", r'<a href="\2">\1</a>', out)
 
@@ -328,8 +359,11 @@ def render_html(blocks: list[tuple], folder: Path, title: str) -> str:
 # ---------------------------------------------------------------- search reports
 
 
-def build_search(target, search, reports_dir: Path, storage: str) -> Path:
-    """reports/<study>/search/ (or search/<variant>/ for a tune block): best trial, top-k, figures, warnings."""
+def build_search(target, search, reports_dir: Path, storage: str, uri: str) -> Path:
+    """reports/<study>/search/ (or search/<variant>/ for a tune block): best trial, top-k, figures, warnings.
+
+    The files are also attached (folder `report/`) to the search's parent run in MLflow.
+    """
     from . import plots, tune
 
     trials = tune.trials_frame(search)
@@ -342,7 +376,7 @@ def build_search(target, search, reports_dir: Path, storage: str) -> Path:
     blocks = [("h1", f"Search: {target.name}"),
               ("p", f"Objective: `{target.block.objective}` ({target.block.direction}), on variant `{target.variant}` of "
                     f"{target.dataset}; {target.block.sampler} sampler (seed {target.block.seed}), {target.block.pruner} pruner; "
-                    f"every trial trains with seed {target.block.seed}. Optuna study `{target.name}` in `{storage}`. "
+                    f"every trial trains with seed {target.block.seed}. Optuna study `{target.name}` in `{tune.redact(storage)}`. "
                     + (f"Continue it with `make tune STUDY={target.study.name} TRIALS=n`." if target.block is target.study.search else
                        f"Its budget is the study's `tune.trials`; `make study STUDY={target.study.name}` runs what is missing."))]
     counts = trials["state"].value_counts().to_dict() if not trials.empty else {}
@@ -387,7 +421,18 @@ def build_search(target, search, reports_dir: Path, storage: str) -> Path:
     blocks += [("h2", "Figures"), *figures] if figures else []
     (folder / "report.md").write_text(render_markdown(blocks))
     (folder / "report.html").write_text(render_html(blocks, folder, f"Search {target.name}"))
+    _attach_search(target, uri, folder)
     return folder / "report.md"
+
+
+def _attach_search(target, uri: str, folder: Path) -> None:
+    """The search report's files as artifacts of the search's parent run (replacing earlier ones)."""
+    with tracking.store_lock(uri):
+        client = tracking.connect(uri)
+        exp_id = tracking.experiment_id(client, tracking.experiment_name(target.study.name, target.smoke), create=False)
+        parents = [r for r in tracking.search(client, exp_id, "search") if r.data.tags.get("suite.search") == target.name] if exp_id else []
+        for parent in parents:
+            tracking.log_files(client, parent.info.run_id, sorted(p for p in folder.iterdir() if p.is_file()), "report")
 
 
 def _variant_yaml(name: str, params: dict) -> str:
@@ -407,7 +452,7 @@ def _variant_yaml(name: str, params: dict) -> str:
     return f"variants:\n  {name}: {flow(tree)}"
 
 
-def _tuning_blocks(study: Study, smoke: bool, reports_dir: Path, storage: str | None) -> list[tuple]:
+def _tuning_blocks(study: Study, smoke: bool, reports_dir: Path, storage: str | None, uri: str) -> list[tuple]:
     """The tuned settings of each variant (equal budgets), with a search report per variant."""
     from . import tune
 
@@ -419,7 +464,7 @@ def _tuning_blocks(study: Study, smoke: bool, reports_dir: Path, storage: str | 
         if search is None:
             rows.append([target.dataset, target.variant, 0, "not tuned yet", "", ""])
             continue
-        path = build_search(target, search, reports_dir, storage).relative_to(out_dir(study, smoke, reports_dir))
+        path = build_search(target, search, reports_dir, storage, uri).relative_to(out_dir(study, smoke, reports_dir))
         trials = tune.trials_frame(search)
         done = trials[trials["state"] == "COMPLETE"]
         best = search.best_trial if len(done) else None

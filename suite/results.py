@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from . import tracking
-from .config import Execution, flatten
+from .config import DATASET_TASKS, METRIC_ALIASES, Execution, flatten
 from .study import Study, expand
 
 CURVE_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "val_mse", "epoch_seconds")
@@ -35,7 +35,7 @@ def collect(study: Study, smoke: bool, uri: str, execution: Execution | None = N
     """The study's finished runs computed with `execution` (default: 1 CPU thread); with a `tune` block, `study` should already carry its tuned variants."""
     specs = {s.run_key: s for s in expand(study, smoke, execution)}
     client = tracking.connect(uri)
-    exp_id = tracking.experiment_id(client, study.name, create=False)
+    exp_id = tracking.experiment_id(client, tracking.experiment_name(study.name, smoke), create=False)
     found = tracking.search(client, exp_id, "run", status=tracking.FINISHED) if exp_id else []
     rows, unmatched = [], 0
     for run in found:
@@ -68,6 +68,8 @@ def _row(spec, run) -> dict:
         **{axis: value for axis, value in spec.point},
         "diverged": bool(metrics.get("diverged", 0.0)),
         **{m: metrics.get(m, float("nan")) for m in FINAL_METRICS},
+        **({alias: metrics.get(alias, metrics.get(name, float("nan"))) for alias, name in METRIC_ALIASES.items() if alias in FINAL_METRICS}
+           if DATASET_TASKS[spec.dataset] == "regression" else {}),
         "run_id": run.info.run_id, "run_name": run.info.run_name, "run_key": spec.run_key,
         "git_commit": tags.get("suite.git_commit", ""), "git_dirty": tags.get("suite.git_dirty") == "True",
         "device": tags.get("suite.device", ""), "data_fingerprint": tags.get("suite.data_fingerprint", ""), "start_time": pd.Timestamp(run.info.start_time, unit="ms"),
@@ -91,7 +93,12 @@ def _at_tested_epoch(runs: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
 
 
 def _curves(client, runs: pd.DataFrame) -> pd.DataFrame:
-    history = tracking.histories(client, runs["run_id"].tolist(), CURVE_METRICS)
+    history = tracking.histories(client, runs["run_id"].tolist(), [m for m in CURVE_METRICS if m not in METRIC_ALIASES])
     curves = pd.DataFrame(history, columns=["run_id", "metric", "epoch", "value"])
+    regression = runs.loc[runs["dataset"].map(DATASET_TASKS) == "regression", "run_id"]
+    for alias, name in METRIC_ALIASES.items():  # the loss series under the name study files use too
+        if alias in CURVE_METRICS:
+            same = curves[(curves["metric"] == name) & curves["run_id"].isin(regression)].assign(metric=alias)
+            curves = pd.concat([curves, same], ignore_index=True)
     ids = runs[["run_id", "dataset", "variant", "seed"]]
     return ids.merge(curves, on="run_id")

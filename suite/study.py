@@ -33,6 +33,7 @@ from .config import (
     REGRESSION_ONLY,
     Execution,
     RunConfig,
+    flatten,
 )
 from .errors import StudyError
 
@@ -197,6 +198,16 @@ class Study:
     @property
     def run_count(self) -> int:
         return len(self.configs) * len(self.seeds)
+
+    def scientific(self) -> list[str]:
+        """The config fields (dotted, as MLflow params) whose value differs between the study's variants."""
+        varied: dict = {}
+        for dataset in self.datasets:
+            flat = [flatten(c.canonical()) for (d, _), c in self.configs.items() if d == dataset]
+            for key in dict.fromkeys(k for f in flat for k in f):
+                if not key.startswith("execution.") and len({repr(f.get(key)) for f in flat}) > 1:
+                    varied[key] = True
+        return list(varied)
 
 
 # ---------------------------------------------------------------- loading

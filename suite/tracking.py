@@ -15,13 +15,16 @@ import logging
 import os
 import tempfile
 import time
+import urllib.parse
 from contextlib import contextmanager
 from pathlib import Path
 
+from .config import METRIC_ALIASES, METRIC_DIRECTIONS
 from .errors import SuiteError
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 FINISHED = "FINISHED"
+NOTE = "mlflow.note.content"  # an experiment's description, a run's note: markdown the UI shows
 
 def tracking_uri(cli_value: str | None = None) -> str:
     return cli_value or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
@@ -61,13 +64,63 @@ def connect(uri: str):
         raise SuiteError(f"cannot open the MLflow store {uri}: {str(err).splitlines()[0][:200]}") from None
 
 
-def experiment_id(client, name: str, create: bool = True) -> str | None:
+def experiment_name(study: str, smoke: bool) -> str:
+    """Smoke runs live in their own experiment, `<study>/smoke`, never beside the full runs."""
+    return f"{study}/smoke" if smoke else study
+
+
+def experiment_id(client, name: str, create: bool = True, description: str | None = None, metric: str | None = None,
+                  columns=()) -> str | None:
+    """The experiment's id (created, or restored from the bin, when `create`).
+
+    `description` becomes the experiment's note (the UI's Description); `metric` and `columns` (the
+    parameters the study varies) become its runs view, the one the links we print open.
+    """
     found = client.get_experiment_by_name(name)
-    if found is not None:
+    if found is None and not create:
+        return None
+    if found is None:
+        exp_id = client.create_experiment(name)
+    else:
+        exp_id = found.experiment_id
         if found.lifecycle_stage == "deleted":
-            client.restore_experiment(found.experiment_id)
-        return found.experiment_id
-    return client.create_experiment(name) if create else None
+            client.restore_experiment(exp_id)
+    if create:
+        current = found.tags if found is not None else {}
+        tags = {NOTE: description} if description else {}
+        if metric:
+            tags.update({"suite.metric": metric, "suite.columns": json.dumps(list(columns))})
+            if _view_state(current.get(VIEW_TAG)) != view_state(metric, columns):
+                now = int(time.time() * 1000)
+                tags[VIEW_TAG] = json.dumps({"name": "suite: metric and varied parameters", "createdAt": now, "updatedAt": now,
+                                             "state": json.dumps(view_state(metric, columns))})
+        for key, value in tags.items():
+            if current.get(key) != value:
+                client.set_experiment_tag(exp_id, key, value)
+    return exp_id
+
+
+# MLflow 3.17's UI (read from its bundle): an experiment opens on its runs table only with
+# `workflowType=machine_learning` in the hash URL (the `mlflow.experimentKind` tag is ignored), and
+# the URL cannot choose columns; a "shared view" (experiment tag `mlflow.sharedViewState.<key>`,
+# opened with `viewStateShareKey=<key>`) can: its state holds the sort and the selected columns.
+VIEW_KEY = "suite"
+VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
+VIEW_ATTRIBUTES = ("attributes.`Dataset`",)  # Source, Version, User: one click away (Columns)
+
+
+def view_state(metric: str, columns) -> dict:
+    """The runs table we want: the study's metric and varied parameters as columns, best run first."""
+    logged = METRIC_ALIASES.get(metric, metric)
+    return {"searchFilter": "", "orderByKey": f"metrics.`{logged}`", "orderByAsc": METRIC_DIRECTIONS.get(metric) != "max",
+            "selectedColumns": [*VIEW_ATTRIBUTES, f"metrics.`{logged}`", *[f"params.`{c}`" for c in columns]]}
+
+
+def _view_state(tag: str | None) -> dict | None:
+    try:
+        return json.loads(json.loads(tag)["state"]) if tag else None
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def search(client, exp_id: str, kind: str = "run", status: str | None = None) -> list:
@@ -103,6 +156,15 @@ def log_metric_items(client, run_id: str, items) -> None:
     metrics = [Metric(k, float(v), now, step) for k, v, step in items]
     for i in range(0, len(metrics), 1000):
         client.log_batch(run_id, metrics=metrics[i:i + 1000])
+
+
+def log_dataset(client, run_id: str, name: str, digest: str, source: str, profile: dict) -> None:
+    """The run's dataset as an MLflow dataset input (the UI's Dataset column): name, digest, split sizes."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    dataset = Dataset(name=name, digest=digest, source_type="local", source=json.dumps({"uri": source}),
+                      profile=json.dumps(profile, sort_keys=True))
+    client.log_inputs(run_id, datasets=[DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])])
 
 
 def set_tags(client, run_id: str, tags: dict) -> None:
@@ -163,3 +225,69 @@ def log_text(client, run_id: str, text: str, name: str) -> None:
         path = Path(tmp) / name
         path.write_text(text)
         client.log_artifact(run_id, str(path))
+
+
+# ---------------------------------------------------------------- the UI
+
+
+def runs_url(base: str, exp_id: str, view: bool = True) -> str:
+    """The experiment's runs table in the classic (not GenAI) UI; `view`: with our saved columns and sort."""
+    query = {"workflowType": "machine_learning", **({"viewStateShareKey": VIEW_KEY} if view else {})}
+    return f"{base}/#/experiments/{exp_id}/runs?" + urllib.parse.urlencode(query)
+
+
+def run_url(base: str, exp_id: str, run_id: str) -> str:
+    return f"{base}/#/experiments/{exp_id}/runs/{run_id}?workflowType=machine_learning"
+
+
+def experiment_link(client, name: str, base: str) -> str:
+    found = client.get_experiment_by_name(name)
+    return runs_url(base, found.experiment_id, VIEW_TAG in found.tags) if found else f"{base}/#/experiments?workflowType=machine_learning"
+
+
+def study_links(client, base: str) -> list[tuple[str, str]]:
+    """(experiment name, runs link) for every experiment a study wrote, by name."""
+    found = client.search_experiments(filter_string="tags.`suite.metric` != ''", max_results=1000)
+    return [(e.name, runs_url(base, e.experiment_id)) for e in sorted(found, key=lambda e: e.name)]
+
+
+def is_server(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def serve_ui(uri: str, host: str, port: int, on_ready) -> None:
+    """MLflow's UI and REST API over `uri`, in this one process (no worker pool, no job runner), until Ctrl-C.
+
+    `mlflow ui` starts uvicorn with 4 workers and a job runner (18 processes, ~3 GiB here); one
+    in-process uvicorn serves one person's browser just as well. `on_ready()` runs once it listens.
+    """
+    import threading
+    import warnings
+
+    warnings.filterwarnings("ignore", module="mlflow.server.fastapi_app")  # starlette's WSGI bridge deprecation: MLflow's to fix
+    from mlflow.server import ARTIFACT_ROOT_ENV_VAR, BACKEND_STORE_URI_ENV_VAR, SERVE_ARTIFACTS_ENV_VAR
+
+    db = _sqlite_path(uri)
+    if db is not None and not db.exists():
+        raise SuiteError(f"no MLflow store at {db}; run a study first (make study STUDY=...) or pass --tracking-uri")
+    os.environ.update({BACKEND_STORE_URI_ENV_VAR: uri, SERVE_ARTIFACTS_ENV_VAR: "true",
+                       "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+    os.environ.setdefault(ARTIFACT_ROOT_ENV_VAR, str(Path("mlartifacts").resolve()))
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config("mlflow.server.fastapi_app:app", host=host, port=port, workers=1,
+                                           log_level="critical", access_log=False))
+
+    def announce() -> None:
+        while not server.started and not server.should_exit:
+            time.sleep(0.05)
+        if server.started:
+            on_ready()
+
+    threading.Thread(target=announce, daemon=True).start()
+    try:
+        server.run()
+    except SystemExit:  # uvicorn exits when it cannot bind
+        pass
+    if not server.started:
+        raise SuiteError(f"the MLflow UI could not listen on {host}:{port} (in use? pick another with PORT=... / --port)")

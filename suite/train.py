@@ -94,7 +94,8 @@ def evaluate(model, x, y, task: str) -> dict:
 
 def train_run(config: RunConfig, seed: int, data: Splits, device: torch.device,
               on_epoch: Callable[[int, dict], None] | None = None,
-              on_step: Callable[[int, float], None] | None = None) -> RunResult:
+              on_step: Callable[[int, float], None] | None = None, test: bool = True) -> RunResult:
+    """Train; `test` False leaves the test split unseen (search trials select on validation alone)."""
     gens = generators(seed, device)
     model = build_model(config.model, data.in_shape, data.num_outputs, gens["init"], gens["dropout"]).to(device)
     optimizer = make_optimizer(config.optimizer, model.parameters(), config.execution.fused_optimizer)
@@ -159,8 +160,8 @@ def train_run(config: RunConfig, seed: int, data: Splits, device: torch.device,
     train_seconds = time.perf_counter() - start
     if best_state is not None:
         model.load_state_dict(best_state)
-    test = evaluate(model, data.test_x, data.test_y, data.task)
-    result.final.update({f"test_{k}": v for k, v in test.items()})
+    if test:
+        result.final.update({f"test_{k}": v for k, v in evaluate(model, data.test_x, data.test_y, data.task).items()})
     seen = evaluate(model, data.train_x[:TRAIN_EVAL_SIZE], data.train_y[:TRAIN_EVAL_SIZE], data.task)
     result.final.update({f"train_eval_{k}": v for k, v in seen.items() if k != "mse"})
     result.final.update({

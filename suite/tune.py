@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from . import tracking
 from .config import RunConfig
 from .errors import SuiteError
 from .execute import Settings, backend, execution
+from .execute.plan import describe, source_name
 from .execute.recorder import Recorder
 from .execute.worker import DIVERGED, FAILED, PRUNED, Record, Task
 from .study import TUNED, Search, Study, override, search_variant, smoke_config, with_execution, with_tuned
@@ -43,6 +45,11 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 def storage_url(cli_value: str | None = None) -> str:
     return cli_value or os.environ.get("OPTUNA_STORAGE") or DEFAULT_STORAGE
+
+
+def redact(url: str) -> str:
+    """A storage URL fit for tags and reports: any password replaced by ***."""
+    return re.sub(r"(://[^/:@]+:)[^/@]+@", r"\1***@", url)
 
 
 def make_sampler(block: Search, resumed_at: int = 0) -> optuna.samplers.BaseSampler:
@@ -144,7 +151,9 @@ def run_search(target: Target, *, uri: str, storage: str, data_dir: Path, trials
     base = with_execution(target.base_config(), execution(settings))
     with tracking.store_lock(uri):
         client = tracking.connect(uri)
-        exp_id = tracking.experiment_id(client, target.study.name)
+        exp_id = tracking.experiment_id(client, tracking.experiment_name(target.study.name, target.smoke),
+                                        description=describe(target.study, target.smoke), metric=target.study.metric,
+                                        columns=target.study.scientific())
         search = open_search(target, storage)
         fail_stale(search)
         _close_interrupted_runs(client, search)
@@ -153,7 +162,8 @@ def run_search(target: Target, *, uri: str, storage: str, data_dir: Path, trials
         parent = _parent_run(client, exp_id, target, storage)
         recorder = Recorder(client, exp_id, {"suite.kind": "trial", "suite.study": target.study.name, "suite.search": target.name,
                                              "suite.variant": target.variant, "suite.dataset": target.dataset,
-                                             "suite.smoke": target.smoke, "mlflow.parentRunId": parent})
+                                             "suite.smoke": target.smoke, "mlflow.parentRunId": parent,
+                                             "mlflow.source.name": source_name(target.study)})
         remaining = max(total - counted(stored), 0)
         bar = tqdm(total=total, initial=total - remaining, desc=target.name, unit="trial", disable=None)
         in_flight: dict[int, optuna.Trial] = {}
@@ -167,7 +177,7 @@ def run_search(target: Target, *, uri: str, storage: str, data_dir: Path, trials
             trial = search.ask()
             values = sample(trial, target.block)
             task = Task(trial.number, f"{target.name}/trial={trial.number}", override(base, values), target.block.seed,
-                        str(Path(data_dir).resolve()), ask_each_epoch=True)
+                        str(Path(data_dir).resolve()), ask_each_epoch=True, test=False)
             run_id = recorder.start(task, {"suite.trial": trial.number, "suite.trial_state": "RUNNING"},
                                     {f"sampled.{k}": v for k, v in values.items()})
             trial.set_user_attr("mlflow_run_id", run_id)
@@ -203,8 +213,31 @@ def run_search(target: Target, *, uri: str, storage: str, data_dir: Path, trials
                     search.tell(trial, state=optuna.trial.TrialState.FAIL)
                 recorder.abandon()
                 raise
-        tracking.end_run(client, parent, tags={"suite.trials": counted(search.get_trials(deepcopy=False))})
+        _close_parent(client, parent, search, target)
     return search
+
+
+def _close_parent(client, run_id: str, search: optuna.Study, target: Target) -> None:
+    """The search's parent run: trial counts, best value and best settings (metrics, and tags for choices)."""
+    trials = search.get_trials(deepcopy=False)
+    states = [t.state for t in trials if t.user_attrs.get("fail_reason") != INTERRUPTED]
+    metrics = {"trials": counted(trials), "trials_complete": states.count(optuna.trial.TrialState.COMPLETE),
+               "trials_pruned": states.count(optuna.trial.TrialState.PRUNED), "trials_failed": states.count(optuna.trial.TrialState.FAIL)}
+    tags = {"suite.trials": metrics["trials"]}
+    if metrics["trials_complete"]:
+        best = search.best_trial
+        metrics[f"best_{target.block.objective}"] = best.value
+        metrics["best_trial"] = best.number
+        for path, value in best.params.items():
+            tags[f"best.{path}"] = value
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                metrics[f"best.{path}"] = value
+        tags[tracking.NOTE] = (f"Search **{target.name}**: best `{target.block.objective}` = {best.value:.4g} at trial {best.number} ("
+                               + ", ".join(f"`{k}` = {v:.4g}" if isinstance(v, float) else f"`{k}` = {v}" for k, v in best.params.items())
+                               + f"); {metrics['trials_complete']} complete, {metrics['trials_pruned']} pruned, "
+                               f"{metrics['trials_failed']} failed. The search report is this run's artifact `report/`.")
+    tracking.log_metric_items(client, run_id, [(k, v, 0) for k, v in metrics.items()])
+    tracking.end_run(client, run_id, tags=tags)
 
 
 def _tell(search: optuna.Study, trial: optuna.Trial, record: Record, objective: str) -> str:
@@ -236,9 +269,10 @@ def _parent_run(client, exp_id: str, target: Target, storage: str) -> str:
             return run.info.run_id
     space = {path: p.model_dump(exclude_none=True) for path, p in target.block.space.items()}
     tags = {"suite.kind": "search", "suite.study": target.study.name, "suite.search": target.name, "suite.variant": target.variant,
-            "suite.dataset": target.dataset, "suite.smoke": target.smoke, "suite.optuna_storage": storage}
+            "suite.dataset": target.dataset, "suite.smoke": target.smoke, "suite.optuna_storage": redact(storage)}
+    # no trial budget here: a rerun may raise it (--trials), and params cannot change; the trial counts are metrics
     params = {"objective": target.block.objective, "direction": target.block.direction, "sampler": target.block.sampler,
-              "pruner": target.block.pruner, "sampler_seed": target.block.seed, "budget": target.budget,
+              "pruner": target.block.pruner, "sampler_seed": target.block.seed,
               **{f"space.{k}": v for k, v in space.items()}}
     return tracking.start_run(client, exp_id, f"search {target.name}", tags, params, {"space": space})
 

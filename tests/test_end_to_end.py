@@ -61,10 +61,28 @@ def test_study_logs_runs_writes_report_and_resumes(tiny_study, tmp_path, store, 
         assert (folder / name).stat().st_size > 0, name
     report = (folder / "report.md").read_text()
     assert f"| {params:,} |" in report
-    assert "make report STUDY=tiny" in report and "wd vs none" in report and runs["run_id"][0] in report
-    # every run row links to its run in the MLflow UI
+    assert "make report STUDY=tiny" in report and "make study STUDY=tiny" in report and "wd vs none" in report
+    # without a UI address the report names run keys and how to recreate the runs: no links that die with the store
+    assert all(f"`{key}`" in report for key in runs["tags.suite.run_key"]) and "](http" not in report
+    # with one, every run key links to its run
     exp_id = runs["experiment_id"][0]
-    assert all(f"/#/experiments/{exp_id}/runs/{run_id})" in report for run_id in runs["run_id"])
+    assert cli("report", "tiny", "--ui-url", "http://ui.example:5001/", study_dir=tiny_study.parent, tmp_path=tmp_path, store=store) == 0
+    linked = (folder / "report.md").read_text()
+    assert all(f"](http://ui.example:5001/#/experiments/{exp_id}/runs/{run_id}?workflowType=machine_learning)" in linked
+               for run_id in runs["run_id"])
+    # MLflow's standard tags, the dataset as an input, the experiment's description and runs view
+    one = client.get_run(runs["run_id"][0])
+    assert one.data.tags["mlflow.source.name"].endswith("tiny.yaml") and one.data.tags["mlflow.user"]
+    assert one.data.tags["mlflow.source.git.commit"] == one.data.tags["suite.git_commit"]
+    assert "Does weight decay change anything" in one.data.tags["mlflow.note.content"]
+    dataset = one.inputs.dataset_inputs[0].dataset
+    assert dataset.name == "mnist" and dataset.digest == one.data.tags["suite.data_fingerprint"]
+    assert json.loads(dataset.profile) == {"train": 300, "val": 200, "test": 300}
+    experiment = client.get_experiment(exp_id)
+    assert experiment.tags["mlflow.note.content"].startswith("**Does weight decay change anything")
+    view = json.loads(json.loads(experiment.tags["mlflow.sharedViewState.suite"])["state"])
+    assert view["orderByKey"] == "metrics.`test_acc`" and view["orderByAsc"] is False
+    assert {"metrics.`test_acc`", "params.`optimizer.weight_decay`"} <= set(view["selectedColumns"])
     assert (tmp_path / "reports" / "index.md").read_text().count("tiny") >= 2
     first_tables = {n: (folder / n).read_text() for n in ("summary.csv", "comparisons.csv", "claims.csv", "runs.csv")}
 
@@ -103,12 +121,14 @@ def test_an_interrupted_run_is_replaced_not_duplicated(tiny_study, tmp_path, sto
     assert cli("study", "tiny", "--smoke", study_dir=tiny_study.parent, tmp_path=tmp_path, store=store) == 0
     mlflow.set_tracking_uri(store)
     client = mlflow.tracking.MlflowClient(store)
-    done = mlflow.search_runs(experiment_names=["tiny"], filter_string="tags.`suite.kind` = 'run'")
+    done = mlflow.search_runs(experiment_names=["tiny/smoke"], filter_string="tags.`suite.kind` = 'run'")
     victim = done["run_id"][0]
     # what a kill -9 leaves behind: the run still RUNNING
     client.set_terminated(victim, "RUNNING")
     assert cli("study", "tiny", "--smoke", study_dir=tiny_study.parent, tmp_path=tmp_path, store=store) == 0
-    after = mlflow.search_runs(experiment_names=["tiny"], filter_string="tags.`suite.kind` = 'run'")
+    after = mlflow.search_runs(experiment_names=["tiny/smoke"], filter_string="tags.`suite.kind` = 'run'")
+    # smoke runs live in their own experiment: the full one holds none
+    assert mlflow.get_experiment_by_name("tiny") is None
     assert len(after) == len(done) and victim not in set(after["run_id"]) and set(after["status"]) == {"FINISHED"}
     assert (tmp_path / "reports" / "smoke" / "tiny" / "report.md").exists()
 

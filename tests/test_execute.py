@@ -253,7 +253,7 @@ def test_a_separate_driver_runs_a_study_on_the_ray_cluster(tmp_path, ray_cluster
     assert serial.returncode == 0, serial.stderr
     ours = runs_of(tmp_path / "s")
     merged = runs.merge(ours, on="tags.suite.run_key")
-    assert len(merged) == 4 and (merged["metrics.test_mse_x"] == merged["metrics.test_mse_y"]).all()
+    assert len(merged) == 4 and (merged["metrics.test_loss_x"] == merged["metrics.test_loss_y"]).all()
     assert set(runs["tags.suite.pid"]).isdisjoint(set(ours["tags.suite.pid"]))
 
 

@@ -154,3 +154,14 @@ def test_bad_search_spaces_are_one_line(tmp_path, space, expected):
 def test_search_objective_is_never_a_test_metric(tmp_path):
     path = write(tmp_path, "search:\n  objective: test_acc\n  space:\n    optimizer.lr: {type: float, low: 0.001, high: 0.1}\n")
     assert "search.objective: Input should be 'val_acc', 'val_loss' or 'val_mse' (got 'test_acc')" in error_of(path)
+
+
+def test_list_aligns_its_columns_and_counts_tuned_runs_and_trials(capsys):
+    from suite.cli import main
+
+    assert main(["list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    questions = [line.index(load_study(line.split()[0]).question) for line in lines]
+    assert len(lines) == 16 and len(set(questions)) == 1  # every question starts in the same column
+    tuned = next(line for line in lines if line.startswith("optimizers_tuned "))
+    assert "20 + 20 tuned runs, 80 trials" in tuned  # 4 optimizers x 5 seeds, again tuned, after 4 x 20 trials

@@ -7,7 +7,7 @@ import optuna
 import pytest
 
 from suite.study import load_study
-from suite.tune import counted, run_search, search_target, storage_url
+from suite.tune import counted, redact, run_search, search_target, storage_url
 
 from conftest import TINY_STUDY, needs_mnist
 
@@ -65,6 +65,17 @@ def test_search_records_trials_in_optuna_and_mlflow_and_continues(searched, tmp_
     assert os.getpid() not in set(runs["tags.suite.pid"].astype(int)) and runs["tags.suite.pid"].nunique() >= 2
     parent = mlflow.search_runs(experiment_names=["tiny"], filter_string="tags.`suite.kind` = 'search'")
     assert len(parent) == 1 and set(runs["tags.mlflow.parentRunId"]) == {parent["run_id"][0]}
+    # the parent run says how the search went; no budget param (a rerun raised it to 8)
+    row = parent.iloc[0]
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    assert row["metrics.trials"] == 8 and row["metrics.trials_complete"] == len(complete)
+    assert row["metrics.trials_pruned"] == sum(t.state.name == "PRUNED" for t in trials)
+    assert row["metrics.best_val_acc"] == search.best_value and row["metrics.best_trial"] == search.best_trial.number
+    assert float(row["metrics.best.optimizer.lr"]) == search.best_params["optimizer.lr"]
+    assert row["tags.best.train.batch_size"] == str(search.best_params["train.batch_size"])
+    assert "params.budget" not in parent.columns
+    # selection never sees the test split: trials log no test metric
+    assert not [c for c in runs.columns if c.startswith("metrics.test_")]
     history = mlflow.tracking.MlflowClient(store).get_metric_history(trials[0].user_attrs["mlflow_run_id"], "val_acc")
     assert len(history) >= 1
     assert max(v for t in trials if t.state.name == "COMPLETE" for v in [t.value]) == search.best_value
@@ -77,7 +88,7 @@ def test_an_interrupted_trial_does_not_count_and_is_not_redone(searched, tmp_pat
     # what a kill leaves: a trial RUNNING in Optuna, its MLflow run RUNNING too
     stale = optuna.load_study(study_name=target.name, storage=storage).ask()
     client = mlflow.tracking.MlflowClient(store)
-    run = client.create_run(client.get_experiment_by_name("tiny").experiment_id, tags={"suite.kind": "trial"})
+    run = client.create_run(client.get_experiment_by_name("tiny/smoke").experiment_id, tags={"suite.kind": "trial"})
     stale.set_user_attr("mlflow_run_id", run.info.run_id)
     search = run_search(target, uri=store, storage=storage, data_dir=data_dir, trials=3)
     trials = search.trials
@@ -144,10 +155,15 @@ def test_tuned_comparison_gives_every_variant_the_same_budget_and_is_cached(tiny
     # the same sampler seed: TPE's first (random) proposals coincide across variants
     assert loaded["tiny/none/smoke"].trials[0].params == loaded["tiny/wd/smoke"].trials[0].params
     mlflow.set_tracking_uri(store)
-    runs = mlflow.search_runs(experiment_names=["tiny"], filter_string="tags.`suite.kind` = 'run'")
+    runs = mlflow.search_runs(experiment_names=["tiny/smoke"], filter_string="tags.`suite.kind` = 'run'")
     assert set(runs["tags.suite.variant"]) == {"none", "wd", "none@tuned", "wd@tuned"}
     tuned_lr = runs[runs["tags.suite.variant"] == "wd@tuned"]["params.optimizer.lr"].astype(float).iloc[0]
     assert tuned_lr == pytest.approx(loaded["tiny/wd/smoke"].best_params["optimizer.lr"])
+    parents = mlflow.search_runs(experiment_names=["tiny/smoke"], filter_string="tags.`suite.kind` = 'search'")
+    assert len(parents) == 2 and set(parents["metrics.trials"]) == {3}
+    client = mlflow.tracking.MlflowClient(store)
+    for run_id in parents["run_id"]:  # each search's report is an artifact of its parent run
+        assert {"report/report.md", "report/trials.csv"} <= {a.path for a in client.list_artifacts(run_id, "report")}
     folder = tmp_path / "reports" / "smoke" / "tiny"
     report = (folder / "report.md").read_text()
     assert "## Tuned settings" in report and "wd@tuned vs none@tuned" in report
@@ -163,3 +179,9 @@ def test_tuned_comparison_gives_every_variant_the_same_budget_and_is_cached(tiny
     assert main(["study", "tiny", "--smoke", "--data-dir", str(data_dir), *args]) == 0
     assert "0 trained, 8 already done" in capsys.readouterr().out
     assert {s.n_trials for s in optuna.get_all_study_summaries(storage)} == {3}
+
+
+def test_storage_passwords_never_reach_tags_or_reports():
+    assert redact("postgresql://suite:s3cret@db.lab:5432/optuna") == "postgresql://suite:***@db.lab:5432/optuna"
+    assert redact("sqlite:///optuna.db") == "sqlite:///optuna.db"
+    assert redact("postgresql://suite@db.lab/optuna") == "postgresql://suite@db.lab/optuna"

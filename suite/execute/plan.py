@@ -58,11 +58,12 @@ def run_study(study: Study, *, smoke: bool, uri: str, data_dir: Path, force: boo
     specs = expand(study, smoke, execution(settings))
     with tracking.store_lock(uri):
         client = tracking.connect(uri)
-        exp_id = tracking.experiment_id(client, study.name)
+        exp_id = tracking.experiment_id(client, tracking.experiment_name(study.name, smoke), description=describe(study, smoke),
+                                        metric=study.metric, columns=study.scientific())
         todo, stale = partition(specs, tracking.search(client, exp_id, "run"), force)
         tracking.delete_runs(client, stale)
         recorder = Recorder(client, exp_id, {"suite.kind": "run", "suite.study": study.name, "suite.smoke": smoke,
-                                             "suite.study_sha256": study.file_sha256})
+                                             "suite.study_sha256": study.file_sha256, "mlflow.source.name": source_name(study)})
         outcome = Outcome(len(specs), len(specs) - len(todo))
         pending = iter(enumerate(todo))
         bar = tqdm(total=len(specs), initial=outcome.skipped, desc=study.name, unit="run", disable=None, dynamic_ncols=True)
@@ -76,7 +77,7 @@ def run_study(study: Study, *, smoke: bool, uri: str, data_dir: Path, force: boo
             name = spec.run_name if len(study.datasets) == 1 else f"{spec.dataset}/{spec.run_name}"
             task = Task(i, name, spec.config, spec.seed, str(Path(data_dir).resolve()), keep_weights=keep_weights)
             recorder.start(task, {"suite.variant": spec.variant, "suite.seed": spec.seed, "suite.dataset": spec.dataset,
-                                  "suite.run_key": spec.run_key})
+                                  "suite.run_key": spec.run_key, tracking.NOTE: _note(study, spec, smoke)})
             _progress(bar, outcome, len(recorder.run_ids))
             return task
 
@@ -106,6 +107,30 @@ def run_study(study: Study, *, smoke: bool, uri: str, data_dir: Path, force: boo
     return outcome
 
 
+def reproduce(study: Study, smoke: bool) -> str:
+    """The command that recreates a study's runs (trains what the store lacks), smoke flag included."""
+    return f"suite study {study.name}" + (" --smoke" if smoke else "")
+
+
+def describe(study: Study, smoke: bool) -> str:
+    """The experiment's description in the UI: the question, and how its runs were made."""
+    return (f"**{study.question}**" + (" (smoke: the seconds-long version)" if smoke else "") + "\n\n"
+            + (f"{study.description.strip()}\n\n" if study.description else "")
+            + f"Study file `{source_name(study)}`; metric `{study.metric}`. Recreate: `{reproduce(study, smoke)}`.")
+
+
+def source_name(study: Study) -> str:
+    """The study file, relative to the working directory where it lies below it."""
+    path = Path(study.path).resolve()
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
+
+
+def _note(study: Study, spec: RunSpec, smoke: bool) -> str:
+    return (f"Variant `{spec.variant}`, seed {spec.seed}, dataset `{spec.dataset}` of study **{study.name}**"
+            f"{' (smoke)' if smoke else ''}: {study.question}\n\nRun key `{spec.run_key}`; "
+            f"reproduce with `{reproduce(study, smoke)}`.")
+
+
 def _progress(bar, outcome: Outcome, running: int) -> None:
     bar.set_postfix_str(f"running {running}, failed {len(outcome.failed)}, diverged {outcome.diverged}", refresh=False)
 
@@ -116,4 +141,8 @@ def _one_line(name: str, metric: str, record) -> str:
         return f"  {name:<28} FAILED ({record.reason})"
     shown = f"{metric}={value:.4f}" if value is not None else ""
     status = f"DIVERGED ({record.reason})" if record.status == DIVERGED else shown
-    return f"  {name:<28} {status}  ({record.final['train_seconds']:.1f} s, {record.final['epochs_trained']} epochs, pid {record.where.get('pid')})"
+    return f"  {name:<28} {status}  ({record.final['train_seconds']:.1f} s, {_epochs(record.final['epochs_trained'])}, pid {record.where.get('pid')})"
+
+
+def _epochs(n) -> str:
+    return f"{int(n)} epoch" + ("" if int(n) == 1 else "s")

@@ -13,7 +13,7 @@ import time
 from contextlib import contextmanager
 
 from .. import provenance, tracking
-from ..config import flatten
+from ..config import METRIC_ALIASES, flatten
 from .worker import DIVERGED, FAILED, FINISHED, PRUNED, Record, Task
 
 
@@ -56,8 +56,10 @@ def install_signal_handlers() -> dict:
 class Recorder:
     def __init__(self, client, exp_id: str, common_tags: dict):
         self.client, self.exp_id = client, exp_id
-        self.common = {"suite.git_commit": provenance.git_commit(), "suite.git_dirty": provenance.git_dirty(),
-                       "suite.command": provenance.command_line(), **common_tags}
+        commit = provenance.git_commit()
+        self.common = {"suite.git_commit": commit, "suite.git_dirty": provenance.git_dirty(),
+                       "suite.command": provenance.command_line(), "mlflow.source.git.commit": commit,
+                       "mlflow.source.type": "LOCAL", "mlflow.user": provenance.user(), **common_tags}
         self.run_ids: dict[int, str] = {}  # task id -> MLflow run id, while the task is in flight
         self.pending: dict[str, list] = {}  # run id -> (name, value, step) not yet written
         self.flushed: dict[str, float] = {}  # run id -> when its metrics were last written
@@ -81,11 +83,13 @@ class Recorder:
                                                     "suite.pid": payload["pid"], "suite.threads": payload["threads"],
                                                     "suite.cpu": payload["cpu"],
                                                     "suite.data_fingerprint": payload["data_fingerprint"]})
+            data = payload["data"]
+            tracking.log_dataset(self.client, run_id, data["name"], payload["data_fingerprint"], data["root"], data["splits"])
         elif kind == "steps":
             self._stream(run_id, [("train_loss_step", loss, step) for step, loss in payload])
         elif kind == "epoch":
             epoch, metrics = payload
-            self._stream(run_id, [(name, value, epoch) for name, value in metrics.items()])
+            self._stream(run_id, [(name, value, epoch) for name, value in metrics.items() if name not in METRIC_ALIASES])
 
     def _stream(self, run_id: str, items: list, force: bool = False) -> None:
         """Buffer a run's metrics and write them in one batch per FLUSH_SECONDS (tiny epochs would swamp the store)."""
@@ -102,7 +106,8 @@ class Recorder:
 
     def _finish(self, task: Task, record: Record, tags: dict | None) -> str:
         run_id = self.run_ids[task.id]
-        self._stream(run_id, [(name, value, len(record.history)) for name, value in record.final.items()], force=True)
+        final = [(name, value, len(record.history)) for name, value in record.final.items() if name not in METRIC_ALIASES]
+        self._stream(run_id, final, force=True)
         status = "FAILED" if record.status == FAILED else tracking.FINISHED
         tags = {"suite.status": record.status, "suite.worker_seconds": f"{record.seconds:.2f}", **(tags or {})}
         if record.status == DIVERGED:

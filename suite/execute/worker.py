@@ -32,6 +32,7 @@ class Task:
     data_dir: str  # readable from wherever the task runs
     ask_each_epoch: bool = False  # wait for the driver's verdict after each epoch (pruned trials stop)
     keep_weights: bool = False  # send the tested weights back in the record
+    test: bool = True  # evaluate the test split at the end (never for search trials: selection must not see it)
 
 
 @dataclass
@@ -87,7 +88,8 @@ def execute(task: Task, emit: Callable[[str, Any], None], ask: Callable[[str, An
         data = _splits(task.config, task.data_dir, device)
         record.where = where(device, torch.get_num_threads())
         record.where["data_fingerprint"] = fingerprint(task.config.data.name, Path(task.data_dir))
-        emit("started", record.where)
+        splits = {"train": len(data.train_y), "val": len(data.val_y), "test": len(data.test_y)}
+        emit("started", {**record.where, "data": {"name": task.config.data.name, "root": task.data_dir, "splits": splits}})
 
         def on_epoch(epoch: int, metrics: dict) -> None:
             record.history.append(metrics)
@@ -101,7 +103,7 @@ def execute(task: Task, emit: Callable[[str, Any], None], ask: Callable[[str, An
             record.steps.append((step, loss))
             emit("steps", [(step, loss)])
 
-        result = train_run(task.config, task.seed, data, device, on_epoch, on_step)
+        result = train_run(task.config, task.seed, data, device, on_epoch, on_step, test=task.test)
         record.final = result.final  # (record.history filled itself epoch by epoch)
         if task.keep_weights:
             record.weights = {k: v.detach().to("cpu", copy=True) for k, v in result.state.items()}
