@@ -107,3 +107,29 @@ def fmt(value: float, metric: str, diff: bool = False) -> str:
     if metric.endswith("_acc"):
         return f"{100 * value:+.2f} pp" if diff else f"{100 * value:.2f}%"
     return f"{value:+.4g}" if diff else f"{value:.4g}"
+
+
+def confusions(runs: pd.DataFrame, errors: dict) -> dict:
+    """(dataset, variant) -> (test confusion matrix summed over the seeds that logged one, number of those seeds)."""
+    import numpy as np
+
+    found = {}
+    for (dataset, variant), group in runs.groupby(["dataset", "variant"], observed=True, sort=False):
+        matrices = [np.array(errors[r]["confusion"]) for r in group["run_id"] if r in errors]
+        if matrices:
+            found[dataset, variant] = (sum(matrices), len(matrices))
+    return found
+
+
+def per_class(runs: pd.DataFrame, errors: dict) -> pd.DataFrame:
+    """Per dataset, variant and true class, over all seeds: test examples, accuracy, and the class most often predicted instead."""
+    rows = []
+    for (dataset, variant), (matrix, seeds) in confusions(runs, errors).items():
+        for c, row in enumerate(matrix):
+            n, wrong = int(row.sum()), row.copy()
+            wrong[c] = 0
+            rows.append({"dataset": dataset, "variant": variant, "class": c, "seeds": seeds, "n": n,
+                         "accuracy": row[c] / n if n else math.nan,
+                         "confused_with": int(wrong.argmax()) if wrong.sum() else None,
+                         "confused_share": wrong.max() / n if n else math.nan})
+    return pd.DataFrame(rows, columns=["dataset", "variant", "class", "seeds", "n", "accuracy", "confused_with", "confused_share"])

@@ -220,3 +220,46 @@ def search_slices(trials: pd.DataFrame, objective: str, log: dict):
     fig.colorbar(points, ax=axes[-1], label="trial")
     fig.tight_layout()
     return fig
+
+
+def confusion_grid(matrices: dict):
+    """One heatmap per (dataset, variant): the test confusion matrix over seeds, each row in percent of its true class."""
+    keys = list(matrices)
+    cols = min(4, len(keys))
+    rows = -(-len(keys) // cols)
+    fig, grid = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.8 * rows), squeeze=False)
+    axes = grid.flatten()
+    for ax, key in zip(axes, keys):
+        matrix, seeds = matrices[key]
+        share = 100 * matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+        sns.heatmap(share, ax=ax, vmin=0, vmax=100, cmap="Blues", cbar=False, annot=len(share) <= 10, fmt=".0f",
+                    annot_kws={"size": 7}, square=True)
+        ax.set_title(f"{key[1]} ({key[0]}, {seeds} seeds)", fontsize=10)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+    for ax in axes[len(keys):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    return fig
+
+
+def gallery(examples: dict, per_row: int = 8):
+    """Misclassified test images: one row per (dataset, variant), each image titled 'true -> predicted'."""
+    keys = list(examples)
+    fig, axes = plt.subplots(len(keys), per_row, figsize=(1.3 * per_row, 1.55 * len(keys)), squeeze=False)
+    for row, key in zip(axes, keys):
+        for i, ax in enumerate(row):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.grid(False)
+            if i < len(examples[key]):
+                image, true, predicted = examples[key][i]
+                image = np.asarray(image)
+                image = image.transpose(1, 2, 0) if image.ndim == 3 and image.shape[0] in (1, 3) else image
+                ax.imshow(image.squeeze(), cmap="gray" if image.squeeze().ndim == 2 else None)
+                ax.set_title(f"{true} → {predicted}", fontsize=8)
+            else:
+                ax.axis("off")
+        row[0].set_ylabel(f"{key[1]}\n({key[0]})", fontsize=8, rotation=0, ha="right", va="center")
+    fig.tight_layout()
+    return fig

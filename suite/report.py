@@ -87,11 +87,15 @@ def build(study: Study, smoke: bool, uri: str, reports_dir: Path, storage: str |
     folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.glob("*.png"):
         stale.unlink()
-    tables = {"summary": summary, "comparisons": comparisons, "claims": claims, "runs": runs, "curves": results.curves}
+    classes = analysis.per_class(runs, results.errors)
+    tables = {"summary": summary, "comparisons": comparisons, "claims": claims, "runs": runs, "curves": results.curves,
+              **({"per_class": classes} if not classes.empty else {})}
     for name, table in tables.items():
         table.to_csv(folder / f"{name}.csv", index=False, float_format="%.6g")
     figures = _figures(study, results, summary, comparisons, folder)
     blocks = _blocks(study, smoke, results, summary, comparisons, claims, figures, ui)
+    at = blocks.index(("h2", "Provenance"))
+    blocks[at:at] = _error_blocks(study, smoke, results, classes, folder)
     if study.tune is not None:
         at = blocks.index(("h2", "Provenance"))
         blocks[at:at] = _tuning_blocks(study, smoke, reports_dir, storage, uri)
@@ -100,7 +104,7 @@ def build(study: Study, smoke: bool, uri: str, reports_dir: Path, storage: str |
     meta = {"name": study.name, "question": study.question, "runs": len(runs), "expected": results.expected,
             "headline": _headline(study, comparisons, claims)}
     (folder / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
-    _attach(study, smoke, uri, folder)
+    _attach(study, smoke, uri, folder, comparisons, claims)
     if not smoke:
         write_index(reports_dir)
     return folder / "report.md"
@@ -146,6 +150,46 @@ def _figures(study, results, summary, comparisons, folder: Path) -> list[tuple[s
         plots.plt.close(fig)
         out.append((name, caption))
     return out
+
+
+def _error_blocks(study, smoke, results, classes: pd.DataFrame, folder: Path) -> list[tuple]:
+    """'Where the errors are': per-class test accuracy, confusion matrices and misclassified images, over seeds."""
+    runs = results.runs
+    if "test_acc" not in runs or not runs["test_acc"].notna().any():
+        return []  # regression: no classes
+    blocks = [("h2", "Where the errors are")]
+    missing = int((~runs["run_id"].isin(results.errors)).sum())
+    if classes.empty:
+        return blocks + [("p", f"None of these {len(runs)} runs logged its test predictions (runs recorded before the suite kept "
+                               f"them do not): `{commands(study, smoke)[0]} ARGS=--force` retrains them with per-class accuracy, "
+                               "confusion matrices and misclassified examples.")]
+    from . import plots
+
+    labels = sorted(classes["class"].unique())
+    rows = [[dataset, variant, int(group["seeds"].iloc[0]), *[analysis.fmt(a, "test_acc") for a in group["accuracy"]],
+             f"{int(worst['class'])} → {int(worst['confused_with'])} ({100 * worst['confused_share']:.1f}%)" if pd.notna(worst["confused_with"]) else "-"]
+            for (dataset, variant), group in classes.groupby(["dataset", "variant"], observed=True, sort=False)
+            for worst in [group.loc[group["confused_share"].idxmax()]]]
+    blocks.append(("p", "Test accuracy per true class, over every seed's test predictions (`per_class.csv`); the last column "
+                        "names the most frequent confusion (true → predicted, share of that class's test examples)."
+                        + (f" {missing} of {len(runs)} runs logged no predictions (recorded before the suite kept them) and are left out." if missing else "")))
+    blocks.append(("table", ["dataset", "variant", "seeds", *[f"class {c}" for c in labels], "most confused"], rows))
+    examples = {}
+    for (dataset, variant), group in runs.groupby(["dataset", "variant"], observed=True, sort=False):
+        kept = [(image, t, p) for r in group["run_id"] if r in results.errors
+                for image, t, p in zip(results.errors[r]["images"], results.errors[r]["true"], results.errors[r]["predicted"])]
+        if kept:
+            examples[dataset, variant] = kept[:8]
+    made = [("confusion.png", "Test confusion matrices over seeds: row = true class, column = predicted, in percent of the row.",
+             plots.confusion_grid(analysis.confusions(runs, results.errors)))]
+    if examples:
+        made.append(("misclassified.png", "Misclassified test images (true → predicted), the first ones of each variant's seeds in order.",
+                     plots.gallery(examples)))
+    for name, caption, fig in made:
+        fig.savefig(folder / name, dpi=FIG_DPI, metadata={"Software": None})
+        plots.plt.close(fig)
+        blocks.append(("img", name, caption))
+    return blocks
 
 
 # ---------------------------------------------------------------- content
@@ -254,8 +298,27 @@ def _headline(study: Study, comparisons: pd.DataFrame, claims: pd.DataFrame) -> 
     return lines + [f"claim '{r.claim}' ({r.dataset}): {r.verdict}" for r in claims.itertuples()]
 
 
-def _attach(study: Study, smoke: bool, uri: str, folder: Path) -> None:
-    """Replace the study's MLflow summary run with one carrying this report's files."""
+def verdict_record(comparisons: pd.DataFrame, claims: pd.DataFrame) -> tuple[dict, dict]:
+    """(metrics, tags) of a summary run: verdict counts, each comparison's difference and effect size, each claim's verdict.
+
+    So `mlflow.search_runs(filter_string="metrics.claims_contradicted > 0")` finds every study with a contradicted claim.
+    """
+    name = lambda *parts: re.sub(r"[^\w./ -]", "_", ".".join(map(str, parts)))  # noqa: E731  (MLflow's allowed key characters)
+    metrics = {f"{kind}_{v}": float((table["verdict"] == v).sum()) for kind, table, verdicts in
+               (("comparisons", comparisons, ("better", "worse", "inconclusive")),
+                ("claims", claims, ("supported", "contradicted", "inconclusive"))) for v in verdicts}
+    tags = {}
+    for r in comparisons.itertuples():
+        metrics[name("diff", r.dataset, r.variant)] = r.mean_diff
+        metrics[name("d_z", r.dataset, r.variant)] = r.effect_size
+        tags[name("verdict", r.dataset, r.variant)] = f"{r.verdict} vs {r.baseline}"
+    for i, r in enumerate(claims.itertuples()):
+        tags[name("claim", i, r.dataset)] = f"{r.verdict}: {r.claim}"
+    return {k: v for k, v in metrics.items() if pd.notna(v)}, tags
+
+
+def _attach(study: Study, smoke: bool, uri: str, folder: Path, comparisons: pd.DataFrame, claims: pd.DataFrame) -> None:
+    """Replace the study's MLflow summary run with one carrying this report's files and its verdicts."""
     with tracking.store_lock(uri):
         client = tracking.connect(uri)
         exp_id = tracking.experiment_id(client, tracking.experiment_name(study.name, smoke))
@@ -264,7 +327,9 @@ def _attach(study: Study, smoke: bool, uri: str, folder: Path) -> None:
         run_id = tracking.start_run(client, exp_id, f"{study.name} report", {"suite.kind": "summary", "suite.study": study.name,
                                     "suite.smoke": smoke, "suite.git_commit": provenance.git_commit()}, {}, {"study": study.name})
         tracking.log_files(client, run_id, sorted(p for p in folder.iterdir() if p.is_file()), "report")
-        tracking.end_run(client, run_id)
+        metrics, tags = verdict_record(comparisons, claims)
+        tracking.log_metric_items(client, run_id, [(k, v, 0) for k, v in metrics.items()])
+        tracking.end_run(client, run_id, tags=tags)
 
 
 # ---------------------------------------------------------------- index

@@ -8,7 +8,9 @@ was edited) are counted in `Results.unmatched`, not mixed in.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 
@@ -29,6 +31,7 @@ class Results:
     unmatched: int  # finished runs in the experiment that this study file no longer expands to
     summary_run_id: str | None  # the per-study MLflow run that carries the report
     experiment_id: str | None = None  # the study's MLflow experiment
+    errors: dict = field(default_factory=dict)  # run id -> test confusion matrix and misclassified examples (runs that logged them)
 
 
 def collect(study: Study, smoke: bool, uri: str, execution: Execution | None = None) -> Results:
@@ -51,7 +54,27 @@ def collect(study: Study, smoke: bool, uri: str, execution: Execution | None = N
     runs = _at_tested_epoch(runs, curves)
     summaries = tracking.search(client, exp_id, "summary") if exp_id else []
     summary = next((r.info.run_id for r in summaries if r.data.tags.get("suite.smoke") == str(smoke)), None)
-    return Results(runs, curves, len(specs), unmatched, summary, exp_id)
+    return Results(runs, curves, len(specs), unmatched, summary, exp_id, _errors(client, runs["run_id"]))
+
+
+def _errors(client, run_ids) -> dict:
+    """Each run's `test_errors.json` with its gallery images; runs recorded before they were logged have none."""
+    import tempfile
+
+    import numpy as np
+
+    found = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for run_id in run_ids:
+            names = {a.path for a in client.list_artifacts(run_id)}
+            if tracking.ERRORS not in names or tracking.GALLERY_FILE not in names:
+                continue
+            folder = Path(tmp) / run_id
+            table = json.loads(tracking.download(client, run_id, tracking.ERRORS, folder).read_text())
+            with np.load(tracking.download(client, run_id, tracking.GALLERY_FILE, folder)) as gallery:
+                table["images"] = gallery["images"]
+            found[run_id] = table
+    return found
 
 
 def _in_study_order(frame: pd.DataFrame, study: Study, by: list[str]) -> pd.DataFrame:

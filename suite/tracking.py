@@ -24,6 +24,8 @@ from .errors import SuiteError
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 FINISHED = "FINISHED"
+ERRORS = "test_errors.json"  # a classification run's artifact: test confusion matrix, first misclassified examples
+GALLERY_FILE = "misclassified.npz"  # ... and their raw images (uint8), labels and test indices
 NOTE = "mlflow.note.content"  # an experiment's description, a run's note: markdown the UI shows
 
 def tracking_uri(cli_value: str | None = None) -> str:
@@ -55,6 +57,7 @@ def connect(uri: str):
     import mlflow
     from mlflow.tracking import MlflowClient
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per downloaded artifact drowns the output
     for noisy in ("alembic", "mlflow"):  # after mlflow's import, which sets its own levels
         logging.getLogger(noisy).setLevel(logging.WARNING)
     mlflow.set_tracking_uri(uri)

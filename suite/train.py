@@ -40,6 +40,7 @@ class RunResult:
     diverged: bool = False
     reason: str = ""
     state: dict | None = None  # the tested weights (the restored best epoch's, or the last): model.state_dict()
+    test_predictions: torch.Tensor | None = None  # classification: the predicted class of every test example, on the CPU
 
 
 def resolve_device(name: str) -> torch.device:
@@ -74,8 +75,11 @@ def loss_fn(task: str):
 
 
 @torch.no_grad()
-def evaluate(model, x, y, task: str) -> dict:
-    """Mean loss (and accuracy for classification) over a whole split, in eval mode."""
+def evaluate(model, x, y, task: str, predictions: list | None = None) -> dict:
+    """Mean loss (and accuracy for classification) over a whole split, in eval mode.
+
+    `predictions`, a list, receives the predicted classes batch by batch (the same forward passes).
+    """
     model.eval()
     total, correct = 0.0, 0
     for i in range(0, len(x), EVAL_BATCH):
@@ -83,7 +87,10 @@ def evaluate(model, x, y, task: str) -> dict:
         target = y[i:i + EVAL_BATCH]
         total += loss_fn(task)(out, target, reduction="sum").item()
         if task == "classification":
-            correct += (out.argmax(1) == target).sum().item()
+            predicted = out.argmax(1)
+            correct += (predicted == target).sum().item()
+            if predictions is not None:
+                predictions.append(predicted.cpu())
     metrics = {"loss": total / len(x)}
     if task == "classification":
         metrics["acc"] = correct / len(x)
@@ -161,7 +168,9 @@ def train_run(config: RunConfig, seed: int, data: Splits, device: torch.device,
     if best_state is not None:
         model.load_state_dict(best_state)
     if test:
-        result.final.update({f"test_{k}": v for k, v in evaluate(model, data.test_x, data.test_y, data.task).items()})
+        predicted: list = []
+        result.final.update({f"test_{k}": v for k, v in evaluate(model, data.test_x, data.test_y, data.task, predicted).items()})
+        result.test_predictions = torch.cat(predicted) if predicted else None
     seen = evaluate(model, data.train_x[:TRAIN_EVAL_SIZE], data.train_y[:TRAIN_EVAL_SIZE], data.task)
     result.final.update({f"train_eval_{k}": v for k, v in seen.items() if k != "mse"})
     result.final.update({

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -43,7 +44,14 @@ def test_study_logs_runs_writes_report_and_resumes(tiny_study, tmp_path, store, 
     client = mlflow.tracking.MlflowClient(store)
     history = client.get_metric_history(runs["run_id"][0], "val_acc")
     assert [m.step for m in history] == [1, 2]
-    assert {"resolved_config.json", "weights.pt"} <= {a.path for a in client.list_artifacts(runs["run_id"][0])}
+    assert {"resolved_config.json", "weights.pt", "test_errors.json", "misclassified.npz"} <= {a.path for a in client.list_artifacts(runs["run_id"][0])}
+    # where each run goes wrong: its test confusion matrix agrees with its logged accuracy
+    for _, run in runs.iterrows():
+        errors = json.loads(open(client.download_artifacts(run["run_id"], "test_errors.json", str(tmp_path / run["run_id"]))).read())
+        confusion = np.array(errors["confusion"])
+        assert confusion.shape == (10, 10) and confusion.sum() == 300
+        assert np.trace(confusion) / 300 == pytest.approx(run["metrics.test_acc"], abs=1e-12)
+        assert len(errors["index"]) == min(16, 300 - np.trace(confusion)) and all(t != p for t, p in zip(errors["true"], errors["predicted"]))
 
     folder = tmp_path / "reports" / "tiny"
     summary = pd.read_csv(folder / "summary.csv")
@@ -57,10 +65,12 @@ def test_study_logs_runs_writes_report_and_resumes(tiny_study, tmp_path, store, 
         assert row["max"] == pytest.approx(group["metrics.test_acc"].max(), abs=1e-6)
     assert set(table["run_id"]) == set(runs["run_id"])
     for name in ("report.md", "report.html", "comparisons.csv", "claims.csv", "curves.csv", "final_metric.png",
-                 "learning_curves.png", "forest.png", "generalisation_gap.png"):
+                 "learning_curves.png", "forest.png", "generalisation_gap.png", "per_class.csv", "confusion.png", "misclassified.png"):
         assert (folder / name).stat().st_size > 0, name
     report = (folder / "report.md").read_text()
-    assert f"| {params:,} |" in report
+    assert f"| {params:,} |" in report and "## Where the errors are" in report
+    per_class = pd.read_csv(folder / "per_class.csv")
+    assert len(per_class) == 2 * 10 and set(per_class["seeds"]) == {2} and set(per_class.groupby("variant")["n"].sum()) == {600}
     assert "make report STUDY=tiny" in report and "make study STUDY=tiny" in report and "wd vs none" in report
     # without a UI address the report names run keys and how to recreate the runs: no links that die with the store
     assert all(f"`{key}`" in report for key in runs["tags.suite.run_key"]) and "](http" not in report
@@ -149,6 +159,14 @@ def test_check_exits_1_on_a_contradicted_claim_while_study_exits_0(tiny_study, t
     assert cli("check", "tiny", "--smoke", study_dir=tiny_study.parent, tmp_path=tmp_path, store=store) == 1
     claims = pd.read_csv(tmp_path / "reports" / "smoke" / "tiny" / "claims.csv")
     assert list(claims["verdict"]) == ["contradicted"]
+    # the summary run carries the verdicts: MLflow's search finds the study by its contradicted claim
+    mlflow.set_tracking_uri(store)
+    found = mlflow.search_runs(experiment_names=["tiny/smoke"], filter_string="metrics.claims_contradicted > 0")
+    assert len(found) == 1 and found["tags.suite.kind"][0] == "summary"
+    assert found["tags.claim.0.mnist"][0] == "contradicted: none >= 99.9% on test_acc"
+    assert found["metrics.comparisons_better"][0] + found["metrics.comparisons_worse"][0] + found["metrics.comparisons_inconclusive"][0] == 1
+    comparisons = pd.read_csv(tmp_path / "reports" / "smoke" / "tiny" / "comparisons.csv")
+    assert found["metrics.diff.mnist.wd"][0] == pytest.approx(comparisons["mean_diff"][0])
 
 
 def test_missing_data_is_one_line_saying_where_it_looked(tiny_study, tmp_path, store):

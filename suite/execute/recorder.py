@@ -118,6 +118,8 @@ class Recorder:
             tags["suite.error" if record.status == FAILED else "suite.pruned"] = record.reason
         if record.weights is not None:
             self._log_weights(run_id, record.weights)
+        if record.errors is not None:
+            self._log_errors(run_id, record.errors)
         tracking.end_run(self.client, run_id, status, tags)
         del self.run_ids[task.id]
         self.flushed.pop(run_id, None)
@@ -134,6 +136,21 @@ class Recorder:
             path = Path(tmp) / WEIGHTS
             torch.save(weights, path)
             tracking.log_files(self.client, run_id, [path])
+
+    def _log_errors(self, run_id: str, errors: dict) -> None:
+        """`test_errors.json` (confusion matrix, first misclassified test examples) and their images, `misclassified.npz`."""
+        import json
+        import tempfile
+        from pathlib import Path
+
+        import numpy as np
+
+        with tempfile.TemporaryDirectory() as tmp:
+            table = {k: v for k, v in errors.items() if k != "images"}
+            (Path(tmp) / tracking.ERRORS).write_text(json.dumps(table))
+            np.savez_compressed(Path(tmp) / tracking.GALLERY_FILE, images=errors["images"], true=np.array(errors["true"]),
+                                predicted=np.array(errors["predicted"]), index=np.array(errors["index"]))
+            tracking.log_files(self.client, run_id, [Path(tmp) / tracking.ERRORS, Path(tmp) / tracking.GALLERY_FILE])
 
     def abandon(self) -> None:
         """Ctrl-C: runs still in flight are KILLED (the next call trains them again)."""

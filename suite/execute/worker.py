@@ -47,6 +47,21 @@ class Record:
     seconds: float = 0.0  # wall time in the worker, data loading included
     fatal: bool = False  # a user-level error (missing data, no CUDA) that every other run would hit too
     weights: dict | None = None  # the tested state_dict, on the CPU, when the task keeps weights
+    errors: dict | None = None  # classification: the test confusion matrix and the first misclassified examples (`test_errors`)
+
+
+GALLERY = 16  # misclassified test images a run keeps (with their labels), for the report's gallery
+
+
+def test_errors(predicted, truth, images, classes: int) -> dict:
+    """Where the tested weights go wrong: confusion[true][predicted] counts, and the first GALLERY misclassified
+    test examples (index, true and predicted class, the raw image as uint8)."""
+    import torch
+
+    confusion = torch.bincount(truth * classes + predicted, minlength=classes * classes).reshape(classes, classes)
+    wrong = (predicted != truth).nonzero().flatten()[:GALLERY]
+    return {"confusion": confusion.tolist(), "index": wrong.tolist(), "true": truth[wrong].tolist(),
+            "predicted": predicted[wrong].tolist(), "images": images[wrong].numpy()}
 
 
 class Stop(Exception):
@@ -105,6 +120,12 @@ def execute(task: Task, emit: Callable[[str, Any], None], ask: Callable[[str, An
 
         result = train_run(task.config, task.seed, data, device, on_epoch, on_step, test=task.test)
         record.final = result.final  # (record.history filled itself epoch by epoch)
+        if result.test_predictions is not None:
+            from ..data import load_raw
+
+            raw = load_raw(task.config.data.name, task.data_dir)
+            truth = data.test_y.cpu()
+            record.errors = test_errors(result.test_predictions, truth, raw.test_x[:len(truth)], data.num_outputs)
         if task.keep_weights:
             record.weights = {k: v.detach().to("cpu", copy=True) for k, v in result.state.items()}
         record.status, record.reason = (DIVERGED, result.reason) if result.diverged else (FINISHED, "")
