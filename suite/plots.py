@@ -106,6 +106,19 @@ def learning_curves(curves: pd.DataFrame, task: str = "classification"):
     return fig
 
 
+def step_curves(steps: pd.DataFrame):
+    """The training loss every few batches, mean over seeds with a t band, per variant; one panel per dataset."""
+    datasets = list(steps["dataset"].unique())
+    fig, axes = _facets(len(datasets), width=7.0)
+    for ax, dataset in zip(axes, datasets):
+        part = steps[steps["dataset"] == dataset]
+        sns.lineplot(data=part, x="step", y="value", hue="variant", errorbar=t_interval, ax=ax)
+        ax.set(title=f"{dataset}: training loss per batch", xlabel="batch (step)", ylabel="training loss")
+        ax.legend(title="variant", fontsize="small", loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
 def generalisation_gap(runs: pd.DataFrame):
     """Accuracy on training images minus test accuracy, both measured on the tested weights, per run."""
     datasets = list(runs["dataset"].unique())

@@ -130,10 +130,13 @@ def _figures(study, results, summary, comparisons, folder: Path) -> list[tuple[s
     task = "classification" if "test_acc" in runs and runs["test_acc"].notna().any() else "regression"
     made = [("final_metric.png", f"Final {plots.label(metric)} per variant: each seed is a point; black: mean and 95% t-interval.",
              plots.final_metric(runs, summary, metric, study.question))]
-    if not results.curves.empty:
+    if not results.curves.empty and results.curves["epoch"].max() > 1:  # one epoch: one point, no curve
         made.append(("learning_curves.png", "Learning curves: mean over seeds per epoch, band = Student-t 95% CI (accuracy bands cut at 0 and 100%). "
                      "Where runs stopped early, later epochs average only the runs still training.",
                      plots.learning_curves(results.curves, task)))
+    if results.steps is not None and results.steps["step"].nunique() > 1:
+        made.append(("training_loss.png", "Training loss of every 50th batch (the batch's own loss, before its update): mean over "
+                     "seeds per variant, band = Student-t 95% CI.", plots.step_curves(results.steps)))
     if task == "classification" and runs["train_eval_acc"].notna().any():
         made.append(("generalisation_gap.png", "Generalisation gap: accuracy on 5,000 training images minus test accuracy, both on the "
                      "tested weights (eval mode, no augmentation); bar = mean with Student-t 95% CI, points = seeds.",

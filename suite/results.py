@@ -32,6 +32,7 @@ class Results:
     summary_run_id: str | None  # the per-study MLflow run that carries the report
     experiment_id: str | None = None  # the study's MLflow experiment
     errors: dict = field(default_factory=dict)  # run id -> test confusion matrix and misclassified examples (runs that logged them)
+    steps: pd.DataFrame | None = None  # long format: the training loss of every 50th batch (`train_loss_step`), per run
 
 
 def collect(study: Study, smoke: bool, uri: str, execution: Execution | None = None) -> Results:
@@ -54,7 +55,14 @@ def collect(study: Study, smoke: bool, uri: str, execution: Execution | None = N
     runs = _at_tested_epoch(runs, curves)
     summaries = tracking.search(client, exp_id, "summary") if exp_id else []
     summary = next((r.info.run_id for r in summaries if r.data.tags.get("suite.smoke") == str(smoke)), None)
-    return Results(runs, curves, len(specs), unmatched, summary, exp_id, _errors(client, runs["run_id"]))
+    steps = _in_study_order(_steps(client, runs), study, ["dataset", "variant", "seed", "step"])
+    return Results(runs, curves, len(specs), unmatched, summary, exp_id, _errors(client, runs["run_id"]), steps)
+
+
+def _steps(client, runs: pd.DataFrame) -> pd.DataFrame:
+    history = tracking.histories(client, runs["run_id"].tolist(), ["train_loss_step"])
+    steps = pd.DataFrame([(r, s, v) for r, _, s, v in history], columns=["run_id", "step", "value"])
+    return runs[["run_id", "dataset", "variant", "seed"]].merge(steps, on="run_id")
 
 
 def _errors(client, run_ids) -> dict:

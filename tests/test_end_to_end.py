@@ -65,7 +65,7 @@ def test_study_logs_runs_writes_report_and_resumes(tiny_study, tmp_path, store, 
         assert row["max"] == pytest.approx(group["metrics.test_acc"].max(), abs=1e-6)
     assert set(table["run_id"]) == set(runs["run_id"])
     for name in ("report.md", "report.html", "comparisons.csv", "claims.csv", "curves.csv", "final_metric.png",
-                 "learning_curves.png", "forest.png", "generalisation_gap.png", "per_class.csv", "confusion.png", "misclassified.png"):
+                 "learning_curves.png", "forest.png", "generalisation_gap.png", "per_class.csv", "confusion.png", "misclassified.png", "training_loss.png"):
         assert (folder / name).stat().st_size > 0, name
     report = (folder / "report.md").read_text()
     assert f"| {params:,} |" in report and "## Where the errors are" in report
@@ -141,6 +141,8 @@ def test_an_interrupted_run_is_replaced_not_duplicated(tiny_study, tmp_path, sto
     assert mlflow.get_experiment_by_name("tiny") is None
     assert len(after) == len(done) and victim not in set(after["run_id"]) and set(after["status"]) == {"FINISHED"}
     assert (tmp_path / "reports" / "smoke" / "tiny" / "report.md").exists()
+    # one epoch: no one-point learning-curve figure (the per-batch training loss is the curve of such a study)
+    assert not (tmp_path / "reports" / "smoke" / "tiny" / "learning_curves.png").exists()
 
 
 def test_second_writer_is_refused_with_one_line(tiny_study, tmp_path, store, capsys):
