@@ -18,10 +18,40 @@ import math
 import pandas as pd
 
 from . import stats
-from .config import METRIC_DIRECTIONS
+from .config import FULL_TEST_SPLITS, METRIC_DIRECTIONS
 from .study import Study, baseline_for
 
 SUMMARY_EXTRAS = ("val_acc", "val_loss", "train_acc", "epochs_trained", "train_seconds")
+COLLAPSE_SHARE = 0.9  # a run whose test predictions fall more than this much in one class has collapsed ...
+COLLAPSE_SE = 3  # ... as has one whose accuracy is within this many binomial standard errors of the majority class's share
+
+
+def collapsed(runs: pd.DataFrame) -> pd.Series:
+    """Per run: did it collapse to (about) one class? Runs that logged their predictions' top share are judged on it
+    too; older runs on accuracy alone, against the full test split's majority share (config.FULL_TEST_SPLITS)."""
+    if "test_acc" not in runs or runs.empty:
+        return pd.Series(False, index=runs.index)
+    full = runs["config.data.test_size"].isna() if "config.data.test_size" in runs else pd.Series(True, index=runs.index)
+    split = runs["dataset"].map(lambda d: FULL_TEST_SPLITS.get(d, (math.nan, math.nan)))
+    size = runs["config.data.test_size"].where(~full, split.map(lambda s: s[0])) if "config.data.test_size" in runs else split.map(lambda s: s[0])
+    majority = runs.get("test_majority_share", pd.Series(math.nan, index=runs.index))
+    majority = majority.where(majority.notna(), split.map(lambda s: s[1]).where(full))
+    se = (majority * (1 - majority) / size.astype(float)) ** 0.5
+    top = runs.get("test_top_share", pd.Series(math.nan, index=runs.index))
+    return ((top > COLLAPSE_SHARE) | ((runs["test_acc"] - majority).abs() <= COLLAPSE_SE * se)).fillna(False).astype(bool)
+
+
+def _degenerate(runs: pd.DataFrame, dataset: str, sides: list[str]) -> str:
+    """Why a comparison or claim over these variants is degenerate ('' when it is not): at least half the seeds of a side collapsed."""
+    if "collapsed" not in runs:
+        return ""
+    reasons = []
+    for variant in sides:
+        part = runs[(runs["dataset"] == dataset) & (runs["variant"] == variant)]
+        down = int(part["collapsed"].sum())
+        if len(part) and down and 2 * down >= len(part):
+            reasons.append(f"{down} of {len(part)} seeds of {variant} collapsed to one class")
+    return "; ".join(reasons)
 
 
 def summarize(runs: pd.DataFrame, metric: str, grid_axes=()) -> pd.DataFrame:
@@ -31,6 +61,7 @@ def summarize(runs: pd.DataFrame, metric: str, grid_axes=()) -> pd.DataFrame:
         ci = stats.mean_ci(group[metric].to_numpy(dtype=float))
         row = {"dataset": dataset, "variant": variant, **{a: group[a].iloc[0] for a in grid_axes},
                "n": len(group), "n_diverged": int(group["diverged"].sum()),
+               **({"n_collapsed": int(group["collapsed"].sum())} if "collapsed" in group else {}),
                "mean": ci.mean, "std": ci.std, "ci_low": ci.low, "ci_high": ci.high,
                "min": group[metric].min(), "max": group[metric].max()}
         for extra in SUMMARY_EXTRAS:
@@ -66,14 +97,16 @@ def compare(runs: pd.DataFrame, study: Study, metric: str | None = None) -> pd.D
             result = stats.paired_comparison(pairs["a"].to_numpy(dtype=float), pairs["b"].to_numpy(dtype=float))
             rows.append({"dataset": dataset, "variant": variant, "baseline": baseline, "n_pairs": result.n,
                          "mean_diff": result.mean_diff, "ci_low": result.low, "ci_high": result.high, "p_t": result.p,
-                         "p_wilcoxon": result.wilcoxon_p, "effect_size": result.effect_size, "seeds_needed": result.seeds_needed})
-    table = pd.DataFrame(rows, columns=[c for c in columns if c not in ("p_holm", "verdict")])
+                         "p_wilcoxon": result.wilcoxon_p, "effect_size": result.effect_size, "seeds_needed": result.seeds_needed,
+                         "degenerate": _degenerate(runs, dataset, [variant, baseline])})
+    table = pd.DataFrame(rows, columns=[c for c in columns if c not in ("p_holm", "verdict")] + ["degenerate"])
     table["p_holm"] = stats.holm(table["p_t"].tolist()) if len(table) else []
     # a verdict reads differences as "positive is better": flip the interval for lower-is-better metrics
     table["verdict"] = [stats.verdict(*((r.ci_low, r.ci_high) if sign > 0 else (-r.ci_high, -r.ci_low)), r.p_holm)
                         for r in table.itertuples()]
+    table.loc[table["degenerate"] != "", "verdict"] = "degenerate"  # collapsed runs are named, not averaged into a verdict
     table.loc[table["verdict"] != "inconclusive", "seeds_needed"] = None
-    return table[columns]
+    return table[columns + (["degenerate"] if "collapsed" in runs else [])]
 
 
 def judge_claims(runs: pd.DataFrame, study: Study) -> pd.DataFrame:
@@ -95,6 +128,9 @@ def judge_claims(runs: pd.DataFrame, study: Study) -> pd.DataFrame:
                 detail = (f"{claim.left} - {claim.right} = {fmt(result.mean_diff, claim.metric, diff=True)}, 95% CI "
                           f"[{fmt(result.low, claim.metric, diff=True)}, {fmt(result.high, claim.metric, diff=True)}], {result.n} paired seeds{margin}")
                 low, high, n = result.low, result.high, result.n
+            reason = _degenerate(runs, dataset, [claim.left] + ([claim.right] if claim.right else []))
+            if reason:
+                verdict, detail = "degenerate", f"{reason}; {detail}"
             rows.append({"claim": claim.text, "dataset": dataset, "metric": claim.metric, "n": n,
                          "ci_low": low, "ci_high": high, "verdict": verdict, "detail": detail})
     return pd.DataFrame(rows, columns=["claim", "dataset", "metric", "n", "ci_low", "ci_high", "verdict", "detail"])

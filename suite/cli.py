@@ -106,6 +106,9 @@ def parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
         p.add_argument("name")
         p.add_argument("--smoke", action="store_true", help="report on the smoke runs")
+        if name == "report":
+            p.add_argument("--from-runs", action="store_true",
+                           help="read the runs from the report's own runs.csv/curves.csv, not the store (a committed report)")
         _executor(p, runs=False)
         _common(p)
     return top
@@ -213,7 +216,7 @@ def cmd_report(args) -> int:
 
     study = load_study(args.name, Path(args.studies_dir))
     out = report.build(study, smoke=args.smoke, uri=tracking_uri(args.tracking_uri), reports_dir=Path(args.reports_dir), storage=args.storage,
-                       execution=execution(settings(args)), ui=report.ui_url(args.ui_url))
+                       execution=execution(settings(args)), ui=report.ui_url(args.ui_url), from_runs=args.from_runs)
     print(f"report: {out}")
     return 0
 

@@ -36,6 +36,11 @@ METRIC_DIRECTIONS = {
     "epochs_trained": "min",
     "train_seconds": "min",
 }
+# (examples, share of the largest class) of each dataset's full test split, for telling a collapsed
+# run (one that predicts a single class) from a trained one when the run did not log them itself:
+# MNIST's test split holds 1,135 ones among 10,000 images; CIFAR-10 and Fashion-MNIST 1,000 per class
+# (tests/test_data.py counts them in the real files).
+FULL_TEST_SPLITS = {"mnist": (10000, 0.1135), "fashion_mnist": (10000, 0.1), "cifar10": (10000, 0.1)}
 # Regression: the MSE is the loss. Study files may name it either way; runs log it once, under
 # the loss's name (no duplicate series in MLflow), and results read it back under both.
 METRIC_ALIASES = {"val_mse": "val_loss", "test_mse": "test_loss"}

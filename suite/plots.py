@@ -174,7 +174,7 @@ def forest(comparisons: pd.DataFrame, metric: str):
     """Paired difference to the baseline with its 95% CI, one line per variant."""
     datasets = list(comparisons["dataset"].unique())
     fig, axes = _facets(len(datasets), width=8.0, height=1.4 + 0.55 * max(1, comparisons.groupby("dataset").size().max()))
-    colours = {"better": "tab:green", "worse": "tab:red", "inconclusive": "tab:grey"}
+    colours = {"better": "tab:green", "worse": "tab:red", "inconclusive": "tab:grey", "degenerate": "tab:orange"}
     for ax, dataset in zip(axes, datasets):
         part = comparisons[comparisons["dataset"] == dataset].reset_index(drop=True)
         y = np.arange(len(part))[::-1]

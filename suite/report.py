@@ -23,7 +23,7 @@ import pandas as pd
 from . import analysis, provenance, tracking
 from .config import METRIC_DIRECTIONS, Execution
 from .errors import SuiteError
-from .results import Results, collect
+from .results import Results, collect, from_report
 from .data import INPUTS
 from .models import parameter_count
 from .study import Study, expand, format_value
@@ -38,9 +38,10 @@ def ui_url(cli_value: str | None = None) -> str | None:
     return value.rstrip("/") if value else None
 
 
-def commands(study: Study, smoke: bool) -> tuple[str, str]:
-    """(recreate the runs, rebuild the report), with the smoke flag where the report is a smoke one."""
-    extra = " ARGS=--smoke" if smoke else ""
+def commands(study: Study, smoke: bool, *flags: str) -> tuple[str, str]:
+    """(recreate the runs, rebuild the report), with the smoke flag where the report is a smoke one, and `flags`."""
+    args = " ".join((*(["--smoke"] if smoke else []), *flags))
+    extra = f" ARGS={args}" if len(flags) + smoke == 1 else f' ARGS="{args}"' if args else ""
     return f"make study STUDY={study.name}{extra}", f"make report STUDY={study.name}{extra}"
 
 
@@ -63,7 +64,9 @@ def _with_tuning(study: Study, smoke: bool, storage: str | None) -> Study:
 
 
 def _collect(study: Study, smoke: bool, uri: str, execution: Execution | None) -> Results:
+    """The study's finished runs, each marked `collapsed` or not (see analysis.collapsed)."""
     results = collect(study, smoke, uri, execution)
+    results.runs["collapsed"] = analysis.collapsed(results.runs)
     if results.runs.empty:
         how = f"suite study {study.name}" + (" --smoke" if smoke else "")
         raise SuiteError(f"no finished runs of study '{study.name}'{' (smoke)' if smoke else ''} in {uri}; run `{how}` first")
@@ -71,14 +74,20 @@ def _collect(study: Study, smoke: bool, uri: str, execution: Execution | None) -
 
 
 def build(study: Study, smoke: bool, uri: str, reports_dir: Path, storage: str | None = None,
-          execution: Execution | None = None, ui: str | None = None) -> Path:
+          execution: Execution | None = None, ui: str | None = None, from_runs: bool = False) -> Path:
     """Collect, analyse, plot and write everything; returns the path of report.md.
 
     `execution` (device, threads) picks which of the study's runs: those computed that way (default: 1 CPU thread).
     `ui`: the MLflow UI's base URL that run ids link to (None: no links, the commands that recreate the runs instead).
+    `from_runs`: read the runs from the report's own runs.csv / curves.csv instead of the store (a committed report
+    whose runs live in another store); nothing is written to the store then.
     """
-    study = _with_tuning(study, smoke, storage)
-    results = _collect(study, smoke, uri, execution)
+    if from_runs:
+        results = from_report(study, out_dir(study, smoke, reports_dir))
+        results.runs["collapsed"] = analysis.collapsed(results.runs)
+    else:
+        study = _with_tuning(study, smoke, storage)
+        results = _collect(study, smoke, uri, execution)
     runs, metric = results.runs, study.metric
     summary = _with_parameters(study, smoke, analysis.summarize(runs, metric, study.grid_axes))
     comparisons = analysis.compare(runs, study)
@@ -104,7 +113,8 @@ def build(study: Study, smoke: bool, uri: str, reports_dir: Path, storage: str |
     meta = {"name": study.name, "question": study.question, "runs": len(runs), "expected": results.expected,
             "headline": _headline(study, comparisons, claims)}
     (folder / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
-    _attach(study, smoke, uri, folder, comparisons, claims)
+    if not from_runs:
+        _attach(study, smoke, uri, folder, comparisons, claims)
     if not smoke:
         write_index(reports_dir)
     return folder / "report.md"
@@ -145,7 +155,7 @@ def _figures(study, results, summary, comparisons, folder: Path) -> list[tuple[s
         made.append((f"axis_{axis.replace('.', '_')}.png", f"{plots.label(metric)} against {axis}: mean with Student-t 95% CI, each seed a point.",
                      plots.axis_plot(runs, axis, metric)))
     if not comparisons.empty:
-        made.append(("forest.png", f"Paired differences to the baseline '{study.baseline}' with 95% CI (green: better, red: worse, grey: inconclusive).",
+        made.append(("forest.png", f"Paired differences to the baseline '{study.baseline}' with 95% CI (green: better, red: worse, grey: inconclusive, orange: degenerate).",
                      plots.forest(comparisons, metric)))
     out = []
     for name, caption, fig in made:
@@ -164,7 +174,7 @@ def _error_blocks(study, smoke, results, classes: pd.DataFrame, folder: Path) ->
     missing = int((~runs["run_id"].isin(results.errors)).sum())
     if classes.empty:
         return blocks + [("p", f"None of these {len(runs)} runs logged its test predictions (runs recorded before the suite kept "
-                               f"them do not): `{commands(study, smoke)[0]} ARGS=--force` retrains them with per-class accuracy, "
+                               f"them do not): `{commands(study, smoke, '--force')[0]}` retrains them with per-class accuracy, "
                                "confusion matrices and misclassified examples.")]
     from . import plots
 
@@ -216,7 +226,8 @@ def _blocks(study, smoke, results, summary, comparisons, claims, figures, ui) ->
     blocks.append(("h2", "Verdicts"))
     if not comparisons.empty:
         rows = [[r.dataset, f"{r.variant} vs {r.baseline}", f(r.mean_diff, True), f"[{f(r.ci_low, True)}, {f(r.ci_high, True)}]",
-                 f"{r.p_holm:.3g}", f"**{r.verdict}**" + (f" (~{int(r.seeds_needed)} seeds to resolve)" if pd.notna(r.seeds_needed) else "")]
+                 f"{r.p_holm:.3g}", f"**{r.verdict}**" + (f" (~{int(r.seeds_needed)} seeds to resolve)" if pd.notna(r.seeds_needed) else "")
+                 + (f" ({r.degenerate})" if r.verdict == "degenerate" else "")]
                 for r in comparisons.itertuples()]
         blocks.append(("table", ["dataset", "comparison", "difference", "95% CI", "p (Holm)", "verdict"], rows))
     if not claims.empty:
@@ -227,9 +238,9 @@ def _blocks(study, smoke, results, summary, comparisons, claims, figures, ui) ->
 
     blocks.append(("h2", "Summary"))
     axes = list(study.grid_axes)
-    header = ["dataset", "variant", *axes, "params", "n", "diverged", f"mean {metric}", "std", "95% CI (t)", "val acc", "epochs", "train s"]
+    header = ["dataset", "variant", *axes, "params", "n", "diverged", "collapsed", f"mean {metric}", "std", "95% CI (t)", "val acc", "epochs", "train s"]
     shown = lambda variant, axis: format_value(dict(study.points[variant])[axis])  # noqa: E731  (null as 'none', not NaN)
-    rows = [[r["dataset"], r["variant"], *[shown(r["variant"], a) for a in axes], f"{r['params']:,}", r["n"], r["n_diverged"], f(r["mean"]), f(r["std"], False).lstrip("+"),
+    rows = [[r["dataset"], r["variant"], *[shown(r["variant"], a) for a in axes], f"{r['params']:,}", r["n"], r["n_diverged"], r.get("n_collapsed", 0), f(r["mean"]), f(r["std"], False).lstrip("+"),
              f"[{f(r['ci_low'])}, {f(r['ci_high'])}]", analysis.fmt(r.get("val_acc_mean", float("nan")), "val_acc"),
              f"{r.get('epochs_trained_mean', float('nan')):.1f}", f"{r.get('train_seconds_mean', float('nan')):.1f}"]
             for _, r in summary.iterrows()]
@@ -242,21 +253,23 @@ def _blocks(study, smoke, results, summary, comparisons, claims, figures, ui) ->
                             "all comparisons of the study; Wilcoxon signed-rank p for reference. Effect size: Cohen's d_z "
                             "(mean difference / std of differences). Verdict: better/worse when the CI excludes 0 and the "
                             "Holm-adjusted p < 0.05, else inconclusive, with the seeds a paired t-test would need for 80% power "
-                            "at the observed effect."))
+                            "at the observed effect; *degenerate* when at least half the seeds of either side collapsed to one "
+                            "class (more than 90% of the test predictions in one class, or an accuracy within 3 binomial standard "
+                            "errors of the largest class's share): such runs are named, not averaged into a verdict."))
         rows = [[r.dataset, r.variant, r.n_pairs, f(r.mean_diff, True), f"[{f(r.ci_low, True)}, {f(r.ci_high, True)}]",
                  f"{r.p_t:.3g}", f"{r.p_holm:.3g}", f"{r.p_wilcoxon:.3g}", f"{r.effect_size:.2f}", r.verdict,
                  "" if pd.isna(r.seeds_needed) else int(r.seeds_needed)] for r in comparisons.itertuples()]
         blocks.append(("table", ["dataset", "variant", "pairs", "mean diff", "95% CI", "p (t)", "p (Holm)", "p (Wilcoxon)", "d_z", "verdict", "seeds needed"], rows))
     if not claims.empty:
         blocks.append(("p", "Claims: *supported* when the 95% CI clears the claimed margin or threshold, *contradicted* when it "
-                            "lies entirely on the other side, else *inconclusive*. `suite check` exits 1 on a contradicted claim."))
+                            "lies entirely on the other side, *degenerate* when at least half the seeds of a side collapsed, else *inconclusive*. `suite check` exits 1 on a contradicted claim."))
 
     blocks.append(("h2", "Figures"))
     for name, caption in figures:
         blocks.append(("img", name, caption))
 
     blocks.append(("h2", "Provenance"))
-    blocks.append(("list", _provenance(study, smoke, runs)))
+    blocks.append(("list", _provenance(study, smoke, runs, results.source)))
     blocks.append(("h2", "Runs"))
     if ui and results.experiment_id:
         link = tracking.runs_url(ui, results.experiment_id)
@@ -265,9 +278,9 @@ def _blocks(study, smoke, results, summary, comparisons, claims, figures, ui) ->
         blocks.append(("p", f"Run keys identify runs in any store: `{commands(study, smoke)[0]}` recreates the runs that a store "
                             f"lacks (none if it holds them all), `make ui` then prints the link to them, and `suite evaluate KEY` "
                             f"reloads one run's weights. Links to runs: build the report with `--ui-url` or `${UI_URL_ENV}`."))
-    rows = [[r.dataset, r.variant, r.seed, f(getattr(r, metric)), "yes" if r.diverged else "", int(r.epochs_trained),
+    rows = [[r.dataset, r.variant, r.seed, f(getattr(r, metric)), "yes" if r.diverged else "", "yes" if r.collapsed else "", int(r.epochs_trained),
              f"{r.train_seconds:.1f}", _run_link(ui, results.experiment_id, r.run_id, r.run_key)] for r in runs.itertuples()]
-    blocks.append(("table", ["dataset", "variant", "seed", metric, "diverged", "epochs", "train s", "run key"], rows))
+    blocks.append(("table", ["dataset", "variant", "seed", metric, "diverged", "collapsed", "epochs", "train s", "run key"], rows))
     return blocks
 
 
@@ -275,10 +288,12 @@ def _run_link(ui: str | None, experiment_id: str | None, run_id: str, run_key: s
     return f"[`{run_key}`]({tracking.run_url(ui, experiment_id, run_id)})" if ui and experiment_id else f"`{run_key}`"
 
 
-def _provenance(study: Study, smoke: bool, runs: pd.DataFrame) -> list[str]:
+def _provenance(study: Study, smoke: bool, runs: pd.DataFrame, source: str = "store") -> list[str]:
     commits = sorted(set(runs["git_commit"]))
     dirty = int(runs["git_dirty"].sum())
-    items = [
+    items = [f"Read from this report's own `runs.csv` and `curves.csv` (`suite report {study.name} --from-runs`), not from the "
+             "MLflow store that holds the runs: the metrics as those tables give them (6 significant digits)."] if source != "store" else []
+    items += [
         f"Rebuild this report: `{commands(study, smoke)[1]}`; recreate its runs: `{commands(study, smoke)[0]}`",
         f"Study file: `{study.path}` (sha256 `{study.file_sha256[:16]}`)",
         f"Code: report built at commit `{provenance.git_commit()[:12]}`{' (dirty tree)' if provenance.git_dirty() else ''}; "
@@ -308,8 +323,8 @@ def verdict_record(comparisons: pd.DataFrame, claims: pd.DataFrame) -> tuple[dic
     """
     name = lambda *parts: re.sub(r"[^\w./ -]", "_", ".".join(map(str, parts)))  # noqa: E731  (MLflow's allowed key characters)
     metrics = {f"{kind}_{v}": float((table["verdict"] == v).sum()) for kind, table, verdicts in
-               (("comparisons", comparisons, ("better", "worse", "inconclusive")),
-                ("claims", claims, ("supported", "contradicted", "inconclusive"))) for v in verdicts}
+               (("comparisons", comparisons, ("better", "worse", "inconclusive", "degenerate")),
+                ("claims", claims, ("supported", "contradicted", "inconclusive", "degenerate"))) for v in verdicts}
     tags = {}
     for r in comparisons.itertuples():
         metrics[name("diff", r.dataset, r.variant)] = r.mean_diff

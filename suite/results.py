@@ -15,12 +15,13 @@ from pathlib import Path
 import pandas as pd
 
 from . import tracking
+from .errors import SuiteError
 from .config import DATASET_TASKS, METRIC_ALIASES, Execution, flatten
 from .study import Study, expand
 
 CURVE_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "val_mse", "epoch_seconds")
 FINAL_METRICS = ("test_acc", "test_loss", "test_mse", "train_eval_acc", "train_eval_loss", "epochs_trained", "best_epoch",
-                 "tested_epoch", "train_seconds")
+                 "tested_epoch", "train_seconds", "test_top_share", "test_majority_share")
 
 
 @dataclass
@@ -33,6 +34,7 @@ class Results:
     experiment_id: str | None = None  # the study's MLflow experiment
     errors: dict = field(default_factory=dict)  # run id -> test confusion matrix and misclassified examples (runs that logged them)
     steps: pd.DataFrame | None = None  # long format: the training loss of every 50th batch (`train_loss_step`), per run
+    source: str = "store"  # where the runs were read: the MLflow store, or a report's own runs.csv ("runs.csv")
 
 
 def collect(study: Study, smoke: bool, uri: str, execution: Execution | None = None) -> Results:
@@ -92,8 +94,43 @@ def _in_study_order(frame: pd.DataFrame, study: Study, by: list[str]) -> pd.Data
     return frame.sort_values(by, kind="stable", key=key).reset_index(drop=True)
 
 
+def from_report(study: Study, folder: Path) -> Results:
+    """The runs of a report read back from its own `runs.csv` and `curves.csv`, for a store that no longer holds them.
+
+    As with `collect`, the typed columns come from re-expanding the study file and matching run keys;
+    the table supplies the metrics (as written: 6 significant digits) and the provenance.
+    """
+    if study.tune is not None:
+        raise SuiteError(f"study '{study.name}' has a tune block: its report needs the Optuna store, not only runs.csv")
+    specs = {s.run_key: s for s in expand(study)}
+    try:
+        table = pd.read_csv(folder / "runs.csv", dtype={"run_key": str, "run_id": str, "git_commit": str, "data_fingerprint": str})
+        curves = pd.read_csv(folder / "curves.csv", dtype={"run_id": str})
+    except (OSError, pd.errors.ParserError) as err:
+        raise SuiteError(f"cannot read the runs of {folder}: {str(err).splitlines()[0]}") from None
+    rows, unmatched = [], 0
+    for record in table.to_dict("records"):
+        spec = specs.get(record["run_key"])
+        if spec is None:
+            unmatched += 1
+            continue
+        metrics = {m: record[m] for m in (*FINAL_METRICS, *METRIC_ALIASES, "diverged") if m in record and pd.notna(record[m])}
+        tags = {f"suite.{k}": str(record[k]) for k in ("git_commit", "git_dirty", "device", "data_fingerprint")}
+        rows.append(_row_of(spec, metrics, tags, record["run_id"], record["run_name"], pd.Timestamp(record["start_time"])))
+    runs = pd.DataFrame(rows, columns=_columns(study, rows))
+    runs["variant"] = pd.Categorical(runs["variant"], categories=list(study.variants), ordered=True)
+    runs = _in_study_order(runs, study, ["dataset", "variant", "seed"])
+    curves = runs[["run_id", "dataset", "variant", "seed"]].merge(curves[["run_id", "metric", "epoch", "value"]], on="run_id")
+    curves = _in_study_order(curves, study, ["dataset", "variant", "seed", "metric", "epoch"])
+    return Results(_at_tested_epoch(runs, curves), curves, len(specs), unmatched, None, None, source="runs.csv")
+
+
 def _row(spec, run) -> dict:
-    metrics, tags = run.data.metrics, run.data.tags
+    return _row_of(spec, run.data.metrics, run.data.tags, run.info.run_id, run.info.run_name,
+                   pd.Timestamp(run.info.start_time, unit="ms"))
+
+
+def _row_of(spec, metrics: dict, tags: dict, run_id: str, run_name: str, start_time) -> dict:
     row = {
         "dataset": spec.dataset, "variant": spec.variant, "seed": spec.seed,
         **{axis: value for axis, value in spec.point},
@@ -101,9 +138,9 @@ def _row(spec, run) -> dict:
         **{m: metrics.get(m, float("nan")) for m in FINAL_METRICS},
         **({alias: metrics.get(alias, metrics.get(name, float("nan"))) for alias, name in METRIC_ALIASES.items() if alias in FINAL_METRICS}
            if DATASET_TASKS[spec.dataset] == "regression" else {}),
-        "run_id": run.info.run_id, "run_name": run.info.run_name, "run_key": spec.run_key,
+        "run_id": run_id, "run_name": run_name, "run_key": spec.run_key,
         "git_commit": tags.get("suite.git_commit", ""), "git_dirty": tags.get("suite.git_dirty") == "True",
-        "device": tags.get("suite.device", ""), "data_fingerprint": tags.get("suite.data_fingerprint", ""), "start_time": pd.Timestamp(run.info.start_time, unit="ms"),
+        "device": tags.get("suite.device", ""), "data_fingerprint": tags.get("suite.data_fingerprint", ""), "start_time": start_time,
         **{f"config.{k}": v for k, v in flatten(spec.config.canonical()).items()},
     }
     return row

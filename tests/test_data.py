@@ -1,11 +1,13 @@
 """Fashion-MNIST from Debian's `dataset-fashion-mnist` package reads exactly what torchvision reads from the same files."""
 
 import gzip
+import os
 
 import pytest
 import torch
 
 from suite import data
+from suite.config import FULL_TEST_SPLITS
 from suite.errors import DataError
 
 debian = pytest.mark.skipif(not data.debian_fashion_installed(),
@@ -55,3 +57,14 @@ def test_missing_fashion_mnist_names_every_place_it_looked(tmp_path, monkeypatch
         pytest.skip("online: Fashion-MNIST was downloaded")
     assert "\n" not in message and str(root.resolve()) in message
     assert "SUITE_DATA_DIR" in message and "dataset-fashion-mnist" in message
+
+
+@pytest.mark.parametrize("name", list(FULL_TEST_SPLITS))
+def test_full_test_split_sizes_and_largest_class_shares_are_those_of_the_files(name, data_dir):
+    from conftest import has_dataset
+
+    if not has_dataset(name) and os.environ.get("CI") != "true":
+        pytest.skip(f"{name} not found under {data_dir}")
+    raw = data.load_raw(name, str(data_dir))
+    size, share = FULL_TEST_SPLITS[name]
+    assert len(raw.test_y) == size and torch.bincount(raw.test_y).max().item() / size == share

@@ -329,3 +329,20 @@ def test_claim_verdict_from_a_real_comparison():
     assert stats.claim_verdict_paired(r.low, r.high, "<", 0.0) == "contradicted"
     ci = stats.mean_ci(VARIANT)
     assert stats.claim_verdict_threshold(ci.low, ci.high, ">=", 0.90) == "supported"
+
+
+def test_a_run_collapsed_when_it_predicts_one_class_or_scores_what_that_would():
+    import pandas as pd
+
+    from suite.analysis import collapsed
+
+    runs = pd.DataFrame({
+        "dataset": ["mnist", "mnist", "mnist", "cifar10", "mnist", "mnist"],
+        "test_acc": [0.5, 0.1135, 0.125, 0.1, 0.3, 0.9],
+        "test_top_share": [0.95, None, None, None, 0.5, 0.11],
+        "test_majority_share": [0.11, None, None, None, 0.3, 0.11],  # runs that logged it (a 200-image test subset here)
+        "config.data.test_size": [None, None, None, None, 200, 200],
+    })
+    # 95% of predictions in one class; MNIST at its 1s share; 11.35% + 3.6 SE is not; CIFAR-10 at 10%;
+    # a 200-image subset whose largest class is 30%, scored 30%; a trained run
+    assert list(collapsed(runs)) == [True, True, False, True, True, False]

@@ -53,6 +53,15 @@ class Record:
 GALLERY = 16  # misclassified test images a run keeps (with their labels), for the report's gallery
 
 
+def class_shares(predicted, truth, classes: int) -> dict:
+    """test_top_share: the share of test predictions in the most predicted class (1.0: the run collapsed to one class);
+    test_majority_share: the share of the largest true class (what predicting only that class would score)."""
+    import torch
+
+    return {"test_top_share": torch.bincount(predicted, minlength=classes).max().item() / len(predicted),
+            "test_majority_share": torch.bincount(truth, minlength=classes).max().item() / len(truth)}
+
+
 def test_errors(predicted, truth, images, classes: int) -> dict:
     """Where the tested weights go wrong: confusion[true][predicted] counts, and the first GALLERY misclassified
     test examples (index, true and predicted class, the raw image as uint8)."""
@@ -126,6 +135,7 @@ def execute(task: Task, emit: Callable[[str, Any], None], ask: Callable[[str, An
             raw = load_raw(task.config.data.name, task.data_dir)
             truth = data.test_y.cpu()
             record.errors = test_errors(result.test_predictions, truth, raw.test_x[:len(truth)], data.num_outputs)
+            record.final.update(class_shares(result.test_predictions, truth, data.num_outputs))
         if task.keep_weights:
             record.weights = {k: v.detach().to("cpu", copy=True) for k, v in result.state.items()}
         record.status, record.reason = (DIVERGED, result.reason) if result.diverged else (FINISHED, "")
