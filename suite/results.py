@@ -21,7 +21,7 @@ from .study import Study, expand
 
 CURVE_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "val_mse", "epoch_seconds")
 FINAL_METRICS = ("test_acc", "test_loss", "test_mse", "train_eval_acc", "train_eval_loss", "epochs_trained", "best_epoch",
-                 "tested_epoch", "train_seconds", "test_top_share", "test_majority_share")
+                 "tested_epoch", "train_seconds", "test_top_share", "test_majority_share", "parameters")
 
 
 @dataclass

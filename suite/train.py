@@ -179,6 +179,7 @@ def train_run(config: RunConfig, seed: int, data: Splits, device: torch.device,
         "tested_epoch": result.final.get("best_epoch", 0) if best_state is not None else len(result.history),
         "train_seconds": train_seconds,
         "diverged": float(result.diverged),
+        "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),  # so reports need not rebuild the model
     })
     result.state = model.state_dict()
     return result

@@ -59,6 +59,7 @@ def test_study_logs_runs_writes_report_and_resumes(tiny_study, tmp_path, store, 
     assert list(summary["variant"]) == ["none", "wd"] and list(summary["n"]) == [2, 2]
     params = 784 * 32 + 32 + 32 * 10 + 10  # MLP 784-32-10: 25,450
     assert list(summary["params"]) == [params] * 2
+    assert set(runs["metrics.parameters"]) == {params}  # logged by the run: the report needs no torch to count them
     for variant, group in runs.groupby("tags.suite.variant"):
         row = summary[summary["variant"] == variant].iloc[0]
         assert row["mean"] == pytest.approx(group["metrics.test_acc"].mean(), abs=1e-6)

@@ -6,7 +6,7 @@ import pytest
 from matplotlib.collections import PolyCollection
 from scipy import stats as sps
 
-from suite import plots
+from suite.report import plots
 
 
 def t95(values):
