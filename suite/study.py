@@ -525,13 +525,44 @@ def _number(text: str | None) -> float | None:
 # ---------------------------------------------------------------- expansion
 
 
-def smoke_config(config: RunConfig, smoke: Smoke) -> RunConfig:
-    """The shrunken config `--smoke` runs: fewer epochs, smaller subsets."""
-    data = {k: getattr(smoke, k) for k in ("train_size", "val_size", "test_size") if getattr(smoke, k) is not None}
-    train = {"epochs": min(smoke.epochs, config.train.epochs)} if smoke.epochs else {}
+SHRUNK = {"train.epochs": "epochs", "data.train_size": "train_size", "data.val_size": "val_size", "data.test_size": "test_size"}
+
+
+def smoke_scale(study: Study) -> dict[str, dict]:
+    """What `--smoke` turns each value of a field it shrinks into, over every config of the study.
+
+    One value: the smoke block's (epochs: no more than the full study's). Several (a variant or grid
+    axis sets the field): mapped rank-preservingly, so distinct values stay distinct and ordered and
+    the study keeps its axis: the i-th of k values gets about (i+1)/k of the smoke value, never more
+    than it had, and at least one more than the value below it (null, the whole split, ranks last).
+    """
+    scale = {}
+    for path, key in SHRUNK.items():
+        cap = getattr(study.smoke, key)
+        if cap is None:
+            continue
+        section, field_name = path.split(".")
+        values = sorted({getattr(getattr(c, section), field_name) for c in study.configs.values()}, key=lambda v: (v is None, v or 0))
+        if len(values) == 1:
+            scale[path] = {values[0]: min(cap, values[0]) if key == "epochs" else cap}
+            continue
+        mapped, previous = {}, 0
+        for i, value in enumerate(values):
+            target = max(-(-cap * (i + 1) // len(values)), previous + 1)
+            mapped[value] = previous = target if value is None else min(value, target)
+        scale[path] = mapped
+    return scale
+
+
+def smoke_config(config: RunConfig, scale: dict[str, dict]) -> RunConfig:
+    """The shrunken config `--smoke` runs: fewer epochs, smaller subsets (`scale` from `smoke_scale`)."""
+    updates: dict = {"data": {}, "train": {}}
+    for path, mapped in scale.items():
+        section, field_name = path.split(".")
+        updates[section][field_name] = mapped[getattr(getattr(config, section), field_name)]
     return config.model_copy(update={
-        "data": config.data.model_copy(update=data),
-        "train": config.train.model_copy(update=train),
+        "data": config.data.model_copy(update=updates["data"]),
+        "train": config.train.model_copy(update=updates["train"]),
     })
 
 
@@ -586,10 +617,10 @@ def with_execution(config: RunConfig, execution: Execution) -> RunConfig:
 def expand(study: Study, smoke: bool = False, execution: Execution | None = None) -> list[RunSpec]:
     """Every run of the study, dataset-major then variant then seed, resolved for `execution` (default: 1 CPU thread)."""
     seeds = _seed_list(study.smoke.seeds, "smoke.seeds", None) if smoke else study.seeds
-    specs = []
+    specs, scale = [], smoke_scale(study) if smoke else {}
     for (dataset, variant), config in study.configs.items():
         if smoke:
-            config = smoke_config(config, study.smoke)
+            config = smoke_config(config, scale)
         config = with_execution(config, execution or Execution())
         for seed in seeds:
             specs.append(RunSpec(study.name, variant, dataset, seed, study.points[variant], config, run_key(config, seed)))

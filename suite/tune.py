@@ -35,7 +35,7 @@ from .execute import Settings, backend, execution
 from .execute.plan import describe, source_name
 from .execute.recorder import Recorder
 from .execute.worker import DIVERGED, FAILED, PRUNED, Record, Task
-from .study import TUNED, Search, Study, override, search_variant, smoke_config, with_execution, with_tuned
+from .study import TUNED, Search, Study, override, search_variant, smoke_config, smoke_scale, with_execution, with_tuned
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 INTERRUPTED = "interrupted"
@@ -106,7 +106,7 @@ class Target:
 
     def base_config(self) -> RunConfig:
         config = self.study.configs[self.dataset, self.variant]
-        return smoke_config(config, self.study.smoke) if self.smoke else config
+        return smoke_config(config, smoke_scale(self.study)) if self.smoke else config
 
 
 def search_target(study: Study, smoke: bool) -> Target:

@@ -165,3 +165,30 @@ def test_list_aligns_its_columns_and_counts_tuned_runs_and_trials(capsys):
     assert len(lines) == 16 and len(set(questions)) == 1  # every question starts in the same column
     tuned = next(line for line in lines if line.startswith("optimizers_tuned "))
     assert "20 + 20 tuned runs, 80 trials" in tuned  # 4 optimizers x 5 seeds, again tuned, after 4 x 20 trials
+
+
+@pytest.mark.parametrize("path", sorted(__import__("pathlib").Path(__file__).resolve().parents[1].glob("studies/*.yaml")), ids=lambda p: p.stem)
+def test_smoke_keeps_every_run_of_a_catalogue_study_distinct(path):
+    study = load_study(str(path))
+    smoke = expand(study, smoke=True)
+    assert len({s.run_key for s in smoke}) == len(smoke) == len(study.configs) * len(set(s.seed for s in smoke))
+
+
+def test_smoke_shrinks_a_grid_over_epochs_and_train_size_without_collapsing_it(tmp_path):
+    """The axes smoke shrinks keep their distinct values, in order (it used to set them all to the smoke value)."""
+    study = load_study(str(write(tmp_path, "grid: {train.epochs: [1, 3, 10], data.train_size: [500, 20000, null]}\nseeds: 2\n"
+                                           "smoke: {seeds: 2, epochs: 2, train_size: 2000}\n")))
+    smoke = expand(study, smoke=True)
+    assert len({s.run_key for s in smoke}) == len(smoke) == 2 * 9 * 2  # variants a, b x 3 x 3 grid points x 2 seeds
+    by_point = {dict(s.point)["train.epochs"]: s.config.train.epochs for s in smoke}
+    assert by_point == {1: 1, 3: 2, 10: 3}  # distinct and ordered, no more than the full value, capped near the smoke's 2
+    sizes = {dict(s.point)["data.train_size"]: s.config.data.train_size for s in smoke}
+    assert sizes == {500: 500, 20000: 1334, None: 2000}  # 500 stays; then 2/3 and all of the smoke's 2000
+    full = {s.config.train.epochs for s in expand(study)}
+    assert full == {1, 3, 10}  # the full study is untouched
+
+
+def test_smoke_of_a_single_valued_field_is_the_smoke_block_value(tmp_path):
+    study = load_study(str(write(tmp_path, "smoke: {seeds: 1, epochs: 1, train_size: 300}\n")))
+    (spec,) = [s for s in expand(study, smoke=True) if s.variant == study.variants[0]][:1]
+    assert spec.config.train.epochs == 1 and spec.config.data.train_size == 300
