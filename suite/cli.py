@@ -173,7 +173,9 @@ def _run(name: str, args, smoke: bool, uri: str) -> int:
                         storage=args.storage, settings=chosen, keep_weights=args.keep_weights == "final")
     print(f"{study.name}: {outcome.trained} trained, {outcome.skipped} already done, {outcome.diverged} diverged, "
           f"{len(outcome.failed)} failed")
-    out = report.build(study, smoke=smoke, uri=tracking.tracking_uri(uri), reports_dir=Path(args.reports_dir), storage=args.storage,
+    if study.tune is not None:  # search reports come from the Optuna store; the study's report reads MLflow alone
+        report.build_tuning_searches(study, smoke, Path(args.reports_dir), args.storage, tracking.tracking_uri(uri))
+    out = report.build(study, smoke=smoke, uri=tracking.tracking_uri(uri), reports_dir=Path(args.reports_dir),
                        execution=execution(chosen), ui=report.ui_url(args.ui_url))
     print(f"report: {out}")
     link = tracking.experiment_link(tracking.connect(uri), tracking.experiment_name(study.name, smoke), _ui_base(args, uri))
@@ -215,7 +217,7 @@ def cmd_report(args) -> int:
     from .execute import execution
 
     study = load_study(args.name, Path(args.studies_dir))
-    out = report.build(study, smoke=args.smoke, uri=tracking_uri(args.tracking_uri), reports_dir=Path(args.reports_dir), storage=args.storage,
+    out = report.build(study, smoke=args.smoke, uri=tracking_uri(args.tracking_uri), reports_dir=Path(args.reports_dir),
                        execution=execution(settings(args)), ui=report.ui_url(args.ui_url), from_runs=args.from_runs)
     print(f"report: {out}")
     return 0
@@ -229,7 +231,7 @@ def cmd_check(args) -> int:
     from .execute import execution
 
     study = load_study(args.name, Path(args.studies_dir))
-    claims = report.claim_table(study, smoke=args.smoke, uri=tracking_uri(args.tracking_uri), storage=args.storage,
+    claims = report.claim_table(study, smoke=args.smoke, uri=tracking_uri(args.tracking_uri),
                                 execution=execution(settings(args)))
     for row in claims.itertuples():
         print(f"{row.verdict:<13} {row.claim}  [{row.dataset}: {row.detail}]")

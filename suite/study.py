@@ -592,6 +592,16 @@ def with_tuned(study: Study, tuned: dict) -> Study:
     return dataclasses.replace(study, variants=study.variants + tuple(v + TUNED for v in ready), configs=configs, points=points)
 
 
+def tuning_name(study: Study, variant: str, smoke: bool) -> str:
+    """The name of the search that tunes `variant` of a study with a `tune` block (Optuna study, MLflow tag `suite.search`)."""
+    return f"{study.name}/{variant}" + ("/smoke" if smoke else "")
+
+
+def tuning_targets(study: Study) -> list[tuple[str, str]]:
+    """(dataset, variant) pairs a `tune` block tunes: every variant on every dataset, `@tuned` ones excepted."""
+    return [(d, v) for d in study.datasets for v in study.variants if not v.endswith(TUNED)]
+
+
 def baseline_for(study: Study, variant: str) -> str | None:
     """Tuned variants are compared with the tuned baseline, the others with the baseline."""
     if study.baseline is None:

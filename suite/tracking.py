@@ -196,6 +196,17 @@ def histories(client, run_ids, keys) -> list[tuple[str, str, int, float]]:
     return rows
 
 
+def searches(client, exp_id: str) -> dict:
+    """(search name, dataset) -> (trials counted, best values or None, best objective or None), from the parent runs."""
+    found = {}
+    for run in search(client, exp_id, "search"):
+        tags, metrics = run.data.tags, run.data.metrics
+        best = json.loads(tags["suite.best_params"]) if "suite.best_params" in tags else None
+        value = next((v for k, v in metrics.items() if k.startswith("best_") and k != "best_trial"), None)
+        found[tags.get("suite.search"), tags.get("suite.dataset")] = (int(metrics.get("trials", 0)), best, value)
+    return found
+
+
 def find_run(client, run_id_or_key: str):
     """A run by its MLflow run id, else the FINISHED run whose `suite.run_key` it is."""
     try:

@@ -18,6 +18,7 @@ FAILED as interrupted and does not count towards the total.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import re
@@ -35,7 +36,8 @@ from .execute import Settings, backend, execution
 from .execute.plan import describe, source_name
 from .execute.recorder import Recorder
 from .execute.worker import DIVERGED, FAILED, PRUNED, Record, Task
-from .study import TUNED, Search, Study, override, search_variant, smoke_config, smoke_scale, with_execution, with_tuned
+from .study import (Search, Study, override, search_variant, smoke_config, smoke_scale, tuning_name, tuning_targets,
+                    with_execution, with_tuned)
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 INTERRUPTED = "interrupted"
@@ -97,8 +99,9 @@ class Target:
 
     @property
     def name(self) -> str:
-        base = self.study.name if self.block is self.study.search else f"{self.study.name}/{self.variant}"
-        return base + ("/smoke" if self.smoke else "")
+        if self.block is not self.study.search:
+            return tuning_name(self.study, self.variant, self.smoke)
+        return self.study.name + ("/smoke" if self.smoke else "")
 
     @property
     def budget(self) -> int:
@@ -118,7 +121,7 @@ def search_target(study: Study, smoke: bool) -> Target:
 
 def tune_targets(study: Study, smoke: bool) -> list[Target]:
     """One search per variant and dataset, each with the same budget and sampler seed (not for `@tuned` variants)."""
-    return [Target(study, study.tune, v, d, smoke) for d in study.datasets for v in study.variants if not v.endswith(TUNED)]
+    return [Target(study, study.tune, v, d, smoke) for d, v in tuning_targets(study)]
 
 
 def open_search(target: Target, storage: str) -> optuna.Study:
@@ -228,6 +231,7 @@ def _close_parent(client, run_id: str, search: optuna.Study, target: Target) -> 
         best = search.best_trial
         metrics[f"best_{target.block.objective}"] = best.value
         metrics["best_trial"] = best.number
+        tags["suite.best_params"] = json.dumps(best.params)  # exact (repr floats): what reports train `@tuned` variants at
         for path, value in best.params.items():
             tags[f"best.{path}"] = value
             if isinstance(value, (int, float)) and not isinstance(value, bool):

@@ -164,6 +164,9 @@ def test_tuned_comparison_gives_every_variant_the_same_budget_and_is_cached(tiny
     client = mlflow.tracking.MlflowClient(store)
     for run_id in parents["run_id"]:  # each search's report is an artifact of its parent run
         assert {"report/report.md", "report/trials.csv"} <= {a.path for a in client.list_artifacts(run_id, "report")}
+    # the parent runs hold the exact best values: the study's report takes its @tuned settings from MLflow, not Optuna
+    best = parents.set_index("tags.suite.search")["tags.suite.best_params"].map(__import__("json").loads)
+    assert best["tiny/wd/smoke"] == loaded["tiny/wd/smoke"].best_params
     folder = tmp_path / "reports" / "smoke" / "tiny"
     report = (folder / "report.md").read_text()
     assert "## Tuned settings" in report and "wd@tuned vs none@tuned" in report

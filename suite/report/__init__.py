@@ -27,28 +27,40 @@ from .. import analysis, provenance, tracking
 from ..config import Execution
 from ..errors import SuiteError
 from ..results import Results, collect, from_report
-from ..study import Study, expand
+from ..study import Study, expand, tuning_name, tuning_targets, with_tuned
 from . import content
 from .content import commands, out_dir, ui_url
 from .figures import error_figures, study_figures
 from .render import bold_verdict, render_html, render_markdown
-from .search import build_search, tuning_blocks
+from .search import build_search, build_tuning_searches, tuning_blocks
 
-__all__ = ["build", "build_search", "claim_table", "commands", "out_dir", "ui_url", "verdict_record", "write_index"]
+__all__ = ["build", "build_search", "build_tuning_searches", "claim_table", "commands", "out_dir", "ui_url", "verdict_record", "write_index"]
 
 
-def claim_table(study: Study, smoke: bool, uri: str, storage: str | None = None, execution: Execution | None = None) -> pd.DataFrame:
-    study = _with_tuning(study, smoke, storage)
+def claim_table(study: Study, smoke: bool, uri: str, execution: Execution | None = None) -> pd.DataFrame:
+    study = _with_tuning(study, smoke, uri)
     results = _collect(study, smoke, uri, execution)
     return analysis.judge_claims(results.runs, study)
 
 
-def _with_tuning(study: Study, smoke: bool, storage: str | None) -> Study:
+def _with_tuning(study: Study, smoke: bool, uri: str) -> Study:
+    """With a `tune` block: the study plus its `@tuned` variants, at the best values the searches' parent runs hold."""
     if study.tune is None:
         return study
-    from .. import tune
+    budget = study.smoke.trials if smoke else study.tune.trials
+    found = _searches(study, smoke, uri)
+    tuned = {}
+    for dataset, variant in tuning_targets(study):
+        trials, best, _ = found.get((tuning_name(study, variant, smoke), dataset), (0, None, None))
+        if trials >= budget and best is not None:
+            tuned[dataset, variant] = best
+    return with_tuned(study, tuned)
 
-    return tune.tuned_study(study, smoke, tune.storage_url(storage))
+
+def _searches(study: Study, smoke: bool, uri: str) -> dict:
+    client = tracking.connect(uri)
+    exp_id = tracking.experiment_id(client, tracking.experiment_name(study.name, smoke), create=False)
+    return tracking.searches(client, exp_id) if exp_id else {}
 
 
 def _collect(study: Study, smoke: bool, uri: str, execution: Execution | None) -> Results:
@@ -61,7 +73,7 @@ def _collect(study: Study, smoke: bool, uri: str, execution: Execution | None) -
     return results
 
 
-def build(study: Study, smoke: bool, uri: str, reports_dir: Path, storage: str | None = None,
+def build(study: Study, smoke: bool, uri: str, reports_dir: Path,
           execution: Execution | None = None, ui: str | None = None, from_runs: bool = False) -> Path:
     """Collect, analyse, plot and write everything; returns the path of report.md.
 
@@ -74,7 +86,7 @@ def build(study: Study, smoke: bool, uri: str, reports_dir: Path, storage: str |
         results = from_report(study, out_dir(study, smoke, reports_dir))
         results.runs["collapsed"] = analysis.collapsed(results.runs)
     else:
-        study = _with_tuning(study, smoke, storage)
+        study = _with_tuning(study, smoke, uri)
         results = _collect(study, smoke, uri, execution)
     runs, metric = results.runs, study.metric
     summary = _with_parameters(study, smoke, runs, analysis.summarize(runs, metric, study.grid_axes))
@@ -96,7 +108,7 @@ def build(study: Study, smoke: bool, uri: str, reports_dir: Path, storage: str |
     blocks[at:at] = content.error_blocks(study, smoke, results, classes, errors)
     if study.tune is not None:
         at = blocks.index(("h2", "Provenance"))
-        blocks[at:at] = tuning_blocks(study, smoke, reports_dir, storage, uri)
+        blocks[at:at] = tuning_blocks(study, smoke, reports_dir, _searches(study, smoke, uri))
     (folder / "report.md").write_text(render_markdown(blocks))
     (folder / "report.html").write_text(render_html(blocks, folder, title=f"{study.name}: {study.question}"))
     meta = {"name": study.name, "question": study.question, "runs": len(runs), "expected": results.expected,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import tracking
-from ..study import Study
+from ..study import Study, tuning_name, tuning_targets
 from .content import out_dir
 from .figures import save
 from .render import render_html, render_markdown
@@ -105,29 +105,35 @@ def _variant_yaml(name: str, params: dict) -> str:
     return f"variants:\n  {name}: {flow(tree)}"
 
 
-def tuning_blocks(study: Study, smoke: bool, reports_dir: Path, storage: str | None, uri: str) -> list[tuple]:
-    """The tuned settings of each variant (equal budgets), with a search report per variant."""
+def build_tuning_searches(study: Study, smoke: bool, reports_dir: Path, storage: str | None, uri: str) -> None:
+    """The search report of every variant's tuning (a `tune` block), from the Optuna store."""
     from .. import tune
 
     storage = tune.storage_url(storage)
-    block = study.tune
-    rows = []
     for target in tune.tune_targets(study, smoke):
         search = tune.load_search(target, storage)
-        if search is None:
-            rows.append([target.dataset, target.variant, 0, "not tuned yet", "", ""])
+        if search is not None:
+            build_search(target, search, reports_dir, storage, uri)
+
+
+def tuning_blocks(study: Study, smoke: bool, reports_dir: Path, searches: dict) -> list[tuple]:
+    """The tuned settings of each variant (equal budgets), read from the searches' parent runs in MLflow."""
+    block, folder = study.tune, out_dir(study, smoke, reports_dir)
+    budget = study.smoke.trials if smoke else block.trials
+    rows = []
+    for dataset, variant in tuning_targets(study):
+        trials, best, value = searches.get((tuning_name(study, variant, smoke), dataset), (0, None, None))
+        if not trials:
+            rows.append([dataset, variant, 0, "not tuned yet", "", ""])
             continue
-        path = build_search(target, search, reports_dir, storage, uri).relative_to(out_dir(study, smoke, reports_dir))
-        trials = tune.trials_frame(search)
-        done = trials[trials["state"] == "COMPLETE"]
-        best = search.best_trial if len(done) else None
-        values = ", ".join(f"`{k}` = {v:.4g}" if isinstance(v, float) else f"`{k}` = {v}" for k, v in (best.params if best else {}).items())
-        rows.append([target.dataset, target.variant, len(trials), values or "no trial completed",
-                     f"{best.value:.4f}" if best else "", f"[search report]({path})"])
+        values = ", ".join(f"`{k}` = {v:.4g}" if isinstance(v, float) else f"`{k}` = {v}" for k, v in (best or {}).items())
+        page = folder / "search" / variant.replace("/", "_") / dataset / "report.md"
+        rows.append([dataset, variant, trials, values or "no trial completed", f"{value:.4f}" if value is not None else "",
+                     f"[search report]({page.relative_to(folder)})" if page.exists() else "-"])
     tuned = ", ".join(f"`{k}`" for k in block.space)
     return [("h2", "Tuned settings"),
             ("p", f"Before its seeds ran, every variant was tuned over {tuned} with the same budget "
-                  f"({target.budget} trials, {block.sampler} sampler, seed {block.seed}, {block.pruner} pruner), judged on "
+                  f"({budget} trials, {block.sampler} sampler, seed {block.seed}, {block.pruner} pruner), judged on "
                   f"`{block.objective}` of the validation split; `<variant>@tuned` rows are trained at the best values and "
                   f"compared with `{study.baseline}@tuned`. The plain variants are the answer at default settings."),
             ("table", ["dataset", "variant", "trials", "tuned values", f"best {block.objective}", "search"], rows)]
