@@ -26,11 +26,12 @@ from pathlib import Path
 from .errors import SuiteError
 
 
-def _common(p: argparse.ArgumentParser, store: bool = True) -> None:
+def _common(p: argparse.ArgumentParser, store: bool = True, optuna: bool = True) -> None:
     p.add_argument("--studies-dir", default="studies", help="where study files live (default: studies)")
     if store:
         p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
-        p.add_argument("--storage", help="Optuna storage for searches and tuning (default: $OPTUNA_STORAGE or sqlite:///optuna.db)")
+        if optuna:
+            p.add_argument("--storage", help="Optuna storage for searches and tuning (default: $OPTUNA_STORAGE or sqlite:///optuna.db)")
         p.add_argument("--reports-dir", default="reports", help="where reports are written (default: reports)")
         p.add_argument("--ui-url", help="MLflow UI that reports link runs to, e.g. http://127.0.0.1:5000 (default: $SUITE_UI_URL; "
                                         "unset: reports name run keys, no links)")
@@ -110,7 +111,7 @@ def parser() -> argparse.ArgumentParser:
             p.add_argument("--from-runs", action="store_true",
                            help="read the runs from the report's own runs.csv/curves.csv, not the store (a committed report)")
         _executor(p, runs=False)
-        _common(p)
+        _common(p, optuna=False)  # reports read MLflow alone
     return top
 
 
