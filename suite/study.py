@@ -592,6 +592,18 @@ def with_tuned(study: Study, tuned: dict) -> Study:
     return dataclasses.replace(study, variants=study.variants + tuple(v + TUNED for v in ready), configs=configs, points=points)
 
 
+def commands(study: Study, smoke: bool, *flags: str) -> tuple[str, str]:
+    """(recreate the study's runs, rebuild its report), with the smoke flag for a smoke study, and `flags`."""
+    args = " ".join((*(["--smoke"] if smoke else []), *flags))
+    extra = f" ARGS={args}" if len(flags) + smoke == 1 else f' ARGS="{args}"' if args else ""
+    return f"make study STUDY={study.name}{extra}", f"make report STUDY={study.name}{extra}"
+
+
+def tuning_budget(study: Study, smoke: bool) -> int:
+    """Trials each variant's tuning (a `tune` block) gets."""
+    return study.smoke.trials if smoke else study.tune.trials
+
+
 def tuning_name(study: Study, variant: str, smoke: bool) -> str:
     """The name of the search that tunes `variant` of a study with a `tune` block (Optuna study, MLflow tag `suite.search`)."""
     return f"{study.name}/{variant}" + ("/smoke" if smoke else "")

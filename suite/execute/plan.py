@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from .. import tracking
 from ..errors import SuiteError
-from ..study import RunSpec, Study, expand
+from ..study import RunSpec, Study, commands, expand
 from . import Settings, backend, execution
 from .recorder import Recorder
 from .worker import DIVERGED, FAILED, Task
@@ -107,16 +107,11 @@ def run_study(study: Study, *, smoke: bool, uri: str, data_dir: Path, force: boo
     return outcome
 
 
-def reproduce(study: Study, smoke: bool) -> str:
-    """The command that recreates a study's runs (trains what the store lacks), smoke flag included."""
-    return f"suite study {study.name}" + (" --smoke" if smoke else "")
-
-
 def describe(study: Study, smoke: bool) -> str:
     """The experiment's description in the UI: the question, and how its runs were made."""
     return (f"**{study.question}**" + (" (smoke: the seconds-long version)" if smoke else "") + "\n\n"
             + (f"{study.description.strip()}\n\n" if study.description else "")
-            + f"Study file `{source_name(study)}`; metric `{study.metric}`. Recreate: `{reproduce(study, smoke)}`.")
+            + f"Study file `{source_name(study)}`; metric `{study.metric}`. Recreate: `{commands(study, smoke)[0]}`.")
 
 
 def source_name(study: Study) -> str:
@@ -128,7 +123,7 @@ def source_name(study: Study) -> str:
 def _note(study: Study, spec: RunSpec, smoke: bool) -> str:
     return (f"Variant `{spec.variant}`, seed {spec.seed}, dataset `{spec.dataset}` of study **{study.name}**"
             f"{' (smoke)' if smoke else ''}: {study.question}\n\nRun key `{spec.run_key}`; "
-            f"reproduce with `{reproduce(study, smoke)}`.")
+            f"recreate with `{commands(study, smoke)[0]}`.")
 
 
 def _progress(bar, outcome: Outcome, running: int) -> None:

@@ -27,14 +27,14 @@ from .. import analysis, provenance, tracking
 from ..config import Execution
 from ..errors import SuiteError
 from ..results import Results, collect, from_report
-from ..study import Study, expand, tuning_name, tuning_targets, with_tuned
+from ..study import Study, expand, tuning_budget, tuning_name, tuning_targets, with_tuned
 from . import content
-from .content import commands, out_dir, ui_url
+from .content import out_dir, ui_url
 from .figures import error_figures, study_figures
 from .render import bold_verdict, render_html, render_markdown
 from .search import build_search, build_tuning_searches, tuning_blocks
 
-__all__ = ["build", "build_search", "build_tuning_searches", "claim_table", "commands", "out_dir", "ui_url", "verdict_record", "write_index"]
+__all__ = ["build", "build_search", "build_tuning_searches", "claim_table", "out_dir", "ui_url", "verdict_record", "write_index"]
 
 
 def claim_table(study: Study, smoke: bool, uri: str, execution: Execution | None = None) -> pd.DataFrame:
@@ -47,7 +47,7 @@ def _with_tuning(study: Study, smoke: bool, uri: str) -> Study:
     """With a `tune` block: the study plus its `@tuned` variants, at the best values the searches' parent runs hold."""
     if study.tune is None:
         return study
-    budget = study.smoke.trials if smoke else study.tune.trials
+    budget = tuning_budget(study, smoke)
     found = _searches(study, smoke, uri)
     tuned = {}
     for dataset, variant in tuning_targets(study):

@@ -9,7 +9,7 @@ import pandas as pd
 
 from .. import analysis, provenance, tracking
 from ..config import METRIC_DIRECTIONS
-from ..study import Study, format_value
+from ..study import Study, commands, format_value
 
 UI_URL_ENV = "SUITE_UI_URL"  # where reports link run ids to (e.g. http://127.0.0.1:5000, `make ui`'s default); unset: no links
 
@@ -18,13 +18,6 @@ def ui_url(cli_value: str | None = None) -> str | None:
     """The MLflow UI reports link to: --ui-url, else $SUITE_UI_URL, else none (committed reports carry no dead links)."""
     value = cli_value or os.environ.get(UI_URL_ENV) or None
     return value.rstrip("/") if value else None
-
-
-def commands(study: Study, smoke: bool, *flags: str) -> tuple[str, str]:
-    """(recreate the runs, rebuild the report), with the smoke flag where the report is a smoke one, and `flags`."""
-    args = " ".join((*(["--smoke"] if smoke else []), *flags))
-    extra = f" ARGS={args}" if len(flags) + smoke == 1 else f' ARGS="{args}"' if args else ""
-    return f"make study STUDY={study.name}{extra}", f"make report STUDY={study.name}{extra}"
 
 
 def out_dir(study: Study, smoke: bool, reports_dir: Path) -> Path:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import tracking
-from ..study import Study, tuning_name, tuning_targets
+from ..study import Study, tuning_budget, tuning_name, tuning_targets
 from .content import out_dir
 from .figures import save
 from .render import render_html, render_markdown
@@ -119,7 +119,7 @@ def build_tuning_searches(study: Study, smoke: bool, reports_dir: Path, storage:
 def tuning_blocks(study: Study, smoke: bool, reports_dir: Path, searches: dict) -> list[tuple]:
     """The tuned settings of each variant (equal budgets), read from the searches' parent runs in MLflow."""
     block, folder = study.tune, out_dir(study, smoke, reports_dir)
-    budget = study.smoke.trials if smoke else block.trials
+    budget = tuning_budget(study, smoke)
     rows = []
     for dataset, variant in tuning_targets(study):
         trials, best, value = searches.get((tuning_name(study, variant, smoke), dataset), (0, None, None))
