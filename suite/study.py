@@ -18,6 +18,7 @@ import itertools
 import json
 import math
 import re
+import reprlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -38,7 +39,27 @@ from .config import (
 from .errors import StudyError
 
 STUDIES_DIR = Path("studies")
-NAME_PATTERN = r"^[A-Za-z0-9_.+-]+$"
+# Study and variant names become folders (reports/<study>/, search/<variant>/): never '.', '..' or hidden.
+NAME_PATTERN = r"^[A-Za-z0-9_+-][A-Za-z0-9_.+-]*$"
+MAX_NAME = 100
+
+# Bounds on what validation reads and builds, far above any real study, so that a bad file is
+# refused in a fraction of a second instead of filling the memory.
+MAX_FILE_BYTES = 1_000_000
+MAX_VALUES = 100_000  # values in the file once aliases are expanded (a YAML bomb expands to billions)
+MAX_DEPTH = 30
+MAX_NUMBER = 2**63  # no setting takes a number this large (nor a NaN or an infinity)
+NOT_A_NUMBER = "is not a number any setting takes (finite, below 2**63 in size)"
+MAX_RUNS = 100_000
+MAX_MODEL_BYTES = 32 * 2**30  # float32 weights, gradients and two optimizer moments, plus a batch's activations
+MAX_TRAIN = 60_000  # the largest training split (MNIST, Fashion-MNIST)
+# What a model sees of each dataset: input shape and outputs (data.INPUTS, which imports torch).
+INPUTS = {
+    "mnist": ((1, 28, 28), 10),
+    "fashion_mnist": ((1, 28, 28), 10),
+    "cifar10": ((3, 32, 32), 10),
+    "quadratic": ((1,), 1),
+}
 
 
 class Smoke(BaseModel):
@@ -97,7 +118,7 @@ class StudyFile(BaseModel):
     """The top level of a study file, before the run configs are merged and validated."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    name: str = Field(pattern=NAME_PATTERN)
+    name: str
     question: str
     description: str = ""
     base: dict = Field(default_factory=dict)
@@ -112,12 +133,17 @@ class StudyFile(BaseModel):
     search: Search | None = None
     tune: Search | None = Field(None, description="tune every variant with this budget before its seeds run")
 
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name):
+        _check_name("a study name", name)
+        return name
+
     @field_validator("variants")
     @classmethod
     def _variant_names(cls, variants):
         for name in variants:
-            if not re.match(NAME_PATTERN, name):
-                raise ValueError(f"variant name '{name}' may only use letters, digits and _ . + -")
+            _check_name(f"variant name {_shown(name)}", name)
         return variants
 
     @field_validator("datasets")
@@ -210,6 +236,13 @@ class Study:
         return list(varied)
 
 
+def _check_name(what: str, name: str) -> None:
+    """A study or variant name names a folder: plain, not '.', '..' or hidden, and not too long."""
+    if not re.fullmatch(NAME_PATTERN, name) or len(name) > MAX_NAME:
+        raise ValueError(f"{what} may only use letters, digits and _ . + -, may not start with a dot "
+                         f"and has at most {MAX_NAME} characters")
+
+
 # ---------------------------------------------------------------- loading
 
 
@@ -217,33 +250,110 @@ def find_study(name_or_path: str, studies_dir: Path = STUDIES_DIR) -> Path:
     """A study name (`regularization`) or a path to a YAML file."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml"):
-        if not path.is_file():
+        if not _is_file(path):
             raise StudyError(f"{path}: no such study file")
         return path
     path = studies_dir / f"{name_or_path}.yaml"
-    if not path.is_file():
+    if not _is_file(path):
         known = ", ".join(sorted(p.stem for p in studies_dir.glob("*.yaml"))) or "none"
         raise StudyError(f"no study named '{name_or_path}' in {studies_dir}/ (known: {known})")
     return path
 
 
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+        return False
+
+
 def load_study(name_or_path: str, studies_dir: Path = STUDIES_DIR) -> Study:
     """Read, validate and resolve a study file; every error is one StudyError line."""
-    path = find_study(name_or_path, studies_dir)
-    text = path.read_text()
+    try:
+        return _load(find_study(name_or_path, studies_dir))
+    except StudyError as err:
+        raise StudyError(_one_line(str(err))) from None
+
+
+def _load(path: Path) -> Study:
+    def fail(message: str):
+        raise StudyError(f"{path}: {message}")
+
+    try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            fail(f"larger than {MAX_FILE_BYTES:,} bytes; a study file is a short YAML text")
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        fail("not a UTF-8 text YAML file")
+    except OSError as err:
+        fail(f"cannot read it ({err.strerror or err})")
     try:
         raw = yaml.safe_load(text)
-    except yaml.YAMLError as err:
+    except Exception as err:  # PyYAML's errors, and what its constructors raise (`!!int x`, a 30 February, too deep)
         mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else "?"
-        raise StudyError(f"{path}: not valid YAML at {where}: {getattr(err, 'problem', err)}") from None
+        where = f" at line {mark.line + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or (str(err).splitlines() or [type(err).__name__])[0]
+        fail(f"not valid YAML{where}: {problem}")
     if not isinstance(raw, dict):
-        raise StudyError(f"{path}: a study file is a mapping with keys name, question, base, variants, ...")
+        fail("a study file is a mapping with keys name, question, base, variants, ...")
+    _check_values(raw, fail)
     try:
-        top = StudyFile(**raw)
+        top = StudyFile.model_validate(raw)
     except ValidationError as err:
-        raise StudyError(f"{path}: {describe(err, StudyFile, raw)}") from None
+        fail(describe(err, StudyFile, raw))
+    _check_numbers(top.model_dump(), str, fail)
     return _resolve(top, path, hashlib.sha256(text.encode()).hexdigest())
+
+
+def _check_values(raw: dict, fail) -> None:
+    """Plain YAML values only, and a bounded tree: no alias bomb, no deep nesting, no NaN, inf or huge numbers."""
+    stack, count = [(raw, "", 0)], 0
+    while stack:
+        node, where, depth = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            fail(f"more than {MAX_VALUES:,} values once YAML aliases are expanded")
+        if depth > MAX_DEPTH:
+            fail(f"{where}: nested more than {MAX_DEPTH} levels deep")
+        if _bad_number(node):
+            fail(f"{where}: {_shown(node)} {NOT_A_NUMBER}")
+        if isinstance(node, dict):
+            for key in node:
+                if not isinstance(key, str):
+                    fail(f"{where or '(top level)'}: key {_shown(key)} is not text; quote it")
+            stack.extend((value, f"{where}.{key}" if where else key, depth + 1) for key, value in node.items())
+        elif isinstance(node, list):
+            stack.extend((value, f"{where}.{i}", depth + 1) for i, value in enumerate(node))
+        elif not isinstance(node, (str, int, float, bool, type(None))):
+            fail(f"{where}: a {type(node).__name__} (from a YAML tag or an unquoted date) is not a study value; quote it")
+
+
+def _bad_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not abs(value) < MAX_NUMBER
+
+
+def _check_numbers(tree, origin, fail, loc: str = "") -> None:
+    """Validated values too: pydantic reads the strings 'nan', 'inf' and '1e400' as floats."""
+    if isinstance(tree, dict | list | tuple):
+        for key, value in tree.items() if isinstance(tree, dict) else enumerate(tree):
+            _check_numbers(value, origin, fail, f"{loc}.{key}" if loc else str(key))
+    elif _bad_number(tree):
+        fail(f"{origin(loc)}: {_shown(tree)} {NOT_A_NUMBER}")
+
+
+def _one_line(text: str) -> str:
+    """Line breaks and other control characters (from names, keys or values in the file) escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = _REPR.maxlong = 80
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict = 3, 8, 4
+
+
+def _shown(value) -> str:
+    """A value as an error message quotes it: repr, cut short."""
+    return _REPR.repr(value)
 
 
 def _resolve(top: StudyFile, path: Path, sha: str) -> Study:
@@ -258,6 +368,9 @@ def _resolve(top: StudyFile, path: Path, sha: str) -> Study:
             fail(f"{where}.execution: how runs are computed is chosen when running (--threads, --device), not in the study file")
     seeds = _seed_list(top.seeds, "seeds", fail)
     _seed_list(top.smoke.seeds, "smoke.seeds", fail)
+    runs = len(top.datasets) * max(len(top.variants), 1) * math.prod(len(values) for values in top.grid.values()) * len(seeds)
+    if runs > MAX_RUNS:
+        fail(f"{runs:,} runs (datasets x variants x grid points x seeds); a study may have at most {MAX_RUNS:,}")
     conditions = _conditions(top, fail)
     configs = {}
     for dataset, per_dataset in top.datasets.items():
@@ -265,9 +378,11 @@ def _resolve(top: StudyFile, path: Path, sha: str) -> Study:
             merged = deep_merge(deep_merge(top.base, per_dataset), overrides)
             merged.setdefault("data", {})["name"] = dataset
             try:
-                configs[dataset, variant] = RunConfig(**merged)
+                configs[dataset, variant] = RunConfig.model_validate(merged)
             except ValidationError as err:
                 fail(describe(err, RunConfig, merged, origin=_origin(top, variant, point, dataset)))
+            _check_numbers(configs[dataset, variant].model_dump(), _origin(top, variant, point, dataset), fail)
+            _check_size(configs[dataset, variant], f"variant '{variant}' on {dataset}", fail)
     _check_metric(top.metric, top.datasets, fail)
     variants = tuple(conditions)
     if top.baseline is not None and top.baseline not in variants:
@@ -308,10 +423,56 @@ def _check_search(key: str, block: Search, top: StudyFile, configs: dict, varian
             for value in (param.choices or []) + [v for v in (param.low, param.high) if v is not None]:
                 if param.type == "int":
                     value = int(value)
+                tree = deep_merge(config.canonical(), _nest(path, value))
                 try:
-                    RunConfig(**deep_merge(config.canonical(), _nest(path, value)))
+                    corner = RunConfig.model_validate(tree)
                 except ValidationError as err:
-                    fail(f"{key}.space.{describe(err, RunConfig, deep_merge(config.canonical(), _nest(path, value)))}")
+                    fail(f"{key}.space.{describe(err, RunConfig, tree)}")
+                _check_size(corner, f"{key}.space.{path} = {_shown(value)} on {dataset}", fail)
+
+
+def model_size(config: RunConfig) -> tuple[int, int]:
+    """(parameters, activation values per example, an upper bound) of the model `config` builds, by arithmetic.
+
+    Mirrors models.py without torch, so that a model too large for any machine is refused before
+    anything is allocated; raises ValueError where models.py would (a CNN that shrinks its input away).
+    """
+    cfg, (shape, outputs) = config.model, INPUTS[config.data.name]
+    params, acts = 0, math.prod(shape)
+    if cfg.name == "cnn" and len(shape) == 3:  # (on other inputs models.py refuses it when the run starts)
+        channels, size = shape[0], shape[1:]
+        for out in cfg.channels:
+            params += channels * out * cfg.kernel_size**2 + out
+            size = tuple(s + 2 * cfg.padding - cfg.kernel_size + 1 for s in size)
+            acts += 2 * out * max(math.prod(size), 0)  # convolution, activation
+            if cfg.pool:
+                size = tuple(s // cfg.pool for s in size)
+                acts += out * max(math.prod(size), 0)
+            if min(size) < 1:
+                raise ValueError(f"the CNN shrinks a {shape[1]}x{shape[2]} input to nothing; use padding or fewer layers")
+            channels = out
+        width = channels * math.prod(size)
+    else:
+        width = math.prod(shape)
+    for hidden in cfg.hidden:
+        params += width * hidden + hidden
+        acts += 3 * hidden  # linear, activation, dropout
+        width = hidden
+    return params + width * outputs + outputs, acts + outputs
+
+
+def _check_size(config: RunConfig, where: str, fail) -> None:
+    """Refuse a model whose weights, optimizer state and one batch's activations exceed MAX_MODEL_BYTES."""
+    try:
+        params, acts = model_size(config)
+    except ValueError as err:
+        fail(f"{where}: model: {err}")
+    batch = config.train.batch_size if isinstance(config.train.batch_size, int) else MAX_TRAIN
+    batch = min(batch, config.data.train_size or MAX_TRAIN, MAX_TRAIN)
+    need = 4 * (4 * params + 2 * batch * acts)  # float32; forward and backward values of a batch
+    if need > MAX_MODEL_BYTES:
+        fail(f"{where}: model: needs about {need / 2**30:,.0f} GiB ({params:,} parameters, {acts:,} activations per example, "
+             f"batches of {batch:,}); a study model may need at most {MAX_MODEL_BYTES // 2**30} GiB")
 
 
 def search_variant(block: Search, baseline: str | None, variants) -> str:
@@ -320,11 +481,11 @@ def search_variant(block: Search, baseline: str | None, variants) -> str:
 
 def _seed_list(seeds, key, fail) -> tuple[int, ...]:
     if isinstance(seeds, int):
-        if seeds < 1:
-            fail(f"{key}: give a positive count or a list of seeds (got {seeds})")
+        if not 1 <= seeds <= MAX_RUNS:
+            fail(f"{key}: give a positive count (at most {MAX_RUNS:,}) or a list of seeds (got {seeds})")
         return tuple(range(seeds))
     if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        fail(f"{key}: a list of distinct non-negative integers (got {seeds})")
+        fail(f"{key}: a list of distinct non-negative integers (got {_shown(seeds)})")
     return tuple(seeds)
 
 
@@ -430,7 +591,7 @@ def describe(err: ValidationError, model: type[BaseModel], data: dict, origin=No
         allowed = e.get("ctx", {}).get("expected_tags", "").replace("'", "")
         return f"{where}.name: unknown or missing name {e['ctx'].get('tag', '')!r} (allowed: {allowed})"
     got = e.get("input")
-    shown = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
+    shown = "" if isinstance(got, dict) or got is None else f" (got {_shown(got)})"
     msg = e["msg"].removeprefix("Value error, ")
     return f"{where}: {msg}{shown}"
 
@@ -488,7 +649,7 @@ _CLAIM = re.compile(
 
 def parse_claim(text: str, variants, top: StudyFile, fail) -> Claim:
     """`l2 > none`, `dropout=0.1 > dropout=0 on test_acc by at least 0.5 points`, `base >= 97.5% on test_acc`."""
-    m = _CLAIM.match(text.strip())
+    m = _CLAIM.match(" ".join(text.split()))  # runs of blanks as one: the pattern backtracks quadratically over long ones
     if not m:
         fail(f"claims: cannot read '{text}' (write e.g. 'l2 > none', 'a > b by at least 0.5 points on test_acc', 'base >= 97.5% on test_acc')")
     g = m.groupdict()
