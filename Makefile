@@ -12,13 +12,13 @@ PORT   ?= 5000
 HOST   ?=
 RUN    := $(if $(EXECUTOR),--executor $(EXECUTOR)) $(if $(WORKERS),--workers $(WORKERS))
 
-.PHONY: setup system-deps study report check tune smoke test bench ui list clean-venv
+.PHONY: setup system-deps study report check tune smoke test bench ui list server server-stop clean-venv
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,ray]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,ray,server]'
 	@touch $(STAMP)
 
 study: $(STAMP)
@@ -48,9 +48,16 @@ bench: $(STAMP)
 ui: $(STAMP)
 	$(BIN)/suite ui --port $(PORT) $(if $(HOST),--host $(HOST)) $(ARGS)
 
-# What the browser and Fashion-MNIST tests need from Debian (root; CI runs this before `make test`).
+# A team store here: PostgreSQL (Debian's postgresql) + an MLflow tracking server, under .server/; prints the URIs to export.
+server: $(STAMP)
+	$(BIN)/suite server start $(ARGS)
+
+server-stop: $(STAMP)
+	$(BIN)/suite server stop $(ARGS)
+
+# What the browser, Fashion-MNIST and team-store tests need from Debian (root; CI runs this before `make test`).
 system-deps:
-	@missing="$$(for p in chromium chromium-driver dataset-fashion-mnist; do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done)"; \
+	@missing="$$(for p in chromium chromium-driver dataset-fashion-mnist postgresql; do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done)"; \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
 
 clean-venv:

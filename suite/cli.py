@@ -9,6 +9,8 @@
     suite tune NAME [--trials N]       Optuna search over the study's `search` space
     suite smoke                        every study in smoke mode, into a throw-away store
     suite ui [--port 5000]             MLflow's UI over the store; prints each study's runs link
+    suite push NAME --to URI           copy a study's finished runs to another store (idempotent by run key)
+    suite server start|stop            a team store here: PostgreSQL + an MLflow tracking server (.server/)
 
 Every user error is one line on stderr and a non-zero exit: 2 for bad input, 1 when the
 work could not be done, 130 when interrupted.
@@ -102,6 +104,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default=os.environ.get("SUITE_UI_HOST", "127.0.0.1"), help="address to listen on (default: $SUITE_UI_HOST or 127.0.0.1)")
     p.add_argument("--port", type=int, default=int(os.environ.get("SUITE_UI_PORT", "5000")), help="port (default: $SUITE_UI_PORT or 5000)")
 
+    p = sub.add_parser("push", help="copy a study's finished runs (params, metrics, tags, artifacts) to another MLflow store")
+    p.add_argument("name", help="study name (studies/NAME.yaml) or path to a YAML file")
+    p.add_argument("--to", required=True, help="the target store, e.g. the team store's http://127.0.0.1:PORT")
+    _common(p, optuna=False)
+
+    p = sub.add_parser("server", help="start or stop a team store on this machine: PostgreSQL and an MLflow tracking server")
+    p.add_argument("action", choices=("start", "stop"))
+    p.add_argument("--dir", default=".server", help="where the database, logs and artifacts live (default: .server)")
+    p.add_argument("--port", type=int, help="the tracking server's port (default: a free one, then the same each start)")
+    p.add_argument("--pg-port", type=int, help="PostgreSQL's port (default: a free one, then the same each start)")
+
     for name, text in (("report", "rebuild a study's report from MLflow, without training"),
                        ("check", "exit 1 when a claim of the study is contradicted")):
         p = sub.add_parser(name, help=text)
@@ -128,9 +141,35 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted: finished runs are kept; run the same command again to resume", file=sys.stderr)
         return 130
+    except Exception as err:
+        message = store_failure(err)
+        if message is None:
+            raise  # a bug: the traceback is what we need
+        print(f"error: {message}; finished runs are kept, run the same command again to resume", file=sys.stderr)
+        return 1
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def store_failure(err: BaseException) -> str | None:
+    """One line for a store that failed under us (a tracking server gone, a database down, a full disk); None for anything else."""
+    import errno
+
+    kinds = {"MlflowException": "the MLflow store failed", "RequestException": "the tracking server cannot be reached",
+             "ConnectionError": "the tracking server cannot be reached", "OperationalError": "the database failed",
+             "StorageInternalError": "the Optuna storage failed"}
+    names = {c.__name__ for c in type(err).__mro__}
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"the disk is full ({err.filename or err.strerror})"
+    for name, what in kinds.items():
+        if name in names:
+            lines = [line for line in str(err).splitlines() if line.strip()]
+            detail = lines[0][:160] if lines else type(err).__name__
+            from .tune import redact
+
+            return f"{what}: {redact(detail)}"
+    return None
 
 
 def cmd_list(args) -> int:
@@ -170,15 +209,21 @@ def _run(name: str, args, smoke: bool, uri: str) -> int:
 
     study = load_study(name, Path(args.studies_dir))
     chosen = settings(args)
+    reports_dir = Path(args.reports_dir)
+
+    def write_report() -> None:
+        if study.tune is not None:  # search reports come from the Optuna store; the study's report reads MLflow alone
+            report.build_tuning_searches(study, smoke, reports_dir, args.storage, tracking.tracking_uri(uri))
+        out = report.build(study, smoke=smoke, uri=tracking.tracking_uri(uri), reports_dir=reports_dir,
+                           execution=execution(chosen), ui=report.ui_url(args.ui_url))
+        print(f"report: {out}")
+
     outcome = run_study(study, smoke=smoke, uri=uri, data_dir=data_root(args.data_dir), force=getattr(args, "force", False),
-                        storage=args.storage, settings=chosen, keep_weights=args.keep_weights == "final")
+                        storage=args.storage, settings=chosen, keep_weights=args.keep_weights == "final", report=write_report)
     print(f"{study.name}: {outcome.trained} trained, {outcome.skipped} already done, {outcome.diverged} diverged, "
-          f"{len(outcome.failed)} failed")
-    if study.tune is not None:  # search reports come from the Optuna store; the study's report reads MLflow alone
-        report.build_tuning_searches(study, smoke, Path(args.reports_dir), args.storage, tracking.tracking_uri(uri))
-    out = report.build(study, smoke=smoke, uri=tracking.tracking_uri(uri), reports_dir=Path(args.reports_dir),
-                       execution=execution(chosen), ui=report.ui_url(args.ui_url))
-    print(f"report: {out}")
+          f"{len(outcome.failed)} failed" + (f", {len(outcome.lost)} taken over by other drivers" if outcome.lost else ""))
+    if outcome.reported_elsewhere:
+        print("report: written by another driver from these same runs (`suite report` rebuilds it here)")
     link = tracking.experiment_link(tracking.connect(uri), tracking.experiment_name(study.name, smoke), _ui_base(args, uri))
     print(f"runs: {link}" + ("" if report.ui_url(args.ui_url) or tracking.is_server(uri) else "  (after `make ui`)"))
     if outcome.failed:
@@ -308,6 +353,37 @@ def cmd_ui(args) -> int:
     return 0
 
 
+def cmd_push(args) -> int:
+    from . import push, tracking
+    from .study import load_study
+
+    study = load_study(args.name, Path(args.studies_dir))
+    source = tracking.tracking_uri(args.tracking_uri)
+    done = push.push(study.name, source, args.to)
+    print(f"{study.name}: {done.copied} runs copied to {args.to}, {done.present} already there")
+    return 0
+
+
+def cmd_server(args) -> int:
+    from . import server
+
+    folder = Path(args.dir)
+    if args.action == "stop":
+        print(f"stopped the team store in {folder}" if server.stop(folder) else f"no team store was started in {folder}")
+        return 0
+    for port in (args.port, args.pg_port):
+        if port is not None and not 0 < port < 65536:
+            raise SuiteError(f"ports are 1-65535, not {port}")
+    state = server.start(folder, args.port, args.pg_port)
+    env = server.write_env(folder, state)
+    shown = server.uris(state, password=False)
+    print(f"team store running in {folder.resolve()} (`make server-stop` stops it)")
+    print(f"  MLFLOW_TRACKING_URI={shown['MLFLOW_TRACKING_URI']}   (the MLflow UI too)")
+    print(f"  OPTUNA_STORAGE={shown['OPTUNA_STORAGE']}")
+    print(f"point every driver at it: source {env}   (holds the password; readable by you alone)")
+    return 0
+
+
 def _print_links(base: str, uri: str, ready: bool = False) -> None:
     from . import tracking
 
@@ -320,4 +396,5 @@ def _print_links(base: str, uri: str, ready: bool = False) -> None:
 
 
 COMMANDS = {"tune": cmd_tune, "list": cmd_list, "validate": cmd_validate, "study": cmd_study, "smoke": cmd_smoke,
-            "report": cmd_report, "check": cmd_check, "evaluate": cmd_evaluate, "ui": cmd_ui}
+            "report": cmd_report, "check": cmd_check, "evaluate": cmd_evaluate, "ui": cmd_ui,
+            "server": cmd_server, "push": cmd_push}

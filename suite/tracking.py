@@ -36,11 +36,18 @@ def _sqlite_path(uri: str) -> Path | None:
     return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
 
+_locked: set[Path] = set()  # stores this process holds the lock of (a nested store_lock is a no-op)
+
+
 @contextmanager
 def store_lock(uri: str):
-    """Hold an exclusive lock beside a sqlite store: one writing process at a time."""
+    """Hold an exclusive lock beside a sqlite store: one writing process at a time.
+
+    Other stores (a tracking server, PostgreSQL) take many writers: there each run is claimed
+    through `suite.leases` instead.
+    """
     db = _sqlite_path(uri)
-    if db is None:
+    if db is None or db.resolve() in _locked:
         yield
         return
     db.parent.mkdir(parents=True, exist_ok=True)
@@ -49,7 +56,11 @@ def store_lock(uri: str):
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise SuiteError(f"another suite process is writing to {db}; wait for it to finish or pass another --tracking-uri") from None
-        yield
+        _locked.add(db.resolve())
+        try:
+            yield
+        finally:
+            _locked.discard(db.resolve())
 
 
 def connect(uri: str):
@@ -58,6 +69,7 @@ def connect(uri: str):
     from mlflow.tracking import MlflowClient
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per downloaded artifact drowns the output
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # two "View run" lines per run on a server store
     for noisy in ("alembic", "mlflow"):  # after mlflow's import, which sets its own levels
         logging.getLogger(noisy).setLevel(logging.WARNING)
     mlflow.set_tracking_uri(uri)
@@ -83,8 +95,13 @@ def experiment_id(client, name: str, create: bool = True, description: str | Non
     if found is None and not create:
         return None
     if found is None:
-        exp_id = client.create_experiment(name)
-    else:
+        try:
+            exp_id = client.create_experiment(name)
+        except Exception:  # another driver created it a moment ago: use theirs
+            found = client.get_experiment_by_name(name)
+            if found is None:
+                raise
+    if found is not None:
         exp_id = found.experiment_id
         if found.lifecycle_stage == "deleted":
             client.restore_experiment(exp_id)
@@ -136,6 +153,11 @@ def search(client, exp_id: str, kind: str = "run", status: str | None = None) ->
         token = page.token
         if not token:
             return runs
+
+
+def runs_with_key(client, exp_id: str, run_key: str) -> list:
+    """Every live run of one run key, in any state."""
+    return client.search_runs([exp_id], filter_string=f"tags.`suite.run_key` = '{run_key}'", max_results=1000)
 
 
 def start_run(client, exp_id: str, name: str, tags: dict, params: dict, config: dict) -> str:

@@ -18,10 +18,12 @@ FAILED as interrupted and does not count towards the total.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,8 +128,12 @@ def tune_targets(study: Study, smoke: bool) -> list[Target]:
 
 def open_search(target: Target, storage: str) -> optuna.Study:
     try:
-        return optuna.create_study(storage=storage, study_name=target.name, direction=target.block.direction,
-                                   sampler=make_sampler(target.block), pruner=make_pruner(target.block), load_if_exists=True)
+        try:
+            return optuna.create_study(storage=storage, study_name=target.name, direction=target.block.direction,
+                                       sampler=make_sampler(target.block), pruner=make_pruner(target.block), load_if_exists=True)
+        except optuna.exceptions.DuplicatedStudyError:  # created by another driver between Optuna's check and its insert
+            return optuna.load_study(study_name=target.name, storage=storage, sampler=make_sampler(target.block),
+                                     pruner=make_pruner(target.block))
     except Exception as err:  # a bad URL, an unreachable server
         raise SuiteError(f"cannot open the Optuna storage {storage}: {str(err).splitlines()[0][:200]}") from None
 
@@ -138,57 +144,87 @@ def counted(trials) -> int:
     return sum(t.state in states and t.user_attrs.get("fail_reason") != INTERRUPTED for t in trials)
 
 
-def fail_stale(search: optuna.Study) -> None:
-    """Trials left RUNNING by a killed process: mark them FAILED as interrupted (we hold the store lock)."""
+def trial_key(name: str, number: int, storage: str = "") -> str:
+    """The lease of one trial (`suite.leases`): alive while a driver trains it."""
+    return f"trial/{redact(storage)}#{name}/{number}"
+
+
+def fail_stale(search: optuna.Study, leases, name: str, client, storage_name: str) -> None:
+    """Trials left RUNNING by a killed driver (no live lease): FAILED as interrupted (they do not count), their MLflow runs KILLED."""
     storage = search._storage
-    for trial in search.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        storage.set_trial_user_attr(trial._trial_id, "fail_reason", INTERRUPTED)
-        storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+    running = search.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    alive = leases.alive(trial_key(name, t.number, storage_name) for t in running)
+    for trial in running:
+        if trial_key(name, trial.number, storage_name) not in alive:
+            storage.set_trial_user_attr(trial._trial_id, "fail_reason", INTERRUPTED)
+            storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+            run_id = trial.user_attrs.get("mlflow_run_id")
+            if run_id and client.get_run(run_id).info.status == "RUNNING":
+                tracking.end_run(client, run_id, "KILLED", {"suite.trial_state": "FAIL", "suite.fail_reason": INTERRUPTED})
 
 
 def run_search(target: Target, *, uri: str, storage: str, data_dir: Path, trials: int | None = None,
                settings: Settings | None = None) -> optuna.Study:
-    """Run trials until `trials` (default: the block's budget) count, up to `settings.workers` at once, logging each to MLflow."""
+    """Run trials until `trials` (default: the block's budget) count, up to `settings.workers` at once, logging each to MLflow.
+
+    Several drivers may run one search on a shared store: each trial is asked under a lock across
+    drivers (trials counted + trials in flight never exceed the total) and leased while it trains;
+    a trial whose driver died is failed as interrupted and its slot goes to the next ask.
+    """
+    from .leases import open_leases
+
     settings = settings or Settings()
     total = trials or target.budget
     base = with_execution(target.base_config(), execution(settings))
-    with tracking.store_lock(uri):
+    with tracking.store_lock(uri), open_leases(uri, storage) as leases:
         client = tracking.connect(uri)
         exp_id = tracking.experiment_id(client, tracking.experiment_name(target.study.name, target.smoke),
                                         description=describe(target.study, target.smoke), metric=target.study.metric,
                                         columns=target.study.scientific())
         search = open_search(target, storage)
-        fail_stale(search)
-        _close_interrupted_runs(client, search)
-        stored = search.get_trials(deepcopy=False)
-        search.sampler = make_sampler(target.block, resumed_at=len(stored))
-        parent = _parent_run(client, exp_id, target, storage)
+        lock = f"search/{target.name}"
+        with leases.mutex(lock):
+            fail_stale(search, leases, target.name, client, storage)
+            stored = search.get_trials(deepcopy=False)
+            search.sampler = make_sampler(target.block, resumed_at=len(stored))
+            parent = _parent_run(client, exp_id, target, storage)
         recorder = Recorder(client, exp_id, {"suite.kind": "trial", "suite.study": target.study.name, "suite.search": target.name,
                                              "suite.variant": target.variant, "suite.dataset": target.dataset,
                                              "suite.smoke": target.smoke, "mlflow.parentRunId": parent,
                                              "mlflow.source.name": source_name(target.study)})
-        remaining = max(total - counted(stored), 0)
-        bar = tqdm(total=total, initial=total - remaining, desc=target.name, unit="trial", disable=None)
-        in_flight: dict[int, optuna.Trial] = {}
-        started = [0]
+        bar = tqdm(total=total, initial=min(counted(stored), total), desc=target.name, unit="trial", disable=None)
+        in_flight: dict[int, tuple[optuna.Trial, int]] = {}  # task id -> (trial, lease token)
         objective, last_epoch = target.block.objective, base.train.epochs
 
         def next_task() -> Task | None:
-            if started[0] >= remaining:
-                return None
-            started[0] += 1
-            trial = search.ask()
-            values = sample(trial, target.block)
+            with leases.mutex(lock):
+                if leases.shared:
+                    fail_stale(search, leases, target.name, client, storage)
+                now = search.get_trials(deepcopy=False)
+                running = sum(t.state == optuna.trial.TrialState.RUNNING for t in now)
+                if counted(now) + running >= total:
+                    return None
+                if leases.shared:  # another driver may have asked with the same seed: derive it from this ask's position
+                    search.sampler = make_sampler(target.block, resumed_at=len(now))
+                trial = search.ask()
+                token = leases.claim(trial_key(target.name, trial.number, storage))
+                values = sample(trial, target.block)
             task = Task(trial.number, f"{target.name}/trial={trial.number}", override(base, values), target.block.seed,
                         str(Path(data_dir).resolve()), ask_each_epoch=True, test=False)
             run_id = recorder.start(task, {"suite.trial": trial.number, "suite.trial_state": "RUNNING"},
                                     {f"sampled.{k}": v for k, v in values.items()})
             trial.set_user_attr("mlflow_run_id", run_id)
-            in_flight[task.id] = trial
+            in_flight[task.id] = (trial, token)
             return task
 
         def handle(task: Task, kind: str, payload):
-            trial = in_flight[task.id]
+            trial, token = in_flight[task.id]
+            key = trial_key(target.name, trial.number, storage)
+            if key in leases.lost:  # failed as interrupted by another driver: nothing of it is ours to record
+                if kind == "done":
+                    del in_flight[task.id]
+                    recorder.drop(task)
+                return False
             if kind == "ask":  # an epoch ended: record it, report it, maybe prune (never after the last epoch)
                 epoch, metrics = payload[1]
                 recorder.event(task, "epoch", (epoch, metrics))
@@ -199,8 +235,12 @@ def run_search(target: Target, *, uri: str, storage: str, data_dir: Path, trials
                 return None
             record = payload
             del in_flight[task.id]
+            if not leases.fence(key, token):
+                recorder.drop(task)
+                return None
             state = _tell(search, trial, record, objective)
             recorder.finish(task, record, {"suite.trial_state": state, "suite.fail_reason": trial.user_attrs.get("fail_reason", "")})
+            leases.complete(key, token)
             bar.update()
             if record.fatal:
                 raise SuiteError(record.reason)
@@ -208,15 +248,26 @@ def run_search(target: Target, *, uri: str, storage: str, data_dir: Path, trials
 
         with bar:
             try:
-                if remaining > 0:
-                    backend(settings, [target.dataset], remaining).run(next_task, handle)
+                while True:
+                    first = next_task()
+                    if first is not None:
+                        queue = itertools.chain([first], iter(next_task, None))
+                        backend(settings, [target.dataset], max(total - counted(search.get_trials(deepcopy=False)), 1)).run(lambda: next(queue, None), handle)
+                    now = search.get_trials(deepcopy=False)
+                    if counted(now) >= total or not any(t.state == optuna.trial.TrialState.RUNNING for t in now):
+                        break
+                    bar.set_postfix_str("waiting for trials that other drivers train", refresh=True)
+                    bar.n = min(counted(now), total)
+                    time.sleep(min(5.0, leases.seconds / 4))
             except BaseException:
-                for trial in in_flight.values():  # failed as interrupted: not counted, not redone
+                for trial, token in in_flight.values():  # failed as interrupted: not counted, not redone
                     trial.set_user_attr("fail_reason", INTERRUPTED)
                     search.tell(trial, state=optuna.trial.TrialState.FAIL)
+                    leases.release(trial_key(target.name, trial.number, storage), token)
                 recorder.abandon()
                 raise
-        _close_parent(client, parent, search, target)
+        with leases.mutex(lock):
+            _close_parent(client, parent, search, target)
     return search
 
 
@@ -256,14 +307,6 @@ def _tell(search: optuna.Study, trial: optuna.Trial, record: Record, objective: 
     tested = record.history[int(record.final["tested_epoch"]) - 1]
     search.tell(trial, tested[objective])
     return "COMPLETE"
-
-
-def _close_interrupted_runs(client, search: optuna.Study) -> None:
-    """MLflow runs of interrupted trials that a kill left RUNNING: mark them KILLED too."""
-    for trial in search.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
-        run_id = trial.user_attrs.get("mlflow_run_id")
-        if trial.user_attrs.get("fail_reason") == INTERRUPTED and run_id and client.get_run(run_id).info.status == "RUNNING":
-            tracking.end_run(client, run_id, "KILLED", {"suite.trial_state": "FAIL", "suite.fail_reason": INTERRUPTED})
 
 
 def _parent_run(client, exp_id: str, target: Target, storage: str) -> str:

@@ -2,6 +2,7 @@
 the report written from the store, resume, --force, the lock, and the one-line errors."""
 
 import json
+import fcntl
 import os
 import subprocess
 import sys
@@ -15,9 +16,8 @@ import torch
 from suite.cli import main
 from suite.config import RunConfig
 from suite.execute.worker import evaluate_weights
-from suite.tracking import store_lock
 
-from conftest import needs_mnist
+from conftest import ROOT, needs_mnist
 
 pytestmark = [needs_mnist, pytest.mark.slow]
 
@@ -147,7 +147,8 @@ def test_an_interrupted_run_is_replaced_not_duplicated(tiny_study, tmp_path, sto
 
 
 def test_second_writer_is_refused_with_one_line(tiny_study, tmp_path, store, capsys):
-    with store_lock(store):
+    with open(store.removeprefix("sqlite:///") + ".lock", "w") as held:  # as another process would hold it
+        fcntl.flock(held, fcntl.LOCK_EX)
         code = cli("study", "tiny", "--smoke", study_dir=tiny_study.parent, tmp_path=tmp_path, store=store)
     err = capsys.readouterr().err
     assert code == 1 and "another suite process is writing" in err and err.count("\n") == 1
@@ -185,3 +186,35 @@ def test_evaluate_names_a_run_it_cannot_find_in_one_line(tmp_path, store, capsys
     code = main(["evaluate", "0123456789abcdef", "--tracking-uri", store])
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1 and "no run with id or run key '0123456789abcdef'" in err
+
+
+@needs_mnist
+@pytest.mark.slow
+def test_a_full_disk_mid_study_is_one_line_and_the_next_call_resumes(tiny_study, tmp_path, data_dir):
+    """Store and artifacts on a 1.5 MB tmpfs: the study stops with one line when it fills, keeps what finished, then resumes."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1500k", "tmpfs", str(disk)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a size-limited tmpfs here (needs root and CAP_SYS_ADMIN): {mounted.stderr.strip()[:120]}")
+    try:
+        store = f"sqlite:///{disk}/mlflow.db"
+        command = [sys.executable, "-m", "suite", "study", str(tiny_study), "--smoke", "--workers", "1", "--tracking-uri", store,
+                   "--reports-dir", str(tmp_path / "r")]
+        env = {**os.environ, "SUITE_DATA_DIR": str(data_dir), "PYTHONPATH": str(ROOT)}
+        full = subprocess.run(command, capture_output=True, text=True, env=env, cwd=disk, timeout=300)  # artifacts go to ./mlruns
+        assert full.returncode == 1 and "Traceback" not in full.stderr, full.stderr[-800:]
+        errors = [line for line in full.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "full" in errors[0] and "finished runs are kept" in errors[0], errors
+
+        subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
+        mlflow.set_tracking_uri(store)
+        before = mlflow.search_runs(experiment_names=["tiny/smoke"], filter_string="tags.`suite.kind` = 'run' and attributes.status = 'FINISHED'")
+        assert len(before) >= 1, "the runs finished before the disk filled are kept"
+        again = subprocess.run(command, capture_output=True, text=True, env=env, cwd=disk, timeout=300)
+        assert again.returncode == 0, again.stderr[-800:]
+        assert f"{len(before)} already done" in again.stdout
+        after = mlflow.search_runs(experiment_names=["tiny/smoke"], filter_string="tags.`suite.kind` = 'run'")
+        assert len(after) == 4 and set(after["status"]) == {"FINISHED"} and set(before["run_id"]) <= set(after["run_id"])
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)

@@ -285,3 +285,26 @@ def test_threads_are_recorded_by_the_worker_and_change_the_key(tmp_path):
     assert all("2 threads" in d for d in runs["tags.suite.device"])
     legacy = {s.run_key for s in __import__("suite.study", fromlist=["expand"]).expand(load_study(str(path)))}
     assert legacy.isdisjoint(set(runs["tags.suite.run_key"]))
+
+
+def test_core_slots_keep_training_runs_at_the_number_of_cores_across_drivers(tmp_path, monkeypatch):
+    """Every training run holds `threads` of the host's core slots (lock files); one more waits until a slot is free."""
+    import threading
+
+    from suite.execute import cores
+    from suite.execute.worker import SLOTS_ENV, core_slots
+
+    monkeypatch.setenv(SLOTS_ENV, str(tmp_path))
+    entered = threading.Event()
+
+    def another_run():
+        with core_slots(1):
+            entered.set()
+
+    with core_slots(cores()):  # as if other drivers' runs held every core
+        waiting = threading.Thread(target=another_run)
+        waiting.start()
+        assert not entered.wait(1.0)
+    waiting.join(10)
+    assert entered.is_set()
+    assert len(list(tmp_path.glob("*.lock"))) == cores()

@@ -4,14 +4,19 @@
 
 A run whose key already FINISHED in the study's MLflow experiment is skipped; a run left
 RUNNING, KILLED or FAILED by an earlier invocation is deleted and trained again, so the store
-never holds two live runs with one key. Ctrl-C (or SIGTERM) stops the workers, marks the runs
+never holds two live runs with one key. Each run is claimed first (`suite.leases`): on a shared
+store, several drivers split a study's runs and none deletes or retrains another's live run. Ctrl-C (or SIGTERM) stops the workers, marks the runs
 in flight KILLED and keeps everything finished.
 """
 
 from __future__ import annotations
 
+import hashlib
+import itertools
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from tqdm import tqdm
 
@@ -30,62 +35,100 @@ class Outcome:
     trained: int = 0
     diverged: int = 0
     failed: list[str] = field(default_factory=list)  # "name: error line" per failed run
+    lost: list[str] = field(default_factory=list)  # runs another driver took over while this one trained them
+    reported_elsewhere: bool = False  # another driver wrote (or is writing) the report of these runs
 
 
-def partition(specs: list[RunSpec], existing: list, force: bool) -> tuple[list[RunSpec], list[str]]:
-    """(specs still to train, MLflow run ids to delete first)."""
+def partition(specs: list[RunSpec], existing: list, force: bool) -> list[RunSpec]:
+    """The specs still to train: those without a FINISHED run (with `force`: all)."""
     finished = {r.data.tags.get("suite.run_key") for r in existing if r.info.status == tracking.FINISHED}
-    keys = {s.run_key for s in specs}
-    if force:
-        return specs, [r.info.run_id for r in existing if r.data.tags.get("suite.run_key") in keys]
-    todo = [s for s in specs if s.run_key not in finished]
-    todo_keys = {s.run_key for s in todo}
-    stale = [r.info.run_id for r in existing if r.data.tags.get("suite.run_key") in todo_keys]
-    return todo, stale
+    return list(specs) if force else [s for s in specs if s.run_key not in finished]
 
 
 def run_study(study: Study, *, smoke: bool, uri: str, data_dir: Path, force: bool = False, storage: str | None = None,
-              settings: Settings = Settings(), keep_weights: bool = True) -> Outcome:
-    """Train every run of the study not yet FINISHED in the store (with a `tune` block: tune first).
+              settings: Settings = Settings(), keep_weights: bool = True, report: Callable[[], None] | None = None) -> Outcome:
+    """Train every run of the study not yet FINISHED in the store (with a `tune` block: tune first), then `report()`.
 
+    Each run is claimed before it trains (`suite.leases`): on a shared store several drivers split
+    the runs, wait for each other's, take over the claims of drivers that died, and the one that
+    ends with a new set of finished runs writes the report (`report()`, called once per set).
     `keep_weights` logs each run's tested weights as its artifact `weights.pt` (`suite evaluate` reloads them).
     """
+    from .. import leases as lease_store
+    from ..tune import redact, storage_url
+
     if study.tune is not None:  # each variant gets the same tuning budget; cached in the Optuna store
         from .. import tune
 
         study = tune.tuned_study(study, smoke, tune.storage_url(storage),
                                  run={"uri": uri, "data_dir": data_dir, "settings": settings})
     specs = expand(study, smoke, execution(settings))
-    with tracking.store_lock(uri):
+    since = time.time()
+    with tracking.store_lock(uri), lease_store.open_leases(uri, storage_url(storage)) as leases:
         client = tracking.connect(uri)
         exp_id = tracking.experiment_id(client, tracking.experiment_name(study.name, smoke), description=describe(study, smoke),
                                         metric=study.metric, columns=study.scientific())
-        todo, stale = partition(specs, tracking.search(client, exp_id, "run"), force)
-        tracking.delete_runs(client, stale)
         recorder = Recorder(client, exp_id, {"suite.kind": "run", "suite.study": study.name, "suite.smoke": smoke,
                                              "suite.study_sha256": study.file_sha256, "mlflow.source.name": source_name(study)})
+        todo = {s.run_key for s in partition(specs, tracking.search(client, exp_id, "run"), force)}
         outcome = Outcome(len(specs), len(specs) - len(todo))
-        pending = iter(enumerate(todo))
         bar = tqdm(total=len(specs), initial=outcome.skipped, desc=study.name, unit="run", disable=None, dynamic_ncols=True)
         fatal: list[str] = []
+        where = f"{redact(uri)}#{exp_id}"  # leases name the store and experiment: one lease table may serve several
 
-        def next_task() -> Task | None:
-            item = next(pending, None)
-            if item is None or fatal:
+        def lease(spec: RunSpec) -> str:
+            return f"run/{where}/{spec.run_key}"
+
+        ours: set[str] = set()  # keys this call trained or saw fail: not tried again here
+        tokens: dict[int, tuple[str, int]] = {}  # task id -> (run key, lease token)
+
+        def claim(spec: RunSpec) -> int | None:
+            """The run's lease, with the key's stale runs deleted; None when another driver has it or it is done."""
+            token = leases.claim(lease(spec), since if force else None)
+            if token is None:
                 return None
-            i, spec = item
-            name = spec.run_name if len(study.datasets) == 1 else f"{spec.dataset}/{spec.run_name}"
-            task = Task(i, name, spec.config, spec.seed, str(Path(data_dir).resolve()), keep_weights=keep_weights)
-            recorder.start(task, {"suite.variant": spec.variant, "suite.seed": spec.seed, "suite.dataset": spec.dataset,
-                                  "suite.run_key": spec.run_key, tracking.NOTE: _note(study, spec, smoke)})
-            _progress(bar, outcome, len(recorder.run_ids))
-            return task
+            runs = tracking.runs_with_key(client, exp_id, spec.run_key)
+            if not force and any(r.info.status == tracking.FINISHED for r in runs):
+                leases.complete(lease(spec), token)  # finished by a driver killed before it said so
+                ours.add(spec.run_key)
+                return None
+            tracking.delete_runs(client, [r.info.run_id for r in runs])  # left by a dead driver, or replaced (--force)
+            return token
+
+        def next_task(pending) -> Task | None:
+            for i, spec in pending:
+                if fatal:
+                    return None
+                token = claim(spec)
+                if token is None:
+                    continue
+                name = spec.run_name if len(study.datasets) == 1 else f"{spec.dataset}/{spec.run_name}"
+                task = Task(i, name, spec.config, spec.seed, str(Path(data_dir).resolve()), keep_weights=keep_weights)
+                recorder.start(task, {"suite.variant": spec.variant, "suite.seed": spec.seed, "suite.dataset": spec.dataset,
+                                      "suite.run_key": spec.run_key, tracking.NOTE: _note(study, spec, smoke)})
+                tokens[task.id] = (lease(spec), token)
+                ours.add(spec.run_key)
+                _progress(bar, outcome, len(recorder.run_ids))
+                return task
+            return None
 
         def handle(task: Task, kind: str, payload):
+            key, token = tokens[task.id]
+            if key in leases.lost:  # another driver took the run over: what we would record is not ours to keep
+                if kind == "done":
+                    _drop(task, key)
+                return False
             if kind != "done":
                 recorder.event(task, kind, payload)
                 return False  # an ask: studies never stop a run early
+            if not leases.fence(key, token):
+                _drop(task, key)
+                return None
             recorder.finish(task, payload)
+            if payload.status == FAILED:
+                leases.release(key, token)  # the next driver (or call) tries it again
+            else:
+                leases.complete(key, token)
             outcome.trained += payload.status != FAILED
             outcome.diverged += payload.status == DIVERGED
             if payload.status == FAILED:
@@ -96,14 +139,48 @@ def run_study(study: Study, *, smoke: bool, uri: str, data_dir: Path, force: boo
             _progress(bar, outcome, len(recorder.run_ids))
             tqdm.write(_one_line(task.name, study.metric, payload))
 
+        def _drop(task: Task, key: str) -> None:
+            recorder.drop(task)
+            outcome.lost.append(task.name)
+            tqdm.write(f"  {task.name:<28} lost its claim (another driver took it over); its result is dropped")
+
         with bar:
             try:
-                backend(settings, study.datasets, len(todo)).run(next_task, handle)
+                while not fatal:
+                    left = [(i, s) for i, s in enumerate(specs) if s.run_key in todo and s.run_key not in ours]
+                    if not left:
+                        break
+                    pending = iter(left)
+                    first = next_task(pending)  # claimed before any worker starts
+                    if first is not None:
+                        queue = itertools.chain([first], iter(lambda: next_task(pending), None))
+                        backend(settings, study.datasets, len(left)).run(lambda: next(queue, None), handle)
+                    elif not leases.alive(lease(s) for _, s in left):
+                        break  # nothing left that anyone holds: done by others (or failed here)
+                    else:  # the rest is other drivers' runs: wait for them, or for the claims of dead ones to expire
+                        bar.set_postfix_str(f"waiting for {len(left)} runs that other drivers hold", refresh=True)
+                        time.sleep(min(5.0, leases.seconds / 4))
+                    if not force:
+                        todo = {s.run_key for s in partition(specs, tracking.search(client, exp_id, "run"), False)}
+                        bar.n = len(specs) - len(todo)
+                        bar.refresh()
             except BaseException:
+                for key, token in tokens.values():
+                    if key in leases.held:
+                        leases.release(key, token)
                 recorder.abandon()
                 raise
-    if fatal:
-        raise SuiteError(fatal[0])
+        if fatal:
+            raise SuiteError(fatal[0])
+        if report is not None:
+            finished = sorted(r.info.run_id for r in tracking.search(client, exp_id, "run", tracking.FINISHED))
+            key = f"report/{where}/" + hashlib.sha256(" ".join(finished).encode()).hexdigest()[:16]
+            token = leases.claim(key)
+            if token is None:
+                outcome.reported_elsewhere = True
+            else:
+                report()
+                leases.complete(key, token)
     return outcome
 
 

@@ -152,10 +152,27 @@ class Recorder:
                                 predicted=np.array(errors["predicted"]), index=np.array(errors["index"]))
             tracking.log_files(self.client, run_id, [Path(tmp) / tracking.ERRORS, Path(tmp) / tracking.GALLERY_FILE])
 
+    def drop(self, task: Task) -> None:
+        """Forget a run whose claim another driver took over: it deleted (or will delete) our MLflow run."""
+        with atomic():
+            run_id = self.run_ids.pop(task.id)
+            self.pending.pop(run_id, None)
+            self.flushed.pop(run_id, None)
+            try:
+                tracking.delete_runs(self.client, [run_id])
+            except Exception:  # already deleted by the driver that took it over
+                pass
+
     def abandon(self) -> None:
-        """Ctrl-C: runs still in flight are KILLED (the next call trains them again)."""
+        """Ctrl-C or a store failure: runs still in flight are KILLED (the next call trains them again).
+
+        Best effort: when the store itself is what failed, they stay RUNNING and the next call deletes them.
+        """
         with atomic():
             for run_id in self.run_ids.values():
-                self._stream(run_id, [], force=True)
-                tracking.end_run(self.client, run_id, "KILLED")
+                try:
+                    self._stream(run_id, [], force=True)
+                    tracking.end_run(self.client, run_id, "KILLED")
+                except Exception:
+                    pass
             self.run_ids.clear()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -127,7 +128,8 @@ def execute(task: Task, emit: Callable[[str, Any], None], ask: Callable[[str, An
             record.steps.append((step, loss))
             emit("steps", [(step, loss)])
 
-        result = train_run(task.config, task.seed, data, device, on_epoch, on_step, test=task.test)
+        with core_slots(task.config.execution.threads if device.type == "cpu" else 1):
+            result = train_run(task.config, task.seed, data, device, on_epoch, on_step, test=task.test)
         record.final = result.final  # (record.history filled itself epoch by epoch)
         if result.test_predictions is not None:
             from ..data import load_raw
@@ -147,6 +149,51 @@ def execute(task: Task, emit: Callable[[str, Any], None], ask: Callable[[str, An
         record.status, record.reason = FAILED, error_line(err)
     record.seconds = time.perf_counter() - start
     return record
+
+
+SLOTS_ENV = "SUITE_CORE_SLOTS"  # the folder of this host's core slots (default: <tmp>/suite-cores-<uid>)
+
+
+@contextmanager
+def core_slots(threads: int):
+    """Hold `threads` of this host's cores while a run trains, across every driver and worker on the host.
+
+    One lock file per core; a run takes `threads` of them (all or none) and waits while too few
+    are free, so workers x threads never exceed the cores however many drivers share the host.
+    The kernel frees the locks of a killed process.
+    """
+    import fcntl
+    import random
+    import tempfile
+
+    from . import cores
+
+    folder = Path(os.environ.get(SLOTS_ENV) or Path(tempfile.gettempdir()) / f"suite-cores-{os.getuid()}")
+    folder.mkdir(parents=True, exist_ok=True)
+    total = cores()
+    need, held = min(threads, total), []
+    while True:
+        for i in random.sample(range(total), total):
+            handle = open(folder / f"{i}.lock", "a")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                continue
+            held.append(handle)
+            if len(held) == need:
+                break
+        if len(held) == need:
+            break
+        for handle in held:
+            handle.close()
+        held = []
+        time.sleep(random.uniform(0.05, 0.3))
+    try:
+        yield
+    finally:
+        for handle in held:
+            handle.close()
 
 
 def evaluate_weights(config: RunConfig, weights: dict, data_dir: str) -> dict:

@@ -1,0 +1,310 @@
+"""The team store (`suite server`): a real PostgreSQL and a real MLflow tracking server, several drivers, kill -9.
+
+The server runs in a throw-away folder under /tmp (the postgres user must reach it) for this
+module and is stopped at its end. Without Debian's postgresql or psycopg these tests skip,
+except under CI=true, where they fail.
+"""
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import DATA_DIR, ROOT, needs_mnist
+
+TORTURED = """
+name: tortured
+question: Does a study survive its drivers and workers killed with -9?
+datasets: [mnist]
+seeds: 5
+metric: test_acc
+baseline: none
+base:
+  data: {train_size: 1500, val_size: 300, test_size: 500}
+  model: {name: mlp, hidden: [64]}
+  optimizer: {name: adam, lr: 0.01}
+  train: {batch_size: 50, epochs: 3}
+variants:
+  none: {}
+  wd: {optimizer: {weight_decay: 0.01}}
+search:
+  objective: val_acc
+  space:
+    optimizer.lr: {type: float, low: 1.0e-3, high: 0.1, log: true}
+  trials: 8
+  sampler: random
+  pruner: none
+claims:
+  - wd > none
+smoke: {seeds: 5, epochs: 3, train_size: 1500, val_size: 300, test_size: 500, trials: 8}
+"""
+KEYS = 10  # 2 variants x 5 seeds
+
+
+def _postgres_missing() -> str | None:
+    from suite import server
+
+    try:
+        server.pg_bin()
+        import psycopg  # noqa: F401
+    except ImportError:
+        return "psycopg is not installed (pip install -e '.[server]')"
+    except Exception as err:
+        return str(err)
+    return None
+
+
+@pytest.fixture(scope="module")
+def team_store():
+    from suite import server
+
+    missing = _postgres_missing()
+    if missing:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true and the team store cannot start: {missing}")
+        pytest.skip(missing)
+    folder = Path(tempfile.mkdtemp(prefix="suite-server-", dir="/tmp"))
+    folder.chmod(0o755)  # the postgres user runs the database inside
+    try:
+        state = server.start(folder)
+        yield folder, server.uris(state)
+    finally:
+        server.stop(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_server_prints_redacted_uris_and_keeps_the_password_in_a_private_file(team_store, tmp_path):
+    folder, uris = team_store
+    out = subprocess.run([sys.executable, "-m", "suite", "server", "start", "--dir", str(folder)], capture_output=True, text=True,
+                         cwd=ROOT, timeout=120)
+    password = json.loads((folder / "server.json").read_text())["password"]
+    assert out.returncode == 0 and password not in out.stdout + out.stderr
+    assert uris["MLFLOW_TRACKING_URI"] in out.stdout and "suite:***@" in out.stdout
+    env = (folder / "env").read_text()
+    assert f"export OPTUNA_STORAGE={uris['OPTUNA_STORAGE']}" in env and (folder / "env").stat().st_mode & 0o077 == 0
+
+
+def _env(uris: dict) -> dict:
+    return {**os.environ, "MLFLOW_TRACKING_URI": uris["MLFLOW_TRACKING_URI"], "OPTUNA_STORAGE": uris["OPTUNA_STORAGE"],
+            "SUITE_DATA_DIR": str(DATA_DIR), "SUITE_LEASE_SECONDS": "4", "PYTHONPATH": str(ROOT)}
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def torture(commands: list[list[str]], env: dict, kills: int, seed: int) -> dict:
+    """Run the drivers; `kills` times, kill -9 a random driver or one of its workers; restart whatever exits non-zero.
+
+    Ends when every driver has exited 0 once the kills are over. Returns counts of what happened.
+    """
+    rng, timeout, started = random.Random(seed), 180 + 20 * kills, time.monotonic()
+    procs = [subprocess.Popen(c, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for c in commands]
+    done, killed, restarts, errors = [False] * len(procs), {"driver": 0, "worker": 0}, 0, []
+    deadline, next_kill = time.monotonic() + timeout, time.monotonic() + rng.uniform(2, 5)
+    try:
+        while not all(done):
+            assert time.monotonic() < deadline, f"drivers still running after {timeout} s: {killed}, {restarts} restarts"
+            if sum(killed.values()) < kills and time.monotonic() >= next_kill:
+                live = [i for i, p in enumerate(procs) if p.poll() is None]
+                if live:
+                    i = rng.choice(live)
+                    workers = _children(procs[i].pid)
+                    if workers and rng.random() < 0.5:
+                        os.kill(rng.choice(workers), signal.SIGKILL)
+                        killed["worker"] += 1
+                    else:
+                        procs[i].kill()
+                        killed["driver"] += 1
+                next_kill = time.monotonic() + rng.uniform(1.5, 4)
+            for i, p in enumerate(procs):
+                if done[i] or p.poll() is None:
+                    continue
+                stderr = p.stderr.read()
+                if p.returncode == 0 and sum(killed.values()) >= kills:
+                    done[i] = True
+                    continue
+                if p.returncode not in (0, 1, -signal.SIGKILL) or "Traceback" in stderr:
+                    errors.append(f"driver {i} exit {p.returncode}: {stderr[-600:]}")
+                procs[i] = subprocess.Popen(commands[i], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                restarts += 1
+            time.sleep(0.2)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert not errors, "\n".join(errors)
+    return {"drivers": len(commands), "kills": kills, **killed, "restarts": restarts, "seconds": round(time.monotonic() - started, 1)}
+
+
+def _write_figures(name: str, figures: dict) -> None:
+    """What the torture did, for the README's reliability figures (test-output/server/)."""
+    out = ROOT / "test-output" / "server"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(figures, indent=1))
+    print(name, figures)
+
+
+@needs_mnist
+@pytest.mark.slow
+def test_three_drivers_share_a_study_through_kill_9_and_lose_or_duplicate_nothing(team_store, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    _, uris = team_store
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "studies" / "tortured.yaml").write_text(TORTURED)
+    study = str(tmp_path / "studies" / "tortured.yaml")
+    commands = [[sys.executable, "-m", "suite", "study", study, "--smoke", "--workers", "1", "--reports-dir", str(tmp_path / f"r{i}")]
+                for i in range(3)]
+    happened = torture(commands, _env(uris), kills=int(os.environ.get("SUITE_TORTURE_KILLS", "5")), seed=1)
+    assert happened["driver"] + happened["worker"] >= 5
+
+    client = MlflowClient(uris["MLFLOW_TRACKING_URI"])
+    exp = client.get_experiment_by_name("tortured/smoke")
+    runs = client.search_runs([exp.experiment_id], "tags.`suite.kind` = 'run'", max_results=1000)
+    keys = [r.data.tags["suite.run_key"] for r in runs]
+    assert len(keys) == KEYS and len(set(keys)) == KEYS, "one run per run key"
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert len(client.search_runs([exp.experiment_id], "tags.`suite.kind` = 'summary'")) == 1
+    complete = [p for p in tmp_path.glob("r*/smoke/tortured/runs.csv") if len(pd.read_csv(p)) == KEYS]
+    assert len(complete) == 1, "the report of the finished study is written once, by the driver that finished it"
+
+    # an undisturbed serial run of the same study, on its own sqlite store: the same numbers
+    serial = subprocess.run([sys.executable, "-m", "suite", "study", study, "--smoke", "--executor", "serial", "--tracking-uri",
+                             f"sqlite:///{tmp_path}/serial.db", "--reports-dir", str(tmp_path / "serial")],
+                            env=_env(uris), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert serial.returncode == 0, serial.stderr[-600:]
+    ours, reference = (pd.read_csv(p).sort_values("run_key").reset_index(drop=True)
+                       for p in (complete[0], tmp_path / "serial" / "smoke" / "tortured" / "runs.csv"))
+    metrics = [c for c in reference.columns if c.startswith(("test_", "val_", "train_")) and c != "train_seconds"]
+    assert metrics and list(ours["run_key"]) == list(reference["run_key"])
+    pd.testing.assert_frame_equal(ours[metrics], reference[metrics])
+    _write_figures("torture-study", {**happened, "runs": KEYS, "lost": 0, "duplicated": 0})
+
+
+@needs_mnist
+@pytest.mark.slow
+def test_three_drivers_share_a_search_through_kill_9_and_count_each_trial_once(team_store, tmp_path):
+    import optuna
+    from mlflow.tracking import MlflowClient
+
+    _, uris = team_store
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "studies" / "tortured.yaml").write_text(TORTURED.replace("name: tortured", "name: tortured_search"))
+    study = str(tmp_path / "studies" / "tortured.yaml")
+    commands = [[sys.executable, "-m", "suite", "tune", study, "--smoke", "--workers", "1", "--reports-dir", str(tmp_path / f"r{i}")]
+                for i in range(3)]
+    happened = torture(commands, _env(uris), kills=int(os.environ.get("SUITE_TORTURE_KILLS", "5")), seed=2)
+    assert happened["driver"] + happened["worker"] >= 5
+
+    trials = optuna.load_study(study_name="tortured_search/smoke", storage=uris["OPTUNA_STORAGE"]).get_trials(deepcopy=False)
+    from suite.tune import INTERRUPTED, counted
+
+    assert counted(trials) == 8, "the trial budget, no more and no less"
+    assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+    kept = [t for t in trials if t.user_attrs.get("fail_reason") != INTERRUPTED]
+    client = MlflowClient(uris["MLFLOW_TRACKING_URI"])
+    exp = client.get_experiment_by_name("tortured_search/smoke")
+    runs = client.search_runs([exp.experiment_id], "tags.`suite.kind` = 'trial'", max_results=1000)
+    assert "RUNNING" not in {r.info.status for r in runs}
+    recorded = sorted(int(r.data.tags["suite.trial"]) for r in runs if r.info.status in ("FINISHED", "FAILED"))
+    assert recorded == sorted(t.number for t in kept), "one recorded MLflow run per counted trial, none twice"
+    parents = client.search_runs([exp.experiment_id], "tags.`suite.kind` = 'search'")
+    assert len(parents) == 1 and parents[0].data.metrics["trials"] == 8
+    password = json.loads((team_store[0] / "server.json").read_text())["password"]
+    assert "***" in parents[0].data.tags["suite.optuna_storage"] and password not in json.dumps(parents[0].data.tags)
+    _write_figures("torture-search", {**happened, "trials": 8, "interrupted": len(trials) - len(kept)})
+
+
+@needs_mnist
+@pytest.mark.slow
+def test_a_tracking_server_gone_mid_study_is_one_line_and_the_next_call_resumes(team_store, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from suite import server
+
+    folder, uris = team_store
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "studies" / "outage.yaml").write_text(TORTURED.replace("name: tortured", "name: outage"))
+    command = [sys.executable, "-m", "suite", "study", str(tmp_path / "studies" / "outage.yaml"), "--smoke", "--workers", "1",
+               "--reports-dir", str(tmp_path / "r")]
+    env = {**_env(uris), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+           "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+    client = MlflowClient(uris["MLFLOW_TRACKING_URI"])
+
+    def finished() -> list:
+        exp = client.get_experiment_by_name("outage/smoke")
+        return client.search_runs([exp.experiment_id], "tags.`suite.kind` = 'run' and attributes.status = 'FINISHED'") if exp else []
+
+    driver = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while len(finished()) < 3 and driver.poll() is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+        server.stop_mlflow(folder)  # the tracking server goes away mid-study
+        _, stderr = driver.communicate(timeout=180)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 1 and "Traceback" not in stderr, stderr[-800:]
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "finished runs are kept" in errors[0]
+
+    server.start(folder)
+    kept = {r.data.tags["suite.run_key"] for r in finished()}
+    assert len(kept) >= 3, "what was recorded before the outage stays"
+    again = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-800:]
+    assert f"{len(kept)} already done" in again.stdout
+    runs = finished()
+    assert len(runs) == KEYS and len({r.data.tags["suite.run_key"] for r in runs}) == KEYS and kept <= {r.data.tags["suite.run_key"] for r in runs}
+
+
+@needs_mnist
+@pytest.mark.slow
+def test_push_moves_a_laptop_study_to_the_team_store_once(team_store, tiny_study, tmp_path, monkeypatch, capsys):
+    from mlflow.tracking import MlflowClient
+
+    from suite.cli import main
+
+    _, uris = team_store
+    monkeypatch.setenv("SUITE_DATA_DIR", str(DATA_DIR))
+    laptop = f"sqlite:///{tmp_path}/laptop.db"
+    common = ["--studies-dir", str(tiny_study.parent), "--tracking-uri", laptop, "--reports-dir", str(tmp_path / "r")]
+    assert main(["study", "tiny", "--smoke", "--workers", "1", *common]) == 0
+    assert main(["push", "tiny", "--to", uris["MLFLOW_TRACKING_URI"], *common]) == 0
+    assert main(["push", "tiny", "--to", uris["MLFLOW_TRACKING_URI"], *common]) == 0  # idempotent: copies nothing more
+    pushed = capsys.readouterr().out
+    assert "4 runs copied" in pushed and "0 runs copied" in pushed and "4 already there" in pushed
+
+    source, target = MlflowClient(laptop), MlflowClient(uris["MLFLOW_TRACKING_URI"])
+    ours = {r.data.tags["suite.run_key"]: r for r in source.search_runs(
+        [source.get_experiment_by_name("tiny/smoke").experiment_id], "tags.`suite.kind` = 'run'")}
+    theirs = {r.data.tags["suite.run_key"]: r for r in target.search_runs(
+        [target.get_experiment_by_name("tiny/smoke").experiment_id], "tags.`suite.kind` = 'run'")}
+    assert set(theirs) == set(ours) and len(ours) == 4
+    for key, run in ours.items():
+        copy = theirs[key]
+        assert copy.data.metrics == run.data.metrics and copy.data.params == run.data.params and copy.info.status == "FINISHED"
+        assert ([m.value for m in target.get_metric_history(copy.info.run_id, "train_loss_step")]
+                == [m.value for m in source.get_metric_history(run.info.run_id, "train_loss_step")])
+        assert {a.path for a in target.list_artifacts(copy.info.run_id)} == {a.path for a in source.list_artifacts(run.info.run_id)}
+    # the team store's driver finds them done: nothing to train
+    out = main(["study", "tiny", "--smoke", "--workers", "1", "--studies-dir", str(tiny_study.parent), "--tracking-uri",
+                uris["MLFLOW_TRACKING_URI"], "--storage", uris["OPTUNA_STORAGE"], "--reports-dir", str(tmp_path / "team")])
+    assert out == 0 and "tiny: 0 trained, 4 already done" in capsys.readouterr().out
+    assert len(pd.read_csv(tmp_path / "team" / "smoke" / "tiny" / "runs.csv")) == 4
