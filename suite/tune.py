@@ -37,7 +37,7 @@ from .errors import SuiteError
 from .execute import Settings, backend, execution
 from .execute.plan import describe, source_name
 from .execute.recorder import Recorder
-from .execute.worker import DIVERGED, FAILED, PRUNED, Record, Task
+from .execute.worker import DIVERGED, FAILED, FINISHED, PRUNED, Record, Task
 from .study import (Search, Study, override, search_variant, smoke_config, smoke_scale, tuning_name, tuning_targets,
                     with_execution, with_tuned)
 
@@ -149,8 +149,12 @@ def trial_key(name: str, number: int, storage: str = "") -> str:
     return f"trial/{redact(storage)}#{name}/{number}"
 
 
-def fail_stale(search: optuna.Study, leases, name: str, client, storage_name: str) -> None:
-    """Trials left RUNNING by a killed driver (no live lease): FAILED as interrupted (they do not count), their MLflow runs KILLED."""
+def fail_stale(search: optuna.Study, leases, name: str, client, exp_id: str, storage_name: str) -> None:
+    """Trials left RUNNING by a killed driver (no live lease): FAILED as interrupted (they do not count), their MLflow runs KILLED.
+
+    MLflow trial runs are closed by their own lease too: a kill between creating a trial's run and
+    linking it to the trial leaves a RUNNING run that no trial names.
+    """
     storage = search._storage
     running = search.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
     alive = leases.alive(trial_key(name, t.number, storage_name) for t in running)
@@ -158,9 +162,15 @@ def fail_stale(search: optuna.Study, leases, name: str, client, storage_name: st
         if trial_key(name, trial.number, storage_name) not in alive:
             storage.set_trial_user_attr(trial._trial_id, "fail_reason", INTERRUPTED)
             storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
-            run_id = trial.user_attrs.get("mlflow_run_id")
-            if run_id and client.get_run(run_id).info.status == "RUNNING":
+            run_id = trial.user_attrs.get("mlflow_run_id")  # recorded, but killed before Optuna was told: not counted
+            if run_id and client.get_run(run_id).info.status != "KILLED":
                 tracking.end_run(client, run_id, "KILLED", {"suite.trial_state": "FAIL", "suite.fail_reason": INTERRUPTED})
+    runs = client.search_runs([exp_id], f"tags.`suite.kind` = 'trial' and tags.`suite.search` = '{name}' and attributes.status = 'RUNNING'",
+                              max_results=1000)
+    live = leases.alive(trial_key(name, int(r.data.tags["suite.trial"]), storage_name) for r in runs)
+    for run in runs:
+        if trial_key(name, int(run.data.tags["suite.trial"]), storage_name) not in live:
+            tracking.end_run(client, run.info.run_id, "KILLED", {"suite.trial_state": "FAIL", "suite.fail_reason": INTERRUPTED})
 
 
 def run_search(target: Target, *, uri: str, storage: str, data_dir: Path, trials: int | None = None,
@@ -184,7 +194,7 @@ def run_search(target: Target, *, uri: str, storage: str, data_dir: Path, trials
         search = open_search(target, storage)
         lock = f"search/{target.name}"
         with leases.mutex(lock):
-            fail_stale(search, leases, target.name, client, storage)
+            fail_stale(search, leases, target.name, client, exp_id, storage)
             stored = search.get_trials(deepcopy=False)
             search.sampler = make_sampler(target.block, resumed_at=len(stored))
             parent = _parent_run(client, exp_id, target, storage)
@@ -199,7 +209,7 @@ def run_search(target: Target, *, uri: str, storage: str, data_dir: Path, trials
         def next_task() -> Task | None:
             with leases.mutex(lock):
                 if leases.shared:
-                    fail_stale(search, leases, target.name, client, storage)
+                    fail_stale(search, leases, target.name, client, exp_id, storage)
                 now = search.get_trials(deepcopy=False)
                 running = sum(t.state == optuna.trial.TrialState.RUNNING for t in now)
                 if counted(now) + running >= total:
@@ -238,8 +248,10 @@ def run_search(target: Target, *, uri: str, storage: str, data_dir: Path, trials
             if not leases.fence(key, token):
                 recorder.drop(task)
                 return None
-            state = _tell(search, trial, record, objective)
-            recorder.finish(task, record, {"suite.trial_state": state, "suite.fail_reason": trial.user_attrs.get("fail_reason", "")})
+            # MLflow first: a kill between the two leaves the trial RUNNING, so it is failed as interrupted and its run KILLED
+            state = STATES[record.status]
+            recorder.finish(task, record, {"suite.trial_state": state, "suite.fail_reason": record.reason if state == "FAIL" else ""})
+            _tell(search, trial, record, objective)
             leases.complete(key, token)
             bar.update()
             if record.fatal:
@@ -295,18 +307,19 @@ def _close_parent(client, run_id: str, search: optuna.Study, target: Target) -> 
     tracking.end_run(client, run_id, tags=tags)
 
 
-def _tell(search: optuna.Study, trial: optuna.Trial, record: Record, objective: str) -> str:
-    """Give Optuna the trial's outcome; returns the state as the MLflow tag shows it."""
+STATES = {PRUNED: "PRUNED", DIVERGED: "FAIL", FAILED: "FAIL", FINISHED: "COMPLETE"}  # a record's Optuna state, as MLflow tags show it
+
+
+def _tell(search: optuna.Study, trial: optuna.Trial, record: Record, objective: str) -> None:
+    """Give Optuna the trial's outcome."""
     if record.status == PRUNED:
         search.tell(trial, state=optuna.trial.TrialState.PRUNED)
-        return "PRUNED"
-    if record.status in (DIVERGED, FAILED):
+    elif record.status in (DIVERGED, FAILED):
         trial.set_user_attr("fail_reason", record.reason)
         search.tell(trial, state=optuna.trial.TrialState.FAIL)
-        return "FAIL"
-    tested = record.history[int(record.final["tested_epoch"]) - 1]
-    search.tell(trial, tested[objective])
-    return "COMPLETE"
+    else:
+        tested = record.history[int(record.final["tested_epoch"]) - 1]
+        search.tell(trial, tested[objective])
 
 
 def _parent_run(client, exp_id: str, target: Target, storage: str) -> str:

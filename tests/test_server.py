@@ -99,10 +99,16 @@ def _env(uris: dict) -> dict:
 
 
 def _children(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
+    """The worker processes of a driver: its children that run torch (not multiprocessing's resource tracker)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid and "spawn_main" in (stat.parent / "cmdline").read_text():
+                found.append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
 
 
 def torture(commands: list[list[str]], env: dict, kills: int, seed: int) -> dict:
@@ -113,7 +119,7 @@ def torture(commands: list[list[str]], env: dict, kills: int, seed: int) -> dict
     rng, timeout, started = random.Random(seed), 180 + 20 * kills, time.monotonic()
     procs = [subprocess.Popen(c, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for c in commands]
     done, killed, restarts, errors = [False] * len(procs), {"driver": 0, "worker": 0}, 0, []
-    deadline, next_kill = time.monotonic() + timeout, time.monotonic() + rng.uniform(2, 5)
+    deadline, next_kill = time.monotonic() + timeout, time.monotonic() + rng.uniform(6, 10)  # drivers need seconds to start
     try:
         while not all(done):
             assert time.monotonic() < deadline, f"drivers still running after {timeout} s: {killed}, {restarts} restarts"
@@ -128,7 +134,7 @@ def torture(commands: list[list[str]], env: dict, kills: int, seed: int) -> dict
                     else:
                         procs[i].kill()
                         killed["driver"] += 1
-                next_kill = time.monotonic() + rng.uniform(1.5, 4)
+                next_kill = time.monotonic() + rng.uniform(3, 7)
             for i, p in enumerate(procs):
                 if done[i] or p.poll() is None:
                     continue
