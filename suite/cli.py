@@ -166,7 +166,7 @@ def store_failure(err: BaseException) -> str | None:
         if name in names:
             lines = [line for line in str(err).splitlines() if line.strip()]
             detail = lines[0][:160] if lines else type(err).__name__
-            from .tune import redact
+            from .provenance import redact
 
             return f"{what}: {redact(detail)}"
     return None

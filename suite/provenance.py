@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -74,5 +75,11 @@ def user() -> str:
         return "unknown"
 
 
+def redact(text: str) -> str:
+    """Any password in a URL (scheme://user:password@host) replaced by ***: fit for tags, logs and reports."""
+    return re.sub(r"(://[^/:@\s]+:)[^/@\s]+@", r"\1***@", text)
+
+
 def command_line() -> str:
-    return " ".join(shlex.quote(a) for a in ["suite", *sys.argv[1:]])
+    """The command as typed, passwords in storage URLs redacted."""
+    return redact(" ".join(shlex.quote(a) for a in ["suite", *sys.argv[1:]]))

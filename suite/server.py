@@ -202,7 +202,7 @@ def _kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
-    for _ in range(100):
+    for _ in range(30):
         try:
             os.killpg(pid, 0)
         except ProcessLookupError:

@@ -22,7 +22,6 @@ import itertools
 import json
 import math
 import os
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from . import tracking
+from .provenance import redact
 from .config import RunConfig
 from .errors import SuiteError
 from .execute import Settings, backend, execution
@@ -49,11 +49,6 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 def storage_url(cli_value: str | None = None) -> str:
     return cli_value or os.environ.get("OPTUNA_STORAGE") or DEFAULT_STORAGE
-
-
-def redact(url: str) -> str:
-    """A storage URL fit for tags and reports: any password replaced by ***."""
-    return re.sub(r"(://[^/:@]+:)[^/@]+@", r"\1***@", url)
 
 
 def make_sampler(block: Search, resumed_at: int = 0) -> optuna.samplers.BaseSampler:

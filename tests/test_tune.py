@@ -1,13 +1,15 @@
 """Hyperparameter search on tiny real data into temporary sqlite Optuna and MLflow stores."""
 
 import os
+import sys
 
 import mlflow
 import optuna
 import pytest
 
 from suite.study import load_study
-from suite.tune import counted, redact, run_search, search_target, storage_url
+from suite.provenance import redact
+from suite.tune import counted, run_search, search_target, storage_url
 
 from conftest import TINY_STUDY, needs_mnist
 
@@ -188,3 +190,10 @@ def test_storage_passwords_never_reach_tags_or_reports():
     assert redact("postgresql://suite:s3cret@db.lab:5432/optuna") == "postgresql://suite:***@db.lab:5432/optuna"
     assert redact("sqlite:///optuna.db") == "sqlite:///optuna.db"
     assert redact("postgresql://suite@db.lab/optuna") == "postgresql://suite@db.lab/optuna"
+
+
+def test_the_recorded_command_line_hides_storage_passwords(monkeypatch):
+    from suite import provenance
+
+    monkeypatch.setattr(sys, "argv", ["suite", "tune", "x", "--storage", "postgresql+psycopg://suite:s3cret@127.0.0.1:5433/optuna"])
+    assert provenance.command_line() == "suite tune x --storage postgresql+psycopg://suite:***@127.0.0.1:5433/optuna"

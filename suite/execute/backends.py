@@ -47,11 +47,19 @@ def _serve(conn, threads: int) -> None:
             return
 
         def ask(kind, payload):
-            conn.send(("ask", (kind, payload)))
+            _send(conn, ("ask", (kind, payload)))
             return conn.recv()
 
-        record = execute(task, lambda kind, payload: conn.send((kind, payload)), ask)
-        conn.send(("done", record))
+        record = execute(task, lambda kind, payload: _send(conn, (kind, payload)), ask)
+        _send(conn, ("done", record))
+
+
+def _send(conn, message) -> None:
+    """To the driver; when it is gone (killed: the kernel kills us a moment later), leave quietly, no traceback."""
+    try:
+        conn.send(message)
+    except OSError:
+        os._exit(1)
 
 
 def _die_with_parent() -> None:

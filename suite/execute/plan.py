@@ -55,7 +55,8 @@ def run_study(study: Study, *, smoke: bool, uri: str, data_dir: Path, force: boo
     `keep_weights` logs each run's tested weights as its artifact `weights.pt` (`suite evaluate` reloads them).
     """
     from .. import leases as lease_store
-    from ..tune import redact, storage_url
+    from ..provenance import redact
+    from ..tune import storage_url
 
     if study.tune is not None:  # each variant gets the same tuning budget; cached in the Optuna store
         from .. import tune

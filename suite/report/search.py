@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import tracking
+from ..provenance import redact
 from ..study import Study, tuning_budget, tuning_name, tuning_targets
 from .content import out_dir
 from .figures import save
@@ -32,7 +33,7 @@ def build_search(target, search, reports_dir: Path, storage: str, uri: str) -> P
     blocks = [("h1", f"Search: {target.name}"),
               ("p", f"Objective: `{target.block.objective}` ({target.block.direction}), on variant `{target.variant}` of "
                     f"{target.dataset}; {target.block.sampler} sampler (seed {target.block.seed}), {target.block.pruner} pruner; "
-                    f"every trial trains with seed {target.block.seed}. Optuna study `{target.name}` in `{tune.redact(storage)}`. "
+                    f"every trial trains with seed {target.block.seed}. Optuna study `{target.name}` in `{redact(storage)}`. "
                     + (f"Continue it with `make tune STUDY={target.study.name} TRIALS=n`." if target.block is target.study.search else
                        f"Its budget is the study's `tune.trials`; `make study STUDY={target.study.name}` runs what is missing."))]
     counts = trials["state"].value_counts().to_dict() if not trials.empty else {}
