@@ -1,90 +1,104 @@
-"""Does packing K runs into one batched model pay on this machine? (issue: packed runs; measure before building)
+"""Does packing K runs into one batched model pay on this machine? (`--pack`, suite/packed.py)
 
-    .venv/bin/python bench/packed.py [--members 10] [--steps 40] [--threads 1 2]
+    .venv/bin/python bench/packed.py [--members 10] [--train-size 5000] [--threads 1 2] [--device cpu|cuda]
 
-Times training steps (batch 64, Adam, random inputs of MNIST's shape: the arithmetic is what is
-measured, not the data) of K MLPs in two ways, per thread count:
-  unpacked  K separate nn.Sequential models, one after another, each with its own Adam (the
-            executor's worker does this today, one run per process)
-  packed    one model whose layers hold K stacked weight matrices, each member's batch through
-            `torch.baddbmm`, one Adam over the stacked tensors (members never mix: the loss is
-            the sum of the members' mean losses, so each member's gradient is its own)
-for the regularization study's MLP (784-700x6-10) and a small one (784-64-10). Prints ms per
-member-step and the packed / unpacked speed-up.
+For the regularization study's MLP (784-700x6-10) and a small one (784-64-10), per thread count:
+  unpacked  `train.train_run` K times, one after another (what one worker does without --pack)
+  packed    `packed.train_packed` once over the K runs: stacked weights through `torch.baddbmm`,
+            one optimizer step over the stacked tensors (what one worker does with --pack)
+both on real MNIST (the first --train-size images, one epoch, batch 64, Adam, each run its own
+seed and weight decay), evaluation included; and, per training step alone, the packed model's
+batched layers against the same model written with `torch.func` (`stack_module_state` +
+`functional_call` + `vmap`), both stepped by the packed optimizer. Prints seconds per run and the
+speed-ups. A benchmark, not a test: the figures go into the README with the command.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-SHAPES = {"784-700x6-10": [784] + [700] * 6 + [10], "784-64-10": [784, 64, 10]}
+from suite.config import RunConfig
+from suite.data import load_splits
+from suite.models import build_model
+from suite.packed import Pack, Stacked, member_losses, train_packed
+from suite.train import train_run
+
+SHAPES = {"784-700x6-10": [700] * 6, "784-64-10": [64]}
 
 
-def unpacked(widths, members: int, batch: int, steps: int, x, y) -> float:
-    models = []
-    for _ in range(members):
-        layers = []
-        for a, b in zip(widths[:-1], widths[1:]):
-            layers += [nn.Linear(a, b), nn.ReLU()]
-        models.append(nn.Sequential(*layers[:-1]))
-    optims = [torch.optim.Adam(m.parameters(), lr=1e-3) for m in models]
+def configs(hidden, members: int, train_size: int, device: str) -> list[RunConfig]:
+    return [RunConfig(data={"name": "mnist", "train_size": train_size, "val_size": 5000, "test_size": 10000},
+                      model={"name": "mlp", "hidden": hidden}, optimizer={"name": "adam", "lr": 1e-3, "weight_decay": 1e-4 * k},
+                      execution={"device": device, "packed": True}) for k in range(members)]
+
+
+def whole_runs(cfgs, data, device) -> tuple[float, float]:
+    """Seconds for K unpacked runs one after another, and for the same runs as one pack."""
     start = time.perf_counter()
-    for step in range(steps):
-        for k, (model, opt) in enumerate(zip(models, optims)):
-            loss = F.cross_entropy(model(x[k]), y[k])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-    return time.perf_counter() - start
-
-
-def packed(widths, members: int, batch: int, steps: int, x, y) -> float:
-    weights, biases = [], []
-    for a, b in zip(widths[:-1], widths[1:]):
-        bound = 1 / a ** 0.5
-        weights.append(torch.empty(members, a, b).uniform_(-bound, bound).requires_grad_())
-        biases.append(torch.empty(members, 1, b).uniform_(-bound, bound).requires_grad_())
-    opt = torch.optim.Adam(weights + biases, lr=1e-3)
+    for seed, cfg in enumerate(cfgs):
+        train_run(cfg, seed, data, device)
+    unpacked = time.perf_counter() - start
     start = time.perf_counter()
-    for step in range(steps):
-        h = x
-        for i, (w, b) in enumerate(zip(weights, biases)):
-            h = torch.baddbmm(b, h, w)
-            if i < len(weights) - 1:
-                h = F.relu(h)
-        # sum of the members' mean losses: member k's gradient is that of its own loss alone
-        loss = F.cross_entropy(h.reshape(-1, h.shape[-1]), y.reshape(-1), reduction="none").reshape(members, -1).mean(1).sum()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return time.perf_counter() - start
+    train_packed(cfgs, list(range(len(cfgs))), data, device)
+    return unpacked, time.perf_counter() - start
+
+
+def steps(cfgs, data, device, n: int) -> tuple[float, float]:
+    """Seconds per training step of the K members: batched layers (suite.packed.Pack) vs torch.func's vmap."""
+    from torch.func import functional_call, stack_module_state, vmap
+
+    k = len(cfgs)
+    models = [build_model(c.model, data.in_shape, data.num_outputs, torch.Generator().manual_seed(i)).to(device)
+              for i, c in enumerate(cfgs)]
+    x, y = data.train_x[:64 * k].view(k, 64, *data.in_shape), data.train_y[:64 * k].view(k, 64)
+    pack = Pack(cfgs, models)
+    params, _ = stack_module_state(models)
+    template = build_model(cfgs[0].model, data.in_shape, data.num_outputs, torch.Generator()).to("meta")
+    vmapped = vmap(lambda p, xb: functional_call(template, p, (xb,)))
+    timings = []
+    for forward, tensors in ((lambda: pack.forward(x), pack.params), (lambda: vmapped(params, x), list(params.values()))):
+        optimizer = Stacked([c.optimizer for c in cfgs], tensors)
+        for i in range(n + 3):
+            if i == 3:
+                start = time.perf_counter()
+            member_losses(forward(), y, "classification").sum().backward()
+            optimizer.step(tensors)
+            for t in tensors:
+                t.grad = None
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        timings.append((time.perf_counter() - start) / n)
+    return timings[0], timings[1]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--members", type=int, default=10)
-    ap.add_argument("--steps", type=int, default=40)
-    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--train-size", type=int, default=5000)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--data-dir", default=os.environ.get("SUITE_DATA_DIR", "data"))
     args = ap.parse_args()
-    torch.manual_seed(0)
-    x = torch.randn(args.members, args.batch, 784)
-    y = torch.randint(0, 10, (args.members, args.batch))
-    print(f"{'model':<14} {'threads':>7} {'unpacked ms/member-step':>24} {'packed ms/member-step':>22} {'speed-up':>9}")
-    for name, widths in SHAPES.items():
+    device = torch.device(args.device)
+    print(f"{args.members} runs, MNIST {args.train_size} training images, 1 epoch, batch 64, Adam; {device}")
+    print(f"{'model':<14} {'threads':>7} {'unpacked s/run':>15} {'packed s/run':>13} {'speed-up':>9}"
+          f" {'step: batched ms':>17} {'vmap ms':>8}")
+    for name, hidden in SHAPES.items():
+        cfgs = configs(hidden, args.members, args.train_size, device.type)
+        data = load_splits(cfgs[0].data, Path(args.data_dir), device)
         for threads in args.threads:
             torch.set_num_threads(threads)
-            per = args.members * args.steps
-            unpacked(widths, args.members, args.batch, 3, x, y)  # warm-up
-            packed(widths, args.members, args.batch, 3, x, y)
-            u = unpacked(widths, args.members, args.batch, args.steps, x, y) / per * 1e3
-            p = packed(widths, args.members, args.batch, args.steps, x, y) / per * 1e3
-            print(f"{name:<14} {threads:>7} {u:>24.2f} {p:>22.2f} {u / p:>8.2f}x", flush=True)
+            unpacked, packed = whole_runs(cfgs, data, device)
+            batched, vmapped = steps(cfgs, data, device, 20)
+            k = args.members
+            print(f"{name:<14} {threads:>7} {unpacked / k:>15.2f} {packed / k:>13.2f} {unpacked / packed:>8.2f}x"
+                  f" {batched * 1e3:>17.1f} {vmapped * 1e3:>8.1f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
 """`make bench`: the tutorial's loop against `suite study regularization`, in one sitting, on this machine.
 
-    python bench/run.py [--data-dir ../shared/data] [--skip-tutorial] [-- extra suite study options]
+    python bench/run.py [--data-dir ../shared/data] [--skip-tutorial] [--skip-packed] [-- extra suite study options]
 
 (a) bench/tutorial.py once per run of the regularization study (5 seeds x weight decay 0 and
 0.002), one process after another, torch's default threads, no MLflow; (b) `suite study
-regularization` into a fresh MLflow store with the default executor, report included. Prints
+regularization` into a fresh MLflow store with the default executor, report included; (c) the
+same with `--pack --pack-size 10` (on a CPU one pack per worker, on a GPU all ten runs in one). Prints
 wall seconds, training samples per second, the ratio, the achieved GFLOP/s of each and their
 fraction of this machine's fp32 matmul peak (measured here with a 4096 x 4096 matmul on all cores).
 A benchmark, not a test: the figures go into the README with the command that made them.
@@ -74,7 +75,8 @@ def suite_study(data_dir: str, extra: list[str]) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", default=os.environ.get("SUITE_DATA_DIR", "data"))
-    p.add_argument("--skip-tutorial", action="store_true", help="only (b), e.g. to try executor options")
+    p.add_argument("--skip-tutorial", action="store_true", help="only (b) and (c), e.g. to try executor options")
+    p.add_argument("--skip-packed", action="store_true", help="without (c)")
     p.add_argument("extra", nargs="*", help="options for `suite study` (after --), e.g. --workers 2")
     args = p.parse_args()
     runs = len(SEEDS) * len(DECAYS)
@@ -89,11 +91,16 @@ def main() -> None:
     # 55,000 training images (5,000 carved for validation); validation, test and 5,000 re-evaluated training images
     flop = runs * (55000 * TRAIN_FLOP + 20000 * EVAL_FLOP)
     rows.append(("(b) suite study regularization", wall, runs * 55000, flop))
+    if not args.skip_packed:
+        rows.append(("(c) ... --pack --pack-size 10", suite_study(args.data_dir, ["--pack", "--pack-size", "10", *args.extra]),
+                     runs * 55000, flop))
     print(f"\n{'':<32} {'wall s':>8} {'samples/s':>10} {'GFLOP/s':>8} {'of peak':>8}")
     for name, wall, samples, flop in rows:
         print(f"{name:<32} {wall:>8.1f} {samples / wall:>10.0f} {flop / wall / 1e9:>8.1f} {flop / wall / 1e9 / peak:>8.1%}")
-    if len(rows) == 2:
-        print(f"speed-up (a)/(b): {rows[0][1] / rows[1][1]:.2f}x")
+    walls = {name[:3]: wall for name, wall, _, _ in rows}
+    for other in ("(b)", "(c)"):
+        if "(a)" in walls and other in walls:
+            print(f"speed-up (a)/{other}: {walls['(a)'] / walls[other]:.2f}x")
 
 
 if __name__ == "__main__":

@@ -52,13 +52,19 @@ def _executor(p: argparse.ArgumentParser, runs: bool = True) -> None:
                    help="auto: CUDA when this machine has it (on Ray: cpu unless cuda); part of a run's identity")
     p.add_argument("--fused-optimizer", action="store_true",
                    help="PyTorch's fused sgd/adam/adamw kernels: faster, last-bit different numbers (other run keys)")
+    p.add_argument("--pack", action=argparse.BooleanOptionalAction, default=None,
+                   help="train MLP runs that differ only in seed, lr, weight decay, dropout, augmentation or patience as one "
+                        "packed model (default: on with CUDA, off on a CPU); last-bit different numbers (other run keys)")
+    if runs:
+        p.add_argument("--pack-size", type=int, help="members per packed model (default: as many as the GPU's memory or the CPU's cache holds)")
 
 
 def settings(args):
     from .execute import Settings
 
     return Settings(executor=getattr(args, "executor", "serial"), workers=getattr(args, "workers", None), threads=args.threads,
-                    device=args.device, ray_address=getattr(args, "ray_address", None), fused_optimizer=args.fused_optimizer)
+                    device=args.device, ray_address=getattr(args, "ray_address", None), fused_optimizer=args.fused_optimizer,
+                    pack=args.pack, pack_size=getattr(args, "pack_size", None))
 
 
 def parser() -> argparse.ArgumentParser:

@@ -173,6 +173,8 @@ class Execution(Strict):
     threads: PositiveInt = Field(1, description="torch intra-op threads of the process that trains the run")
     fused_optimizer: bool = Field(False, description="PyTorch's fused optimizer kernel (sgd, momentum, adam, adamw): "
                                                      "3x faster steps on a CPU, last-bit different numbers")
+    packed: bool = Field(False, description="trained as a member of a packed model (suite.packed): batched matmuls and "
+                                            "one optimizer step over the stacked members, last-bit different numbers")
 
 
 # Optimizers that PyTorch has a fused kernel for (on the CPU and CUDA); for the others the flag is dropped.
@@ -181,7 +183,31 @@ FUSED_OPTIMIZERS = {"sgd", "momentum", "adam", "adamw"}
 # Fields added after the first runs were recorded, at the value that reproduces the behaviour
 # before they existed. A field at its legacy value stays out of the run key (study.run_key), so
 # adding a field never changes the key of a run already in a store or a committed report.
-LEGACY = {"execution": {"device": "cpu", "threads": 1, "fused_optimizer": False}}
+LEGACY = {"execution": {"device": "cpu", "threads": 1, "fused_optimizer": False, "packed": False}}
+
+# Packing (`--pack`): runs of one MLP architecture, data and schedule train together as one batched
+# model (suite/packed.py); members may differ in these fields (and their seed), not in any other.
+PACKED_OPTIMIZERS = {"sgd", "momentum", "adam", "adamw"}
+PER_MEMBER = ("optimizer.lr", "optimizer.weight_decay", "model.dropout", "data.augment", "train.patience")
+
+
+def packable(config: "RunConfig") -> bool:
+    """Whether `suite.packed` can train this run: an MLP with an optimizer it implements over stacked members."""
+    return config.model.name == "mlp" and config.optimizer.name in PACKED_OPTIMIZERS
+
+
+def pack_group(config: "RunConfig") -> str:
+    """Runs with equal values here can share one packed model: the resolved config less the per-member fields."""
+    import json
+
+    tree = config.canonical()
+    for path in PER_MEMBER:
+        *parents, leaf = path.split(".")
+        node = tree
+        for part in parents:
+            node = node[part]
+        node.pop(leaf, None)
+    return json.dumps(tree, sort_keys=True)
 
 
 class RunConfig(Strict):

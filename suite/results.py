@@ -35,6 +35,7 @@ class Results:
     errors: dict = field(default_factory=dict)  # run id -> test confusion matrix and misclassified examples (runs that logged them)
     steps: pd.DataFrame | None = None  # long format: the training loss of every 50th batch (`train_loss_step`), per run
     source: str = "store"  # where the runs were read: the MLflow store, or a report's own runs.csv ("runs.csv")
+    packed: int = 0  # runs trained as members of packed models (execution.packed): the report says so
 
 
 def collect(study: Study, smoke: bool, uri: str, execution: Execution | None = None) -> Results:
@@ -58,7 +59,8 @@ def collect(study: Study, smoke: bool, uri: str, execution: Execution | None = N
     summaries = tracking.search(client, exp_id, "summary") if exp_id else []
     summary = next((r.info.run_id for r in summaries if r.data.tags.get("suite.smoke") == str(smoke)), None)
     steps = _in_study_order(_steps(client, runs), study, ["dataset", "variant", "seed", "step"])
-    return Results(runs, curves, len(specs), unmatched, summary, exp_id, _errors(client, runs["run_id"]), steps)
+    packed = sum(specs[key].config.execution.packed for key in runs["run_key"]) if "run_key" in runs else 0
+    return Results(runs, curves, len(specs), unmatched, summary, exp_id, _errors(client, runs["run_id"]), steps, packed=packed)
 
 
 def _steps(client, runs: pd.DataFrame) -> pd.DataFrame:

@@ -35,6 +35,7 @@ from .config import (
     Execution,
     RunConfig,
     flatten,
+    packable,
 )
 from .errors import StudyError
 
@@ -794,6 +795,8 @@ def with_execution(config: RunConfig, execution: Execution) -> RunConfig:
         execution = execution.model_copy(update={"device": config.train.device})
     if config.optimizer.name not in FUSED_OPTIMIZERS:
         execution = execution.model_copy(update={"fused_optimizer": False})
+    if execution.packed:  # packed runs step their own optimizer over the stacked members; unpackable ones train alone
+        execution = execution.model_copy(update={"fused_optimizer": False, "packed": packable(config)})
     return config.model_copy(update={"execution": execution})
 
 

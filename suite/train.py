@@ -164,7 +164,12 @@ def train_run(config: RunConfig, seed: int, data: Splits, device: torch.device,
             if train.patience and stale >= train.patience:
                 break
 
-    train_seconds = time.perf_counter() - start
+    finish_run(model, result, best_state, data, time.perf_counter() - start, test)
+    return result
+
+
+def finish_run(model, result: RunResult, best_state: dict | None, data: Splits, train_seconds: float, test: bool) -> None:
+    """After training: restore the best epoch's weights (early stopping), test, re-evaluate training images, final metrics."""
     if best_state is not None:
         model.load_state_dict(best_state)
     if test:
@@ -182,7 +187,6 @@ def train_run(config: RunConfig, seed: int, data: Splits, device: torch.device,
         "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),  # so reports need not rebuild the model
     })
     result.state = model.state_dict()
-    return result
 
 
 # (config, parameters, implementation switches such as fused) -> optimizer

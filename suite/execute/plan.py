@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,9 +24,9 @@ from tqdm import tqdm
 from .. import tracking
 from ..errors import SuiteError
 from ..study import RunSpec, Study, commands, expand
-from . import Settings, backend, execution
+from . import Settings, backend, default_workers, execution
 from .recorder import Recorder
-from .worker import DIVERGED, FAILED, Task
+from .worker import DIVERGED, FAILED, Pack, Record, Task
 
 
 @dataclass
@@ -96,21 +97,31 @@ def run_study(study: Study, *, smoke: bool, uri: str, data_dir: Path, force: boo
             tracking.delete_runs(client, [r.info.run_id for r in runs])  # left by a dead driver, or replaced (--force)
             return token
 
-        def next_task(pending) -> Task | None:
-            for i, spec in pending:
+        def task_of(i: int, spec: RunSpec, pack: int = 1) -> Task:
+            """The claimed run's task, its MLflow run started."""
+            name = spec.run_name if len(study.datasets) == 1 else f"{spec.dataset}/{spec.run_name}"
+            task = Task(i, name, spec.config, spec.seed, str(Path(data_dir).resolve()), keep_weights=keep_weights)
+            tags = {"suite.variant": spec.variant, "suite.seed": spec.seed, "suite.dataset": spec.dataset,
+                    "suite.run_key": spec.run_key, tracking.NOTE: _note(study, spec, smoke)}
+            recorder.start(task, {**tags, "suite.pack_size": pack} if spec.config.execution.packed else tags)
+            ours.add(spec.run_key)
+            return task
+
+        def next_task(pending) -> Task | Pack | None:
+            """The next unit's claimed runs: a task, or a pack of the runs of a packed unit that this driver could claim."""
+            for unit in pending:
                 if fatal:
                     return None
-                token = claim(spec)
-                if token is None:
+                claimed = [(i, spec, token) for i, spec in unit if (token := claim(spec)) is not None]
+                if not claimed:
                     continue
-                name = spec.run_name if len(study.datasets) == 1 else f"{spec.dataset}/{spec.run_name}"
-                task = Task(i, name, spec.config, spec.seed, str(Path(data_dir).resolve()), keep_weights=keep_weights)
-                recorder.start(task, {"suite.variant": spec.variant, "suite.seed": spec.seed, "suite.dataset": spec.dataset,
-                                      "suite.run_key": spec.run_key, tracking.NOTE: _note(study, spec, smoke)})
-                tokens[task.id] = (lease(spec), token)
-                ours.add(spec.run_key)
+                tasks = tuple(task_of(i, spec, len(claimed)) for i, spec, _ in claimed)
+                for task, (_, spec, token) in zip(tasks, claimed):
+                    tokens[task.id] = (lease(spec), token)
                 _progress(bar, outcome, len(recorder.run_ids))
-                return task
+                if len(tasks) == 1:
+                    return tasks[0]
+                return Pack(len(specs) + tasks[0].id, f"pack of {len(tasks)}", tasks)
             return None
 
         def handle(task: Task, kind: str, payload):
@@ -151,11 +162,11 @@ def run_study(study: Study, *, smoke: bool, uri: str, data_dir: Path, force: boo
                     left = [(i, s) for i, s in enumerate(specs) if s.run_key in todo and s.run_key not in ours]
                     if not left:
                         break
-                    pending = iter(left)
+                    pending = iter(units(left, settings, study.datasets))
                     first = next_task(pending)  # claimed before any worker starts
                     if first is not None:
                         queue = itertools.chain([first], iter(lambda: next_task(pending), None))
-                        backend(settings, study.datasets, len(left)).run(lambda: next(queue, None), handle)
+                        backend(settings, study.datasets, len(left)).run(lambda: next(queue, None), unpacking(handle))
                     elif not leases.alive(lease(s) for _, s in left):
                         break  # nothing left that anyone holds: done by others (or failed here)
                     else:  # the rest is other drivers' runs: wait for them, or for the claims of dead ones to expire
@@ -183,6 +194,63 @@ def run_study(study: Study, *, smoke: bool, uri: str, data_dir: Path, force: boo
                 report()
                 leases.complete(key, token)
     return outcome
+
+
+def units(left: list[tuple[int, RunSpec]], settings: Settings, datasets) -> list[list[tuple[int, RunSpec]]]:
+    """What the workers get: packed runs grouped by `config.pack_group` into packs that fit, every other run alone.
+
+    On a CPU a group is split across the workers (each pack trains on one worker's threads); on
+    CUDA it stays as few packs as memory allows. Which runs share a pack never changes their numbers.
+    """
+    from ..config import pack_group
+
+    groups: dict[str, list] = {}
+    alone = []
+    for i, spec in left:
+        (groups.setdefault(pack_group(spec.config), []) if spec.config.execution.packed else alone).append([(i, spec)])
+    out = list(alone)
+    for members in groups.values():
+        config = members[0][0][1].config
+        size = settings.pack_size or _fitting_pack(config)
+        count = math.ceil(len(members) / size)
+        if config.execution.device == "cpu":
+            count = max(count, min(len(members), settings.workers or default_workers(settings.threads, datasets, len(left))))
+        out += [sum(members[k::count], []) for k in range(count)]
+    return sorted(out, key=lambda unit: unit[0][0])
+
+
+def _fitting_pack(config) -> int:
+    """Members of this config one pack holds on its device (suite.packed.pack_size)."""
+    import torch
+
+    from ..data import INPUTS
+    from ..models import parameter_count
+    from ..packed import pack_size
+
+    in_shape, outputs = INPUTS[config.data.name]
+    batch = config.train.batch_size if config.train.batch_size != "full" else 60000
+    return pack_size(config, parameter_count(config.model, in_shape, outputs), batch, torch.device(config.execution.device))
+
+
+def unpacking(handle: Callable) -> Callable:
+    """A backend's `handle` for tasks and packs: a pack's events and record go to its members, one by one."""
+
+    def handle_any(task, kind: str, payload):
+        if not isinstance(task, Pack):
+            return handle(task, kind, payload)
+        members = {member.id: member for member in task.members}
+        if kind == "done":  # a pack that failed as a whole (its worker died) fails every member
+            records = payload.members or [Record(m.id, payload.status, reason=payload.reason, where=payload.where)
+                                          for m in task.members]
+            for record in records:
+                handle(members[record.task_id], "done", record)
+            return None
+        if kind == "ask":
+            return False  # packed study runs never stop early on the driver's word
+        member, inner = payload
+        return handle(members[member], kind, inner)
+
+    return handle_any
 
 
 def describe(study: Study, smoke: bool) -> str:

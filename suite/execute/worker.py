@@ -49,6 +49,7 @@ class Record:
     fatal: bool = False  # a user-level error (missing data, no CUDA) that every other run would hit too
     weights: dict | None = None  # the tested state_dict, on the CPU, when the task keeps weights
     errors: dict | None = None  # classification: the test confusion matrix and the first misclassified examples (`test_errors`)
+    members: list["Record"] = field(default_factory=list)  # a pack's record: one per member (empty: the pack failed as a whole)
 
 
 GALLERY = 16  # misclassified test images a run keeps (with their labels), for the report's gallery
@@ -98,57 +99,105 @@ def where(device, threads: int) -> dict:
             "cpu": cpu_model()}
 
 
-def execute(task: Task, emit: Callable[[str, Any], None], ask: Callable[[str, Any], bool] | None = None) -> Record:
-    """Train one run; never raises for a failure of the run itself (the record says FAILED and why)."""
+@dataclass(frozen=True)
+class Pack:
+    """Runs trained together as one packed model (`suite.packed`): one task for a backend, one record per member."""
+
+    id: int  # unique within one executor call, like a task's
+    name: str
+    members: tuple[Task, ...]  # same data, architecture and schedule (config.pack_group); each config packed
+
+
+def execute(task: Task | Pack, emit: Callable[[str, Any], None], ask: Callable[[str, Any], bool] | None = None) -> Record:
+    """Train one run, or a pack of runs; never raises for a failure of the runs themselves (the record says FAILED and why).
+
+    A pack's events carry their member's task id, `(id, payload)`, and its record holds one record per member (`members`).
+    """
     import torch
 
     from ..data import fingerprint
-    from ..train import resolve_device, train_run
+    from ..train import resolve_device
 
+    packed = isinstance(task, Pack)
+    tasks = task.members if packed else (task,)
+    first = tasks[0]
     start = time.perf_counter()
-    record = Record(task.id, FAILED)
-    try:
-        torch.set_num_threads(task.config.execution.threads)
-        device = resolve_device(task.config.execution.device)
-        data = _splits(task.config, task.data_dir, device)
-        record.where = where(device, torch.get_num_threads())
-        record.where["data_fingerprint"] = fingerprint(task.config.data.name, Path(task.data_dir))
-        splits = {"train": len(data.train_y), "val": len(data.val_y), "test": len(data.test_y)}
-        emit("started", {**record.where, "data": {"name": task.config.data.name, "root": task.data_dir, "splits": splits}})
+    records = [Record(t.id, FAILED) for t in tasks]
 
-        def on_epoch(epoch: int, metrics: dict) -> None:
-            record.history.append(metrics)
-            if task.ask_each_epoch and ask is not None:
+    def say(i: int, kind: str, payload) -> None:
+        emit(kind, (tasks[i].id, payload) if packed else payload)
+
+    try:
+        torch.set_num_threads(first.config.execution.threads)
+        device = resolve_device(first.config.execution.device)
+        data = _splits(first.config, first.data_dir, device)
+        here = where(device, torch.get_num_threads())
+        here["data_fingerprint"] = fingerprint(first.config.data.name, Path(first.data_dir))
+        splits = {"train": len(data.train_y), "val": len(data.val_y), "test": len(data.test_y)}
+        for i, record in enumerate(records):
+            record.where = here
+            say(i, "started", {**here, "data": {"name": first.config.data.name, "root": first.data_dir, "splits": splits}})
+
+        def on_epoch(i: int, epoch: int, metrics: dict) -> None:
+            records[i].history.append(metrics)
+            if tasks[i].ask_each_epoch and ask is not None:
                 if ask("epoch", (epoch, metrics)):
                     raise Stop(f"pruned after epoch {epoch}")
             else:
-                emit("epoch", (epoch, metrics))
+                say(i, "epoch", (epoch, metrics))
 
-        def on_step(step: int, loss: float) -> None:
-            record.steps.append((step, loss))
-            emit("steps", [(step, loss)])
+        def on_step(i: int, step: int, loss: float) -> None:
+            records[i].steps.append((step, loss))
+            say(i, "steps", [(step, loss)])
 
-        with core_slots(task.config.execution.threads if device.type == "cpu" else 1):
-            result = train_run(task.config, task.seed, data, device, on_epoch, on_step, test=task.test)
-        record.final = result.final  # (record.history filled itself epoch by epoch)
-        if result.test_predictions is not None:
-            from ..data import load_raw
-
-            raw = load_raw(task.config.data.name, task.data_dir)
-            truth = data.test_y.cpu()
-            record.errors = test_errors(result.test_predictions, truth, raw.test_x[:len(truth)], data.num_outputs)
-            record.final.update(class_shares(result.test_predictions, truth, data.num_outputs))
-        if task.keep_weights:
-            record.weights = {k: v.detach().to("cpu", copy=True) for k, v in result.state.items()}
-        record.status, record.reason = (DIVERGED, result.reason) if result.diverged else (FINISHED, "")
+        with core_slots(first.config.execution.threads if device.type == "cpu" else 1):
+            results = _train(tasks, data, device, on_epoch, on_step)
+        for t, record, result in zip(tasks, records, results):
+            _finish(t, record, result, data)
     except Stop as stop:
-        record.status, record.reason = PRUNED, str(stop)
+        for record in records:
+            record.status, record.reason = PRUNED, str(stop)
     except SuiteError as err:  # missing data and the like: one line, and no point in trying the other runs
-        record.status, record.reason, record.fatal = FAILED, str(err), True
-    except Exception as err:  # the run failed; the worker lives on
-        record.status, record.reason = FAILED, error_line(err)
-    record.seconds = time.perf_counter() - start
-    return record
+        for record in records:
+            record.status, record.reason, record.fatal = FAILED, str(err), True
+    except Exception as err:  # the runs failed; the worker lives on
+        for record in records:
+            record.status, record.reason = FAILED, error_line(err)
+    seconds = time.perf_counter() - start
+    for record in records:
+        record.seconds = seconds
+    if not packed:
+        return records[0]
+    return Record(task.id, FINISHED, where=records[0].where, seconds=seconds, members=records)
+
+
+def _train(tasks: tuple[Task, ...], data, device, on_epoch, on_step) -> list:
+    """Each task's `RunResult`: packed configs through `suite.packed` (a single one as a pack of one), others through train_run."""
+    config = tasks[0].config
+    if config.execution.packed:
+        from ..packed import train_packed
+
+        return train_packed([t.config for t in tasks], [t.seed for t in tasks], data, device, on_epoch, on_step, test=tasks[0].test)
+    from ..train import train_run
+
+    (task,) = tasks
+    return [train_run(config, task.seed, data, device, lambda epoch, metrics: on_epoch(0, epoch, metrics),
+                      lambda step, loss: on_step(0, step, loss), test=task.test)]
+
+
+def _finish(task: Task, record: Record, result, data) -> None:
+    """The record of one trained run: final metrics, where its test errors lie, its weights if kept, its status."""
+    record.final = result.final  # (record.history filled itself epoch by epoch)
+    if result.test_predictions is not None:
+        from ..data import load_raw
+
+        raw = load_raw(task.config.data.name, task.data_dir)
+        truth = data.test_y.cpu()
+        record.errors = test_errors(result.test_predictions, truth, raw.test_x[:len(truth)], data.num_outputs)
+        record.final.update(class_shares(result.test_predictions, truth, data.num_outputs))
+    if task.keep_weights:
+        record.weights = {k: v.detach().to("cpu", copy=True) for k, v in result.state.items()}
+    record.status, record.reason = (DIVERGED, result.reason) if result.diverged else (FINISHED, "")
 
 
 SLOTS_ENV = "SUITE_CORE_SLOTS"  # the folder of this host's core slots (default: <tmp>/suite-cores-<uid>)

@@ -85,7 +85,7 @@ def blocks(study, smoke, results, summary, comparisons, claims, figures, ui) -> 
         blocks.append(("img", name, caption))
 
     blocks.append(("h2", "Provenance"))
-    blocks.append(("list", _provenance(study, smoke, runs, results.source)))
+    blocks.append(("list", _provenance(study, smoke, runs, results.source, results.packed)))
     blocks.append(("h2", "Runs"))
     if ui and results.experiment_id:
         link = tracking.runs_url(ui, results.experiment_id)
@@ -104,7 +104,7 @@ def _run_link(ui: str | None, experiment_id: str | None, run_id: str, run_key: s
     return f"[`{run_key}`]({tracking.run_url(ui, experiment_id, run_id)})" if ui and experiment_id else f"`{run_key}`"
 
 
-def _provenance(study: Study, smoke: bool, runs: pd.DataFrame, source: str = "store") -> list[str]:
+def _provenance(study: Study, smoke: bool, runs: pd.DataFrame, source: str = "store", packed: int = 0) -> list[str]:
     commits = sorted(set(runs["git_commit"]))
     dirty = int(runs["git_dirty"].sum())
     items = [f"Read from this report's own `runs.csv` and `curves.csv` (`suite report {study.name} --from-runs`), not from the "
@@ -120,6 +120,10 @@ def _provenance(study: Study, smoke: bool, runs: pd.DataFrame, source: str = "st
         "Data: " + ", ".join(f"{d} `{fp}`" for d, fp in sorted(set(zip(runs["dataset"], runs["data_fingerprint"])))),
         f"Runs: {len(runs)}, total training time {runs['train_seconds'].sum() / 60:.1f} min",
     ]
+    if packed:
+        items.append(f"Packed: {packed} of these runs trained as members of packed models (`--pack`): same draws as unpacked runs, "
+                     "last-bit different sums, so they have their own run keys and are compared only with each other; "
+                     "a pack's members share its training time")
     if len(commits) > 1:
         items.insert(3, f"**Warning:** this study mixes runs from {len(commits)} code versions.")
     return items

@@ -1,0 +1,229 @@
+"""Packed runs (suite/packed.py) on real MNIST: each member trains like its unpacked run up to
+floating-point summation order, independently of which runs share its pack; divergence and early
+stopping are per member; packing enters the run key only away from its legacy value; `suite
+study --pack` records one MLflow run per member and the report says the runs were packed."""
+
+import math
+import os
+import signal
+import subprocess
+import sys
+
+import mlflow
+import pytest
+import torch
+
+from suite.config import PACKED_OPTIMIZERS, Execution, RunConfig, pack_group
+from suite.execute import Settings
+from suite.execute.backends import LocalPool
+from suite.execute.plan import units, unpacking
+from suite.execute.worker import DIVERGED, FINISHED, Pack, Task, execute
+from suite.study import RunSpec, run_key, with_execution
+
+from conftest import ROOT, needs_mnist
+
+BASE = {"data": {"name": "mnist", "train_size": 400, "val_size": 200, "test_size": 300},
+        "model": {"name": "mlp", "hidden": [32, 16]}, "optimizer": {"name": "adam", "lr": 1e-4},
+        "train": {"batch_size": 20, "epochs": 2}}
+
+
+def config(packed: bool, **changes) -> RunConfig:
+    tree = {key: {**value, **changes.get(key, {})} for key, value in BASE.items()}
+    return with_execution(RunConfig(**tree), Execution(packed=packed))
+
+
+def members(data_dir, packed: bool) -> list[Task]:
+    """Four runs that differ only in per-member fields: seed, weight decay, dropout, augmentation, lr."""
+    variants = [({}, 0), ({"optimizer": {"weight_decay": 0.01}}, 1), ({"model": {"dropout": 0.3}}, 2),
+                ({"data": {"augment": {"rotation": 10}}, "optimizer": {"lr": 2e-4}}, 3)]
+    return [Task(i, f"m{i}", config(packed, **changes), seed, str(data_dir), keep_weights=True)
+            for i, (changes, seed) in enumerate(variants)]
+
+
+def untimed(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in epoch.items() if k != "epoch_seconds"} for epoch in history]
+
+
+def run(task, events=None):
+    return execute(task, lambda kind, payload: events.append((kind, payload)) if events is not None else None)
+
+
+@needs_mnist
+def test_a_pack_trains_each_member_like_its_unpacked_run_up_to_rounding(data_dir):
+    unpacked = [run(task) for task in members(data_dir, packed=False)]
+    tasks = members(data_dir, packed=True)
+    events: list = []
+    pack = run(Pack(100, "pack of 4", tuple(tasks)), events)
+    assert len({pack_group(t.config) for t in tasks}) == 1
+    assert [r.task_id for r in pack.members] == [0, 1, 2, 3]
+    for alone, member in zip(unpacked, pack.members):
+        assert alone.status == member.status == FINISHED
+        # the first steps' losses (initial weights, same draws) within 1e-4 relative; step 1 sees the initial weights
+        for (step_a, loss_a), (step_p, loss_p) in zip(alone.steps, member.steps):
+            assert step_a == step_p and math.isclose(loss_a, loss_p, rel_tol=1e-4)
+        assert len(member.history) == 2 and member.history != []
+        for a, p in zip(alone.history, member.history):
+            assert math.isclose(a["train_loss"], p["train_loss"], rel_tol=1e-4)
+            assert abs(a["val_acc"] - p["val_acc"]) <= 0.01
+        assert math.isclose(alone.final["test_loss"], member.final["test_loss"], rel_tol=1e-3)
+        for name, weight in alone.weights.items():
+            assert torch.allclose(weight, member.weights[name], rtol=1e-3, atol=1e-5), name
+    # each member's record is its own: different seeds and settings give different numbers
+    assert len({m.final["test_loss"] for m in pack.members}) == 4
+    # events name their member: every member streamed its steps and epochs
+    for task in tasks:
+        kinds = {kind for kind, (member, _) in events if member == task.id}
+        assert kinds == {"started", "steps", "epoch"}
+
+
+@needs_mnist
+def test_a_member_gets_the_same_bits_whichever_runs_share_its_pack(data_dir):
+    tasks = members(data_dir, packed=True)
+    together = run(Pack(100, "pack of 4", tuple(tasks)))
+    pair = run(Pack(101, "pack of 2", (tasks[3], tasks[1])))
+    alone = run(tasks[1])  # a packed config on its own: a pack of one
+    for record in (pair.members[1], alone):
+        assert untimed(record.history) == untimed(together.members[1].history)
+        assert record.final["test_loss"] == together.members[1].final["test_loss"]
+        assert all(torch.equal(record.weights[k], together.members[1].weights[k]) for k in record.weights)
+    assert pair.members[0].final["test_loss"] == together.members[3].final["test_loss"]
+
+
+@needs_mnist
+def test_divergence_and_early_stopping_are_per_member(data_dir):
+    changes = {"train": {"epochs": 6, "patience": 1}, "optimizer": {"name": "sgd", "lr": 0.05}}
+    lrs = (0.05, 1e4, 0.002)  # the second diverges at once
+    plain = [Task(i, f"m{i}", config(False, **{**changes, "optimizer": {"name": "sgd", "lr": lr}}), i, str(data_dir))
+             for i, lr in enumerate(lrs)]
+    packed = [Task(i, f"m{i}", config(True, **{**changes, "optimizer": {"name": "sgd", "lr": lr}}), i, str(data_dir))
+              for i, lr in enumerate(lrs)]
+    unpacked = [run(task) for task in plain]
+    pack = run(Pack(10, "pack", tuple(packed)))
+    assert [r.status for r in pack.members] == [FINISHED, DIVERGED, FINISHED] == [r.status for r in unpacked]
+    assert pack.members[1].reason == unpacked[1].reason == "non-finite training loss in epoch 1"
+    for alone, member in zip(unpacked, pack.members):
+        for key in ("epochs_trained", "tested_epoch"):
+            assert member.final[key] == alone.final[key], key
+    # the survivors went on after the diverged member left the pack, and stopped on their own patience
+    epochs = [m.final["epochs_trained"] for m in pack.members]
+    assert 1 < epochs[2] < 6 and epochs[0] > epochs[2]  # one stopped early, the other trained on
+
+
+OPTIMIZER_CASES = {"sgd": {"name": "sgd", "lr": 0.05}, "momentum": {"name": "momentum", "lr": 0.01},
+                   "nesterov": {"name": "momentum", "lr": 0.01, "nesterov": True}, "adam": {"name": "adam", "lr": 1e-3},
+                   "adamw": {"name": "adamw", "lr": 1e-3}}
+
+
+def test_every_packed_optimizer_is_covered():
+    assert {case["name"] for case in OPTIMIZER_CASES.values()} == PACKED_OPTIMIZERS
+
+
+@needs_mnist
+@pytest.mark.parametrize("case", OPTIMIZER_CASES)
+def test_the_packed_optimizer_steps_like_torch_optim(data_dir, case):
+    decays = (0.0, 0.05)  # per member: coupled L2 for sgd/momentum/adam, decoupled for adamw
+    changes = {"optimizer": OPTIMIZER_CASES[case], "train": {"epochs": 1, "batch_size": 4}}  # 100 steps
+    tasks = [Task(i, f"m{i}", config(packed, **{**changes, "optimizer": {**OPTIMIZER_CASES[case], "weight_decay": wd}}),
+                  i, str(data_dir)) for packed in (False, True) for i, wd in enumerate(decays)]
+    unpacked = [run(t) for t in tasks[:2]]
+    pack = run(Pack(9, "pack", tuple(tasks[2:])))
+    for alone, member in zip(unpacked, pack.members):
+        assert len(alone.steps) == len(member.steps) > 1
+        for (_, a), (_, p) in zip(alone.steps, member.steps):
+            assert math.isclose(a, p, rel_tol=1e-4), (a, p)
+        assert math.isclose(alone.history[0]["train_loss"], member.history[0]["train_loss"], rel_tol=1e-4)
+        assert math.isclose(alone.final["test_loss"], member.final["test_loss"], rel_tol=1e-4)
+    assert pack.members[0].final["test_loss"] != pack.members[1].final["test_loss"]
+
+
+def test_packing_enters_the_key_only_for_runs_it_can_train():
+    plain = RunConfig(**BASE)
+    packed = with_execution(plain, Execution(packed=True))
+    assert run_key(with_execution(plain, Execution()), 0) == run_key(plain, 0)  # legacy value: the key of every committed run
+    assert packed.execution.packed and run_key(packed, 0) != run_key(plain, 0)
+    for other in ({"model": {"name": "cnn"}, "data": {"name": "mnist"}}, {"optimizer": {"name": "rmsprop", "lr": 0.01}}):
+        unpackable = RunConfig(**{**BASE, **other})
+        resolved = with_execution(unpackable, Execution(packed=True))
+        assert not resolved.execution.packed and run_key(resolved, 0) == run_key(unpackable, 0)
+
+
+def spec(i: int, cfg: RunConfig) -> tuple[int, RunSpec]:
+    return i, RunSpec("s", f"v{i}", "mnist", i, {}, cfg, run_key(cfg, i))
+
+
+def test_units_pack_runs_that_differ_only_in_per_member_fields():
+    same = [spec(i, config(True, optimizer={"lr": 10.0 ** -i}, model={"dropout": 0.1 * i})) for i in range(4)]
+    other_epochs = [spec(4, config(True, train={"epochs": 3}))]
+    unpacked = [spec(5, config(False))]
+    got = units(same + other_epochs + unpacked, Settings(pack_size=8, workers=1), ["mnist"])
+    assert sorted(len(u) for u in got) == [1, 1, 4]
+    assert [i for i, _ in max(got, key=len)] == [0, 1, 2, 3]
+    # a pack size splits the group; on a CPU each worker gets a share
+    assert sorted(len(u) for u in units(same, Settings(pack_size=3, workers=1), ["mnist"])) == [2, 2]
+    assert sorted(len(u) for u in units(same, Settings(pack_size=8, workers=2), ["mnist"])) == [2, 2]
+
+
+@needs_mnist
+def test_a_pack_whose_worker_is_killed_fails_every_member(data_dir):
+    tasks = members(data_dir, packed=True)[:2]
+    done = {}
+
+    def handle(task, kind, payload):
+        if kind == "started":
+            os.kill(payload["pid"], signal.SIGKILL)
+        if kind == "done":
+            done[task.id] = payload
+        return False
+
+    pending = iter([Pack(50, "pack", tuple(tasks))])
+    LocalPool(1, 1).run(lambda: next(pending, None), unpacking(handle))
+    assert sorted(done) == [0, 1]
+    assert all(r.status == "failed" and "died (killed by signal 9)" in r.reason for r in done.values())
+
+
+PACK_STUDY = """
+name: packs
+question: Do seeds and weight decay pack?
+datasets: [mnist]
+seeds: 3
+metric: test_acc
+baseline: none
+base:
+  data: {train_size: 300, val_size: 100, test_size: 200}
+  model: {name: mlp, hidden: [32]}
+  optimizer: {name: adam, lr: 0.001}
+  train: {batch_size: 50, epochs: 1}
+variants:
+  none: {}
+  wd: {optimizer: {weight_decay: 0.01}}
+  cnn: {model: {name: cnn, channels: [4]}}
+"""
+
+
+@needs_mnist
+@pytest.mark.slow
+def test_suite_study_pack_records_each_member_and_says_so(tmp_path, data_dir):
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "studies" / "packs.yaml").write_text(PACK_STUDY)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    common = ["--studies-dir", str(tmp_path / "studies"), "--tracking-uri", uri, "--reports-dir", str(tmp_path / "reports"),
+              "--storage", f"sqlite:///{tmp_path}/optuna.db", "--data-dir", str(data_dir)]
+    out = subprocess.run([sys.executable, "-m", "suite", "study", "packs", "--pack", "--pack-size", "3", "--workers", "2", *common],
+                         capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("packs")
+    found = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("suite.kind") == "run"]
+    assert len(found) == 9 and all(r.info.status == "FINISHED" for r in found)
+    by_variant = {}
+    for r in found:
+        by_variant.setdefault(r.data.tags["suite.variant"], []).append(r)
+    # the six MLP runs went as packs of three (one per worker), the CNN runs alone and unpacked
+    assert {r.data.params["execution.packed"] for r in by_variant["none"] + by_variant["wd"]} == {"True"}
+    assert {r.data.tags["suite.pack_size"] for r in by_variant["none"] + by_variant["wd"]} == {"3"}
+    assert {r.data.params["execution.packed"] for r in by_variant["cnn"]} == {"False"}
+    assert len({r.data.tags["suite.pid"] for r in by_variant["none"] + by_variant["wd"]}) == 2
+    assert len({r.data.metrics["test_acc"] for r in found}) > 3  # each member its own numbers
+    assert all("train_loss_step" in r.data.metrics and "val_acc" in r.data.metrics for r in found)
+    report = (tmp_path / "reports" / "packs" / "report.md").read_text()
+    assert "Packed: 6 of these runs" in report
