@@ -53,7 +53,8 @@ def _executor(p: argparse.ArgumentParser, runs: bool = True) -> None:
     p.add_argument("--fused-optimizer", action="store_true",
                    help="PyTorch's fused sgd/adam/adamw kernels: faster, last-bit different numbers (other run keys)")
     p.add_argument("--pack", action=argparse.BooleanOptionalAction, default=None,
-                   help="train MLP runs that differ only in seed, lr, weight decay, dropout, augmentation or patience as one "
+                   help="train MLP runs that differ only in seed, lr, weight decay, dropout, augmentation, label noise or smoothing, "
+                        "patience as one "
                         "packed model (default: on with CUDA, off on a CPU); last-bit different numbers (other run keys)")
     if runs:
         p.add_argument("--pack-size", type=int, help="members per packed model (default: as many as the GPU's memory or the CPU's cache holds)")
@@ -179,13 +180,23 @@ def store_failure(err: BaseException) -> str | None:
 
 
 def cmd_list(args) -> int:
+    from .errors import StudyError
     from .study import list_studies, load_study
 
-    studies = [load_study(str(path)) for path in list_studies(Path(args.studies_dir))]
+    studies, invalid = [], []
+    for path in list_studies(Path(args.studies_dir)):
+        try:
+            studies.append(load_study(str(path)))
+        except StudyError as err:  # every broken file, one line each, after the good ones
+            invalid.append(str(err))
     counts = [_count(s) for s in studies]
     name_width, count_width = max((len(s.name) for s in studies), default=0), max(map(len, counts), default=0)
     for study, count in zip(studies, counts):
         print(f"{study.name:<{name_width}}  {count:<{count_width}}  {study.question}")
+    for line in invalid:
+        print(f"invalid: {line}", file=sys.stderr)
+    if invalid:
+        raise SuiteError(f"{len(invalid)} of {len(studies) + len(invalid)} study files are invalid (listed above)")
     return 0
 
 

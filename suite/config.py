@@ -48,7 +48,7 @@ METRIC_ALIASES = {"val_mse": "val_loss", "test_mse": "test_loss"}
 CLASSIFICATION_ONLY = {"test_acc", "val_acc", "train_acc"}
 REGRESSION_ONLY = {"test_mse", "val_mse"}
 
-Activation = Literal["relu", "tanh", "sigmoid"]
+Activation = Literal["relu", "tanh", "sigmoid", "gelu", "silu", "leaky_relu"]
 
 
 class Strict(BaseModel):
@@ -69,6 +69,8 @@ class DataConfig(Strict):
     train_size: PositiveInt | None = Field(None, description="use only the first N remaining training images")
     test_size: PositiveInt | None = Field(None, description="evaluate on only the first N test images")
     augment: Augment = Augment()
+    label_noise: float = Field(0.0, ge=0, lt=1, description="share of training labels flipped at random to another class "
+                                                            "(seeded by the run's seed, nested across levels); validation and test stay clean")
 
     @model_validator(mode="after")
     def _known(self):
@@ -118,8 +120,15 @@ class Momentum(Strict):
     name: Literal["momentum"]
     lr: PositiveFloat
     momentum: float = Field(0.9, gt=0, lt=1)
+    dampening: float = Field(0.0, ge=0, lt=1)
     nesterov: bool = False
     weight_decay: NonNegativeFloat = 0.0
+
+    @model_validator(mode="after")
+    def _nesterov(self):
+        if self.nesterov and self.dampening:
+            raise ValueError("nesterov momentum requires dampening 0")
+        return self
 
 
 class RMSprop(Strict):
@@ -128,6 +137,7 @@ class RMSprop(Strict):
     alpha: float = Field(0.99, gt=0, lt=1)
     eps: PositiveFloat = 1e-8
     momentum: float = Field(0.0, ge=0, lt=1)
+    centered: bool = False
     weight_decay: NonNegativeFloat = 0.0
 
 
@@ -140,6 +150,7 @@ class Adam(Strict):
     betas: tuple[Beta, Beta] = (0.9, 0.999)
     eps: PositiveFloat = 1e-8
     weight_decay: NonNegativeFloat = Field(0.0, description="coupled L2: added to the gradient")
+    amsgrad: bool = False
 
 
 class AdamW(Strict):
@@ -148,9 +159,58 @@ class AdamW(Strict):
     betas: tuple[Beta, Beta] = (0.9, 0.999)
     eps: PositiveFloat = 1e-8
     weight_decay: NonNegativeFloat = Field(0.01, description="decoupled weight decay")
+    amsgrad: bool = False
 
 
-Optimizer = Annotated[Union[SGD, Momentum, RMSprop, Adam, AdamW], Field(discriminator="name")]
+class Adagrad(Strict):
+    name: Literal["adagrad"]
+    lr: PositiveFloat
+    lr_decay: NonNegativeFloat = 0.0
+    initial_accumulator_value: NonNegativeFloat = 0.0
+    eps: PositiveFloat = 1e-10
+    weight_decay: NonNegativeFloat = 0.0
+
+
+class NAdam(Strict):
+    name: Literal["nadam"]
+    lr: PositiveFloat
+    betas: tuple[Beta, Beta] = (0.9, 0.999)
+    eps: PositiveFloat = 1e-8
+    momentum_decay: NonNegativeFloat = 0.004
+    weight_decay: NonNegativeFloat = 0.0
+    decoupled_weight_decay: bool = False
+
+
+class RAdam(Strict):
+    name: Literal["radam"]
+    lr: PositiveFloat
+    betas: tuple[Beta, Beta] = (0.9, 0.999)
+    eps: PositiveFloat = 1e-8
+    weight_decay: NonNegativeFloat = 0.0
+    decoupled_weight_decay: bool = False
+
+
+class Adadelta(Strict):
+    name: Literal["adadelta"]
+    lr: PositiveFloat = 1.0
+    rho: float = Field(0.9, gt=0, lt=1)
+    eps: PositiveFloat = 1e-6
+    weight_decay: NonNegativeFloat = 0.0
+
+
+Optimizer = Annotated[Union[SGD, Momentum, RMSprop, Adam, AdamW, Adagrad, NAdam, RAdam, Adadelta], Field(discriminator="name")]
+
+
+class Schedule(Strict):
+    """The learning rate over training, as a factor of `optimizer.lr`, set before every step (t of T steps)."""
+
+    name: Literal["constant", "step", "cosine", "warmup_cosine", "one_cycle"] = "constant"
+    step_every: PositiveInt = Field(1, description="step: epochs between decays")
+    gamma: float = Field(0.1, gt=0, le=1, description="step: factor applied at each decay")
+    warmup: float = Field(0.05, ge=0, lt=1, description="warmup_cosine: share of the steps spent warming up linearly from 0")
+    peak_at: float = Field(0.3, gt=0, lt=1, description="one_cycle: share of the steps at which the factor reaches 1")
+    start_factor: float = Field(0.04, gt=0, le=1, description="one_cycle: the factor at the first step")
+    min_factor: float = Field(0.0, ge=0, le=1, description="cosine, warmup_cosine, one_cycle: the factor at the end")
 
 
 class TrainConfig(Strict):
@@ -159,6 +219,9 @@ class TrainConfig(Strict):
     patience: PositiveInt | None = Field(None, description="early stopping: epochs without improvement; null trains all epochs")
     monitor: Literal["val_acc", "val_loss"] = "val_acc"
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    schedule: Schedule = Schedule()
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="classification: cross-entropy against smoothed targets")
+    clip_norm: PositiveFloat | None = Field(None, description="clip the gradient's global norm to this before each step")
 
 
 class Execution(Strict):
@@ -183,17 +246,27 @@ FUSED_OPTIMIZERS = {"sgd", "momentum", "adam", "adamw"}
 # Fields added after the first runs were recorded, at the value that reproduces the behaviour
 # before they existed. A field at its legacy value stays out of the run key (study.run_key), so
 # adding a field never changes the key of a run already in a store or a committed report.
-LEGACY = {"execution": {"device": "cpu", "threads": 1, "fused_optimizer": False, "packed": False}}
+LEGACY = {
+    "execution": {"device": "cpu", "threads": 1, "fused_optimizer": False, "packed": False},
+    "data": {"label_noise": 0.0},
+    "optimizer": {"dampening": 0.0, "centered": False, "amsgrad": False},
+    "train": {"label_smoothing": 0.0, "clip_norm": None,
+              "schedule": {"name": "constant", "step_every": 1, "gamma": 0.1, "warmup": 0.05, "peak_at": 0.3,
+                           "start_factor": 0.04, "min_factor": 0.0}},
+}
 
 # Packing (`--pack`): runs of one MLP architecture, data and schedule train together as one batched
 # model (suite/packed.py); members may differ in these fields (and their seed), not in any other.
 PACKED_OPTIMIZERS = {"sgd", "momentum", "adam", "adamw"}
-PER_MEMBER = ("optimizer.lr", "optimizer.weight_decay", "model.dropout", "data.augment", "train.patience")
+PER_MEMBER = ("optimizer.lr", "optimizer.weight_decay", "model.dropout", "data.augment", "data.label_noise", "train.patience",
+              "train.label_smoothing")
 
 
 def packable(config: "RunConfig") -> bool:
     """Whether `suite.packed` can train this run: an MLP with an optimizer it implements over stacked members."""
-    return config.model.name == "mlp" and config.optimizer.name in PACKED_OPTIMIZERS
+    opt = config.optimizer
+    return (config.model.name == "mlp" and opt.name in PACKED_OPTIMIZERS
+            and not getattr(opt, "amsgrad", False) and not getattr(opt, "dampening", 0.0))
 
 
 def pack_group(config: "RunConfig") -> str:
@@ -221,6 +294,8 @@ class RunConfig(Strict):
     def _fits_task(self):
         if DATASET_TASKS[self.data.name] == "regression" and self.train.monitor == "val_acc" and self.train.patience:
             raise ValueError("train.monitor: val_acc has no meaning for a regression dataset; use val_loss")
+        if DATASET_TASKS[self.data.name] == "regression" and (self.data.label_noise or self.train.label_smoothing):
+            raise ValueError("data.label_noise and train.label_smoothing need class labels; this dataset is a regression")
         return self
 
     @property

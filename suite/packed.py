@@ -1,7 +1,8 @@
 """Packed training: K runs of one MLP trained together as one batched model.
 
 The runs of a study often share architecture, data and schedule and differ only in their seed,
-learning rate, weight decay, dropout rate, augmentation or patience (`config.PER_MEMBER`).
+learning rate, weight decay, dropout rate, augmentation, label noise, label smoothing or patience
+(`config.PER_MEMBER`).
 `train_packed` stacks their weights (K x out x in), runs every layer as one batched matmul
 (`torch.baddbmm`) and steps one optimizer over the stacked tensors, each member with its own
 hyperparameters. Each member draws exactly what `train.train_run` draws for its seed: the same
@@ -30,7 +31,7 @@ from torch import nn
 from .config import RunConfig
 from .data import Splits, augment_batch
 from .models import ACTIVATIONS, build_model
-from .train import STEP_EVERY, RunResult, evaluate, finish_run, generators
+from .train import STEP_EVERY, RunResult, evaluate, finish_run, generators, lr_factor, noisy_labels
 
 CPU_CACHE_FALLBACK = 32 * 2**20  # bytes of last-level cache when the OS does not say (this project's EPYC: 32 MiB)
 
@@ -58,12 +59,14 @@ class Stacked:
         self.state = [{k: v[rows] for k, v in state.items()} for state in self.state]
 
     @torch.no_grad()
-    def step(self, params: list[torch.Tensor]) -> None:
+    def step(self, params: list[torch.Tensor], factor: float = 1.0) -> None:
+        """One update of every member; `factor` scales the learning rates (the schedule's, train.lr_factor)."""
         self.steps += 1
         cfg, t = self.cfg, self.steps
+        lrs = self.lr if factor == 1.0 else self.lr * factor
         for p, state in zip(params, self.state):
             shape = (-1,) + (1,) * (p.dim() - 1)
-            lr, wd, grad = self.lr.view(shape), self.wd.view(shape), p.grad
+            lr, wd, grad = lrs.view(shape), self.wd.view(shape), p.grad
             if cfg.name == "adamw":
                 p.mul_(1 - lr * wd)
             elif self.decay:
@@ -136,11 +139,26 @@ class Pack:
                 lin.bias.copy_(self.params[2 * j + 1][position])
 
 
-def member_losses(out: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
-    """Each member's mean training loss over its batch: (members,)."""
-    if task == "classification":
+def member_losses(out: torch.Tensor, y: torch.Tensor, task: str, smoothing: torch.Tensor | None = None) -> torch.Tensor:
+    """Each member's mean training loss over its batch: (members,); `smoothing`: each member's label smoothing.
+
+    Cross-entropy against smoothed targets is (1 - e) * nll + e * mean over classes of -log p.
+    """
+    if task != "classification":
+        return F.mse_loss(out, y, reduction="none").flatten(1).mean(1)
+    if smoothing is None:
         return F.cross_entropy(out.flatten(0, 1), y.flatten(0, 1), reduction="none").view(y.shape).mean(1)
-    return F.mse_loss(out, y, reduction="none").flatten(1).mean(1)
+    logp = F.log_softmax(out, -1)
+    nll = -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1).mean(1)
+    return (1 - smoothing) * nll + smoothing * -logp.mean(-1).mean(1)
+
+
+def clip_members(params: list[torch.Tensor], max_norm: float) -> None:
+    """clip_grad_norm_ per member: each member's gradient, over all its tensors, scaled down to norm `max_norm`."""
+    norms = torch.stack([p.grad.flatten(1).pow(2).sum(1) for p in params]).sum(0).sqrt()
+    scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+    for p in params:
+        p.grad.mul_(scale.view((-1,) + (1,) * (p.dim() - 1)))
 
 
 class Member:
@@ -152,6 +170,7 @@ class Member:
         self.best, self.best_state, self.stale = None, None, 0
         aug = config.data.augment
         self.augmenting = bool(aug.rotation or aug.hflip or aug.crop_pad)
+        self.labels = None  # its noisy training labels (data.label_noise), else the data's
 
 
 def train_packed(configs: list[RunConfig], seeds: list[int], data: Splits, device: torch.device,
@@ -168,6 +187,10 @@ def train_packed(configs: list[RunConfig], seeds: list[int], data: Splits, devic
         members.append(Member(i, config, gens, model))
     pack = Pack(configs, [m.model for m in members])
     optimizer = Stacked([c.optimizer for c in configs], pack.params)
+    noisy = any(c.data.label_noise for c in configs)
+    for m, seed in zip(members, seeds):
+        m.labels = noisy_labels(data.train_y, m.config.data.label_noise, seed, data.num_outputs)
+    smoothing = [c.train.label_smoothing for c in configs]
     train = configs[0].train
     n = len(data.train_x)
     batch = n if train.batch_size == "full" else min(train.batch_size, n)
@@ -186,6 +209,7 @@ def train_packed(configs: list[RunConfig], seeds: list[int], data: Splits, devic
         pack.keep(rows, positions)
         optimizer.keep(rows)
         active = [active[i] for i in positions]
+        smoothing[:] = [smoothing[i] for i in positions]
 
     for epoch in range(1, train.epochs + 1):
         if not active:
@@ -196,16 +220,21 @@ def train_packed(configs: list[RunConfig], seeds: list[int], data: Splits, devic
         correct = torch.zeros(len(active), device=device, dtype=torch.long)
         for step, i in enumerate(range(0, n, batch)):
             idx = torch.stack([order[i:i + batch] for order in orders])
-            x, y = data.train_x[idx], data.train_y[idx]
+            x = data.train_x[idx]
+            y = torch.stack([m.labels[order[i:i + batch]] for m, order in zip(active, orders)]) if noisy else data.train_y[idx]
             if any(m.augmenting for m in active):
                 x = torch.stack([augment_batch(x[k], m.config.data.augment, data.fill, m.gens["augment"]) if m.augmenting else x[k]
                                  for k, m in enumerate(active)])
             out = pack.forward(x, [m.gens["dropout"] for m in active])
-            losses = member_losses(out, y, data.task)
+            smooth = torch.tensor(smoothing, device=device) if any(smoothing) else None
+            losses = member_losses(out, y, data.task, smooth)
             for p in pack.params:
                 p.grad = None
             losses.sum().backward()  # each member's gradient is its own loss's: the others' terms do not depend on its weights
-            optimizer.step(pack.params)
+            if train.clip_norm:
+                clip_members(pack.params, train.clip_norm)
+            factor = lr_factor(train.schedule, (epoch - 1) * steps_per_epoch + step, train.epochs * steps_per_epoch, steps_per_epoch)
+            optimizer.step(pack.params, factor)
             loss_sum += losses.detach() * idx.shape[1]
             if data.task == "classification":
                 correct += (out.argmax(-1) == y).sum(1)

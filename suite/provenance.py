@@ -20,8 +20,12 @@ def _git(*args: str) -> str:
     return out.stdout.strip() if out.returncode == 0 else ""
 
 
+NO_GIT = "not a git checkout"  # what runs record as their commit when trained outside one (e.g. a pip-installed suite)
+
+
 def git_commit() -> str:
-    return _git("rev-parse", "HEAD") or "unknown"
+    """The commit of the working directory's checkout, or NO_GIT."""
+    return _git("rev-parse", "HEAD") or NO_GIT
 
 
 # Generated output, not code: `make study` rewrites committed reports, which must not mark the runs

@@ -19,6 +19,7 @@ import json
 import math
 import re
 import reprlib
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -124,7 +125,8 @@ class StudyFile(BaseModel):
     description: str = ""
     base: dict = Field(default_factory=dict)
     variants: dict[str, dict] = Field(default_factory=dict)
-    grid: dict[str, list] = Field(default_factory=dict)
+    grid: dict[str, list | dict] = Field(default_factory=dict, description="axis -> values, or {log_range: [a, b], num: n} / "
+                                                                          "{range: [a, b], num: n}")
     seeds: int | list[int] = 5
     datasets: list[str] | dict[str, dict] = Field(default_factory=lambda: {"mnist": {}}, min_length=1)
     metric: str = "test_acc"
@@ -139,6 +141,17 @@ class StudyFile(BaseModel):
     def _name(cls, name):
         _check_name("a study name", name)
         return name
+
+    @field_validator("grid")
+    @classmethod
+    def _grid_ranges(cls, grid):
+        out = {}
+        for axis, values in grid.items():
+            try:
+                out[axis] = grid_range(values) if isinstance(values, dict) else values
+            except ValueError as err:
+                raise ValueError(f"{axis}: {err}") from None
+        return out
 
     @field_validator("variants")
     @classmethod
@@ -340,6 +353,52 @@ def _check_numbers(tree, origin, fail, loc: str = "") -> None:
             _check_numbers(value, origin, fail, f"{loc}.{key}" if loc else str(key))
     elif _bad_number(tree):
         fail(f"{origin(loc)}: {_shown(tree)} {NOT_A_NUMBER}")
+
+
+MAX_RANGE = 1000  # values one range may expand to
+
+
+def grid_range(spec: dict) -> list:
+    """A grid axis written as a range: {log_range: [a, b], num: n} (geometric) or {range: [a, b], num: n} (linear).
+
+    Values keep 6 significant digits (they name variants); a linear range between integers whose
+    steps are whole numbers gives integers.
+    """
+    kinds = [k for k in ("log_range", "range") if k in spec]
+    form = "write a range as {log_range: [a, b], num: n} or {range: [a, b], num: n}"
+    if len(kinds) != 1 or set(spec) != {kinds[0], "num"}:
+        raise ValueError(f"{form}; got {_shown(spec)}")
+    kind, ends, num = kinds[0], spec[kinds[0]], spec["num"]
+    numeric = (int, float)
+    if isinstance(ends, list):  # YAML reads 1e-4 (no dot) as text
+        ends = [_as_number(e) for e in ends]
+    if not (isinstance(ends, list) and len(ends) == 2 and all(isinstance(e, numeric) and not isinstance(e, bool)
+                                                              and math.isfinite(e) for e in ends)):
+        raise ValueError(f"{kind}: two finite numbers [a, b]; got {_shown(ends)}")
+    if not isinstance(num, int) or isinstance(num, bool) or not 2 <= num <= MAX_RANGE:
+        raise ValueError(f"num: a whole number of values from 2 to {MAX_RANGE}; got {_shown(num)}")
+    a, b = ends
+    if kind == "log_range":
+        if a <= 0 or b <= 0:
+            raise ValueError(f"log_range: both ends above 0; got {_shown(ends)}")
+        values = [a * (b / a) ** (i / (num - 1)) for i in range(num)]
+    else:
+        if all(isinstance(e, int) for e in ends) and (b - a) % (num - 1) == 0:
+            return [a + (b - a) // (num - 1) * i for i in range(num)]
+        values = [a + (b - a) * i / (num - 1) for i in range(num)]
+    values = [float(f"{v:.6g}") for v in values]
+    if len(set(values)) != num:
+        raise ValueError(f"{kind} {_shown(ends)} with num {num} repeats values at 6 significant digits")
+    return values
+
+
+def _as_number(value):
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def _one_line(text: str) -> str:
@@ -758,7 +817,10 @@ def commands(study: Study, smoke: bool, *flags: str) -> tuple[str, str]:
     """(recreate the study's runs, rebuild its report), with the smoke flag for a smoke study, and `flags`."""
     args = " ".join((*(["--smoke"] if smoke else []), *flags))
     extra = f" ARGS={args}" if len(flags) + smoke == 1 else f' ARGS="{args}"' if args else ""
-    return f"make study STUDY={study.name}{extra}", f"make report STUDY={study.name}{extra}"
+    path = Path(study.path)
+    catalogued = path.resolve() == (STUDIES_DIR / f"{study.name}.yaml").resolve()
+    target = study.name if catalogued else shlex.quote(str(path))  # a file outside studies/ is named by its path
+    return f"make study STUDY={target}{extra}", f"make report STUDY={target}{extra}"
 
 
 def tuning_budget(study: Study, smoke: bool) -> int:

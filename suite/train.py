@@ -14,6 +14,7 @@ streams both to the driver (and may stop a pruned trial from `on_epoch` by raisi
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import math
 import time
@@ -67,11 +68,50 @@ def make_optimizer(cfg, params, fused: bool = False) -> torch.optim.Optimizer:
     """The optimizer `cfg` names; `fused` (execution.fused_optimizer) picks PyTorch's fused kernel where there is one."""
     if cfg.name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer '{cfg.name}' (known: {', '.join(OPTIMIZERS)})")
-    return OPTIMIZERS[cfg.name](cfg, params, {"fused": True} if fused and cfg.name in FUSED_OPTIMIZERS else {})
+    args = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.model_dump(exclude={"name"}).items()}
+    return OPTIMIZERS[cfg.name](params, **args, **({"fused": True} if fused and cfg.name in FUSED_OPTIMIZERS else {}))
 
 
 def loss_fn(task: str):
     return F.cross_entropy if task == "classification" else F.mse_loss
+
+
+def lr_factor(schedule, t: int, total: int, steps_per_epoch: int) -> float:
+    """The factor of the base learning rate at step t (0-based) of `total` (config.Schedule)."""
+    name, progress = schedule.name, t / max(total, 1)
+
+    def cosine(x: float, top: float = 1.0) -> float:
+        return schedule.min_factor + (top - schedule.min_factor) * 0.5 * (1 + math.cos(math.pi * x))
+
+    if name == "constant":
+        return 1.0
+    if name == "step":
+        return schedule.gamma ** (t // steps_per_epoch // schedule.step_every)
+    if name == "cosine":
+        return cosine(progress)
+    if name == "warmup_cosine":
+        warm = schedule.warmup * total
+        return (t + 1) / warm if t < warm else cosine((t - warm) / max(total - warm, 1))
+    peak = schedule.peak_at * total  # one_cycle: up along a half cosine from start_factor to 1, down along one to min_factor
+    if t < peak:
+        return 1 + (schedule.start_factor - 1) * 0.5 * (1 + math.cos(math.pi * t / peak))
+    return cosine((t - peak) / max(total - peak, 1))
+
+
+def noisy_labels(y: torch.Tensor, share: float, seed: int, classes: int) -> torch.Tensor:
+    """Training labels with `share` of them flipped to another class, uniformly.
+
+    Each example draws a uniform u and an offset in [1, classes) from the run's `label_noise`
+    stream, whatever the share: it is flipped when u < share, to (label + offset) mod classes. So
+    the labels flipped at 20% are among those flipped at 40%, and flipped to the same class.
+    """
+    if not share:
+        return y
+    gen = torch.Generator().manual_seed(stream_seed(seed, "label_noise"))
+    u = torch.rand(len(y), generator=gen)
+    offset = torch.randint(1, classes, (len(y),), generator=gen)
+    flipped = torch.where(u < share, (y.cpu() + offset) % classes, y.cpu())
+    return flipped.to(y.device)
 
 
 @torch.no_grad()
@@ -107,6 +147,9 @@ def train_run(config: RunConfig, seed: int, data: Splits, device: torch.device,
     model = build_model(config.model, data.in_shape, data.num_outputs, gens["init"], gens["dropout"]).to(device)
     optimizer = make_optimizer(config.optimizer, model.parameters(), config.execution.fused_optimizer)
     criterion = loss_fn(data.task)
+    if config.train.label_smoothing:
+        criterion = functools.partial(F.cross_entropy, label_smoothing=config.train.label_smoothing)
+    train_y = noisy_labels(data.train_y, config.data.label_noise, seed, data.num_outputs)
     train = config.train
     n = len(data.train_x)
     batch = n if train.batch_size == "full" else min(train.batch_size, n)
@@ -115,6 +158,8 @@ def train_run(config: RunConfig, seed: int, data: Splits, device: torch.device,
     monitor = train.monitor if data.task == "classification" else "val_loss"
     result, best, best_state, stale = RunResult(), None, None, 0
     steps_per_epoch = math.ceil(n / batch)
+    scheduled = train.schedule.name != "constant"
+    base_lr = [group["lr"] for group in optimizer.param_groups]
     start = time.perf_counter()
 
     for epoch in range(1, train.epochs + 1):
@@ -125,13 +170,19 @@ def train_run(config: RunConfig, seed: int, data: Splits, device: torch.device,
         correct = torch.zeros((), device=device, dtype=torch.long)
         for step, i in enumerate(range(0, n, batch)):
             idx = order[i:i + batch]
-            x, y = data.train_x[idx], data.train_y[idx]
+            x, y = data.train_x[idx], train_y[idx]
             if augmenting:
                 x = augment_batch(x, augment, data.fill, gens["augment"])
             out = model(x)
             loss = criterion(out, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if train.clip_norm:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), train.clip_norm)
+            if scheduled:
+                factor = lr_factor(train.schedule, (epoch - 1) * steps_per_epoch + step, train.epochs * steps_per_epoch, steps_per_epoch)
+                for group, lr in zip(optimizer.param_groups, base_lr):
+                    group["lr"] = lr * factor
             optimizer.step()
             loss_sum += loss.detach() * len(idx)
             if data.task == "classification":
@@ -189,11 +240,15 @@ def finish_run(model, result: RunResult, best_state: dict | None, data: Splits, 
     result.state = model.state_dict()
 
 
-# (config, parameters, implementation switches such as fused) -> optimizer
+# Every field of the config but `name` is a constructor argument (tests/test_train.py checks that each one arrives).
 OPTIMIZERS = {
-    "sgd": lambda c, p, k: torch.optim.SGD(p, lr=c.lr, weight_decay=c.weight_decay, **k),
-    "momentum": lambda c, p, k: torch.optim.SGD(p, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov, weight_decay=c.weight_decay, **k),
-    "rmsprop": lambda c, p, k: torch.optim.RMSprop(p, lr=c.lr, alpha=c.alpha, eps=c.eps, momentum=c.momentum, weight_decay=c.weight_decay, **k),
-    "adam": lambda c, p, k: torch.optim.Adam(p, lr=c.lr, betas=c.betas, eps=c.eps, weight_decay=c.weight_decay, **k),
-    "adamw": lambda c, p, k: torch.optim.AdamW(p, lr=c.lr, betas=c.betas, eps=c.eps, weight_decay=c.weight_decay, **k),
+    "sgd": torch.optim.SGD,
+    "momentum": torch.optim.SGD,
+    "rmsprop": torch.optim.RMSprop,
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "adagrad": torch.optim.Adagrad,
+    "nadam": torch.optim.NAdam,
+    "radam": torch.optim.RAdam,
+    "adadelta": torch.optim.Adadelta,
 }

@@ -104,6 +104,11 @@ def _run_link(ui: str | None, experiment_id: str | None, run_id: str, run_key: s
     return f"[`{run_key}`]({tracking.run_url(ui, experiment_id, run_id)})" if ui and experiment_id else f"`{run_key}`"
 
 
+def _short(commit: str) -> str:
+    """A commit hash cut to 12 characters; anything else (provenance.NO_GIT) as it is."""
+    return commit[:12] if len(commit) == 40 else commit
+
+
 def _provenance(study: Study, smoke: bool, runs: pd.DataFrame, source: str = "store", packed: int = 0) -> list[str]:
     commits = sorted(set(runs["git_commit"]))
     dirty = int(runs["git_dirty"].sum())
@@ -112,8 +117,8 @@ def _provenance(study: Study, smoke: bool, runs: pd.DataFrame, source: str = "st
     items += [
         f"Rebuild this report: `{commands(study, smoke)[1]}`; recreate its runs: `{commands(study, smoke)[0]}`",
         f"Study file: `{study.path}` (sha256 `{study.file_sha256[:16]}`)",
-        f"Code: report built at commit `{provenance.git_commit()[:12]}`{' (dirty tree)' if provenance.git_dirty() else ''}; "
-        f"runs trained at {len(commits)} commit(s): {', '.join(f'`{c[:12]}`' for c in commits)}"
+        f"Code: report built at commit `{_short(provenance.git_commit())}`{' (dirty tree)' if provenance.git_dirty() else ''}; "
+        f"runs trained at {len(commits)} commit(s): {', '.join(f'`{_short(c)}`' for c in commits)}"
         + (f"; {dirty} run(s) from a dirty tree" if dirty else ""),
         "Packages: " + ", ".join(f"{k} {v}" for k, v in provenance.versions().items()),
         "Devices: " + "; ".join(sorted(set(runs["device"]))),

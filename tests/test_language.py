@@ -1,0 +1,184 @@
+"""What a study can say beyond the first version, each field checked where it takes effect (the
+optimizer's arguments, the learning rate at each step, the labels the loop trains on), in the
+plain loop and packed; grid ranges; `suite list` with broken files; and the key rule: every field
+added later, set explicitly to its legacy value, leaves every catalogue run key unchanged."""
+
+import copy
+import math
+import subprocess
+import sys
+import typing
+
+import pytest
+import torch
+
+from suite import config as cfg
+from suite import models, provenance
+from suite.config import LEGACY, RunConfig
+from suite.execute.worker import Pack, Task, execute
+from suite.study import commands, expand, grid_range, list_studies, load_study, run_key, with_execution
+from suite.train import lr_factor, make_optimizer, noisy_labels
+
+from conftest import ROOT, needs_mnist
+
+NON_DEFAULT = {"lr": 0.123, "weight_decay": 0.0321, "momentum": 0.55, "dampening": 0.1, "nesterov": False, "alpha": 0.77,
+               "eps": 1e-5, "centered": True, "betas": (0.8, 0.99), "amsgrad": True, "lr_decay": 0.01,
+               "initial_accumulator_value": 0.1, "momentum_decay": 0.005, "decoupled_weight_decay": True, "rho": 0.8}
+
+
+def optimizer_classes():
+    return typing.get_args(typing.get_args(cfg.Optimizer)[0])
+
+
+@pytest.mark.parametrize("model", optimizer_classes(), ids=lambda m: m.__name__)
+def test_every_optimizer_argument_reaches_the_torch_optimizer(model):
+    fields = [f for f in model.model_fields if f != "name"]
+    name = typing.get_args(model.model_fields["name"].annotation)[0]
+    chosen = model(name=name, **{f: NON_DEFAULT[f] for f in fields})
+    group = make_optimizer(chosen, [torch.nn.Parameter(torch.zeros(3))]).param_groups[0]
+    for field in fields:
+        assert group[field] == NON_DEFAULT[field], field
+
+
+def test_schedules_give_the_factor_of_the_base_rate_at_each_step():
+    total, per_epoch = 100, 10
+    factor = lambda **s: [lr_factor(cfg.Schedule(**s), t, total, per_epoch) for t in range(total)]  # noqa: E731
+    assert set(factor()) == {1.0}
+    step = factor(name="step", step_every=2, gamma=0.5)
+    assert step[0] == step[19] == 1.0 and step[20] == step[39] == 0.5 and step[99] == 0.5 ** 4
+    cosine = factor(name="cosine", min_factor=0.1)
+    assert cosine[0] == 1.0 and all(a > b for a, b in zip(cosine, cosine[1:])) and 0.1 < cosine[-1] < 0.101
+    warm = factor(name="warmup_cosine", warmup=0.1)
+    assert warm[:10] == pytest.approx([(t + 1) / 10 for t in range(10)]) and warm[10] == 1.0 and warm[-1] < 0.001
+    cycle = factor(name="one_cycle", peak_at=0.3, start_factor=0.04)
+    assert cycle[0] == pytest.approx(0.04) and cycle[30] == 1.0 and max(cycle) == 1.0 and cycle[-1] < 0.001
+    assert all(a < b for a, b in zip(cycle[:30], cycle[1:31]))
+
+
+def test_label_noise_is_nested_seeded_and_only_flips():
+    y = torch.arange(20000) % 10
+    low, high = noisy_labels(y, 0.2, 3, 10), noisy_labels(y, 0.4, 3, 10)
+    flipped_low, flipped_high = low != y, high != y
+    assert abs(flipped_low.float().mean().item() - 0.2) < 0.01 and abs(flipped_high.float().mean().item() - 0.4) < 0.01
+    assert bool((flipped_low <= flipped_high).all()) and torch.equal(low[flipped_low], high[flipped_low])
+    assert torch.equal(noisy_labels(y, 0.2, 3, 10), low) and not torch.equal(noisy_labels(y, 0.2, 4, 10), low)
+    assert noisy_labels(y, 0.0, 3, 10) is y
+
+
+BASE = {"data": {"name": "mnist", "train_size": 400, "val_size": 200, "test_size": 300},
+        "model": {"name": "mlp", "hidden": [32]}, "optimizer": {"name": "adam", "lr": 1e-3},
+        "train": {"batch_size": 4, "epochs": 2}}
+
+
+def task(i: int, packed: bool, seed: int = 0, **changes) -> Task:
+    tree = copy.deepcopy(BASE)
+    for section, values in changes.items():
+        tree[section].update(values)
+    return Task(i, f"t{i}", with_execution(RunConfig(**tree), cfg.Execution(packed=packed)), seed, "")
+
+
+def run(t: Task, data_dir):
+    t = Task(t.id, t.name, t.config, t.seed, str(data_dir))
+    return execute(t, lambda kind, payload: None)
+
+
+@needs_mnist
+def test_a_step_schedule_stops_learning_after_its_decay(data_dir):
+    frozen = {"schedule": {"name": "step", "step_every": 1, "gamma": 1e-9}}
+    for packed in (False, True):
+        record = run(task(0, packed, train=frozen), data_dir)
+        first, second = record.history
+        assert first["val_loss"] == pytest.approx(second["val_loss"], rel=1e-6), packed
+        assert run(task(0, packed), data_dir).history[1]["val_loss"] != pytest.approx(first["val_loss"], rel=1e-3)
+
+
+@needs_mnist
+@pytest.mark.parametrize("changes", [
+    {"train": {"label_smoothing": 0.2}},
+    {"train": {"clip_norm": 0.05}},
+    {"data": {"label_noise": 0.4}},
+    {"train": {"schedule": {"name": "warmup_cosine", "warmup": 0.2}}},
+    {"model": {"activation": "gelu"}},
+], ids=["label_smoothing", "clip_norm", "label_noise", "warmup_cosine", "gelu"])
+def test_each_field_changes_training_and_packs_like_the_plain_loop(data_dir, changes):
+    plain = run(task(0, False, seed=1), data_dir)
+    changed = run(task(0, False, seed=1, **changes), data_dir)
+    assert changed.final["test_loss"] != plain.final["test_loss"]
+    # packed beside a member without the change (label smoothing and noise vary per member; the rest per pack)
+    per_member = any(f"{section}.{key}" in cfg.PER_MEMBER for section, values in changes.items() for key in values)
+    partner = task(1, True, seed=2) if per_member else task(1, True, seed=2, **changes)
+    pack = execute(Pack(9, "p", (Task(0, "a", task(0, True, seed=1, **changes).config, 1, str(data_dir)),
+                                 Task(1, "b", partner.config, 2, str(data_dir)))), lambda kind, payload: None)
+    member = pack.members[0]
+    for (_, a), (_, p) in zip(changed.steps, member.steps):
+        assert math.isclose(a, p, rel_tol=1e-4), (a, p)
+    assert math.isclose(changed.final["test_loss"], member.final["test_loss"], rel_tol=1e-3)
+
+
+def test_activations_in_config_are_the_modules():
+    assert set(typing.get_args(cfg.Activation)) == set(models.ACTIVATIONS)
+
+
+def test_grid_ranges_expand_and_bad_ones_are_refused(tmp_path):
+    assert grid_range({"log_range": [1e-4, 1e-1], "num": 4}) == [0.0001, 0.001, 0.01, 0.1]
+    assert grid_range({"range": [0, 40], "num": 3}) == [0, 20, 40]
+    assert grid_range({"range": [0, 1], "num": 3}) == [0.0, 0.5, 1.0]
+    study = tmp_path / "r.yaml"
+    for grid, message in [("{log_range: [0, 1], num: 3}", "log_range: both ends above 0"),
+                          ("{range: [0, 1], num: 1}", "num: a whole number of values from 2 to 1000"),
+                          ("{range: [0, 1]}", "write a range as"),
+                          ("{log_range: [1e-4, x], num: 3}", "log_range: two finite numbers")]:
+        study.write_text(f"name: r\nquestion: q\nbase: {{model: {{name: mlp}}, optimizer: {{name: adam, lr: 0.1}}}}\n"
+                         f"grid:\n  optimizer.lr: {grid}\n")
+        out = subprocess.run([sys.executable, "-m", "suite", "validate", str(study)], capture_output=True, text=True, cwd=ROOT)
+        assert out.returncode == 2 and "Traceback" not in out.stderr
+        assert f"grid: optimizer.lr: {message}" in out.stderr, out.stderr
+    study.write_text("name: r\nquestion: q\nbase: {model: {name: mlp}, optimizer: {name: adam, lr: 0.1}}\n"
+                     "grid:\n  optimizer.lr: {log_range: [1e-3, 1e-1], num: 3}\n  train.epochs: {range: [1, 3], num: 3}\n")
+    loaded = load_study(str(study))
+    assert len(loaded.variants) == 9 and loaded.variants[0] == "lr=0.001,epochs=1"
+
+
+def test_list_names_every_invalid_file_and_still_lists_the_rest(tmp_path):
+    for name in ("good", "bad1", "bad2"):
+        text = "name: good\nquestion: fine?\n" if name == "good" else f"name: {name}\nquestion: q\nseeds: -1\n"
+        (tmp_path / f"{name}.yaml").write_text(text)
+    out = subprocess.run([sys.executable, "-m", "suite", "list", "--studies-dir", str(tmp_path)], capture_output=True,
+                         text=True, cwd=ROOT)
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert "good" in out.stdout and "fine?" in out.stdout
+    invalid = [line for line in out.stderr.splitlines() if line.startswith("invalid:")]
+    assert len(invalid) == 2 and "bad1.yaml" in invalid[0] and "bad2.yaml" in invalid[1]
+    assert "2 of 3 study files are invalid" in out.stderr
+
+
+def test_files_outside_studies_are_reproduced_by_path_and_runs_outside_git_say_so(tmp_path, monkeypatch):
+    (tmp_path / "mine.yaml").write_text("name: mine\nquestion: q\n")
+    assert commands(load_study(str(tmp_path / "mine.yaml")), False)[0] == f"make study STUDY={tmp_path / 'mine.yaml'}"
+    assert commands(load_study("regularization"), False)[0] == "make study STUDY=regularization"
+    monkeypatch.chdir(tmp_path)
+    assert provenance.git_commit() == provenance.NO_GIT
+
+
+def _set(tree: dict, legacy: dict) -> None:
+    for key, value in legacy.items():
+        if isinstance(value, dict):
+            _set(tree.setdefault(key, {}), value)
+        else:
+            tree[key] = value
+
+
+def test_fields_set_to_their_legacy_values_leave_every_catalogue_key_unchanged():
+    """The key rule: a field enters a run's key only away from its frozen legacy value (config.LEGACY)."""
+    checked = 0
+    for path in list_studies():
+        for spec in expand(load_study(str(path))):
+            tree = spec.config.canonical()
+            _set(tree, {k: v for k, v in LEGACY.items() if k != "optimizer"})
+            for field, value in LEGACY["optimizer"].items():
+                if field in type(spec.config.optimizer).model_fields:
+                    tree["optimizer"][field] = value
+            explicit = RunConfig.model_validate(tree)
+            assert run_key(explicit, spec.seed) == spec.run_key, (path.stem, spec.run_name)
+            checked += 1
+    assert checked > 300
