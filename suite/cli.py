@@ -75,6 +75,8 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="list studies with their question and run count")
     _common(p, store=False)
 
+    sub.add_parser("schema", help="print the reference of every study-file field (markdown; docs/study-reference.md)")
+
     p = sub.add_parser("validate", help="check study files")
     p.add_argument("files", nargs="+")
     _common(p, store=False)
@@ -206,6 +208,13 @@ def _count(study) -> str:
         return f"{study.run_count} runs"
     trials = len(study.configs) * study.tune.trials
     return f"{study.run_count} + {study.run_count} tuned runs, {trials} trials"
+
+
+def cmd_schema(args) -> int:
+    from .schema import reference
+
+    print(reference(), end="")
+    return 0
 
 
 def cmd_validate(args) -> int:
@@ -412,6 +421,6 @@ def _print_links(base: str, uri: str, ready: bool = False) -> None:
         print("  no study has run in this store yet: make study STUDY=...", flush=True)
 
 
-COMMANDS = {"tune": cmd_tune, "list": cmd_list, "validate": cmd_validate, "study": cmd_study, "smoke": cmd_smoke,
+COMMANDS = {"tune": cmd_tune, "list": cmd_list, "schema": cmd_schema, "validate": cmd_validate, "study": cmd_study, "smoke": cmd_smoke,
             "report": cmd_report, "check": cmd_check, "evaluate": cmd_evaluate, "ui": cmd_ui,
             "server": cmd_server, "push": cmd_push}

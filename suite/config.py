@@ -49,6 +49,8 @@ CLASSIFICATION_ONLY = {"test_acc", "val_acc", "train_acc"}
 REGRESSION_ONLY = {"test_mse", "val_mse"}
 
 Activation = Literal["relu", "tanh", "sigmoid", "gelu", "silu", "leaky_relu"]
+Init = Literal["default", "kaiming", "xavier", "orthogonal"]  # weights' initialisation (models.init_weights)
+Norm = Literal["none", "batch", "layer"]  # after each hidden linear / conv layer, before its activation
 
 
 class Strict(BaseModel):
@@ -85,6 +87,8 @@ class MLP(Strict):
     activation: Activation = "relu"
     dropout: float = Field(0.0, ge=0, lt=1)
     dropout_layers: list[int] | None = Field(None, description="hidden layers (0-based) followed by dropout; all when null")
+    norm: Norm = "none"
+    init: Init = "default"
 
     @model_validator(mode="after")
     def _layers_exist(self):
@@ -103,6 +107,9 @@ class CNN(Strict):
     hidden: list[PositiveInt] = Field(default_factory=list, description="linear layers after the convolutions")
     activation: Activation = "relu"
     dropout: float = Field(0.0, ge=0, lt=1)
+    norm: Norm = Field("none", description="batch: BatchNorm after each conv and hidden linear layer; layer: LayerNorm "
+                                           "(GroupNorm with one group after a conv)")
+    init: Init = "default"
 
 
 Model = Annotated[Union[MLP, CNN], Field(discriminator="name")]
@@ -222,6 +229,7 @@ class TrainConfig(Strict):
     schedule: Schedule = Schedule()
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="classification: cross-entropy against smoothed targets")
     clip_norm: PositiveFloat | None = Field(None, description="clip the gradient's global norm to this before each step")
+    decay: Literal["all", "weights"] = Field("all", description="weights: biases and norm parameters get no weight decay")
 
 
 class Execution(Strict):
@@ -249,8 +257,9 @@ FUSED_OPTIMIZERS = {"sgd", "momentum", "adam", "adamw"}
 LEGACY = {
     "execution": {"device": "cpu", "threads": 1, "fused_optimizer": False, "packed": False},
     "data": {"label_noise": 0.0},
+    "model": {"norm": "none", "init": "default"},
     "optimizer": {"dampening": 0.0, "centered": False, "amsgrad": False},
-    "train": {"label_smoothing": 0.0, "clip_norm": None,
+    "train": {"label_smoothing": 0.0, "clip_norm": None, "decay": "all",
               "schedule": {"name": "constant", "step_every": 1, "gamma": 0.1, "warmup": 0.05, "peak_at": 0.3,
                            "start_factor": 0.04, "min_factor": 0.0}},
 }
@@ -265,7 +274,7 @@ PER_MEMBER = ("optimizer.lr", "optimizer.weight_decay", "model.dropout", "data.a
 def packable(config: "RunConfig") -> bool:
     """Whether `suite.packed` can train this run: an MLP with an optimizer it implements over stacked members."""
     opt = config.optimizer
-    return (config.model.name == "mlp" and opt.name in PACKED_OPTIMIZERS
+    return (config.model.name == "mlp" and config.model.norm == "none" and opt.name in PACKED_OPTIMIZERS
             and not getattr(opt, "amsgrad", False) and not getattr(opt, "dampening", 0.0))
 
 

@@ -36,13 +36,21 @@ class SeededDropout(nn.Module):
         return f"p={self.p}"
 
 
+NORMS_1D = {"batch": nn.BatchNorm1d, "layer": nn.LayerNorm}
+NORMS_2D = {"batch": nn.BatchNorm2d, "layer": lambda channels: nn.GroupNorm(1, channels)}  # layer norm over C x H x W
+
+
+def _norm(kind: str, table: dict, width: int) -> list[nn.Module]:
+    return [] if kind == "none" else [table[kind](width)]
+
+
 def build_mlp(cfg: MLP, in_shape: tuple[int, ...], num_outputs: int) -> nn.Module:
-    """Flatten -> [Linear -> activation (-> dropout)] per hidden width -> Linear."""
+    """Flatten -> [Linear (-> norm) -> activation (-> dropout)] per hidden width -> Linear."""
     layers: list[nn.Module] = [nn.Flatten()]
     width = math.prod(in_shape)
     dropped = set(range(len(cfg.hidden))) if cfg.dropout_layers is None else {i % len(cfg.hidden) for i in cfg.dropout_layers}
     for i, hidden in enumerate(cfg.hidden):
-        layers += [nn.Linear(width, hidden), ACTIVATIONS[cfg.activation]()]
+        layers += [nn.Linear(width, hidden), *_norm(cfg.norm, NORMS_1D, hidden), ACTIVATIONS[cfg.activation]()]
         if cfg.dropout and i in dropped:
             layers.append(SeededDropout(cfg.dropout))
         width = hidden
@@ -57,7 +65,8 @@ def build_cnn(cfg: CNN, in_shape: tuple[int, ...], num_outputs: int) -> nn.Modul
     channels, size = in_shape[0], in_shape[1:]
     layers: list[nn.Module] = []
     for out in cfg.channels:
-        layers += [nn.Conv2d(channels, out, cfg.kernel_size, padding=cfg.padding), ACTIVATIONS[cfg.activation]()]
+        layers += [nn.Conv2d(channels, out, cfg.kernel_size, padding=cfg.padding), *_norm(cfg.norm, NORMS_2D, out),
+                   ACTIVATIONS[cfg.activation]()]
         size = tuple(s + 2 * cfg.padding - cfg.kernel_size + 1 for s in size)
         if cfg.pool:
             layers.append(nn.MaxPool2d(cfg.pool))
@@ -68,7 +77,7 @@ def build_cnn(cfg: CNN, in_shape: tuple[int, ...], num_outputs: int) -> nn.Modul
     layers.append(nn.Flatten())
     width = channels * math.prod(size)
     for hidden in cfg.hidden:
-        layers += [nn.Linear(width, hidden), ACTIVATIONS[cfg.activation]()]
+        layers += [nn.Linear(width, hidden), *_norm(cfg.norm, NORMS_1D, hidden), ACTIVATIONS[cfg.activation]()]
         if cfg.dropout:
             layers.append(SeededDropout(cfg.dropout))
         width = hidden
@@ -76,14 +85,31 @@ def build_cnn(cfg: CNN, in_shape: tuple[int, ...], num_outputs: int) -> nn.Modul
     return nn.Sequential(*layers)
 
 
-def init_weights(model: nn.Module, gen: torch.Generator) -> None:
-    """PyTorch's default Linear/Conv init (Kaiming-uniform, a=sqrt(5); bias U(+-1/sqrt(fan_in))), from `gen`."""
+def init_weights(model: nn.Module, gen: torch.Generator, scheme: str = "default") -> None:
+    """Linear and conv weights from `gen`; norm layers start at weight 1, bias 0 (PyTorch's).
+
+    default: PyTorch's (Kaiming-uniform with a=sqrt(5); bias U(+-1/sqrt(fan_in))); kaiming:
+    Kaiming-normal for ReLU (fan_in), xavier: Glorot-uniform, orthogonal: orthogonal matrices
+    (gain 1); those three start biases at 0.
+    """
     with torch.no_grad():
         for module in model.modules():
-            if isinstance(module, (nn.Linear, nn.Conv2d)):
+            if not isinstance(module, (nn.Linear, nn.Conv2d)):
+                continue
+            if scheme == "default":
                 nn.init.kaiming_uniform_(module.weight, a=math.sqrt(5), generator=gen)
                 fan_in = module.weight[0].numel()
                 module.bias.uniform_(-1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in), generator=gen)
+                continue
+            INITS[scheme](module.weight, generator=gen)
+            module.bias.zero_()
+
+
+INITS = {
+    "kaiming": lambda w, generator: nn.init.kaiming_normal_(w, nonlinearity="relu", generator=generator),
+    "xavier": lambda w, generator: nn.init.xavier_uniform_(w, generator=generator),
+    "orthogonal": lambda w, generator: nn.init.orthogonal_(w, generator=generator),
+}
 
 
 def build_model(cfg, in_shape, num_outputs, init_gen: torch.Generator, dropout_gen: torch.Generator | None = None):
@@ -91,7 +117,7 @@ def build_model(cfg, in_shape, num_outputs, init_gen: torch.Generator, dropout_g
     if cfg.name not in MODELS:
         raise ValueError(f"unknown model '{cfg.name}' (known: {', '.join(MODELS)})")
     model = MODELS[cfg.name](cfg, tuple(in_shape), num_outputs)
-    init_weights(model, init_gen)
+    init_weights(model, init_gen, cfg.init)
     for module in model.modules():
         if isinstance(module, SeededDropout):
             module.generator = dropout_gen

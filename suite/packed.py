@@ -43,8 +43,10 @@ class Stacked:
     written out for tensors of per-member hyperparameters.
     """
 
-    def __init__(self, cfgs: list, params: list[torch.Tensor]):
+    def __init__(self, cfgs: list, params: list[torch.Tensor], decayed: list[bool] | None = None):
+        """`decayed[i]` False: parameter i gets no weight decay (train.decay: weights)."""
         self.cfg = cfgs[0]  # every field but lr and weight_decay is shared (config.pack_group)
+        self.decayed = decayed or [True] * len(params)
         device = params[0].device
         self.lr = torch.tensor([c.lr for c in cfgs], device=device)
         self.wd = torch.tensor([c.weight_decay for c in cfgs], device=device)
@@ -64,12 +66,14 @@ class Stacked:
         self.steps += 1
         cfg, t = self.cfg, self.steps
         lrs = self.lr if factor == 1.0 else self.lr * factor
-        for p, state in zip(params, self.state):
+        for p, state, decayed in zip(params, self.state, self.decayed):
             shape = (-1,) + (1,) * (p.dim() - 1)
             lr, wd, grad = lrs.view(shape), self.wd.view(shape), p.grad
-            if cfg.name == "adamw":
+            if not (decayed and self.decay):
+                pass
+            elif cfg.name == "adamw":
                 p.mul_(1 - lr * wd)
-            elif self.decay:
+            else:
                 grad = grad + wd * p
             if cfg.name in ("adam", "adamw"):
                 beta1, beta2 = cfg.betas
@@ -186,7 +190,8 @@ def train_packed(configs: list[RunConfig], seeds: list[int], data: Splits, devic
         model = build_model(config.model, data.in_shape, data.num_outputs, gens["init"], gens["dropout"]).to(device)
         members.append(Member(i, config, gens, model))
     pack = Pack(configs, [m.model for m in members])
-    optimizer = Stacked([c.optimizer for c in configs], pack.params)
+    decayed = [configs[0].train.decay == "all" or i % 2 == 0 for i in range(len(pack.params))]  # (weight, bias) per layer
+    optimizer = Stacked([c.optimizer for c in configs], pack.params, decayed)
     noisy = any(c.data.label_noise for c in configs)
     for m, seed in zip(members, seeds):
         m.labels = noisy_labels(data.train_y, m.config.data.label_noise, seed, data.num_outputs)

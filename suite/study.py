@@ -502,9 +502,9 @@ def model_size(config: RunConfig) -> tuple[int, int]:
     if cfg.name == "cnn" and len(shape) == 3:  # (on other inputs models.py refuses it when the run starts)
         channels, size = shape[0], shape[1:]
         for out in cfg.channels:
-            params += channels * out * cfg.kernel_size**2 + out
+            params += channels * out * cfg.kernel_size**2 + out + (2 * out if cfg.norm != "none" else 0)
             size = tuple(s + 2 * cfg.padding - cfg.kernel_size + 1 for s in size)
-            acts += 2 * out * max(math.prod(size), 0)  # convolution, activation
+            acts += (3 if cfg.norm != "none" else 2) * out * max(math.prod(size), 0)  # convolution, (norm,) activation
             if cfg.pool:
                 size = tuple(s // cfg.pool for s in size)
                 acts += out * max(math.prod(size), 0)
@@ -515,8 +515,8 @@ def model_size(config: RunConfig) -> tuple[int, int]:
     else:
         width = math.prod(shape)
     for hidden in cfg.hidden:
-        params += width * hidden + hidden
-        acts += 3 * hidden  # linear, activation, dropout
+        params += width * hidden + hidden + (2 * hidden if cfg.norm != "none" else 0)
+        acts += (4 if cfg.norm != "none" else 3) * hidden  # linear, (norm,) activation, dropout
         width = hidden
     return params + width * outputs + outputs, acts + outputs
 

@@ -72,6 +72,14 @@ def make_optimizer(cfg, params, fused: bool = False) -> torch.optim.Optimizer:
     return OPTIMIZERS[cfg.name](params, **args, **({"fused": True} if fused and cfg.name in FUSED_OPTIMIZERS else {}))
 
 
+def parameter_groups(model, decay: str):
+    """All parameters (train.decay all), or weight matrices and kernels with decay and the rest (biases, norms) without."""
+    if decay == "all":
+        return model.parameters()
+    params = list(model.parameters())
+    return [{"params": [p for p in params if p.dim() > 1]}, {"params": [p for p in params if p.dim() <= 1], "weight_decay": 0.0}]
+
+
 def loss_fn(task: str):
     return F.cross_entropy if task == "classification" else F.mse_loss
 
@@ -145,7 +153,7 @@ def train_run(config: RunConfig, seed: int, data: Splits, device: torch.device,
     """Train; `test` False leaves the test split unseen (search trials select on validation alone)."""
     gens = generators(seed, device)
     model = build_model(config.model, data.in_shape, data.num_outputs, gens["init"], gens["dropout"]).to(device)
-    optimizer = make_optimizer(config.optimizer, model.parameters(), config.execution.fused_optimizer)
+    optimizer = make_optimizer(config.optimizer, parameter_groups(model, config.train.decay), config.execution.fused_optimizer)
     criterion = loss_fn(data.task)
     if config.train.label_smoothing:
         criterion = functools.partial(F.cross_entropy, label_smoothing=config.train.label_smoothing)

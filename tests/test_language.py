@@ -92,6 +92,9 @@ def test_a_step_schedule_stops_learning_after_its_decay(data_dir):
         assert run(task(0, packed), data_dir).history[1]["val_loss"] != pytest.approx(first["val_loss"], rel=1e-3)
 
 
+SGD_DECAY = {"name": "sgd", "lr": 0.05, "weight_decay": 0.5}
+
+
 @needs_mnist
 @pytest.mark.parametrize("changes", [
     {"train": {"label_smoothing": 0.2}},
@@ -99,9 +102,11 @@ def test_a_step_schedule_stops_learning_after_its_decay(data_dir):
     {"data": {"label_noise": 0.4}},
     {"train": {"schedule": {"name": "warmup_cosine", "warmup": 0.2}}},
     {"model": {"activation": "gelu"}},
-], ids=["label_smoothing", "clip_norm", "label_noise", "warmup_cosine", "gelu"])
+    {"model": {"init": "orthogonal"}},
+    {"train": {"decay": "weights"}, "optimizer": SGD_DECAY},
+], ids=["label_smoothing", "clip_norm", "label_noise", "warmup_cosine", "gelu", "orthogonal", "decay_weights"])
 def test_each_field_changes_training_and_packs_like_the_plain_loop(data_dir, changes):
-    plain = run(task(0, False, seed=1), data_dir)
+    plain = run(task(0, False, seed=1, **({"optimizer": SGD_DECAY} if "decay" in changes.get("train", {}) else {})), data_dir)
     changed = run(task(0, False, seed=1, **changes), data_dir)
     assert changed.final["test_loss"] != plain.final["test_loss"]
     # packed beside a member without the change (label smoothing and noise vary per member; the rest per pack)
@@ -113,6 +118,46 @@ def test_each_field_changes_training_and_packs_like_the_plain_loop(data_dir, cha
     for (_, a), (_, p) in zip(changed.steps, member.steps):
         assert math.isclose(a, p, rel_tol=1e-4), (a, p)
     assert math.isclose(changed.final["test_loss"], member.final["test_loss"], rel_tol=1e-3)
+
+
+@pytest.mark.parametrize("scheme", ["kaiming", "xavier", "orthogonal"])
+def test_init_schemes_draw_from_the_generator(scheme):
+    mlp = cfg.MLP(name="mlp", hidden=[32], init=scheme)
+    a, b = (models.build_model(mlp, (1, 28, 28), 10, torch.Generator().manual_seed(s)) for s in (0, 0))
+    default = models.build_model(cfg.MLP(name="mlp", hidden=[32]), (1, 28, 28), 10, torch.Generator().manual_seed(0))
+    first = a[1].weight
+    assert torch.equal(first, b[1].weight) and not torch.equal(first, default[1].weight) and not a[1].bias.any()
+    if scheme == "orthogonal":
+        assert torch.allclose(first @ first.T, torch.eye(32), atol=1e-4)
+    if scheme == "xavier":
+        assert first.abs().max() <= math.sqrt(6 / (784 + 32))
+
+
+@needs_mnist
+@pytest.mark.parametrize("norm", ["batch", "layer"])
+def test_norm_layers_are_built_counted_and_trained_unpacked(data_dir, norm):
+    from suite.study import model_size
+
+    for model in ({"name": "mlp", "hidden": [32, 16], "norm": norm}, {"name": "cnn", "channels": [4], "hidden": [8], "norm": norm}):
+        config = RunConfig(**{**BASE, "model": model})
+        built = models.build_model(config.model, (1, 28, 28), 10, torch.Generator())
+        kinds = {type(m).__name__ for m in built.modules()}
+        assert kinds & {"BatchNorm1d", "BatchNorm2d", "LayerNorm", "GroupNorm"}
+        assert model_size(config)[0] == models.parameter_count(config.model, (1, 28, 28), 10)
+    normed = task(0, True, model={"norm": norm})
+    assert not normed.config.execution.packed  # --pack leaves it to the plain loop
+    record, plain = run(normed, data_dir), run(task(0, False), data_dir)
+    assert record.status == "finished" and record.final["test_loss"] != plain.final["test_loss"]
+
+
+def test_decay_weights_leaves_biases_and_norms_undecayed():
+    from suite.train import parameter_groups
+
+    model = models.build_model(cfg.MLP(name="mlp", hidden=[8], norm="layer"), (1, 4, 4), 3, torch.Generator())
+    groups = make_optimizer(cfg.SGD(name="sgd", lr=0.1, weight_decay=0.3), parameter_groups(model, "weights")).param_groups
+    assert [g["weight_decay"] for g in groups] == [0.3, 0.0]
+    assert all(p.dim() == 2 for p in groups[0]["params"]) and all(p.dim() == 1 for p in groups[1]["params"])
+    assert len(groups[0]["params"]) + len(groups[1]["params"]) == len(list(model.parameters()))
 
 
 def test_activations_in_config_are_the_modules():
@@ -182,3 +227,11 @@ def test_fields_set_to_their_legacy_values_leave_every_catalogue_key_unchanged()
             assert run_key(explicit, spec.seed) == spec.run_key, (path.stem, spec.run_name)
             checked += 1
     assert checked > 300
+
+
+def test_the_committed_field_reference_is_what_the_schema_says():
+    from suite.schema import SECTIONS, meaning, reference
+
+    assert (ROOT / "docs" / "study-reference.md").read_text() == reference(), "run: .venv/bin/suite schema > docs/study-reference.md"
+    missing = [f"{m.__name__}.{n}" for _, m, _ in SECTIONS for n, f in m.model_fields.items() if not meaning(m, n, f)]
+    assert not missing, f"fields without a one-line meaning (suite/schema.py MEANINGS or a description): {missing}"

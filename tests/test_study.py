@@ -36,7 +36,7 @@ def error_of(path) -> str:
 
 @pytest.mark.parametrize("extra, expected", [
     ("  c: {model: {dropout: 1.5}}", "variants.c.model.dropout: Input should be less than 1 (got 1.5)"),
-    ("  c: {model: {dropuot: 0.5}}", "variants.c.model.dropuot: unknown key 'dropuot' (allowed: name, hidden, activation, dropout, dropout_layers)"),
+    ("  c: {model: {dropuot: 0.5}}", "variants.c.model.dropuot: unknown key 'dropuot' (allowed: name, hidden, activation, dropout, dropout_layers, norm, init)"),
     ("  c: {optimizer: {name: adamx}}", "variants.c.optimizer.name: unknown or missing name 'adamx' (allowed: sgd, momentum, rmsprop, adam, adamw, adagrad, nadam, radam, adadelta)"),
     ("  c: {optimizer: {lr: -1}}", "variants.c.optimizer.lr: Input should be greater than 0 (got -1)"),
     ("  c: {model: {name: resnet}}", "variants.c.model.name: unknown or missing name 'resnet' (allowed: mlp, cnn)"),
