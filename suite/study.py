@@ -230,6 +230,7 @@ class Study:
     file_sha256: str
     search: Search | None = None
     tune: Search | None = None
+    baselines: dict = dataclasses.field(default_factory=dict)  # variant -> its own slice's baseline (a grid crossing variants)
 
     @property
     def direction(self) -> str:
@@ -445,8 +446,13 @@ def _resolve(top: StudyFile, path: Path, sha: str) -> Study:
             _check_size(configs[dataset, variant], f"variant '{variant}' on {dataset}", fail)
     _check_metric(top.metric, top.datasets, fail)
     variants = tuple(conditions)
-    if top.baseline is not None and top.baseline not in variants:
-        fail(f"baseline: '{top.baseline}' is not a variant (variants: {', '.join(variants)})")
+    baseline, baselines = top.baseline, {}
+    if baseline is not None and baseline not in variants:
+        if not (top.grid and baseline in top.variants):
+            fail(f"baseline: '{top.baseline}' is not a variant (variants: {', '.join(variants)})")
+        # a variant crossed with grid axes: each grid point (slice) has its own baseline, that variant at the same point
+        baselines = {v: ",".join([baseline, *v.split(",")[1:]]) for v in variants}
+        baseline = baselines[variants[0]]
     claims = tuple(parse_claim(text, variants, top, fail) for text in top.claims)
     for dataset in top.datasets:
         seen = {}
@@ -458,13 +464,13 @@ def _resolve(top: StudyFile, path: Path, sha: str) -> Study:
     for key in ("search", "tune"):
         block = getattr(top, key)
         if block is not None:
-            _check_search(key, block, top, configs, variants, fail)
+            _check_search(key, block, top.model_copy(update={"baseline": baseline}), configs, variants, fail)
     return Study(
         name=top.name, question=top.question, description=top.description, path=path,
         variants=variants, grid_axes=tuple(top.grid), seeds=seeds, datasets=tuple(top.datasets),
-        metric=top.metric, baseline=top.baseline, claims=claims, smoke=top.smoke, configs=configs,
+        metric=top.metric, baseline=baseline, claims=claims, smoke=top.smoke, configs=configs,
         points={v: point for v, (_, point) in conditions.items()}, file_sha256=sha,
-        search=top.search, tune=top.tune,
+        search=top.search, tune=top.tune, baselines=baselines,
     )
 
 
@@ -839,10 +845,13 @@ def tuning_targets(study: Study) -> list[tuple[str, str]]:
 
 
 def baseline_for(study: Study, variant: str) -> str | None:
-    """Tuned variants are compared with the tuned baseline, the others with the baseline."""
+    """Tuned variants are compared with the tuned baseline, the others with the baseline (of their own slice, where
+    the baseline names a variant that a grid crosses)."""
     if study.baseline is None:
         return None
-    return study.baseline + TUNED if variant.endswith(TUNED) else study.baseline
+    if variant.endswith(TUNED):
+        return baseline_for(study, variant[:-len(TUNED)]) + TUNED
+    return study.baselines.get(variant, study.baseline)
 
 
 def run_key(config: RunConfig, seed: int) -> str:

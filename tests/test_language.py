@@ -235,3 +235,37 @@ def test_the_committed_field_reference_is_what_the_schema_says():
     assert (ROOT / "docs" / "study-reference.md").read_text() == reference(), "run: .venv/bin/suite schema > docs/study-reference.md"
     missing = [f"{m.__name__}.{n}" for _, m, _ in SECTIONS for n, f in m.model_fields.items() if not meaning(m, n, f)]
     assert not missing, f"fields without a one-line meaning (suite/schema.py MEANINGS or a description): {missing}"
+
+
+SLICED = """
+name: sliced
+question: Which regulariser holds up under label noise?
+datasets: [mnist]
+seeds: 4
+baseline: none
+base: {model: {name: mlp, hidden: [8]}, optimizer: {name: adam, lr: 0.01}}
+variants:
+  none: {}
+  l2: {optimizer: {weight_decay: 0.001}}
+grid:
+  data.label_noise: [0.0, 0.4]
+"""
+
+
+def test_a_baseline_crossed_with_a_grid_is_compared_within_each_slice(tmp_path):
+    import pandas as pd
+
+    from suite import analysis
+
+    (tmp_path / "sliced.yaml").write_text(SLICED)
+    study = load_study(str(tmp_path / "sliced.yaml"))
+    assert study.baselines == {"none,label_noise=0": "none,label_noise=0", "none,label_noise=0.4": "none,label_noise=0.4",
+                               "l2,label_noise=0": "none,label_noise=0", "l2,label_noise=0.4": "none,label_noise=0.4"}
+    # clean runs score ~0.9, noisy ~0.6; l2 adds +0.01 (+-0.001) within each slice
+    level = {"none,label_noise=0": 0.9, "l2,label_noise=0": 0.91, "none,label_noise=0.4": 0.6, "l2,label_noise=0.4": 0.61}
+    rows = [{"dataset": "mnist", "variant": v, "seed": s, "test_acc": base + 0.001 * (s % 2)} for v, base in level.items() for s in range(4)]
+    runs = pd.DataFrame(rows)
+    table = analysis.compare(runs, study).set_index("variant")
+    assert list(table.index) == ["l2,label_noise=0", "l2,label_noise=0.4"]
+    assert table.loc["l2,label_noise=0.4", "baseline"] == "none,label_noise=0.4"
+    assert table["mean_diff"].tolist() == pytest.approx([0.01, 0.01])  # against the whole-study baseline it would be -0.29

@@ -63,7 +63,12 @@ def blocks(study, smoke, results, summary, comparisons, claims, figures, ui) -> 
     blocks.append(("table", header, rows))
 
     if not comparisons.empty:
-        blocks.append(("h2", f"Comparisons with the baseline `{study.baseline}`"))
+        if study.baselines:  # per slice: the baseline variant at each variant's own grid point
+            blocks.append(("h2", f"Comparisons with the baseline `{study.baseline.split(',')[0]}` of each slice"))
+            blocks.append(("p", f"The grid crosses the variants, so each variant is compared with `{study.baseline.split(',')[0]}` "
+                                "at its own grid point (same values of every grid axis); each row names the baseline it uses."))
+        else:
+            blocks.append(("h2", f"Comparisons with the baseline `{study.baseline}`"))
         blocks.append(("p", "Paired by seed: seed k of a variant against seed k of the baseline (same init, data-order and "
                             "augmentation draws). CI: paired Student-t 95%. p: two-sided paired t-test, Holm-adjusted across "
                             "all comparisons of the study; Wilcoxon signed-rank p for reference. Effect size: Cohen's d_z "
