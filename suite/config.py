@@ -112,7 +112,19 @@ class CNN(Strict):
     init: Init = "default"
 
 
-Model = Annotated[Union[MLP, CNN], Field(discriminator="name")]
+class ResNet(Strict):
+    """He et al.'s CIFAR ResNet: a 3x3 stem, three stages of (depth - 2) / 6 basic blocks at width, 2x and 4x width
+    (stride 2 into stages 2 and 3, 1x1 projection shortcuts there), global average pooling, one linear layer."""
+
+    name: Literal["resnet"]
+    depth: Literal[8, 14, 20, 32, 44, 56] = Field(20, description="layers: 6n + 2 (ResNet-8 has one block per stage)")
+    width: PositiveInt = Field(16, description="channels of the first stage (then 2x and 4x)")
+    norm: Norm = Field("batch", description="after each convolution")
+    activation: Activation = "relu"
+    init: Init = "default"
+
+
+Model = Annotated[Union[MLP, CNN, ResNet], Field(discriminator="name")]
 
 
 class SGD(Strict):

@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from .config import CNN, MLP
+from .config import CNN, MLP, ResNet
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU, "silu": nn.SiLU, "leaky_relu": nn.LeakyReLU}
 
@@ -85,6 +85,38 @@ def build_cnn(cfg: CNN, in_shape: tuple[int, ...], num_outputs: int) -> nn.Modul
     return nn.Sequential(*layers)
 
 
+class Block(nn.Module):
+    """A basic residual block: conv-norm-act-conv-norm plus the shortcut (a 1x1 projection where the shape changes), then act."""
+
+    def __init__(self, cin: int, cout: int, stride: int, norm: str, activation: str):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=norm == "none"), *_norm(norm, NORMS_2D, cout),
+                                  ACTIVATIONS[activation](), nn.Conv2d(cout, cout, 3, 1, 1, bias=norm == "none"),
+                                  *_norm(norm, NORMS_2D, cout))
+        self.shortcut = nn.Identity() if stride == 1 and cin == cout else nn.Sequential(
+            nn.Conv2d(cin, cout, 1, stride, bias=norm == "none"), *_norm(norm, NORMS_2D, cout))
+        self.out = ACTIVATIONS[activation]()
+
+    def forward(self, x):
+        return self.out(self.body(x) + self.shortcut(x))
+
+
+def build_resnet(cfg: ResNet, in_shape: tuple[int, ...], num_outputs: int) -> nn.Module:
+    """Stem -> 3 stages of (depth - 2) / 6 blocks -> global average pool -> Linear."""
+    if len(in_shape) != 3:
+        raise ValueError(f"a ResNet needs image inputs (C x H x W), got shape {in_shape}")
+    blocks, w = (cfg.depth - 2) // 6, cfg.width
+    layers: list[nn.Module] = [nn.Conv2d(in_shape[0], w, 3, 1, 1, bias=cfg.norm == "none"), *_norm(cfg.norm, NORMS_2D, w),
+                               ACTIVATIONS[cfg.activation]()]
+    cin = w
+    for stage, cout in enumerate((w, 2 * w, 4 * w)):
+        for i in range(blocks):
+            layers.append(Block(cin, cout, 2 if stage and not i else 1, cfg.norm, cfg.activation))
+            cin = cout
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, num_outputs)]
+    return nn.Sequential(*layers)
+
+
 def init_weights(model: nn.Module, gen: torch.Generator, scheme: str = "default") -> None:
     """Linear and conv weights from `gen`; norm layers start at weight 1, bias 0 (PyTorch's).
 
@@ -99,10 +131,12 @@ def init_weights(model: nn.Module, gen: torch.Generator, scheme: str = "default"
             if scheme == "default":
                 nn.init.kaiming_uniform_(module.weight, a=math.sqrt(5), generator=gen)
                 fan_in = module.weight[0].numel()
-                module.bias.uniform_(-1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in), generator=gen)
+                if module.bias is not None:
+                    module.bias.uniform_(-1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in), generator=gen)
                 continue
             INITS[scheme](module.weight, generator=gen)
-            module.bias.zero_()
+            if module.bias is not None:
+                module.bias.zero_()
 
 
 INITS = {
@@ -134,4 +168,4 @@ def parameter_count(cfg, in_shape, num_outputs) -> int:
         return count_parameters(MODELS[cfg.name](cfg, tuple(in_shape), num_outputs))
 
 
-MODELS = {"mlp": build_mlp, "cnn": build_cnn}
+MODELS = {"mlp": build_mlp, "cnn": build_cnn, "resnet": build_resnet}

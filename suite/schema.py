@@ -29,6 +29,7 @@ SECTIONS = [
     ("data.augment", config.Augment, "Training-set augmentation, batch-wise on tensors."),
     ("model: mlp", config.MLP, "`model: {name: mlp, ...}`"),
     ("model: cnn", config.CNN, "`model: {name: cnn, ...}`"),
+    ("model: resnet", config.ResNet, "`model: {name: resnet, ...}` (images only)"),
     *((f"optimizer: {typing.get_args(m.model_fields['name'].annotation)[0]}", m,
        f"`optimizer: {{name: {typing.get_args(m.model_fields['name'].annotation)[0]}, ...}}`")
       for m in typing.get_args(typing.get_args(config.Optimizer)[0])),
@@ -70,6 +71,7 @@ MEANINGS = {
     "Augment.hflip": "flip half the training images horizontally",
     "MLP.name": "a multi-layer perceptron",
     "CNN.name": "a small convolutional network",
+    "ResNet.name": "He et al.'s CIFAR ResNet (basic blocks, projection shortcuts)",
     "hidden": "widths of the hidden linear layers",
     "activation": "the nonlinearity after each hidden layer",
     "dropout": "dropout rate after the hidden layers (0: none)",

@@ -504,6 +504,8 @@ def model_size(config: RunConfig) -> tuple[int, int]:
     anything is allocated; raises ValueError where models.py would (a CNN that shrinks its input away).
     """
     cfg, (shape, outputs) = config.model, INPUTS[config.data.name]
+    if cfg.name == "resnet":
+        return _resnet_size(cfg, shape, outputs)
     params, acts = 0, math.prod(shape)
     if cfg.name == "cnn" and len(shape) == 3:  # (on other inputs models.py refuses it when the run starts)
         channels, size = shape[0], shape[1:]
@@ -525,6 +527,27 @@ def model_size(config: RunConfig) -> tuple[int, int]:
         acts += (4 if cfg.norm != "none" else 3) * hidden  # linear, (norm,) activation, dropout
         width = hidden
     return params + width * outputs + outputs, acts + outputs
+
+
+def _resnet_size(cfg, shape, outputs) -> tuple[int, int]:
+    """model_size of models.build_resnet; a non-image input is refused when the run starts (as for a CNN)."""
+    if len(shape) != 3:
+        return 0, 0
+    normed, size = cfg.norm != "none", shape[1] * shape[2]
+
+    def conv(cin, cout, k):  # weights, and a bias only without a norm (whose weight and bias take its place)
+        return cin * cout * k * k + (2 * cout if normed else cout)
+
+    w, blocks = cfg.width, (cfg.depth - 2) // 6
+    params, acts, cin = conv(shape[0], w, 3), 3 * w * size, w
+    for stage, cout in enumerate((w, 2 * w, 4 * w)):
+        for i in range(blocks):
+            if stage and not i:
+                size = -(-shape[1] // 2 ** stage) * -(-shape[2] // 2 ** stage)
+            params += conv(cin, cout, 3) + conv(cout, cout, 3) + (conv(cin, cout, 1) if cin != cout else 0)
+            acts += 8 * cout * size
+            cin = cout
+    return params + cin * outputs + outputs, acts + cin + outputs
 
 
 def _check_size(config: RunConfig, where: str, fail) -> None:

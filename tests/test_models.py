@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from suite.config import CNN, MLP
+from suite.config import CNN, MLP, ResNet
 from suite.models import MODELS, build_model, count_parameters, parameter_count
 
 
@@ -29,7 +29,8 @@ def test_exact_parameter_counts(cfg, shape, expected):
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_every_registered_model_builds_and_runs(name):
-    cfg = {"mlp": MLP(name="mlp", hidden=[16]), "cnn": CNN(name="cnn", channels=[4], pool=2)}[name]
+    cfg = {"mlp": MLP(name="mlp", hidden=[16]), "cnn": CNN(name="cnn", channels=[4], pool=2),
+           "resnet": ResNet(name="resnet", depth=8, width=4)}[name]
     out = build(cfg)(torch.zeros(3, 1, 28, 28))
     assert out.shape == (3, 10)
 
