@@ -71,6 +71,13 @@ def test_study_smoke_runs_end_to_end(path, tmp_path, data_dir):
     summary = pd.read_csv(tmp_path / "reports" / "smoke" / study.name / "summary.csv", keep_default_na=False)
     assert list(dict.fromkeys(summary["dataset"])) == list(study.datasets)
     assert list(dict.fromkeys(runs["dataset"])) == list(study.datasets)
+    # variants that differ in the full study do not train identically in smoke (e.g. patience 3 and 5)
+    for dataset, part in runs.groupby("dataset"):
+        outcomes = {}
+        for variant, rows in part.sort_values("seed").groupby("variant"):
+            outcome = tuple(rows[["test_loss", "train_eval_loss", "epochs_trained"]].itertuples(index=False, name=None))
+            assert outcome not in outcomes, f"{dataset}: {variant} trains exactly as {outcomes.get(outcome)} in smoke"
+            outcomes[outcome] = variant
 
 
 def committed_runs(study):
