@@ -165,6 +165,8 @@ def store_failure(err: BaseException) -> str | None:
     """One line for a store that failed under us (a tracking server gone, a database down, a full disk); None for anything else."""
     import errno
 
+    from .provenance import redact
+
     kinds = {"MlflowException": "the MLflow store failed", "RequestException": "the tracking server cannot be reached",
              "ConnectionError": "the tracking server cannot be reached", "OperationalError": "the database failed",
              "StorageInternalError": "the Optuna storage failed"}
@@ -175,8 +177,6 @@ def store_failure(err: BaseException) -> str | None:
         if name in names:
             lines = [line for line in str(err).splitlines() if line.strip()]
             detail = lines[0][:160] if lines else type(err).__name__
-            from .provenance import redact
-
             return f"{what}: {redact(detail)}"
     return None
 

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import RunConfig
+from .config import RunConfig, pack_group, packable
 from .data import Splits, augment_batch
 from .models import ACTIVATIONS, build_model
 from .train import STEP_EVERY, RunResult, evaluate, finish_run, generators, lr_factor, noisy_labels
@@ -184,6 +184,9 @@ def train_packed(configs: list[RunConfig], seeds: list[int], data: Splits, devic
 
     The callbacks get the member's index first: `on_epoch(i, epoch, metrics)`, `on_step(i, step, loss)`.
     """
+    unpackable = [c for c in configs if not packable(c) or pack_group(c) != pack_group(configs[0])]
+    if unpackable:  # a caller's bug, not the run's: the packed loop would silently train something else
+        raise ValueError(f"train_packed: {len(unpackable)} of {len(configs)} configs cannot share this pack (config.packable, pack_group)")
     members = []
     for i, (config, seed) in enumerate(zip(configs, seeds)):
         gens = generators(seed, device)

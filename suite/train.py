@@ -99,7 +99,7 @@ def lr_factor(schedule, t: int, total: int, steps_per_epoch: int) -> float:
         return cosine(progress)
     if name == "warmup_cosine":
         warm = schedule.warmup * total
-        return (t + 1) / warm if t < warm else cosine((t - warm) / max(total - warm, 1))
+        return min(1.0, (t + 1) / warm) if t < warm else cosine((t - warm) / max(total - warm, 1))
     peak = schedule.peak_at * total  # one_cycle: up along a half cosine from start_factor to 1, down along one to min_factor
     if t < peak:
         return 1 + (schedule.start_factor - 1) * 0.5 * (1 + math.cos(math.pi * t / peak))
@@ -167,6 +167,8 @@ def train_run(config: RunConfig, seed: int, data: Splits, device: torch.device,
     result, best, best_state, stale = RunResult(), None, None, 0
     steps_per_epoch = math.ceil(n / batch)
     scheduled = train.schedule.name != "constant"
+    batch_norm = getattr(config.model, "norm", "none") == "batch"
+    seen = n - 1 if batch_norm and n % batch == 1 else n  # examples trained on per epoch
     base_lr = [group["lr"] for group in optimizer.param_groups]
     start = time.perf_counter()
 
@@ -178,6 +180,8 @@ def train_run(config: RunConfig, seed: int, data: Splits, device: torch.device,
         correct = torch.zeros((), device=device, dtype=torch.long)
         for step, i in enumerate(range(0, n, batch)):
             idx = order[i:i + batch]
+            if len(idx) == 1 and batch_norm:  # batch norm cannot train on one example: a lone last one sits this epoch out
+                continue
             x, y = data.train_x[idx], train_y[idx]
             if augmenting:
                 x = augment_batch(x, augment, data.fill, gens["augment"])
@@ -201,13 +205,13 @@ def train_run(config: RunConfig, seed: int, data: Splits, device: torch.device,
                     break
                 if on_step:
                     on_step((epoch - 1) * steps_per_epoch + step + 1, value)
-        train_loss = loss_sum.item() / n
+        train_loss = loss_sum.item() / seen
         if not math.isfinite(train_loss):
             result.diverged, result.reason = True, f"non-finite training loss in epoch {epoch}"
             break
         metrics = {"train_loss": train_loss}
         if data.task == "classification":
-            metrics["train_acc"] = correct.item() / n
+            metrics["train_acc"] = correct.item() / seen
         metrics.update({f"val_{k}": v for k, v in evaluate(model, data.val_x, data.val_y, data.task).items()})
         metrics["epoch_seconds"] = time.perf_counter() - epoch_start
         result.history.append(metrics)

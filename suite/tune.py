@@ -180,7 +180,8 @@ def run_search(target: Target, *, uri: str, storage: str, data_dir: Path, trials
 
     settings = settings or Settings()
     total = trials or target.budget
-    base = with_execution(target.base_config(), execution(settings))
+    how = execution(settings)
+    base = with_execution(target.base_config(), how)
     with tracking.store_lock(uri), open_leases(uri, storage) as leases:
         client = tracking.connect(uri)
         exp_id = tracking.experiment_id(client, tracking.experiment_name(target.study.name, target.smoke),
@@ -214,7 +215,9 @@ def run_search(target: Target, *, uri: str, storage: str, data_dir: Path, trials
                 trial = search.ask()
                 token = leases.claim(trial_key(target.name, trial.number, storage))
                 values = sample(trial, target.block)
-            task = Task(trial.number, f"{target.name}/trial={trial.number}", override(base, values), target.block.seed,
+            # resolved after the override: what is packable or fused depends on the sampled values (model.norm, optimizer.name)
+            config = with_execution(override(target.base_config(), values), how)
+            task = Task(trial.number, f"{target.name}/trial={trial.number}", config, target.block.seed,
                         str(Path(data_dir).resolve()), ask_each_epoch=True, test=False)
             run_id = recorder.start(task, {"suite.trial": trial.number, "suite.trial_state": "RUNNING"},
                                     {f"sampled.{k}": v for k, v in values.items()})

@@ -110,11 +110,13 @@ def test_each_field_changes_training_and_packs_like_the_plain_loop(data_dir, cha
     changed = run(task(0, False, seed=1, **changes), data_dir)
     assert changed.final["test_loss"] != plain.final["test_loss"]
     # packed beside a member without the change (label smoothing and noise vary per member; the rest per pack)
-    per_member = any(f"{section}.{key}" in cfg.PER_MEMBER for section, values in changes.items() for key in values)
+    per_member = any(f"{section}.{key}" in cfg.PER_MEMBER for section, values in changes.items() for key in values
+                     if section != "optimizer")
     partner = task(1, True, seed=2) if per_member else task(1, True, seed=2, **changes)
     pack = execute(Pack(9, "p", (Task(0, "a", task(0, True, seed=1, **changes).config, 1, str(data_dir)),
                                  Task(1, "b", partner.config, 2, str(data_dir)))), lambda kind, payload: None)
     member = pack.members[0]
+    assert member.status == "finished", member.reason
     for (_, a), (_, p) in zip(changed.steps, member.steps):
         assert math.isclose(a, p, rel_tol=1e-4), (a, p)
     assert math.isclose(changed.final["test_loss"], member.final["test_loss"], rel_tol=1e-3)
@@ -301,3 +303,27 @@ def test_the_cifar_resnet_has_its_paper_size_and_trains(data_dir, depth, norm):
     assert not record.where.get("packed") and not with_execution(config, cfg.Execution(packed=True)).execution.packed
     paper = RunConfig(data={"name": "cifar10"}, model={"name": "resnet", "depth": 20})
     assert 0.26e6 < model_size(paper)[0] < 0.28e6  # He et al. 2016, Table 6: ResNet-20 has 0.27M parameters
+
+
+def test_warmup_never_overshoots_the_base_rate():
+    for warmup, total in ((0.05, 50), (0.07, 100), (0.001, 100)):
+        factors = [lr_factor(cfg.Schedule(name="warmup_cosine", warmup=warmup), t, total, 10) for t in range(total)]
+        assert max(factors) == 1.0, (warmup, total)
+
+
+@needs_mnist
+def test_batch_norm_trains_when_the_last_batch_holds_one_example(data_dir):
+    record = run(task(0, False, model={"norm": "batch"}, train={"batch_size": 399, "epochs": 1}), data_dir)  # 400 = 399 + 1
+    assert record.status == "finished", record.reason
+
+
+def test_a_search_resolves_packing_per_trial(tmp_path):
+    """A trial whose sampled values make it unpackable (batch norm) trains unpacked even when the search packs."""
+    from suite.packed import train_packed
+    from suite.tune import override
+
+    base = RunConfig(**BASE)
+    trial = with_execution(override(base, {"model.norm": "batch"}), cfg.Execution(packed=True))
+    assert not trial.execution.packed
+    with pytest.raises(ValueError, match="cannot share this pack"):
+        train_packed([trial], [0], None, torch.device("cpu"))

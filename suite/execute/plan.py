@@ -128,13 +128,13 @@ def run_study(study: Study, *, smoke: bool, uri: str, data_dir: Path, force: boo
             key, token = tokens[task.id]
             if key in leases.lost:  # another driver took the run over: what we would record is not ours to keep
                 if kind == "done":
-                    _drop(task, key)
+                    _drop(task)
                 return False
             if kind != "done":
                 recorder.event(task, kind, payload)
                 return False  # an ask: studies never stop a run early
             if not leases.fence(key, token):
-                _drop(task, key)
+                _drop(task)
                 return None
             recorder.finish(task, payload)
             if payload.status == FAILED:
@@ -151,7 +151,7 @@ def run_study(study: Study, *, smoke: bool, uri: str, data_dir: Path, force: boo
             _progress(bar, outcome, len(recorder.run_ids))
             tqdm.write(_one_line(task.name, study.metric, payload))
 
-        def _drop(task: Task, key: str) -> None:
+        def _drop(task: Task) -> None:
             recorder.drop(task)
             outcome.lost.append(task.name)
             tqdm.write(f"  {task.name:<28} lost its claim (another driver took it over); its result is dropped")
