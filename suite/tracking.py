@@ -72,6 +72,8 @@ def connect(uri: str):
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # two "View run" lines per run on a server store
     for noisy in ("alembic", "mlflow"):  # after mlflow's import, which sets its own levels
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # its SQL store logs every database error with a traceback before raising it; the raised error is ours to report, in one line
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     mlflow.set_tracking_uri(uri)
     try:
         return MlflowClient(tracking_uri=uri)

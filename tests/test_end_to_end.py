@@ -72,7 +72,7 @@ def test_study_logs_runs_writes_report_and_resumes(tiny_study, tmp_path, store, 
     assert f"| {params:,} |" in report and "## Where the errors are" in report
     per_class = pd.read_csv(folder / "per_class.csv")
     assert len(per_class) == 2 * 10 and set(per_class["seeds"]) == {2} and set(per_class.groupby("variant")["n"].sum()) == {600}
-    assert "make report STUDY=tiny" in report and "make study STUDY=tiny" in report and "wd vs none" in report
+    assert f"make report STUDY={tiny_study}" in report and f"make study STUDY={tiny_study}" in report and "wd vs none" in report
     # without a UI address the report names run keys and how to recreate the runs: no links that die with the store
     assert all(f"`{key}`" in report for key in runs["tags.suite.run_key"]) and "](http" not in report
     # with one, every run key links to its run
