@@ -109,10 +109,16 @@ class Pack:
         hidden = len(cfg.hidden)
         self.dropped = set(range(hidden)) if cfg.dropout_layers is None else {i % hidden for i in cfg.dropout_layers}
         self.dropout = [c.model.dropout for c in configs]
+        self.scale = self._scale(self.params[0].device)
 
     def keep(self, rows: torch.Tensor, positions: list[int]) -> None:
         self.params = [p.detach()[rows].requires_grad_() for p in self.params]
         self.dropout = [self.dropout[i] for i in positions]
+        self.scale = self._scale(rows.device)
+
+    def _scale(self, device) -> torch.Tensor:
+        """Inverted dropout's divisor per member, (members, 1, 1): 1 - p (1 where p is 0)."""
+        return torch.tensor([1 - p for p in self.dropout], device=device).view(-1, 1, 1)
 
     def forward(self, x: torch.Tensor, dropout_gens: list | None = None) -> torch.Tensor:
         """x: (members, batch, ...) -> (members, batch, outputs); `dropout_gens` (training): each member's dropout stream."""
@@ -131,8 +137,7 @@ class Pack:
         for i, (p, gen) in enumerate(zip(self.dropout, gens)):
             if p:
                 keep[i].bernoulli_(1 - p, generator=gen)
-        scale = torch.tensor([1 - p for p in self.dropout], device=h.device).view(-1, 1, 1)
-        return h * keep / scale
+        return h * keep / self.scale
 
     def copy_into(self, position: int, model: nn.Module) -> None:
         """The member's current weights into its own (unpacked) model."""
@@ -198,7 +203,8 @@ def train_packed(configs: list[RunConfig], seeds: list[int], data: Splits, devic
     noisy = any(c.data.label_noise for c in configs)
     for m, seed in zip(members, seeds):
         m.labels = noisy_labels(data.train_y, m.config.data.label_noise, seed, data.num_outputs)
-    smoothing = [c.train.label_smoothing for c in configs]
+    smoothing = [c.train.label_smoothing for c in configs]  # per member, sliced as members leave
+    smooth = torch.tensor(smoothing, device=device) if any(smoothing) else None
     train = configs[0].train
     n = len(data.train_x)
     batch = n if train.batch_size == "full" else min(train.batch_size, n)
@@ -209,7 +215,7 @@ def train_packed(configs: list[RunConfig], seeds: list[int], data: Splits, devic
 
     def leave(gone: set[int]) -> None:
         """Members at these stack positions stop: their weights go to their own models, the pack shrinks."""
-        nonlocal active
+        nonlocal active, smooth
         for position in sorted(gone):
             pack.copy_into(position, active[position].model)
         positions = [i for i in range(len(active)) if i not in gone]
@@ -217,7 +223,8 @@ def train_packed(configs: list[RunConfig], seeds: list[int], data: Splits, devic
         pack.keep(rows, positions)
         optimizer.keep(rows)
         active = [active[i] for i in positions]
-        smoothing[:] = [smoothing[i] for i in positions]
+        if smooth is not None:  # back to plain cross-entropy once no member left smooths (as for a pack built without)
+            smooth = smooth[rows] if bool(smooth[rows].any()) else None
 
     for epoch in range(1, train.epochs + 1):
         if not active:
@@ -234,7 +241,6 @@ def train_packed(configs: list[RunConfig], seeds: list[int], data: Splits, devic
                 x = torch.stack([augment_batch(x[k], m.config.data.augment, data.fill, m.gens["augment"]) if m.augmenting else x[k]
                                  for k, m in enumerate(active)])
             out = pack.forward(x, [m.gens["dropout"] for m in active])
-            smooth = torch.tensor(smoothing, device=device) if any(smoothing) else None
             losses = member_losses(out, y, data.task, smooth)
             for p in pack.params:
                 p.grad = None

@@ -133,19 +133,12 @@ def type_name(annotation) -> str:
 def bounds(field) -> str:
     """The numeric constraints of a field: `>= 0, < 1`."""
     marks = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<", "min_length": "length >="}
-    found = []
-    for meta in field.metadata:
-        for name, sign in marks.items():
-            value = getattr(meta, name, None)
-            if value is not None:
-                found.append(f"{sign} {value}")
     annotation = field.annotation
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):  # PositiveFloat | None and the like
-        for arg in typing.get_args(annotation):
-            for meta in getattr(arg, "__metadata__", ()):
-                found += [f"{sign} {getattr(meta, name)}" for name, sign in marks.items() if getattr(meta, name, None) is not None]
-    for meta in getattr(annotation, "__metadata__", ()):
-        found += [f"{sign} {getattr(meta, name)}" for name, sign in marks.items() if getattr(meta, name, None) is not None]
+    # the field's own constraints, its type's (PositiveInt), and those of a union's members (PositiveFloat | None)
+    members = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) else ()
+    metadata = [*field.metadata, *(m for arg in (*members, annotation) for m in getattr(arg, "__metadata__", ()))]
+    found = [f"{sign} {getattr(meta, name)}" for meta in metadata for name, sign in marks.items()
+             if getattr(meta, name, None) is not None]
     return ", ".join(found)
 
 
