@@ -18,7 +18,8 @@ import math
 import pandas as pd
 
 from . import stats
-from .config import FULL_TEST_SPLITS, METRIC_DIRECTIONS
+from . import components
+from .config import METRIC_DIRECTIONS
 from .study import Study, baseline_for
 
 SUMMARY_EXTRAS = ("val_acc", "val_loss", "train_acc", "epochs_trained", "train_seconds")
@@ -28,17 +29,26 @@ COLLAPSE_SE = 3  # ... as has one whose accuracy is within this many binomial st
 
 def collapsed(runs: pd.DataFrame) -> pd.Series:
     """Per run: did it collapse to (about) one class? Runs that logged their predictions' top share are judged on it
-    too; older runs on accuracy alone, against the full test split's majority share (config.FULL_TEST_SPLITS)."""
+    too; older runs on accuracy alone, against the full test split's majority share (its dataset's registry record)."""
     if "test_acc" not in runs or runs.empty:
         return pd.Series(False, index=runs.index)
     full = runs["config.data.test_size"].isna() if "config.data.test_size" in runs else pd.Series(True, index=runs.index)
-    split = runs["dataset"].map(lambda d: FULL_TEST_SPLITS.get(d, (math.nan, math.nan)))
+    split = runs["dataset"].map(lambda d: _test_split(d) or (math.nan, math.nan))
     size = runs["config.data.test_size"].where(~full, split.map(lambda s: s[0])) if "config.data.test_size" in runs else split.map(lambda s: s[0])
     majority = runs.get("test_majority_share", pd.Series(math.nan, index=runs.index))
     majority = majority.where(majority.notna(), split.map(lambda s: s[1]).where(full))
     se = (majority * (1 - majority) / size.astype(float)) ** 0.5
     top = runs.get("test_top_share", pd.Series(math.nan, index=runs.index))
     return ((top > COLLAPSE_SHARE) | ((runs["test_acc"] - majority).abs() <= COLLAPSE_SE * se)).fillna(False).astype(bool)
+
+
+
+def _test_split(dataset: str) -> tuple | None:
+    """(examples, share of the largest class) of a dataset's full test split, where its record knows them."""
+    try:
+        return components.get("dataset", dataset).test_split
+    except ValueError:  # a plug-in's dataset whose plug-in this process has not loaded
+        return None
 
 
 def _degenerate(runs: pd.DataFrame, dataset: str, sides: list[str]) -> str:

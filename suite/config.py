@@ -5,23 +5,20 @@ training settings. It is frozen; `canonical()` is the JSON-ready dict that run k
 and MLflow params flatten. This module and `study.py` never import torch, so that a
 study file can be validated in a fraction of a second.
 
-The names below (datasets, models, optimizers) mirror the registries in `data.py`,
-`models.py` and `train.py`; `tests/test_registries.py` keeps the two in step.
+Which names a study may use for a model, dataset, optimizer, schedule or augmentation comes from
+the one registry, `suite.components` (built-ins and plug-ins); the classes below are the built-ins'
+typed parameters, and a field naming a component is validated by its record's class.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt, SerializeAsAny,
+                      TypeAdapter, model_validator)
+from pydantic_core import PydanticCustomError
 
-# Datasets and what kind of problem each one is; the loaders live in data.py.
-DATASET_TASKS = {
-    "mnist": "classification",
-    "fashion_mnist": "classification",
-    "cifar10": "classification",
-    "quadratic": "regression",
-}
+from . import components
 
 # Every metric a run records at the end, and which way is better.
 METRIC_DIRECTIONS = {
@@ -36,11 +33,6 @@ METRIC_DIRECTIONS = {
     "epochs_trained": "min",
     "train_seconds": "min",
 }
-# (examples, share of the largest class) of each dataset's full test split, for telling a collapsed
-# run (one that predicts a single class) from a trained one when the run did not log them itself:
-# MNIST's test split holds 1,135 ones among 10,000 images; CIFAR-10 and Fashion-MNIST 1,000 per class
-# (tests/test_data.py counts them in the real files).
-FULL_TEST_SPLITS = {"mnist": (10000, 0.1135), "fashion_mnist": (10000, 0.1), "cifar10": (10000, 0.1)}
 # Regression: the MSE is the loss. Study files may name it either way; runs log it once, under
 # the loss's name (no duplicate series in MLflow), and results read it back under both.
 METRIC_ALIASES = {"val_mse": "val_loss", "test_mse": "test_loss"}
@@ -57,18 +49,70 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Augment(Strict):
-    """Training-set augmentation, applied batch-wise on tensors; the test set is never augmented."""
+class ByName:
+    """Validates a `{name: ..., ...}` block with the parameter class of the registry's record of that name.
 
+    A plug-in's model, optimizer or schedule validates exactly as a built-in one does; the block
+    keeps its record's class, so run configs and keys hold its fields like any other.
+    """
+
+    def __init__(self, kind: str, default: str | None = None):
+        self.kind, self.default = kind, default
+
+    def __call__(self, value: Any):
+        if isinstance(value, BaseModel):
+            return value
+        if not isinstance(value, dict):
+            raise ValueError(f"expected a mapping with a name (e.g. {{name: {components.names(self.kind)[0]}}})")
+        name = value.get("name", self.default)
+        allowed = components.names(self.kind)
+        if not isinstance(name, str) or name not in allowed:
+            raise PydanticCustomError("union_tag_invalid", "unknown or missing name {tag}",
+                                      {"tag": str(name or ""), "expected_tags": ", ".join(allowed)})
+        return components.get(self.kind, name).params.model_validate({**value, "name": name})
+
+
+def by_name(kind: str, default: str | None = None):
+    """The annotation of a field that names a component of `kind` (see ByName)."""
+    return Annotated[SerializeAsAny[BaseModel], BeforeValidator(ByName(kind, default))]
+
+
+class Augment(Strict):
+    """Training-set augmentation, applied batch-wise on tensors; the test set is never augmented.
+
+    Plug-in augmentations are further keys, `<name>: value`, validated by their record's type.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
     rotation: float = Field(0.0, ge=0, le=180, description="random rotation by ±this many degrees")
     hflip: bool = False
     crop_pad: int = Field(0, ge=0, le=16, description="random crop after zero-padding by this many pixels")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plugins(cls, value):
+        if not isinstance(value, dict):
+            return value
+        out = dict(value)
+        for key in set(value) - set(cls.model_fields):
+            if key not in components.names("augmentation"):
+                raise ValueError(f"unknown key '{key}' (allowed: {', '.join(components.names('augmentation'))})")
+            out[key] = TypeAdapter(components.get("augmentation", key).params).validate_python(value[key])
+        return out
+
+    def active(self) -> list[tuple[str, Any]]:
+        """(name, value) of each augmentation switched on, in the order they apply: built-ins, then plug-ins by name."""
+        extra = self.model_extra or {}
+        return [(k, getattr(self, k)) for k in type(self).model_fields if getattr(self, k)] + \
+               [(k, extra[k]) for k in sorted(extra) if extra[k]]
 
 
 class DataConfig(Strict):
     name: str = "mnist"
     val_size: int = Field(5000, ge=1, description="images carved from the training set for validation")
     train_size: PositiveInt | None = Field(None, description="use only the first N remaining training images")
+    train_fraction: float | None = Field(None, gt=0, le=1, description="then use only this share of them (the first ones: a 10% "
+                                                                        "subset lies inside the 50% one); null: all")
     test_size: PositiveInt | None = Field(None, description="evaluate on only the first N test images")
     augment: Augment = Augment()
     label_noise: float = Field(0.0, ge=0, lt=1, description="share of training labels flipped at random to another class "
@@ -76,8 +120,7 @@ class DataConfig(Strict):
 
     @model_validator(mode="after")
     def _known(self):
-        if self.name not in DATASET_TASKS:
-            raise ValueError(f"unknown dataset '{self.name}' (allowed: {', '.join(DATASET_TASKS)})")
+        components.get("dataset", self.name)  # unknown: lists the datasets
         return self
 
 
@@ -124,7 +167,7 @@ class ResNet(Strict):
     init: Init = "default"
 
 
-Model = Annotated[Union[MLP, CNN, ResNet], Field(discriminator="name")]
+Model = by_name("model")
 
 
 class SGD(Strict):
@@ -217,7 +260,7 @@ class Adadelta(Strict):
     weight_decay: NonNegativeFloat = 0.0
 
 
-Optimizer = Annotated[Union[SGD, Momentum, RMSprop, Adam, AdamW, Adagrad, NAdam, RAdam, Adadelta], Field(discriminator="name")]
+Optimizer = by_name("optimizer")
 
 
 class Schedule(Strict):
@@ -232,13 +275,16 @@ class Schedule(Strict):
     min_factor: float = Field(0.0, ge=0, le=1, description="cosine, warmup_cosine, one_cycle: the factor at the end")
 
 
+ScheduleBlock = by_name("schedule", "constant")  # a built-in (config.Schedule) or a plug-in's schedule
+
+
 class TrainConfig(Strict):
     batch_size: PositiveInt | Literal["full"] = 64
     epochs: PositiveInt = 1
     patience: PositiveInt | None = Field(None, description="early stopping: epochs without improvement; null trains all epochs")
     monitor: Literal["val_acc", "val_loss"] = "val_acc"
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    schedule: Schedule = Schedule()
+    schedule: ScheduleBlock = Schedule()
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="classification: cross-entropy against smoothed targets")
     clip_norm: PositiveFloat | None = Field(None, description="clip the gradient's global norm to this before each step")
     decay: Literal["all", "weights"] = Field("all", description="weights: biases and norm parameters get no weight decay")
@@ -268,7 +314,7 @@ FUSED_OPTIMIZERS = {"sgd", "momentum", "adam", "adamw"}
 # adding a field never changes the key of a run already in a store or a committed report.
 LEGACY = {
     "execution": {"device": "cpu", "threads": 1, "fused_optimizer": False, "packed": False},
-    "data": {"label_noise": 0.0},
+    "data": {"label_noise": 0.0, "train_fraction": None},
     "model": {"norm": "none", "init": "default"},
     "optimizer": {"dampening": 0.0, "centered": False, "amsgrad": False},
     "train": {"label_smoothing": 0.0, "clip_norm": None, "decay": "all",
@@ -287,6 +333,7 @@ def packable(config: "RunConfig") -> bool:
     """Whether `suite.packed` can train this run: an MLP with an optimizer it implements over stacked members."""
     opt = config.optimizer
     return (config.model.name == "mlp" and config.model.norm == "none" and opt.name in PACKED_OPTIMIZERS
+            and not config.data.augment.model_extra
             and not getattr(opt, "amsgrad", False) and not getattr(opt, "dampening", 0.0))
 
 
@@ -313,15 +360,15 @@ class RunConfig(Strict):
 
     @model_validator(mode="after")
     def _fits_task(self):
-        if DATASET_TASKS[self.data.name] == "regression" and self.train.monitor == "val_acc" and self.train.patience:
+        if self.task == "regression" and self.train.monitor == "val_acc" and self.train.patience:
             raise ValueError("train.monitor: val_acc has no meaning for a regression dataset; use val_loss")
-        if DATASET_TASKS[self.data.name] == "regression" and (self.data.label_noise or self.train.label_smoothing):
+        if self.task == "regression" and (self.data.label_noise or self.train.label_smoothing):
             raise ValueError("data.label_noise and train.label_smoothing need class labels; this dataset is a regression")
         return self
 
     @property
     def task(self) -> str:
-        return DATASET_TASKS[self.data.name]
+        return task_of(self.data.name)
 
     def canonical(self) -> dict:
         """The JSON-ready resolved config: every field, defaults included."""
@@ -330,6 +377,11 @@ class RunConfig(Strict):
     def key_view(self) -> dict:
         """`canonical()` less the fields that sit at their legacy value (what run keys hash)."""
         return _drop_legacy(self.canonical(), LEGACY)
+
+
+def task_of(dataset: str) -> str:
+    """"classification" or "regression": what kind of problem a dataset is (its registry record says)."""
+    return components.get("dataset", dataset).task
 
 
 def _drop_legacy(tree: dict, legacy: dict) -> dict:

@@ -80,6 +80,8 @@ def load_splits(config: DataConfig, root: Path, device: torch.device) -> Splits:
     val_idx, train_idx = order[: config.val_size], order[config.val_size:]
     if config.train_size is not None:
         train_idx = train_idx[: config.train_size]
+    if config.train_fraction is not None:
+        train_idx = train_idx[: max(1, round(len(train_idx) * config.train_fraction))]
     test_n = len(raw.test_x) if config.test_size is None else min(config.test_size, len(raw.test_x))
     mean = torch.tensor(raw.mean).view(1, -1, 1, 1) if raw.train_x.dim() == 4 else torch.tensor(raw.mean)
     std = torch.tensor(raw.std).view(1, -1, 1, 1) if raw.train_x.dim() == 4 else torch.tensor(raw.std)
@@ -100,9 +102,13 @@ def load_splits(config: DataConfig, root: Path, device: torch.device) -> Splits:
 @functools.lru_cache(maxsize=4)
 def load_raw(name: str, root: str) -> Raw:
     """Read a dataset from disk once per process (cached by name and root)."""
-    if name not in DATASETS:
-        raise DataError(f"unknown dataset '{name}' (known: {', '.join(DATASETS)})")
-    return DATASETS[name](Path(root))
+    from .components import get
+
+    try:
+        loader = get("dataset", name).load()
+    except ValueError as err:
+        raise DataError(str(err)) from None
+    return loader(Path(root))
 
 
 @functools.lru_cache(maxsize=8)
@@ -123,21 +129,19 @@ def fingerprint(name: str, root: Path) -> str:
 
 
 def augment_batch(x: torch.Tensor, aug: Augment, fill: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Random rotation (±aug.rotation degrees), horizontal flip and padded crop, one draw per image.
+    """Each augmentation switched on, in order (built-ins: rotation, horizontal flip, padded crop), one draw per image.
 
     Pixels that come in from outside the image are black (`fill`), as with torchvision's transforms.
     """
-    if aug.rotation:
-        x = _rotate(x, aug.rotation, fill, gen)
-    if aug.hflip:
-        flip = torch.rand(len(x), generator=gen, device=x.device) < 0.5
-        x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
-    if aug.crop_pad:
-        x = _shift_crop(x, aug.crop_pad, fill, gen)
+    from .components import get
+
+    for name, value in aug.active():
+        x = get("augmentation", name).load()(x, value, fill, gen)
     return x
 
 
-def _rotate(x, degrees, fill, gen):
+def rotate(x, degrees, fill, gen):
+    """Random rotation by ±degrees."""
     b = len(x)
     angle = (torch.rand(b, generator=gen, device=x.device) * 2 - 1) * math.radians(degrees)
     cos, sin = torch.cos(angle), torch.sin(angle)
@@ -148,7 +152,14 @@ def _rotate(x, degrees, fill, gen):
     return F.grid_sample(x - f, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + f
 
 
-def _shift_crop(x, pad, fill, gen):
+def hflip(x, on, fill, gen):
+    """Horizontal flip of each image with probability 1/2."""
+    flip = torch.rand(len(x), generator=gen, device=x.device) < 0.5
+    return torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+
+
+def shift_crop(x, pad, fill, gen):
+    """Random crop of the original size after padding by `pad` pixels."""
     b, c, h, w = x.shape
     f = fill.view(1, -1, 1, 1)
     padded = F.pad(x - f, (pad, pad, pad, pad)) + f
@@ -191,7 +202,7 @@ def _mnist_like(cls, name, root, stats):
                stats[0], stats[1], 255.0, files)
 
 
-def _mnist(root: Path) -> Raw:
+def mnist(root: Path) -> Raw:
     from torchvision.datasets import MNIST
 
     return _mnist_like(MNIST, "MNIST", root, MNIST_STATS)
@@ -207,7 +218,7 @@ def debian_fashion_installed() -> bool:
     return all((DEBIAN_FASHION / f).is_file() for f in IDX_FILES)
 
 
-def _fashion_mnist(root: Path) -> Raw:
+def fashion_mnist(root: Path) -> Raw:
     """torchvision's `FashionMNIST/raw` under the data root; else Debian's package; else download."""
     from torchvision.datasets import FashionMNIST
 
@@ -239,7 +250,7 @@ def _idx_gz(folder: Path, stats) -> Raw:
                tuple(folder / f for f in IDX_FILES))
 
 
-def _cifar10(root: Path) -> Raw:
+def cifar10(root: Path) -> Raw:
     """torchvision's pickled batches when present, else `cifar10/cifar10.npz`, else download."""
     from torchvision.datasets import CIFAR10
 
@@ -262,7 +273,7 @@ QUADRATIC_TRAIN, QUADRATIC_POOL, QUADRATIC_TEST = 1000, 6000, 1000
 QUADRATIC_SEED = 7
 
 
-def _quadratic(root: Path) -> Raw:
+def quadratic(root: Path) -> Raw:
     """The tutorials' toy regression: y = x^2 + 0.1 * N(0, 1), x ~ U[-1, 1]; fixed draws.
 
     The training pool holds 6,000 points so that any validation carve-out up to 5,000 leaves
@@ -277,20 +288,3 @@ def _quadratic(root: Path) -> Raw:
     tx, ty = draw(QUADRATIC_POOL)
     vx, vy = draw(QUADRATIC_TEST)
     return Raw(tx, ty, vx, vy, (0.0,), (1.0,), 1.0, ())
-
-
-# What a model sees of each dataset, without loading it: input shape and number of outputs
-# (tests/test_registries.py checks these against the loaded data).
-INPUTS = {
-    "mnist": ((1, 28, 28), 10),
-    "fashion_mnist": ((1, 28, 28), 10),
-    "cifar10": ((3, 32, 32), 10),
-    "quadratic": ((1,), 1),
-}
-
-DATASETS = {
-    "mnist": _mnist,
-    "fashion_mnist": _fashion_mnist,
-    "cifar10": _cifar10,
-    "quadratic": _quadratic,
-}

@@ -3,7 +3,8 @@
 Weights are initialised from an explicit generator (PyTorch's default scheme, so the
 numbers are distributed as `nn.Linear` would draw them) and dropout masks come from
 another, so that seed k means the same draws in every variant and nothing touches the
-global RNG. `MODELS` maps a config name to its builder.
+global RNG. The registry (`suite.components`) maps a config name to its builder; plug-in models
+are built, initialised and seeded the same way.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import math
 import torch
 from torch import nn
 
+from .components import get
 from .config import CNN, MLP, ResNet
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU, "silu": nn.SiLU, "leaky_relu": nn.LeakyReLU}
@@ -148,10 +150,8 @@ INITS = {
 
 def build_model(cfg, in_shape, num_outputs, init_gen: torch.Generator, dropout_gen: torch.Generator | None = None):
     """A freshly initialised model (on the CPU; move it with `.to(device)`)."""
-    if cfg.name not in MODELS:
-        raise ValueError(f"unknown model '{cfg.name}' (known: {', '.join(MODELS)})")
-    model = MODELS[cfg.name](cfg, tuple(in_shape), num_outputs)
-    init_weights(model, init_gen, cfg.init)
+    model = get("model", cfg.name).load()(cfg, tuple(in_shape), num_outputs)
+    init_weights(model, init_gen, getattr(cfg, "init", "default"))
     for module in model.modules():
         if isinstance(module, SeededDropout):
             module.generator = dropout_gen
@@ -165,7 +165,4 @@ def count_parameters(model: nn.Module) -> int:
 def parameter_count(cfg, in_shape, num_outputs) -> int:
     """Trainable parameters of the model `cfg` builds, without allocating or initialising it."""
     with torch.device("meta"):
-        return count_parameters(MODELS[cfg.name](cfg, tuple(in_shape), num_outputs))
-
-
-MODELS = {"mlp": build_mlp, "cnn": build_cnn, "resnet": build_resnet}
+        return count_parameters(get("model", cfg.name).load()(cfg, tuple(in_shape), num_outputs))

@@ -31,7 +31,7 @@ from torch import nn
 from .config import RunConfig, pack_group, packable
 from .data import Splits, augment_batch
 from .models import ACTIVATIONS, build_model
-from .train import STEP_EVERY, RunResult, evaluate, finish_run, generators, lr_factor, noisy_labels
+from .train import STEP_EVERY, RunResult, evaluate, finish_run, generators, noisy_labels, schedule_of
 
 CPU_CACHE_FALLBACK = 32 * 2**20  # bytes of last-level cache when the OS does not say (this project's EPYC: 32 MiB)
 
@@ -178,7 +178,7 @@ class Member:
         self.result = RunResult()
         self.best, self.best_state, self.stale = None, None, 0
         aug = config.data.augment
-        self.augmenting = bool(aug.rotation or aug.hflip or aug.crop_pad)
+        self.augmenting = bool(aug.active())
         self.labels = None  # its noisy training labels (data.label_noise), else the data's
 
 
@@ -209,7 +209,7 @@ def train_packed(configs: list[RunConfig], seeds: list[int], data: Splits, devic
     n = len(data.train_x)
     batch = n if train.batch_size == "full" else min(train.batch_size, n)
     monitor = train.monitor if data.task == "classification" else "val_loss"
-    steps_per_epoch = math.ceil(n / batch)
+    steps_per_epoch, schedule_fn = math.ceil(n / batch), schedule_of(train.schedule)
     active = list(members)  # in stack order
     start = time.perf_counter()
 
@@ -247,7 +247,7 @@ def train_packed(configs: list[RunConfig], seeds: list[int], data: Splits, devic
             losses.sum().backward()  # each member's gradient is its own loss's: the others' terms do not depend on its weights
             if train.clip_norm:
                 clip_members(pack.params, train.clip_norm)
-            factor = lr_factor(train.schedule, (epoch - 1) * steps_per_epoch + step, train.epochs * steps_per_epoch, steps_per_epoch)
+            factor = schedule_fn(train.schedule, (epoch - 1) * steps_per_epoch + step, train.epochs * steps_per_epoch, steps_per_epoch)
             optimizer.step(pack.params, factor)
             loss_sum += losses.detach() * idx.shape[1]
             if data.task == "classification":

@@ -16,7 +16,7 @@ import pandas as pd
 
 from . import tracking
 from .errors import SuiteError
-from .config import DATASET_TASKS, METRIC_ALIASES, Execution, flatten
+from .config import METRIC_ALIASES, Execution, flatten, task_of
 from .study import Study, expand
 
 CURVE_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "val_mse", "epoch_seconds")
@@ -139,7 +139,7 @@ def _row_of(spec, metrics: dict, tags: dict, run_id: str, run_name: str, start_t
         "diverged": bool(metrics.get("diverged", 0.0)),
         **{m: metrics.get(m, float("nan")) for m in FINAL_METRICS},
         **({alias: metrics.get(alias, metrics.get(name, float("nan"))) for alias, name in METRIC_ALIASES.items() if alias in FINAL_METRICS}
-           if DATASET_TASKS[spec.dataset] == "regression" else {}),
+           if task_of(spec.dataset) == "regression" else {}),
         "run_id": run_id, "run_name": run_name, "run_key": spec.run_key,
         "git_commit": tags.get("suite.git_commit", ""), "git_dirty": tags.get("suite.git_dirty") == "True",
         "device": tags.get("suite.device", ""), "data_fingerprint": tags.get("suite.data_fingerprint", ""), "start_time": start_time,
@@ -165,7 +165,7 @@ def _at_tested_epoch(runs: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
 def _curves(client, runs: pd.DataFrame) -> pd.DataFrame:
     history = tracking.histories(client, runs["run_id"].tolist(), [m for m in CURVE_METRICS if m not in METRIC_ALIASES])
     curves = pd.DataFrame(history, columns=["run_id", "metric", "epoch", "value"])
-    regression = runs.loc[runs["dataset"].map(DATASET_TASKS) == "regression", "run_id"]
+    regression = runs.loc[runs["dataset"].map(task_of) == "regression", "run_id"]
     for alias, name in METRIC_ALIASES.items():  # the loss series under the name study files use too
         if alias in CURVE_METRICS:
             same = curves[(curves["metric"] == name) & curves["run_id"].isin(regression)].assign(metric=alias)

@@ -16,7 +16,7 @@ import typing
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from . import config
+from . import components, config
 from .study import Param, Search, Smoke, StudyFile
 
 # (heading, model, what the section is) in the order a study file reads
@@ -27,12 +27,8 @@ SECTIONS = [
     ("search.space.<path>", Param, "One searched hyperparameter."),
     ("data", config.DataConfig, "`base.data`, a variant's or a dataset's `data` (the dataset itself is the top-level `datasets`)."),
     ("data.augment", config.Augment, "Training-set augmentation, batch-wise on tensors."),
-    ("model: mlp", config.MLP, "`model: {name: mlp, ...}`"),
-    ("model: cnn", config.CNN, "`model: {name: cnn, ...}`"),
-    ("model: resnet", config.ResNet, "`model: {name: resnet, ...}` (images only)"),
-    *((f"optimizer: {typing.get_args(m.model_fields['name'].annotation)[0]}", m,
-       f"`optimizer: {{name: {typing.get_args(m.model_fields['name'].annotation)[0]}, ...}}`")
-      for m in typing.get_args(typing.get_args(config.Optimizer)[0])),
+    *((f"{c.kind}: {c.name}", c.params, f"`{c.kind}: {{name: {c.name}, ...}}`: {c.doc}")
+      for kind in ("model", "optimizer") for c in components.records(kind) if c.source == components.BUILTIN),
     ("train", config.TrainConfig, "How a run trains."),
     ("train.schedule", config.Schedule, "The learning rate over training, as a factor of `optimizer.lr`."),
 ]
@@ -167,7 +163,7 @@ def table(model: type[BaseModel]) -> list[str]:
 def _legacy(model, name: str) -> tuple | None:
     """(legacy value,) of a field added after the first runs were recorded (config.LEGACY), else None."""
     section = {config.DataConfig: "data", config.TrainConfig: "train", config.MLP: "model", config.CNN: "model"}.get(model)
-    if section is None and model in typing.get_args(typing.get_args(config.Optimizer)[0]):
+    if section is None and any(c.params is model for c in components.records("optimizer")):
         section = "optimizer"
     legacy = config.LEGACY.get(section, {}) if section else {}
     return (legacy[name],) if name in legacy and not isinstance(legacy[name], dict) else None
@@ -180,4 +176,10 @@ def reference() -> str:
              "a test checks that this file matches the code. The README's \"Study files\" explains how the parts fit.", ""]
     for heading, model, text in SECTIONS:
         lines += [f"## {heading}", "", text, "", *table(model), ""]
-    return "\n".join(lines)
+    lines += ["## Components", "",
+              "Every name a study can use, from the one registry (`suite.components`). A plug-in adds its own: a module with a "
+              "`COMPONENTS` list, registered through the entry-point group `suite.components` or listed under `plugins:` "
+              "(README, \"Plug-ins\").", "", "| kind | name | what it is |", "|---|---|---|"]
+    lines += [f"| {c.kind} | `{c.name}` | {c.doc} |" for kind in components.KINDS for c in components.records(kind)
+              if c.source == components.BUILTIN]
+    return "\n".join(lines) + "\n"

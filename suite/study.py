@@ -27,9 +27,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from . import components
 from .config import (
     CLASSIFICATION_ONLY,
-    DATASET_TASKS,
+    ByName,
     FUSED_OPTIMIZERS,
     METRIC_DIRECTIONS,
     REGRESSION_ONLY,
@@ -37,6 +38,7 @@ from .config import (
     RunConfig,
     flatten,
     packable,
+    task_of,
 )
 from .errors import StudyError
 
@@ -55,13 +57,6 @@ NOT_A_NUMBER = "is not a number any setting takes (finite, below 2**63 in size)"
 MAX_RUNS = 100_000
 MAX_MODEL_BYTES = 32 * 2**30  # float32 weights, gradients and two optimizer moments, plus a batch's activations
 MAX_TRAIN = 60_000  # the largest training split (MNIST, Fashion-MNIST)
-# What a model sees of each dataset: input shape and outputs (data.INPUTS, which imports torch).
-INPUTS = {
-    "mnist": ((1, 28, 28), 10),
-    "fashion_mnist": ((1, 28, 28), 10),
-    "cifar10": ((3, 32, 32), 10),
-    "quadratic": ((1,), 1),
-}
 
 
 class Smoke(BaseModel):
@@ -132,6 +127,8 @@ class StudyFile(BaseModel):
     metric: str = "test_acc"
     baseline: str | None = None
     claims: list[str] = Field(default_factory=list)
+    plugins: list[str] = Field(default_factory=list, description="importable modules whose COMPONENTS the study may name "
+                                                                 "(models, datasets, optimizers, schedules, augmentations)")
     smoke: Smoke = Smoke()
     search: Search | None = None
     tune: Search | None = Field(None, description="tune every variant with this budget before its seeds run")
@@ -169,8 +166,7 @@ class StudyFile(BaseModel):
                 raise ValueError("datasets are listed twice")
             names = {name: {} for name in names}
         for name, overrides in names.items():
-            if name not in DATASET_TASKS:
-                raise ValueError(f"unknown dataset '{name}' (allowed: {', '.join(DATASET_TASKS)})")
+            components.get("dataset", name)  # unknown: lists the datasets
             if not isinstance(overrides, dict):
                 raise ValueError(f"datasets.{name}: a partial config (mapping), or use a list of names")
         return {name: overrides or {} for name, overrides in names.items()}
@@ -231,6 +227,7 @@ class Study:
     search: Search | None = None
     tune: Search | None = None
     baselines: dict = dataclasses.field(default_factory=dict)  # variant -> its own slice's baseline (a grid crossing variants)
+    plugins: tuple[str, ...] = ()  # modules whose components the runs use: every process that trains them imports these
 
     @property
     def direction(self) -> str:
@@ -312,6 +309,13 @@ def _load(path: Path) -> Study:
     if not isinstance(raw, dict):
         fail("a study file is a mapping with keys name, question, base, variants, ...")
     _check_values(raw, fail)
+    plugins = raw.get("plugins", [])
+    if not isinstance(plugins, list) or not all(isinstance(m, str) for m in plugins):
+        fail("plugins: a list of importable module names")
+    try:
+        components.load_plugins(plugins)
+    except components.ComponentError as err:
+        fail(f"plugins: {err}")
     try:
         top = StudyFile.model_validate(raw)
     except ValidationError as err:
@@ -423,6 +427,8 @@ def _resolve(top: StudyFile, path: Path, sha: str) -> Study:
 
     for where, tree in [("base", top.base), *((f"datasets.{d}", t) for d, t in top.datasets.items()),
                         *((f"variants.{v}", t) for v, t in top.variants.items())]:
+        if "data" in tree and not isinstance(tree["data"], dict):
+            fail(f"{where}.data: a mapping of data settings (val_size, train_size, augment, ...)")
         if isinstance(tree.get("data"), dict) and "name" in tree["data"]:
             fail(f"{where}.data.name: set the dataset with the top-level key 'datasets'")
         if "execution" in tree:
@@ -470,7 +476,7 @@ def _resolve(top: StudyFile, path: Path, sha: str) -> Study:
         variants=variants, grid_axes=tuple(top.grid), seeds=seeds, datasets=tuple(top.datasets),
         metric=top.metric, baseline=baseline, claims=claims, smoke=top.smoke, configs=configs,
         points={v: point for v, (_, point) in conditions.items()}, file_sha256=sha,
-        search=top.search, tune=top.tune, baselines=baselines,
+        search=top.search, tune=top.tune, baselines=baselines, plugins=tuple(top.plugins),
     )
 
 
@@ -483,7 +489,7 @@ def _check_search(key: str, block: Search, top: StudyFile, configs: dict, varian
     for (dataset, variant), config in configs.items():
         if key == "search" and (variant != search_variant(block, top.baseline, variants) or dataset != (block.dataset or next(iter(top.datasets)))):
             continue
-        if DATASET_TASKS[dataset] == "regression" and block.objective == "val_acc":
+        if task_of(dataset) == "regression" and block.objective == "val_acc":
             fail(f"{key}.objective: val_acc does not apply to {dataset} (regression); use val_loss")
         for path, param in block.space.items():
             for value in (param.choices or []) + [v for v in (param.low, param.high) if v is not None]:
@@ -503,7 +509,9 @@ def model_size(config: RunConfig) -> tuple[int, int]:
     Mirrors models.py without torch, so that a model too large for any machine is refused before
     anything is allocated; raises ValueError where models.py would (a CNN that shrinks its input away).
     """
-    cfg, (shape, outputs) = config.model, INPUTS[config.data.name]
+    cfg, (shape, outputs) = config.model, components.get("dataset", config.data.name).inputs
+    if cfg.name not in ("mlp", "cnn", "resnet"):
+        return 0, 0  # a plug-in's model: its size is known only once built
     if cfg.name == "resnet":
         return _resnet_size(cfg, shape, outputs)
     params, acts = 0, math.prod(shape)
@@ -635,7 +643,7 @@ def deep_merge(base: dict, over: dict) -> dict:
 
 def _check_metric(metric: str, datasets, fail):
     for dataset in datasets:
-        task = DATASET_TASKS[dataset]
+        task = task_of(dataset)
         if (task == "regression" and metric in CLASSIFICATION_ONLY) or (task == "classification" and metric in REGRESSION_ONLY):
             fail(f"metric: '{metric}' does not apply to {dataset} ({task}); use test_loss")
 
@@ -708,14 +716,21 @@ def _allowed_keys(model: type[BaseModel], parent: str, data: dict) -> list[str]:
     for part in [p for p in parent.split(".") if p]:
         if cls is None:
             return []
-        annotation = cls.model_fields[part].annotation if part in cls.model_fields else None
+        info = cls.model_fields.get(part)
         node = node.get(part, {}) if isinstance(node, dict) else {}
-        cls = _model_class(annotation, node)
+        cls = _model_class(info.annotation, node, info.metadata) if info else None
     return list(cls.model_fields) if cls else []
 
 
-def _model_class(annotation, node):
-    """The BaseModel class an annotation stands for (picking a union member by its name tag)."""
+def _model_class(annotation, node, metadata=()):
+    """The BaseModel class an annotation stands for (a component's by its name, a union member by its name tag)."""
+    for meta in metadata:
+        by_name = getattr(meta, "func", None)
+        if isinstance(by_name, ByName):
+            try:
+                return components.get(by_name.kind, node.get("name", by_name.default) if isinstance(node, dict) else None).params
+            except ValueError:
+                return None
     candidates = getattr(annotation, "__args__", None) or (annotation,)
     if hasattr(annotation, "__metadata__"):
         candidates = annotation.__origin__.__args__ if hasattr(annotation.__origin__, "__args__") else (annotation.__origin__,)
@@ -805,11 +820,19 @@ def smoke_scale(study: Study) -> dict[str, dict]:
 
 
 def smoke_config(config: RunConfig, scale: dict[str, dict]) -> RunConfig:
-    """The shrunken config `--smoke` runs: fewer epochs, smaller subsets (`scale` from `smoke_scale`)."""
+    """The shrunken config `--smoke` runs: fewer epochs, smaller subsets (`scale` from `smoke_scale`).
+
+    A step schedule shrinks with the epochs (decays every 5 of 15 epochs: every 1 of 2 in smoke), so
+    that a smoke run still decays when its full run does.
+    """
     updates: dict = {"data": {}, "train": {}}
     for path, mapped in scale.items():
         section, field_name = path.split(".")
         updates[section][field_name] = mapped[getattr(getattr(config, section), field_name)]
+    schedule, epochs = config.train.schedule, updates["train"].get("epochs", config.train.epochs)
+    if schedule.name == "step" and epochs < config.train.epochs and schedule.step_every < config.train.epochs:
+        every = max(1, schedule.step_every * epochs // config.train.epochs)
+        updates["train"]["schedule"] = schedule.model_copy(update={"step_every": every})
     return config.model_copy(update={
         "data": config.data.model_copy(update=updates["data"]),
         "train": config.train.model_copy(update=updates["train"]),

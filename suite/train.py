@@ -19,11 +19,12 @@ import hashlib
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 
+from .components import get
 from .config import FUSED_OPTIMIZERS, RunConfig
 from .data import Splits, augment_batch
 from .errors import SuiteError
@@ -66,10 +67,8 @@ def generators(seed: int, device: torch.device) -> dict[str, torch.Generator]:
 
 def make_optimizer(cfg, params, fused: bool = False) -> torch.optim.Optimizer:
     """The optimizer `cfg` names; `fused` (execution.fused_optimizer) picks PyTorch's fused kernel where there is one."""
-    if cfg.name not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer '{cfg.name}' (known: {', '.join(OPTIMIZERS)})")
     args = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.model_dump(exclude={"name"}).items()}
-    return OPTIMIZERS[cfg.name](params, **args, **({"fused": True} if fused and cfg.name in FUSED_OPTIMIZERS else {}))
+    return get("optimizer", cfg.name).load()(params, **args, **({"fused": True} if fused and cfg.name in FUSED_OPTIMIZERS else {}))
 
 
 def parameter_groups(model, decay: str):
@@ -84,8 +83,13 @@ def loss_fn(task: str):
     return F.cross_entropy if task == "classification" else F.mse_loss
 
 
+def schedule_of(schedule) -> Callable[[Any, int, int, int], float]:
+    """The function of the schedule `schedule` names (a built-in's is `lr_factor`): f(schedule, t, total, steps_per_epoch)."""
+    return get("schedule", schedule.name).load()
+
+
 def lr_factor(schedule, t: int, total: int, steps_per_epoch: int) -> float:
-    """The factor of the base learning rate at step t (0-based) of `total` (config.Schedule)."""
+    """The factor of the base learning rate at step t (0-based) of `total`, for the built-in schedules (config.Schedule)."""
     name, progress = schedule.name, t / max(total, 1)
 
     def cosine(x: float, top: float = 1.0) -> float:
@@ -162,11 +166,11 @@ def train_run(config: RunConfig, seed: int, data: Splits, device: torch.device,
     n = len(data.train_x)
     batch = n if train.batch_size == "full" else min(train.batch_size, n)
     augment = config.data.augment
-    augmenting = augment.rotation or augment.hflip or augment.crop_pad
+    augmenting = bool(augment.active())
     monitor = train.monitor if data.task == "classification" else "val_loss"
     result, best, best_state, stale = RunResult(), None, None, 0
     steps_per_epoch = math.ceil(n / batch)
-    scheduled = train.schedule.name != "constant"
+    scheduled, schedule_fn = train.schedule.name != "constant", schedule_of(train.schedule)
     batch_norm = getattr(config.model, "norm", "none") == "batch"
     seen = n - 1 if batch_norm and n % batch == 1 else n  # examples trained on per epoch
     base_lr = [group["lr"] for group in optimizer.param_groups]
@@ -192,7 +196,7 @@ def train_run(config: RunConfig, seed: int, data: Splits, device: torch.device,
             if train.clip_norm:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), train.clip_norm)
             if scheduled:
-                factor = lr_factor(train.schedule, (epoch - 1) * steps_per_epoch + step, train.epochs * steps_per_epoch, steps_per_epoch)
+                factor = schedule_fn(train.schedule, (epoch - 1) * steps_per_epoch + step, train.epochs * steps_per_epoch, steps_per_epoch)
                 for group, lr in zip(optimizer.param_groups, base_lr):
                     group["lr"] = lr * factor
             optimizer.step()
@@ -250,17 +254,3 @@ def finish_run(model, result: RunResult, best_state: dict | None, data: Splits, 
         "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),  # so reports need not rebuild the model
     })
     result.state = model.state_dict()
-
-
-# Every field of the config but `name` is a constructor argument (tests/test_train.py checks that each one arrives).
-OPTIMIZERS = {
-    "sgd": torch.optim.SGD,
-    "momentum": torch.optim.SGD,
-    "rmsprop": torch.optim.RMSprop,
-    "adam": torch.optim.Adam,
-    "adamw": torch.optim.AdamW,
-    "adagrad": torch.optim.Adagrad,
-    "nadam": torch.optim.NAdam,
-    "radam": torch.optim.RAdam,
-    "adadelta": torch.optim.Adadelta,
-}

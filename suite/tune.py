@@ -218,7 +218,7 @@ def run_search(target: Target, *, uri: str, storage: str, data_dir: Path, trials
             # resolved after the override: what is packable or fused depends on the sampled values (model.norm, optimizer.name)
             config = with_execution(override(target.base_config(), values), how)
             task = Task(trial.number, f"{target.name}/trial={trial.number}", config, target.block.seed,
-                        str(Path(data_dir).resolve()), ask_each_epoch=True, test=False)
+                        str(Path(data_dir).resolve()), ask_each_epoch=True, test=False, plugins=target.study.plugins)
             run_id = recorder.start(task, {"suite.trial": trial.number, "suite.trial_state": "RUNNING"},
                                     {f"sampled.{k}": v for k, v in values.items()})
             trial.set_user_attr("mlflow_run_id", run_id)

@@ -6,8 +6,7 @@ import os
 import pytest
 import torch
 
-from suite import data
-from suite.config import FULL_TEST_SPLITS
+from suite import components, data
 from suite.errors import DataError
 
 debian = pytest.mark.skipif(not data.debian_fashion_installed(),
@@ -59,12 +58,12 @@ def test_missing_fashion_mnist_names_every_place_it_looked(tmp_path, monkeypatch
     assert "SUITE_DATA_DIR" in message and "dataset-fashion-mnist" in message
 
 
-@pytest.mark.parametrize("name", list(FULL_TEST_SPLITS))
+@pytest.mark.parametrize("name", [c.name for c in components.records("dataset") if c.test_split])
 def test_full_test_split_sizes_and_largest_class_shares_are_those_of_the_files(name, data_dir):
     from conftest import has_dataset
 
     if not has_dataset(name) and os.environ.get("CI") != "true":
         pytest.skip(f"{name} not found under {data_dir}")
     raw = data.load_raw(name, str(data_dir))
-    size, share = FULL_TEST_SPLITS[name]
+    size, share = components.get("dataset", name).test_split
     assert len(raw.test_y) == size and torch.bincount(raw.test_y).max().item() / size == share

@@ -310,9 +310,7 @@ def test_catalogue_and_tiny_study_still_validate_far_below_the_caps(tmp_path):
 def test_arithmetic_model_size_is_what_torch_builds():
     """study.model_size (no torch) counts the parameters models.py builds, on the catalogue and on random models."""
     pytest.importorskip("torch")
-    from suite import config, data, models, study
-
-    assert study.INPUTS == data.INPUTS
+    from suite import components, config, models
     rng = random.Random(0)
     configs = [c for p in CATALOGUE for c in load_study(str(p)).configs.values()]
     for _ in range(40):
@@ -324,7 +322,7 @@ def test_arithmetic_model_size_is_what_torch_builds():
             model = {"name": "mlp", "hidden": [rng.randint(1, 50) for _ in range(rng.randint(0, 3))]}
         configs.append(config.RunConfig(data={"name": name}, model=model))
     for cfg in configs:
-        shape, outputs = data.INPUTS[cfg.data.name]
+        shape, outputs = components.get("dataset", cfg.data.name).inputs
         try:
             expected = models.parameter_count(cfg.model, shape, outputs)
         except ValueError:

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from suite import config as cfg
-from suite import models, provenance
+from suite import components, models, provenance
 from suite.config import LEGACY, RunConfig
 from suite.execute.worker import Pack, Task, execute
 from suite.study import commands, expand, grid_range, list_studies, load_study, run_key, with_execution
@@ -27,7 +27,7 @@ NON_DEFAULT = {"lr": 0.123, "weight_decay": 0.0321, "momentum": 0.55, "dampening
 
 
 def optimizer_classes():
-    return typing.get_args(typing.get_args(cfg.Optimizer)[0])
+    return [c.params for c in components.records("optimizer")]
 
 
 @pytest.mark.parametrize("model", optimizer_classes(), ids=lambda m: m.__name__)
@@ -209,7 +209,7 @@ def test_files_outside_studies_are_reproduced_by_path_and_runs_outside_git_say_s
 
 # Every field added to the run config after the first reports were committed, at its legacy value.
 ADDED = {
-    "data": {"label_noise": 0.0},
+    "data": {"label_noise": 0.0, "train_fraction": None},
     "model": {"norm": "none", "init": "default"},
     "optimizer": {"dampening": 0.0, "centered": False, "amsgrad": False},
     "train": {"label_smoothing": 0.0, "clip_norm": None, "decay": "all",
@@ -327,3 +327,31 @@ def test_a_search_resolves_packing_per_trial(tmp_path):
     assert not trial.execution.packed
     with pytest.raises(ValueError, match="cannot share this pack"):
         train_packed([trial], [0], None, torch.device("cpu"))
+
+
+@needs_mnist
+def test_train_fraction_keeps_the_first_share_of_the_training_images(data_dir):
+    """data.train_fraction reaches the splits the loop trains on: nested subsets; validation and test untouched."""
+    from suite.data import load_splits
+
+    def splits(**fraction):
+        return load_splits(cfg.DataConfig(name="mnist", val_size=100, train_size=1000, test_size=200, **fraction), data_dir,
+                           torch.device("cpu"))
+
+    whole, half, tenth = splits(), splits(train_fraction=0.5), splits(train_fraction=0.1)
+    assert (len(whole.train_y), len(half.train_y), len(tenth.train_y)) == (1000, 500, 100)
+    assert torch.equal(half.train_x, whole.train_x[:500]) and torch.equal(tenth.train_x, half.train_x[:100])
+    assert torch.equal(half.val_x, whole.val_x) and torch.equal(half.test_x, whole.test_x)
+    base = RunConfig(data={"name": "mnist", "train_size": 1000})
+    assert run_key(base, 0) == run_key(RunConfig(data={"name": "mnist", "train_size": 1000, "train_fraction": None}), 0)
+    assert run_key(base, 0) != run_key(RunConfig(data={"name": "mnist", "train_size": 1000, "train_fraction": 0.5}), 0)
+
+
+def test_the_committed_study_reference_is_what_suite_schema_prints():
+    """docs/study-reference.md cannot drift from the schema: regenerate it with `.venv/bin/suite schema > docs/study-reference.md`."""
+    from suite.schema import reference
+
+    text = reference()
+    assert (ROOT / "docs" / "study-reference.md").read_text(encoding="utf-8") == text
+    for kind in components.KINDS:  # every built-in component is listed
+        assert all(f"| {kind} | `{c.name}` |" in text for c in components.records(kind))

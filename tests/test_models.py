@@ -3,8 +3,9 @@
 import pytest
 import torch
 
+from suite import components
 from suite.config import CNN, MLP, ResNet
-from suite.models import MODELS, build_model, count_parameters, parameter_count
+from suite.models import build_model, count_parameters, parameter_count
 
 
 def build(cfg, shape=(1, 28, 28), seed=0):
@@ -27,7 +28,7 @@ def test_exact_parameter_counts(cfg, shape, expected):
     assert torch.equal(torch.random.get_rng_state(), state)
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", components.names("model"))
 def test_every_registered_model_builds_and_runs(name):
     cfg = {"mlp": MLP(name="mlp", hidden=[16]), "cnn": CNN(name="cnn", channels=[4], pool=2),
            "resnet": ResNet(name="resnet", depth=8, width=4)}[name]

@@ -1,43 +1,49 @@
-"""The names the typed config accepts (config.py, no torch) and the registries that build them stay in step."""
+"""The one component registry (suite.components): every record builds, validates and names what it says."""
 
 import typing
 
 import pytest
 import torch
 
-from suite import config, data, models, train
+from suite import components, config
 
 from conftest import DATA_DIR, has_dataset
 
-
-def _names(union) -> set[str]:
-    members = typing.get_args(typing.get_args(union)[0])  # Annotated[Union[...], Field] -> the union's members
-    return {typing.get_args(m.model_fields["name"].annotation)[0] for m in members}
+ALL = [c for kind in components.KINDS for c in components.records(kind)]
 
 
-def test_datasets_in_config_are_the_loaders():
-    assert set(config.DATASET_TASKS) == set(data.DATASETS)
+@pytest.mark.parametrize("record", ALL, ids=lambda c: f"{c.kind}:{c.name}")
+def test_every_record_loads_its_constructor_and_documents_itself(record):
+    assert callable(record.load()) and record.doc and "\n" not in record.doc
+    assert record.source == components.BUILTIN
 
 
-def test_input_shapes_known_for_every_dataset():
-    assert set(data.INPUTS) == set(data.DATASETS)
+@pytest.mark.parametrize("record", [c for c in ALL if c.kind in ("model", "optimizer", "schedule")], ids=lambda c: f"{c.kind}:{c.name}")
+def test_a_named_record_validates_its_name_with_its_own_class(record):
+    assert record.name in typing.get_args(record.params.model_fields["name"].annotation)
+    section = {"model": "model", "optimizer": "optimizer", "schedule": "train"}[record.kind]
+    block = {"name": record.name, **({"lr": 0.1} if record.kind == "optimizer" else {})}
+    cfg = config.RunConfig.model_validate({section: {"schedule": block} if record.kind == "schedule" else block})
+    validated = cfg.train.schedule if record.kind == "schedule" else getattr(cfg, section)
+    assert type(validated) is record.params
 
 
-@pytest.mark.parametrize("name", sorted(data.INPUTS))
+def test_an_unknown_name_lists_the_known_ones():
+    with pytest.raises(ValueError, match="unknown optimizer 'adamm' \\(allowed: sgd, momentum, rmsprop, adam, adamw"):
+        components.get("optimizer", "adamm")
+    assert components.names("augmentation") == list(config.Augment.model_fields)  # built-ins apply in the field order
+
+
+@pytest.mark.parametrize("name", components.names("dataset"))
 def test_input_shapes_are_what_the_loaded_data_gives(name):
     if not has_dataset(name):
         pytest.skip(f"{name} not found under {DATA_DIR}")
     cfg = config.DataConfig(name=name, val_size=100, train_size=100, test_size=100)
+    from suite import data
+
     splits = data.load_splits(cfg, DATA_DIR, torch.device("cpu"))
-    assert (splits.in_shape, splits.num_outputs) == data.INPUTS[name]
-
-
-def test_models_in_config_are_the_builders():
-    assert _names(config.Model) == set(models.MODELS)
-
-
-def test_optimizers_in_config_are_the_constructors():
-    assert _names(config.Optimizer) == set(train.OPTIMIZERS)
+    record = components.get("dataset", name)
+    assert (splits.in_shape, splits.num_outputs) == record.inputs and splits.task == record.task
 
 
 def test_a_sampler_for_every_allowed_name():

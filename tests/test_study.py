@@ -188,6 +188,17 @@ def test_smoke_shrinks_a_grid_over_epochs_and_train_size_without_collapsing_it(t
     assert full == {1, 3, 10}  # the full study is untouched
 
 
+def test_smoke_shrinks_a_step_schedule_with_the_epochs(tmp_path):
+    """A step decay every 5 of 15 epochs decays every epoch of a 2-epoch smoke run (else step and constant train alike)."""
+    study = load_study(str(write(tmp_path, "smoke: {seeds: 1, epochs: 2}\n", BASE.replace("adam, lr: 0.01}", "adam, lr: 0.01}\n  "
+                                 "train: {epochs: 15, schedule: {name: step, step_every: 5}}"))))
+    smoke, full = expand(study, smoke=True)[0].config.train, expand(study)[0].config.train
+    assert (smoke.epochs, smoke.schedule.step_every) == (2, 1) and (full.epochs, full.schedule.step_every) == (15, 5)
+    never = load_study(str(write(tmp_path, "smoke: {seeds: 1, epochs: 2}\n", BASE.replace("adam, lr: 0.01}", "adam, lr: 0.01}\n  "
+                                 "train: {epochs: 3, schedule: {name: step, step_every: 3}}"))))
+    assert expand(never, smoke=True)[0].config.train.schedule.step_every == 3  # never decays in full, nor in smoke
+
+
 def test_smoke_of_a_single_valued_field_is_the_smoke_block_value(tmp_path):
     study = load_study(str(write(tmp_path, "smoke: {seeds: 1, epochs: 1, train_size: 300}\n")))
     (spec,) = [s for s in expand(study, smoke=True) if s.variant == study.variants[0]][:1]

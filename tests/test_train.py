@@ -3,9 +3,10 @@
 import pytest
 import torch
 
+from suite import components
 from suite.config import RunConfig
 from suite.data import augment_batch, load_splits
-from suite.train import OPTIMIZERS, make_optimizer, train_run
+from suite.train import make_optimizer, train_run
 
 from conftest import needs_mnist
 
@@ -67,7 +68,7 @@ def test_early_stopping_restores_the_best_epoch(splits):
     assert result.final["epochs_trained"] - best == 2  # stopped after `patience` epochs without improvement
 
 
-@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("name", components.names("optimizer"))
 def test_every_optimizer_builds_with_its_settings(name):
     cfg = config(optimizer={"name": name, "lr": 0.1})
     opt = make_optimizer(cfg.optimizer, [torch.nn.Parameter(torch.zeros(2))])
@@ -93,7 +94,7 @@ def test_crop_and_flip_move_pixels_and_keep_shape():
     assert out.shape == x.shape and not torch.equal(out, x)
 
 
-@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("name", components.names("optimizer"))
 def test_fused_optimizer_reaches_the_optimizer_where_pytorch_has_a_fused_kernel(name):
     from suite.config import FUSED_OPTIMIZERS
 

@@ -100,7 +100,8 @@ def run_study(study: Study, *, smoke: bool, uri: str, data_dir: Path, force: boo
         def task_of(i: int, spec: RunSpec, pack: int = 1) -> Task:
             """The claimed run's task, its MLflow run started."""
             name = spec.run_name if len(study.datasets) == 1 else f"{spec.dataset}/{spec.run_name}"
-            task = Task(i, name, spec.config, spec.seed, str(Path(data_dir).resolve()), keep_weights=keep_weights)
+            task = Task(i, name, spec.config, spec.seed, str(Path(data_dir).resolve()), keep_weights=keep_weights,
+                        plugins=study.plugins)
             tags = {"suite.variant": spec.variant, "suite.seed": spec.seed, "suite.dataset": spec.dataset,
                     "suite.run_key": spec.run_key, tracking.NOTE: _note(study, spec, smoke)}
             recorder.start(task, {**tags, "suite.pack_size": pack} if spec.config.execution.packed else tags)
@@ -223,11 +224,11 @@ def _fitting_pack(config) -> int:
     """Members of this config one pack holds on its device (suite.packed.pack_size)."""
     import torch
 
-    from ..data import INPUTS
+    from ..components import get
     from ..models import parameter_count
     from ..packed import pack_size
 
-    in_shape, outputs = INPUTS[config.data.name]
+    in_shape, outputs = get("dataset", config.data.name).inputs
     batch = config.train.batch_size if config.train.batch_size != "full" else 60000
     return pack_size(config, parameter_count(config.model, in_shape, outputs), batch, torch.device(config.execution.device))
 

@@ -12,7 +12,7 @@ import signal
 import time
 from contextlib import contextmanager
 
-from .. import provenance, tracking
+from .. import components, provenance, tracking
 from ..config import METRIC_ALIASES, flatten
 from .worker import DIVERGED, FAILED, FINISHED, PRUNED, Record, Task
 
@@ -67,6 +67,9 @@ class Recorder:
     def start(self, task: Task, tags: dict, params: dict | None = None) -> str:
         """The task's MLflow run, RUNNING, before a worker takes it."""
         params = {**flatten(task.config.canonical()), "seed": task.seed, **(params or {})}
+        plugins = components.sources(task.config)
+        if plugins:  # the packages (name==version) whose components the run uses
+            tags = {**tags, "suite.plugins": ", ".join(plugins)}
         with atomic():
             run_id = tracking.start_run(self.client, self.exp_id, task.name, {**self.common, **tags}, params,
                                         {"config": task.config.canonical(), "seed": task.seed})

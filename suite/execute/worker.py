@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .. import components
 from ..config import RunConfig
 from ..errors import SuiteError
 
@@ -34,6 +35,7 @@ class Task:
     ask_each_epoch: bool = False  # wait for the driver's verdict after each epoch (pruned trials stop)
     keep_weights: bool = False  # send the tested weights back in the record
     test: bool = True  # evaluate the test split at the end (never for search trials: selection must not see it)
+    plugins: tuple[str, ...] = ()  # modules the worker imports first: the study's plug-ins (`plugins:`)
 
 
 @dataclass
@@ -128,6 +130,7 @@ def execute(task: Task | Pack, emit: Callable[[str, Any], None], ask: Callable[[
         emit(kind, (tasks[i].id, payload) if packed else payload)
 
     try:
+        components.load_plugins(first.plugins)
         torch.set_num_threads(first.config.execution.threads)
         device = resolve_device(first.config.execution.device)
         data = _splits(first.config, first.data_dir, device)

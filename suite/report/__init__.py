@@ -131,11 +131,11 @@ def _with_parameters(study: Study, smoke: bool, runs: pd.DataFrame, summary: pd.
     if all(pd.notna(logged.get(key)) for key in keys):
         counts = [int(logged[key]) for key in keys]
     else:
-        from ..data import INPUTS
+        from ..components import get
         from ..models import parameter_count  # imports torch
 
         models = {(spec.dataset, spec.variant): spec.config.model for spec in expand(study, smoke)}
-        counts = [parameter_count(models[key], *INPUTS[key[0]]) for key in keys]
+        counts = [parameter_count(models[key], *get("dataset", key[0]).inputs) for key in keys]
     summary = summary.copy()
     summary.insert(summary.columns.get_loc("n"), "params", counts)
     return summary

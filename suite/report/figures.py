@@ -56,7 +56,8 @@ def error_figures(runs: pd.DataFrame, errors: dict, folder: Path) -> list[tuple[
     examples = {}
     for (dataset, variant), group in runs.groupby(["dataset", "variant"], observed=True, sort=False):
         kept = [(image, t, p) for r in group["run_id"] if r in errors
-                for image, t, p in zip(errors[r]["images"], errors[r]["true"], errors[r]["predicted"])]
+                for image, t, p in zip(errors[r]["images"], errors[r]["true"], errors[r]["predicted"])
+                if getattr(image, "ndim", 0) == 3]  # images (C, H, W): a plug-in's vector data has no picture
         if kept:
             examples[dataset, variant] = kept[:8]
     made = [("confusion.png", "Test confusion matrices over seeds: row = true class, column = predicted, in percent of the row.",
