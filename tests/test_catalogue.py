@@ -21,7 +21,7 @@ DOCUMENTED_RUNS = {
     "activation": 15, "architecture": 30, "augmentation": 10, "augmentation_cifar10": 20, "baselines": 5,
     "baselines_cifar10": 5, "batch_size": 25, "dropout": 20, "early_stopping": 20, "optimizers": 40,
     "optimizers_quadratic": 20, "optimizers_tuned": 20, "regularization": 10, "regularization_cifar10": 10,
-    "width": 35, "width_cifar10": 35, "label_noise": 60,
+    "width": 35, "width_cifar10": 35, "label_noise": 60, "lr_schedule": 40,
 }
 STUDIES = list_studies()
 REPORTS = Path(__file__).resolve().parents[1] / "reports"
