@@ -334,7 +334,7 @@ def cmd_evaluate(args) -> int:
 
     import torch
 
-    from . import tracking
+    from . import components, tracking
     from .config import RunConfig
     from .data import data_root
     from .execute.recorder import WEIGHTS
@@ -345,7 +345,12 @@ def cmd_evaluate(args) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         config = json.loads(tracking.download(client, run.info.run_id, "resolved_config.json", Path(tmp)).read_text())
         weights = torch.load(tracking.download(client, run.info.run_id, WEIGHTS, Path(tmp)), weights_only=True)
-    metrics = evaluate_weights(RunConfig(**config["config"]), weights, str(data_root(args.data_dir).resolve()))
+    components.load_plugins(config.get("plugins", []))  # the study's `plugins:` modules (entry points load by themselves)
+    try:
+        resolved = RunConfig(**config["config"])
+    except ValueError as err:  # e.g. a plug-in's component that this environment does not have
+        raise SuiteError(f"run {run.info.run_id}: its config does not validate here ({' '.join(str(err).split())[:300]})") from None
+    metrics = evaluate_weights(resolved, weights, str(data_root(args.data_dir).resolve()))
     for name, value in metrics.items():
         logged = run.data.metrics.get(name)
         same = "" if logged is None else f"  (logged {logged:.6g}: {'identical' if logged == value else 'DIFFERENT'})"

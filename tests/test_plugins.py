@@ -195,6 +195,12 @@ def test_a_pip_installed_plugin_trains_in_a_smoke_study(plugin, tmp_path):
     assert len(found) == 12
     assert set(found["tags.suite.plugins"]) == {"suite-example-plugin==0.3.1"}  # provenance: which package, which version
 
+    # the stored weights reload into the plug-in's model (its `plugins:` module loaded from the run's resolved config)
+    one = found[(found["tags.suite.dataset"] == "blobs") & (found["tags.suite.variant"] == "signsgd")]["run_id"].iloc[0]
+    again = run(["-m", "suite", "evaluate", one, "--tracking-uri", f"sqlite:///{store}"], plugin, tmp_path)
+    assert again.returncode == 0 and "test_acc" in again.stdout and "DIFFERENT" not in again.stdout, again.stdout + again.stderr
+    assert "identical" in again.stdout
+
 
 def test_a_plugin_that_cannot_be_imported_is_one_line(plugin, tmp_path):
     study = tmp_path / "bad.yaml"

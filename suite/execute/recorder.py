@@ -71,8 +71,8 @@ class Recorder:
         if plugins:  # the packages (name==version) whose components the run uses
             tags = {**tags, "suite.plugins": ", ".join(plugins)}
         with atomic():
-            run_id = tracking.start_run(self.client, self.exp_id, task.name, {**self.common, **tags}, params,
-                                        {"config": task.config.canonical(), "seed": task.seed})
+            resolved = {"config": task.config.canonical(), "seed": task.seed, **({"plugins": list(task.plugins)} if task.plugins else {})}
+            run_id = tracking.start_run(self.client, self.exp_id, task.name, {**self.common, **tags}, params, resolved)
             self.run_ids[task.id] = run_id
         return run_id
 
