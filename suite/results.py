@@ -149,8 +149,8 @@ def _row_of(spec, metrics: dict, tags: dict, run_id: str, run_name: str, start_t
 
 
 def _columns(study: Study, rows: list[dict]) -> list[str]:
-    if rows:
-        return list(rows[0])
+    if rows:  # every row's columns, in first-seen order (a cnn variant's config fields are not an mlp baseline's)
+        return list(dict.fromkeys(key for row in rows for key in row))
     return ["dataset", "variant", "seed", *study.grid_axes, "diverged", *FINAL_METRICS, "run_id", "run_name", "run_key"]
 
 

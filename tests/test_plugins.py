@@ -187,6 +187,7 @@ def test_a_pip_installed_plugin_trains_in_a_smoke_study(plugin, tmp_path):
     assert (blobs["test_acc"] > 0.7).all()  # three well-separated blobs (chance: 1/3): every plug-in variant learns them
     assert runs["config.model.name"].eq("linear").all() and set(runs["config.optimizer.name"]) == {"sgd", "signsgd"}
     assert set(runs["config.train.schedule.name"]) == {"constant", "halving"} and runs["config.data.augment.noise"].max() == 0.3
+    assert set(runs["config.train.schedule.every"].dropna()) == {1}  # the plug-in schedule's own field, on its runs only
     outcomes = runs.groupby(["dataset", "variant"])["test_loss"].apply(tuple)
     assert outcomes.nunique() == len(outcomes)  # the optimizer, schedule and augmentation changed the training
 
