@@ -42,7 +42,6 @@ def collapsed(runs: pd.DataFrame) -> pd.Series:
     return ((top > COLLAPSE_SHARE) | ((runs["test_acc"] - majority).abs() <= COLLAPSE_SE * se)).fillna(False).astype(bool)
 
 
-
 def _test_split(dataset: str) -> tuple | None:
     """(examples, share of the largest class) of a dataset's full test split, where its record knows them."""
     try:

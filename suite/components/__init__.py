@@ -17,6 +17,7 @@ Constructor signatures (what `build` names):
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
 from dataclasses import dataclass
@@ -50,8 +51,7 @@ class Component:
 
     def load(self):
         """The constructor (imports its module: torch comes in here, not when a study is validated)."""
-        module, _, attribute = self.build.partition(":")
-        return getattr(importlib.import_module(module), attribute)
+        return _attribute(self.build)
 
 
 _registry: dict[tuple[str, str], Component] = {}
@@ -115,6 +115,13 @@ def _named_class(params, name: str) -> bool:
     field = getattr(params, "model_fields", {}).get("name")
     return (isinstance(params, type) and issubclass(params, BaseModel) and bool(params.model_config.get("frozen"))
             and field is not None and name in get_args(field.annotation))
+
+
+@functools.cache
+def _attribute(build: str):
+    """What "module:attribute" names, resolved once per process (augmentations look theirs up every batch)."""
+    module, _, attribute = build.partition(":")
+    return getattr(importlib.import_module(module), attribute)
 
 
 def _ensure() -> None:

@@ -38,13 +38,14 @@ OPTIMIZERS = [
     Component("optimizer", "adadelta", "torch.optim:Adadelta", "Adadelta", c.Adadelta),
 ]
 
-SCHEDULES = [
-    Component("schedule", "constant", "suite.train:lr_factor", "the base learning rate throughout", c.Schedule),
-    Component("schedule", "step", "suite.train:lr_factor", "multiply by gamma every step_every epochs", c.Schedule),
-    Component("schedule", "cosine", "suite.train:lr_factor", "half a cosine from 1 down to min_factor", c.Schedule),
-    Component("schedule", "warmup_cosine", "suite.train:lr_factor", "linear warm-up from 0, then cosine", c.Schedule),
-    Component("schedule", "one_cycle", "suite.train:lr_factor", "up from start_factor to 1 by peak_at, then down", c.Schedule),
-]
+# The built-in schedules share one parameter class (config.Schedule) and one function (train.lr_factor).
+SCHEDULES = [Component("schedule", name, "suite.train:lr_factor", doc, c.Schedule) for name, doc in {
+    "constant": "the base learning rate throughout",
+    "step": "multiply by gamma every step_every epochs",
+    "cosine": "half a cosine from 1 down to min_factor",
+    "warmup_cosine": "linear warm-up from 0, then cosine",
+    "one_cycle": "up from start_factor to 1 by peak_at, then down",
+}.items()]
 
 # Applied in this order (data.augment_batch), one draw per image; the value is the field's (config.Augment).
 AUGMENTATIONS = [
