@@ -1,10 +1,11 @@
 """The statistics of a report: pure functions over the tidy runs DataFrame (one row per run).
 
 - `summarize`: per dataset x variant, n runs, n diverged, mean, std and a Student-t 95% CI.
-- `compare`: each variant against the baseline, paired by seed (seed k saw the same init,
-  data order and augmentation draws on both sides): mean difference, paired-t CI and p,
-  Wilcoxon p, Cohen's d_z, Holm-adjusted p across the study, a verdict in words.
-- `judge_claims`: each claim of the study file with its numbers and verdict.
+- `family`: the study's tests as one Holm family. Each variant against its baseline, paired by
+  seed (seed k saw the same init, data order and augmentation draws on both sides): mean
+  difference, paired-t p, Wilcoxon p, Cohen's d_z; each claim as a one-sided t-test against its
+  margin or threshold. All p-values are Holm-adjusted together, intervals are drawn at each
+  test's adjusted level, and verdicts and "seeds needed" follow from those.
 
 Diverged runs stay in: their metrics are what the diverged network measured, and they are
 counted in `n_diverged`. Values that are not finite (a diverged run's loss) are left out of
@@ -14,6 +15,7 @@ means and pairs, and `n` says how many remained.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import pandas as pd
 
@@ -88,61 +90,119 @@ def paired_values(runs: pd.DataFrame, dataset: str, a: str, b: str, metric: str)
     return left.merge(right, on="seed").sort_values("seed")
 
 
-def compare(runs: pd.DataFrame, study: Study, metric: str | None = None) -> pd.DataFrame:
-    """Every variant against the baseline, per dataset; empty without a baseline."""
-    metric = metric or study.metric
-    columns = ["dataset", "variant", "baseline", "n_pairs", "mean_diff", "ci_low", "ci_high", "p_t", "p_wilcoxon",
-               "effect_size", "p_holm", "verdict", "seeds_needed"]
-    if study.baseline is None:
-        return pd.DataFrame(columns=columns)
-    sign = 1 if METRIC_DIRECTIONS[metric] == "max" else -1
+@dataclass(frozen=True)
+class Family:
+    """A study's tests, Holm-adjusted together: every comparison with its baseline and every claim."""
+    comparisons: pd.DataFrame
+    claims: pd.DataFrame
+
+
+COMPARISON_COLUMNS = ["dataset", "variant", "baseline", "n_pairs", "mean_diff", "confidence", "ci_low", "ci_high", "p_t",
+                      "p_wilcoxon", "effect_size", "p_holm", "verdict", "seeds_needed"]
+CLAIM_COLUMNS = ["claim", "dataset", "metric", "n", "estimate", "confidence", "ci_low", "ci_high", "p", "p_holm",
+                 "verdict", "seeds_needed", "detail"]
+
+
+def family(runs: pd.DataFrame, study: Study, alpha: float = stats.ALPHA) -> Family:
+    """Every comparison (two-sided paired t-test) and every claim (one-sided t-test against its margin or threshold)
+    as one family: Holm-adjusted together, each interval at its adjusted level (`stats.holm_levels`), "seeds needed"
+    for 80% power at that level. A comparison's interval is two-sided at 1 - level; a claim's bounds are each one-sided
+    at 1 - level (the claim's test), so it is supported exactly when its p_holm < alpha."""
+    comparisons, claims = _comparisons(runs, study), _claims(runs, study)
+    p = comparisons["p_t"].tolist() + claims["p"].tolist()
+    adjusted, levels = stats.holm(p), stats.holm_levels(p, alpha)
+    cut = len(comparisons)
+    comparisons = _judge_comparisons(comparisons, adjusted[:cut], levels[:cut], study.metric, alpha)
+    if "collapsed" not in runs:  # nothing was checked for collapse: no column that would claim none did
+        comparisons = comparisons.drop(columns="degenerate")
+    return Family(comparisons, _judge_claims(claims, adjusted[cut:], levels[cut:], alpha))
+
+
+def _comparisons(runs: pd.DataFrame, study: Study) -> pd.DataFrame:
+    """Every variant against its baseline, per dataset, unadjusted; empty without a baseline."""
     rows = []
-    for dataset in study.datasets:
+    for dataset in study.datasets if study.baseline is not None else ():
         for variant in study.variants:
             baseline = baseline_for(study, variant)
             if variant == baseline or baseline not in study.variants:
                 continue
-            pairs = paired_values(runs, dataset, variant, baseline, metric)
+            pairs = paired_values(runs, dataset, variant, baseline, study.metric)
             result = stats.paired_comparison(pairs["a"].to_numpy(dtype=float), pairs["b"].to_numpy(dtype=float))
             rows.append({"dataset": dataset, "variant": variant, "baseline": baseline, "n_pairs": result.n,
-                         "mean_diff": result.mean_diff, "ci_low": result.low, "ci_high": result.high, "p_t": result.p,
-                         "p_wilcoxon": result.wilcoxon_p, "effect_size": result.effect_size, "seeds_needed": result.seeds_needed,
+                         "mean_diff": result.mean_diff, "std_diff": result.std_diff, "p_t": result.p,
+                         "p_wilcoxon": result.wilcoxon_p, "effect_size": result.effect_size,
                          "degenerate": _degenerate(runs, dataset, [variant, baseline])})
-    table = pd.DataFrame(rows, columns=[c for c in columns if c not in ("p_holm", "verdict")] + ["degenerate"])
-    table["p_holm"] = stats.holm(table["p_t"].tolist()) if len(table) else []
+    columns = ["dataset", "variant", "baseline", "n_pairs", "mean_diff", "std_diff", "p_t", "p_wilcoxon", "effect_size", "degenerate"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _judge_comparisons(table: pd.DataFrame, adjusted: list, levels: list, metric: str, alpha: float) -> pd.DataFrame:
+    table = table.assign(p_holm=adjusted, confidence=[1 - a for a in levels])
+    bounds = [stats.t_interval(r.mean_diff, r.std_diff, r.n_pairs, r.confidence) for r in table.itertuples()]
+    table["ci_low"], table["ci_high"] = [b[0] for b in bounds], [b[1] for b in bounds]
+    sign = 1 if METRIC_DIRECTIONS[metric] == "max" else -1
     # a verdict reads differences as "positive is better": flip the interval for lower-is-better metrics
-    table["verdict"] = [stats.verdict(*((r.ci_low, r.ci_high) if sign > 0 else (-r.ci_high, -r.ci_low)), r.p_holm)
+    table["verdict"] = [stats.verdict(*((r.ci_low, r.ci_high) if sign > 0 else (-r.ci_high, -r.ci_low)), r.p_holm, alpha)
                         for r in table.itertuples()]
     table.loc[table["degenerate"] != "", "verdict"] = "degenerate"  # collapsed runs are named, not averaged into a verdict
-    table.loc[table["verdict"] != "inconclusive", "seeds_needed"] = None
-    return table[columns + (["degenerate"] if "collapsed" in runs else [])]
+    table["seeds_needed"] = [stats.seeds_for_power(r.effect_size, alpha=level) if r.verdict == "inconclusive" else None
+                             for r, level in zip(table.itertuples(), levels)]
+    return table[COMPARISON_COLUMNS + ["degenerate"]]
 
 
-def judge_claims(runs: pd.DataFrame, study: Study) -> pd.DataFrame:
-    """One row per claim and dataset: the interval it was judged on and the verdict."""
+def _claims(runs: pd.DataFrame, study: Study) -> pd.DataFrame:
+    """One row per claim and dataset: its estimate, spread and one-sided p, unadjusted."""
     rows = []
     for claim in study.claims:
         for dataset in [claim.dataset] if claim.dataset else study.datasets:
-            if claim.right is None:
+            greater = claim.op in stats.ABOVE
+            if claim.right is None:  # A op value: is A's mean beyond the value?
                 values = runs[(runs["dataset"] == dataset) & (runs["variant"] == claim.left)][claim.metric]
                 ci = stats.mean_ci(values.to_numpy(dtype=float))
-                verdict = stats.claim_verdict_threshold(ci.low, ci.high, claim.op, claim.value)
-                detail = f"mean {fmt(ci.mean, claim.metric)}, 95% CI [{fmt(ci.low, claim.metric)}, {fmt(ci.high, claim.metric)}], n={ci.n}; threshold {fmt(claim.value, claim.metric)}"
-                low, high, n = ci.low, ci.high, ci.n
-            else:
+                estimate, std, n, null = ci.mean, ci.std, ci.n, claim.value
+            else:  # A op B by at least margin: is the paired difference A - B beyond +-margin?
                 pairs = paired_values(runs, dataset, claim.left, claim.right, claim.metric)
                 result = stats.paired_comparison(pairs["a"].to_numpy(dtype=float), pairs["b"].to_numpy(dtype=float))
-                verdict = stats.claim_verdict_paired(result.low, result.high, claim.op, claim.value)
-                margin = f"; margin {fmt(claim.value, claim.metric, diff=True)}" if claim.value else ""
-                detail = (f"{claim.left} - {claim.right} = {fmt(result.mean_diff, claim.metric, diff=True)}, 95% CI "
-                          f"[{fmt(result.low, claim.metric, diff=True)}, {fmt(result.high, claim.metric, diff=True)}], {result.n} paired seeds{margin}")
-                low, high, n = result.low, result.high, result.n
-            reason = _degenerate(runs, dataset, [claim.left] + ([claim.right] if claim.right else []))
-            if reason:
-                verdict, detail = "degenerate", f"{reason}; {detail}"
-            rows.append({"claim": claim.text, "dataset": dataset, "metric": claim.metric, "n": n,
-                         "ci_low": low, "ci_high": high, "verdict": verdict, "detail": detail})
-    return pd.DataFrame(rows, columns=["claim", "dataset", "metric", "n", "ci_low", "ci_high", "verdict", "detail"])
+                estimate, std, n, null = result.mean_diff, result.std_diff, result.n, claim.value if greater else -claim.value
+            rows.append({"claim": claim.text, "dataset": dataset, "metric": claim.metric, "n": n, "estimate": estimate,
+                         "std": std, "null": null, "greater": greater, "op": claim.op, "left": claim.left, "right": claim.right,
+                         "p": stats.one_sided_p(estimate, std, n, null, greater),
+                         "degenerate": _degenerate(runs, dataset, [claim.left] + ([claim.right] if claim.right else []))})
+    columns = ["claim", "dataset", "metric", "n", "estimate", "std", "null", "greater", "op", "left", "right", "p", "degenerate"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _judge_claims(table: pd.DataFrame, adjusted: list, levels: list, alpha: float) -> pd.DataFrame:
+    rows = []
+    for r, p_holm, level in zip(table.itertuples(), adjusted, levels):
+        low, high = stats.t_interval(r.estimate, r.std, r.n, 1 - 2 * level)  # each bound one-sided at 1 - level
+        paired = r.right is not None and not (isinstance(r.right, float) and math.isnan(r.right))
+        judge = stats.claim_verdict_paired if paired else stats.claim_verdict_threshold
+        verdict = judge(low, high, r.op, abs(r.null) if paired else r.null)
+        if verdict == "supported" and not p_holm < alpha:  # a bound exactly on the margin: the test decides
+            verdict = "inconclusive"
+        d = r.metric
+        shown = f"{pct(1 - level)} one-sided bounds"
+        if paired:
+            margin = f"; margin {fmt(abs(r.null), d, diff=True)}" if r.null else ""
+            detail = (f"{r.left} - {r.right} = {fmt(r.estimate, d, diff=True)}, [{fmt(low, d, diff=True)}, "
+                      f"{fmt(high, d, diff=True)}] ({shown}), {r.n} paired seeds{margin}")
+        else:
+            detail = f"mean {fmt(r.estimate, d)}, [{fmt(low, d)}, {fmt(high, d)}] ({shown}), n={r.n}; threshold {fmt(r.null, d)}"
+        detail += f"; p = {r.p:.3g}, p_Holm = {p_holm:.3g}"
+        if r.degenerate:
+            verdict, detail = "degenerate", f"{r.degenerate}; {detail}"
+        toward = (r.estimate - r.null) / r.std * (1 if r.greater else -1) if r.std else math.nan
+        seeds = stats.seeds_for_power(toward, alpha=level, sides=1) if verdict == "inconclusive" else None
+        rows.append({"claim": r.claim, "dataset": r.dataset, "metric": r.metric, "n": r.n, "estimate": r.estimate,
+                     "confidence": 1 - level, "ci_low": low, "ci_high": high, "p": r.p, "p_holm": p_holm,
+                     "verdict": verdict, "seeds_needed": seeds, "detail": detail})
+    return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
+
+
+def pct(confidence: float) -> str:
+    """A confidence level as a short percentage: 0.95 -> '95%', 0.99166 -> '99.2%'."""
+    return f"{100 * confidence:.3g}%" if not math.isnan(confidence) else "n/a"
 
 
 def fmt(value: float, metric: str, diff: bool = False) -> str:

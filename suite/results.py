@@ -17,7 +17,7 @@ import pandas as pd
 from . import tracking
 from .errors import SuiteError
 from .config import METRIC_ALIASES, Execution, flatten, task_of
-from .study import Study, expand
+from .study import TUNED, Study, expand, with_tuned
 
 CURVE_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "val_mse", "epoch_seconds")
 FINAL_METRICS = ("test_acc", "test_loss", "test_mse", "train_eval_acc", "train_eval_loss", "epochs_trained", "best_epoch",
@@ -100,31 +100,59 @@ def from_report(study: Study, folder: Path) -> Results:
     """The runs of a report read back from its own `runs.csv` and `curves.csv`, for a store that no longer holds them.
 
     As with `collect`, the typed columns come from re-expanding the study file and matching run keys;
-    the table supplies the metrics (as written: 6 significant digits) and the provenance.
+    the table supplies the metrics (as written: 6 significant digits) and the provenance. A study with a
+    `tune` block is expanded with its `@tuned` variants at the values runs.csv recorded (`tuned_from_report`);
+    their keys hash the full-precision tuned values, so those rows are matched by dataset, variant and seed.
     """
-    if study.tune is not None:
-        raise SuiteError(f"study '{study.name}' has a tune block: its report needs the Optuna store, not only runs.csv")
+    table, curves = _report_tables(folder)
+    study = tuned_from_report(study, table)
     specs = {s.run_key: s for s in expand(study)}
-    try:
-        table = pd.read_csv(folder / "runs.csv", dtype={"run_key": str, "run_id": str, "git_commit": str, "data_fingerprint": str})
-        curves = pd.read_csv(folder / "curves.csv", dtype={"run_id": str})
-    except (OSError, pd.errors.ParserError) as err:
-        raise SuiteError(f"cannot read the runs of {folder}: {str(err).splitlines()[0]}") from None
+    by_cell = {(s.dataset, s.variant, s.seed): s for s in specs.values() if s.variant.endswith(TUNED)}
     rows, unmatched = [], 0
     for record in table.to_dict("records"):
-        spec = specs.get(record["run_key"])
+        spec = specs.get(record["run_key"]) or by_cell.get((record["dataset"], record["variant"], record["seed"]))
         if spec is None:
             unmatched += 1
             continue
         metrics = {m: record[m] for m in (*FINAL_METRICS, *METRIC_ALIASES, "diverged") if m in record and pd.notna(record[m])}
         tags = {f"suite.{k}": str(record[k]) for k in ("git_commit", "git_dirty", "device", "data_fingerprint")}
-        rows.append(_row_of(spec, metrics, tags, record["run_id"], record["run_name"], pd.Timestamp(record["start_time"])))
+        row = _row_of(spec, metrics, tags, record["run_id"], record["run_name"], pd.Timestamp(record["start_time"]))
+        rows.append({**row, "run_key": record["run_key"]})
     runs = pd.DataFrame(rows, columns=_columns(study, rows))
     runs["variant"] = pd.Categorical(runs["variant"], categories=list(study.variants), ordered=True)
     runs = _in_study_order(runs, study, ["dataset", "variant", "seed"])
     curves = runs[["run_id", "dataset", "variant", "seed"]].merge(curves[["run_id", "metric", "epoch", "value"]], on="run_id")
     curves = _in_study_order(curves, study, ["dataset", "variant", "seed", "metric", "epoch"])
     return Results(_at_tested_epoch(runs, curves), curves, len(specs), unmatched, None, None, source="runs.csv")
+
+
+def _report_tables(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    try:
+        table = pd.read_csv(folder / "runs.csv", dtype={"run_key": str, "run_id": str, "git_commit": str, "data_fingerprint": str})
+        curves = pd.read_csv(folder / "curves.csv", dtype={"run_id": str})
+    except (OSError, pd.errors.ParserError) as err:
+        raise SuiteError(f"cannot read the runs of {folder}: {str(err).splitlines()[0]}") from None
+    return table, curves
+
+
+def tuned_from_report(study: Study, table: pd.DataFrame | Path) -> Study:
+    """With a `tune` block: the study plus its `@tuned` variants at the values a report's runs.csv (or its folder) recorded."""
+    if study.tune is None or any(v.endswith(TUNED) for v in study.variants):  # none, or tuned already
+        return study
+    if isinstance(table, Path):
+        table = _report_tables(table)[0]
+    columns = {f"config.{path}": path for path in study.tune.space}
+    missing = [c for c in columns if c not in table]
+    if missing:
+        raise SuiteError(f"runs.csv of study '{study.name}' has no column {missing[0]}: it cannot say the tuned values")
+    tuned = {(d, v.removesuffix(TUNED)): {path: _plain(group[c].iloc[0]) for c, path in columns.items()}
+             for (d, v), group in table[table["variant"].str.endswith(TUNED)].groupby(["dataset", "variant"])}
+    return with_tuned(study, tuned)
+
+
+def _plain(value):
+    """A numpy scalar as the Python value a config field takes."""
+    return value.item() if hasattr(value, "item") else value
 
 
 def _row(spec, run) -> dict:

@@ -7,7 +7,9 @@ A study trains each variant on the same handful of seeds, so:
   order on both sides), so the test is on the per-seed differences: paired Student-t interval
   and two-sided paired t-test, Wilcoxon signed-rank test alongside (no normality assumption),
   Cohen's d_z, and how many seeds a paired t-test would need for 80% power at that effect.
-- `holm`: Holm-Bonferroni step-down adjustment across the comparisons of a study.
+- `holm`, `holm_levels`: Holm-Bonferroni step-down adjustment across one family of tests (a
+  study's comparisons and claims together), and the level each test's interval is drawn at.
+- `one_sided_p`, `t_interval`: a claim's one-sided t-test and an interval at any level.
 - `bootstrap_ci`: percentile bootstrap interval of the mean, a distribution-free cross-check.
 - `verdict`, `claim_verdict_paired`, `claim_verdict_threshold`: intervals read as words.
 
@@ -26,6 +28,7 @@ import numpy as np
 from scipy import stats as sps
 
 NAN = float("nan")
+ALPHA = 0.05  # the family-wise error rate of a study's comparisons and claims together
 ABOVE, BELOW = (">", ">="), ("<", "<=")
 
 
@@ -67,8 +70,28 @@ def mean_ci(values, confidence: float = 0.95) -> Interval:
     if n == 1:
         return Interval(1, mean, NAN, NAN, NAN)
     std = float(a.std(ddof=1))
-    half = float(sps.t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
-    return Interval(n, mean, std, mean - half, mean + half)
+    return Interval(n, mean, std, *t_interval(mean, std, n, confidence))
+
+
+def t_interval(mean: float, std: float, n: int, confidence: float) -> tuple[float, float]:
+    """Two-sided Student-t interval of a mean from its sample std and n; (nan, nan) below two values."""
+    if n < 2 or math.isnan(std):
+        return NAN, NAN
+    half = float(sps.t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n) if std else 0.0
+    return mean - half, mean + half
+
+
+def one_sided_p(mean: float, std: float, n: int, null: float, greater: bool) -> float:
+    """One-sample t-test of H1 "the mean is above `null`" (greater) or "below it", from mean, sample std and n.
+
+    Zero spread: the mean is exact, so p is 0 when it lies strictly on H1's side of `null`, else 1.
+    """
+    if n < 2 or math.isnan(std) or math.isnan(mean):
+        return NAN
+    gap = (mean - null) if greater else (null - mean)
+    if std == 0:
+        return 0.0 if gap > 0 else 1.0
+    return float(sps.t.sf(gap / (std / math.sqrt(n)), n - 1))
 
 
 def paired_comparison(variant, baseline, confidence: float = 0.95) -> Paired:
@@ -114,26 +137,31 @@ def _wilcoxon(d: np.ndarray) -> float:
         return float(sps.wilcoxon(d).pvalue)
 
 
-def power(dz: float, n: int, alpha: float = 0.05) -> float:
-    """Power of a two-sided paired t-test with n pairs at standardised effect dz (noncentral t)."""
+def power(dz: float, n: int, alpha: float = 0.05, sides: int = 2) -> float:
+    """Power of a paired (or one-sample) t-test with n values at standardised effect dz (noncentral t).
+
+    sides=2: two-sided, either sign of dz; sides=1: one-sided, dz > 0 being the tested direction.
+    """
     df = n - 1
+    nc = (abs(dz) if sides == 2 else dz) * math.sqrt(n)
+    if sides == 1:
+        return float(sps.nct.sf(float(sps.t.ppf(1 - alpha, df)), df, nc))
     crit = float(sps.t.ppf(1 - alpha / 2, df))
-    nc = abs(dz) * math.sqrt(n)
     return float(sps.nct.sf(crit, df, nc) + sps.nct.cdf(-crit, df, nc))
 
 
-def seeds_for_power(dz: float, target: float = 0.8, alpha: float = 0.05, cap: int = 10_000) -> int | None:
-    """Smallest n >= 2 whose power reaches `target`; None if dz is 0 or not finite, or n would pass `cap`."""
-    if not math.isfinite(dz) or dz == 0:
+def seeds_for_power(dz: float, target: float = 0.8, alpha: float = 0.05, cap: int = 10_000, sides: int = 2) -> int | None:
+    """Smallest n >= 2 whose power reaches `target`; None if dz is 0 or not finite (one-sided: not > 0), or n would pass `cap`."""
+    if not math.isfinite(dz) or dz == 0 or (sides == 1 and dz < 0):
         return None
     lo, hi = 2, 2
-    while power(dz, hi, alpha) < target:  # double until reached: O(log n) power evaluations
+    while power(dz, hi, alpha, sides) < target:  # double until reached: O(log n) power evaluations
         if hi >= cap:
             return None
         lo, hi = hi, min(hi * 2, cap)
     while lo < hi:  # power grows with n: bisect for the first n that reaches the target
         mid = (lo + hi) // 2
-        lo, hi = (mid + 1, hi) if power(dz, mid, alpha) < target else (lo, mid)
+        lo, hi = (mid + 1, hi) if power(dz, mid, alpha, sides) < target else (lo, mid)
     return lo
 
 
@@ -150,6 +178,20 @@ def holm(pvalues) -> list[float]:
     return out.tolist()
 
 
+def holm_levels(pvalues, alpha: float = ALPHA) -> list[float]:
+    """Per test, the significance level its interval is drawn at so that it excludes the null exactly when the
+    Holm-adjusted p is below `alpha`: alpha * p / p_Holm, which is alpha / (m - r) for the test of rank r (0-based,
+    by raw p) unless the step-down's running maximum raised its adjusted p (then a little lower, a wider interval).
+    A p of 0 gets alpha / (m - r); NaN gets alpha (nothing was tested: its interval is NaN anyway)."""
+    p = np.asarray(pvalues, dtype=float).ravel()
+    adjusted = holm(p)
+    levels = [alpha] * len(p)
+    idx = np.flatnonzero(~np.isnan(p))
+    for rank, i in enumerate(idx[np.argsort(p[idx], kind="stable")]):
+        levels[i] = alpha * p[i] / adjusted[i] if p[i] > 0 else alpha / (len(idx) - rank)
+    return levels
+
+
 def bootstrap_ci(values, confidence: float = 0.95, resamples: int = 10_000, seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of the finite values; (nan, nan) below two values."""
     a = _finite(values)
@@ -163,7 +205,7 @@ def bootstrap_ci(values, confidence: float = 0.95, resamples: int = 10_000, seed
     return float(low), float(high)
 
 
-def verdict(low: float, high: float, p_adjusted: float, alpha: float = 0.05) -> str:
+def verdict(low: float, high: float, p_adjusted: float, alpha: float = ALPHA) -> str:
     """better / worse / inconclusive for a difference oriented so that positive is better."""
     if math.isnan(low) or math.isnan(high) or not p_adjusted < alpha:
         return "inconclusive"
@@ -181,13 +223,13 @@ def claim_verdict_paired(low: float, high: float, op: str, margin: float) -> str
 
 
 def claim_verdict_threshold(low: float, high: float, op: str, value: float) -> str:
-    """'A op value', (low, high) the CI of A's mean."""
+    """'A op value', (low, high) the CI of A's mean; supported only strictly beyond the value (the one-sided test's H1)."""
     _check_op(op)
     if math.isnan(low) or math.isnan(high):
         return "inconclusive"
     if op in ABOVE:
-        return "supported" if low >= value else "contradicted" if high < value else "inconclusive"
-    return "supported" if high <= value else "contradicted" if low > value else "inconclusive"
+        return "supported" if low > value else "contradicted" if high < value else "inconclusive"
+    return "supported" if high < value else "contradicted" if low > value else "inconclusive"
 
 
 def _check_op(op: str) -> None:

@@ -11,8 +11,8 @@ import pytest
 from suite import analysis
 from suite.analysis import collapsed
 from suite.cli import main
-from suite.results import from_report
-from suite.study import TUNED, expand, list_studies, load_study, with_tuned
+from suite.results import from_report, tuned_from_report
+from suite.study import expand, list_studies, load_study
 
 from conftest import has_dataset
 
@@ -83,15 +83,8 @@ def test_study_smoke_runs_end_to_end(path, tmp_path, data_dir):
 def committed_runs(study):
     """A committed report's runs (its runs.csv), each marked collapsed or not, and the study they answer."""
     folder = REPORTS / study.name
-    if study.tune is None:
-        runs = from_report(study, folder).runs
-    else:  # the tuned values come from the Optuna store; the verdicts need only which rows are which variant
-        runs = pd.read_csv(folder / "runs.csv")
-        paths = [f"config.{p}" for p in study.tune.space]
-        tuned = {(d, v.removesuffix(TUNED)): {p.removeprefix("config."): g[p].iloc[0] for p in paths}
-                 for (d, v), g in runs[runs["variant"].str.endswith(TUNED)].groupby(["dataset", "variant"])}
-        study = with_tuned(study, tuned)
-        runs["variant"] = pd.Categorical(runs["variant"], categories=list(study.variants), ordered=True)
+    study = tuned_from_report(study, folder)
+    runs = from_report(study, folder).runs
     runs["collapsed"] = collapsed(runs)
     return study, runs
 
@@ -101,10 +94,11 @@ def test_committed_verdicts_follow_from_the_committed_runs(path):
     """Recompute every comparison and claim from the committed runs.csv: the committed tables hold no stale verdict."""
     study, runs = committed_runs(load_study(str(path)))
     folder = REPORTS / study.name
-    for name, table in (("comparisons", analysis.compare(runs, study)), ("claims", analysis.judge_claims(runs, study))):
+    tests = analysis.family(runs, study)
+    for name, table in (("comparisons", tests.comparisons), ("claims", tests.claims)):
         committed = pd.read_csv(folder / f"{name}.csv")
         assert list(table["verdict"]) == list(committed["verdict"]), name
-        for column in ("mean_diff", "ci_low", "ci_high", "p_holm") if name == "comparisons" else ("ci_low", "ci_high"):
+        for column in ("mean_diff", "ci_low", "ci_high", "p_holm") if name == "comparisons" else ("ci_low", "ci_high", "p_holm"):
             assert table[column].to_numpy(dtype=float) == pytest.approx(committed[column].to_numpy(dtype=float), rel=1e-4, abs=1e-9), (name, column)
     summary = analysis.summarize(runs, study.metric, study.grid_axes)
     committed = pd.read_csv(folder / "summary.csv")

@@ -282,10 +282,61 @@ def test_a_baseline_crossed_with_a_grid_is_compared_within_each_slice(tmp_path):
     level = {"none,label_noise=0": 0.9, "l2,label_noise=0": 0.91, "none,label_noise=0.4": 0.6, "l2,label_noise=0.4": 0.61}
     rows = [{"dataset": "mnist", "variant": v, "seed": s, "test_acc": base + 0.001 * (s % 2)} for v, base in level.items() for s in range(4)]
     runs = pd.DataFrame(rows)
-    table = analysis.compare(runs, study).set_index("variant")
+    table = analysis.family(runs, study).comparisons.set_index("variant")
     assert list(table.index) == ["l2,label_noise=0", "l2,label_noise=0.4"]
     assert table.loc["l2,label_noise=0.4", "baseline"] == "none,label_noise=0.4"
     assert table["mean_diff"].tolist() == pytest.approx([0.01, 0.01])  # against the whole-study baseline it would be -0.29
+
+
+FAMILY = """
+name: family
+question: Do a and b beat the baseline?
+datasets: [mnist]
+seeds: 5
+baseline: base
+base: {model: {name: mlp, hidden: [8]}, optimizer: {name: adam, lr: 0.01}}
+variants: {base: {}, a: {optimizer: {lr: 0.02}}, b: {optimizer: {lr: 0.03}}}
+claims:
+  - a > base by at least 0.5 points
+  - b >= 90%
+"""
+
+
+def test_comparisons_and_claims_are_one_holm_family(tmp_path):
+    """Two comparisons and two one-sided claims: four tests, adjusted together; intervals at each test's level."""
+    import pandas as pd
+    from scipy import stats as sps
+
+    from suite import analysis, stats
+
+    (tmp_path / "family.yaml").write_text(FAMILY)
+    study = load_study(str(tmp_path / "family.yaml"))
+    base = [0.900, 0.905, 0.898, 0.903, 0.901]
+    a = [x + d for x, d in zip(base, [0.009, 0.011, 0.010, 0.012, 0.008])]  # +1.0 pp, a claim margin of 0.5 pp
+    b = [0.902, 0.899, 0.904, 0.897, 0.903]  # about 90.1%: "b >= 90%" cannot be shown
+    runs = pd.DataFrame([{"dataset": "mnist", "variant": v, "seed": s, "test_acc": x}
+                         for v, xs in (("base", base), ("a", a), ("b", b)) for s, x in enumerate(xs)])
+    tests = analysis.family(runs, study)
+    comparisons, claims = tests.comparisons.set_index("variant"), tests.claims.set_index("claim")
+    raw = [sps.ttest_rel(a, base).pvalue, sps.ttest_rel(b, base).pvalue,
+           sps.ttest_1samp([x - y for x, y in zip(a, base)], 0.005, alternative="greater").pvalue,
+           sps.ttest_1samp(b, 0.90, alternative="greater").pvalue]
+    assert [comparisons.loc["a", "p_t"], comparisons.loc["b", "p_t"], *claims["p"]] == pytest.approx(raw)
+    adjusted = stats.holm(raw)  # m = 4: the claims count in the comparisons' adjustment
+    assert [*comparisons["p_holm"], *claims["p_holm"]] == pytest.approx(adjusted)
+    assert adjusted[0] > raw[0] * 2  # more than the two comparisons alone would have charged
+    levels = stats.holm_levels(raw)
+    assert comparisons.loc["a", "confidence"] == pytest.approx(1 - levels[0])
+    half = sps.t.isf(levels[0] / 2, 4) * pd.Series([x - y for x, y in zip(a, base)]).std() / 5 ** 0.5
+    assert comparisons.loc["a", "ci_high"] - comparisons.loc["a", "ci_low"] == pytest.approx(2 * half)
+    assert comparisons.loc["a", "verdict"] == "better"
+    margin = claims.loc["a > base by at least 0.5 points"]
+    assert margin["verdict"] == ("supported" if margin["p_holm"] < 0.05 else "inconclusive") == "supported"
+    assert margin["ci_low"] > 0.005  # its one-sided bound at the adjusted level clears the margin
+    threshold = claims.loc["b >= 90%"]
+    assert threshold["verdict"] == "inconclusive" and threshold["p_holm"] >= 0.05
+    dz = (pd.Series(b).mean() - 0.90) / pd.Series(b).std()
+    assert threshold["seeds_needed"] == stats.seeds_for_power(dz, alpha=levels[3], sides=1) > 5
 
 
 @needs_mnist

@@ -231,6 +231,52 @@ def test_holm_edge_sizes():
     assert stats.holm([0.01, 0.01]) == [0.02, 0.02]
 
 
+def test_holm_levels_are_the_step_down_levels_unless_the_running_max_raised_p():
+    # ranks: 0.005 (alpha/4), 0.01 (alpha/3), 0.03 (alpha/2), 0.04 -> adjusted 0.06 by the running max: alpha * 0.04 / 0.06
+    levels = stats.holm_levels([0.01, 0.04, 0.03, 0.005])
+    assert levels == pytest.approx([0.05 / 3, 0.05 * 0.04 / 0.06, 0.05 / 2, 0.05 / 4])
+    assert stats.holm_levels([0.0, 0.2]) == pytest.approx([0.025, 0.05])  # p = 0 gets its step-down level
+    level = stats.holm_levels([0.3, math.nan])
+    assert level == pytest.approx([0.05, 0.05])
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_an_interval_at_its_holm_level_excludes_zero_exactly_when_p_holm_is_below_alpha(seed):
+    rng = np.random.default_rng(seed)
+    diffs = [rng.normal(rng.uniform(-0.02, 0.03), 0.01, size=5) for _ in range(6)]
+    p = [sps.ttest_1samp(d, 0.0).pvalue for d in diffs]
+    adjusted, levels = stats.holm(p), stats.holm_levels(p)
+    for d, p_adj, level in zip(diffs, adjusted, levels):
+        low, high = stats.t_interval(d.mean(), d.std(ddof=1), len(d), 1 - level)
+        assert (low > 0 or high < 0) == (p_adj < 0.05)
+
+
+def test_t_interval_matches_scipy_and_collapses_without_spread():
+    low, high = stats.t_interval(0.9, 0.01, 6, 0.99)
+    assert (low, high) == pytest.approx(sps.t.interval(0.99, 5, loc=0.9, scale=0.01 / math.sqrt(6)))
+    assert stats.t_interval(0.9, 0.0, 6, 0.99) == (0.9, 0.9)
+    assert all(math.isnan(x) for x in stats.t_interval(0.9, math.nan, 1, 0.95))
+
+
+def test_one_sided_p_matches_scipy_ttest_1samp():
+    for null, greater in ((0.9, True), (0.91, True), (0.92, False), (0.9, False)):
+        expected = sps.ttest_1samp(ACC, null, alternative="greater" if greater else "less").pvalue
+        assert stats.one_sided_p(np.mean(ACC), np.std(ACC, ddof=1), len(ACC), null, greater) == pytest.approx(expected)
+    assert stats.one_sided_p(0.5, 0.0, 4, 0.4, True) == 0.0 and stats.one_sided_p(0.5, 0.0, 4, 0.5, True) == 1.0
+    assert math.isnan(stats.one_sided_p(0.5, math.nan, 1, 0.4, True))
+
+
+def test_one_sided_seeds_needed_reach_80_percent_power_of_the_one_sided_test():
+    def oracle(dz, n, alpha):
+        return sps.nct(n - 1, dz * math.sqrt(n)).sf(sps.t.isf(alpha, n - 1))
+    for dz, alpha in ((0.5, 0.05), (1.0, 0.01), (2.0, 0.0125)):
+        n = stats.seeds_for_power(dz, alpha=alpha, sides=1)
+        assert oracle(dz, n, alpha) >= 0.8 and (n == 2 or oracle(dz, n - 1, alpha) < 0.8)
+    assert stats.seeds_for_power(1.0, sides=1) < stats.seeds_for_power(1.0)  # one tail: fewer seeds than two
+    assert stats.seeds_for_power(1.0, alpha=0.01) > stats.seeds_for_power(1.0)  # a stricter (adjusted) level: more
+    assert stats.seeds_for_power(-1.0, sides=1) is None  # the wrong direction: no number of seeds supports it
+
+
 # bootstrap_ci
 
 
@@ -300,11 +346,11 @@ def test_claim_verdict_paired(low, high, op, margin, expected):
 
 @pytest.mark.parametrize("low, high, op, value, expected", [
     (0.91, 0.94, ">", 0.90, "supported"),
-    (0.90, 0.94, ">=", 0.90, "supported"),     # low == value counts
+    (0.90, 0.94, ">=", 0.90, "inconclusive"),  # low == value: the one-sided test's H1 is "above", not "at"
     (0.89, 0.94, ">", 0.90, "inconclusive"),
     (0.85, 0.89, ">=", 0.90, "contradicted"),
     (0.85, 0.89, "<", 0.90, "supported"),
-    (0.85, 0.90, "<=", 0.90, "supported"),     # high == value counts
+    (0.85, 0.90, "<=", 0.90, "inconclusive"),  # high == value: not below it
     (0.85, 0.91, "<", 0.90, "inconclusive"),
     (0.91, 0.94, "<=", 0.90, "contradicted"),
     (0.90, 0.94, "<", 0.90, "inconclusive"),   # low == value is not above it

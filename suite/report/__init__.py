@@ -26,13 +26,13 @@ import pandas as pd
 from .. import analysis, provenance, tracking
 from ..config import Execution
 from ..errors import SuiteError
-from ..results import Results, collect, from_report
+from ..results import Results, collect, from_report, tuned_from_report
 from ..study import Study, expand, tuning_budget, tuning_name, tuning_targets, with_tuned
 from . import content
 from .content import out_dir, ui_url
 from .figures import error_figures, study_figures
 from .render import bold_verdict, render_html, render_markdown
-from .search import build_search, build_tuning_searches, tuning_blocks
+from .search import build_search, build_tuning_searches, searches_from_report, tuning_blocks
 
 __all__ = ["build", "build_search", "build_tuning_searches", "claim_table", "out_dir", "ui_url", "verdict_record", "write_index"]
 
@@ -40,7 +40,7 @@ __all__ = ["build", "build_search", "build_tuning_searches", "claim_table", "out
 def claim_table(study: Study, smoke: bool, uri: str, execution: Execution | None = None) -> pd.DataFrame:
     study = _with_tuning(study, smoke, uri)
     results = _collect(study, smoke, uri, execution)
-    return analysis.judge_claims(results.runs, study)
+    return analysis.family(results.runs, study).claims
 
 
 def _with_tuning(study: Study, smoke: bool, uri: str) -> Study:
@@ -83,6 +83,7 @@ def build(study: Study, smoke: bool, uri: str, reports_dir: Path,
     whose runs live in another store); nothing is written to the store then.
     """
     if from_runs:
+        study = tuned_from_report(study, out_dir(study, smoke, reports_dir))
         results = from_report(study, out_dir(study, smoke, reports_dir))
         results.runs["collapsed"] = analysis.collapsed(results.runs)
     else:
@@ -90,8 +91,8 @@ def build(study: Study, smoke: bool, uri: str, reports_dir: Path,
         results = _collect(study, smoke, uri, execution)
     runs, metric = results.runs, study.metric
     summary = _with_parameters(study, smoke, runs, analysis.summarize(runs, metric, study.grid_axes))
-    comparisons = analysis.compare(runs, study)
-    claims = analysis.judge_claims(runs, study)
+    tests = analysis.family(runs, study)  # comparisons and claims: one Holm family
+    comparisons, claims = tests.comparisons, tests.claims
     folder = out_dir(study, smoke, reports_dir)
     folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.glob("*.png"):
@@ -108,7 +109,8 @@ def build(study: Study, smoke: bool, uri: str, reports_dir: Path,
     blocks[at:at] = content.error_blocks(study, smoke, results, classes, errors)
     if study.tune is not None:
         at = blocks.index(("h2", "Provenance"))
-        blocks[at:at] = tuning_blocks(study, smoke, reports_dir, _searches(study, smoke, uri))
+        found = searches_from_report(study, smoke, reports_dir) if from_runs else _searches(study, smoke, uri)
+        blocks[at:at] = tuning_blocks(study, smoke, reports_dir, found)
     (folder / "report.md").write_text(render_markdown(blocks))
     (folder / "report.html").write_text(render_html(blocks, folder, title=f"{study.name}: {study.question}"))
     meta = {"name": study.name, "question": study.question, "runs": len(runs), "expected": results.expected,

@@ -41,14 +41,18 @@ def blocks(study, smoke, results, summary, comparisons, claims, figures, ui) -> 
 
     blocks.append(("h2", "Verdicts"))
     if not comparisons.empty:
-        rows = [[r.dataset, f"{r.variant} vs {r.baseline}", f(r.mean_diff, True), f"[{f(r.ci_low, True)}, {f(r.ci_high, True)}]",
-                 f"{r.p_holm:.3g}", f"**{r.verdict}**" + (f" (~{int(r.seeds_needed)} seeds to resolve)" if pd.notna(r.seeds_needed) else "")
-                 + (f" ({r.degenerate})" if r.verdict == "degenerate" else "")]
+        rows = [[r.dataset, f"{r.variant} vs {r.baseline}", f(r.mean_diff, True), _interval(r, f),
+                 f"{r.p_holm:.3g}", f"**{r.verdict}**" + _seeds(r) + (f" ({r.degenerate})" if r.verdict == "degenerate" else "")]
                 for r in comparisons.itertuples()]
-        blocks.append(("table", ["dataset", "comparison", "difference", "95% CI", "p (Holm)", "verdict"], rows))
+        blocks.append(("table", ["dataset", "comparison", "difference", "CI (Holm level)", "p (Holm)", "verdict"], rows))
     if not claims.empty:
-        rows = [[r.claim, r.dataset, r.detail, f"**{r.verdict}**"] for r in claims.itertuples()]
+        rows = [[r.claim, r.dataset, r.detail, f"**{r.verdict}**" + _seeds(r)] for r in claims.itertuples()]
         blocks.append(("table", ["claim", "dataset", "numbers", "verdict"], rows))
+    if not (comparisons.empty and claims.empty):
+        tests = len(comparisons) + len(claims)
+        blocks.append(("p", f"One family of {tests} test{'s' if tests > 1 else ''}: every comparison and claim of this study is "
+                            "Holm-adjusted together (family-wise error 5%), and each interval is drawn at its test's adjusted "
+                            "level, so it excludes the null exactly when its Holm-adjusted p < 0.05."))
     if comparisons.empty and claims.empty:
         blocks.append(("p", "This study names no baseline and no claims; see the summary."))
 
@@ -70,20 +74,25 @@ def blocks(study, smoke, results, summary, comparisons, claims, figures, ui) -> 
         else:
             blocks.append(("h2", f"Comparisons with the baseline `{study.baseline}`"))
         blocks.append(("p", "Paired by seed: seed k of a variant against seed k of the baseline (same init, data-order and "
-                            "augmentation draws). CI: paired Student-t 95%. p: two-sided paired t-test, Holm-adjusted across "
-                            "all comparisons of the study; Wilcoxon signed-rank p for reference. Effect size: Cohen's d_z "
+                            "augmentation draws). p: two-sided paired t-test, Holm-adjusted together with the study's claims; "
+                            "CI: paired Student-t at the test's adjusted level (0.05 x p / p_Holm, which is 0.05 / (m - r) "
+                            "for the test of rank r among m); Wilcoxon signed-rank p for reference. Effect size: Cohen's d_z "
                             "(mean difference / std of differences). Verdict: better/worse when the CI excludes 0 and the "
-                            "Holm-adjusted p < 0.05, else inconclusive, with the seeds a paired t-test would need for 80% power "
-                            "at the observed effect; *degenerate* when at least half the seeds of either side collapsed to one "
+                            "Holm-adjusted p < 0.05, else inconclusive, with the seeds a paired t-test at that adjusted level "
+                            "would need for 80% power at the observed effect; *degenerate* when at least half the seeds of either side collapsed to one "
                             "class (more than 90% of the test predictions in one class, or an accuracy within 3 binomial standard "
                             "errors of the largest class's share): such runs are named, not averaged into a verdict."))
-        rows = [[r.dataset, r.variant, r.n_pairs, f(r.mean_diff, True), f"[{f(r.ci_low, True)}, {f(r.ci_high, True)}]",
+        rows = [[r.dataset, r.variant, r.n_pairs, f(r.mean_diff, True), _interval(r, f),
                  f"{r.p_t:.3g}", f"{r.p_holm:.3g}", f"{r.p_wilcoxon:.3g}", f"{r.effect_size:.2f}", r.verdict,
                  "" if pd.isna(r.seeds_needed) else int(r.seeds_needed)] for r in comparisons.itertuples()]
-        blocks.append(("table", ["dataset", "variant", "pairs", "mean diff", "95% CI", "p (t)", "p (Holm)", "p (Wilcoxon)", "d_z", "verdict", "seeds needed"], rows))
+        blocks.append(("table", ["dataset", "variant", "pairs", "mean diff", "CI (Holm level)", "p (t)", "p (Holm)", "p (Wilcoxon)", "d_z", "verdict", "seeds needed"], rows))
     if not claims.empty:
-        blocks.append(("p", "Claims: *supported* when the 95% CI clears the claimed margin or threshold, *contradicted* when it "
-                            "lies entirely on the other side, *degenerate* when at least half the seeds of a side collapsed, else *inconclusive*. `suite check` exits 1 on a contradicted claim."))
+        blocks.append(("p", "Claims: each is a one-sided t-test (paired for `A > B`, one-sample for `A >= value`) of H1 \"beyond the "
+                            "claimed margin or threshold\", Holm-adjusted with the comparisons; its bounds are one-sided at the "
+                            "adjusted level. *Supported* when the bound clears the margin or threshold (Holm-adjusted p < 0.05), "
+                            "*contradicted* when the other bound lies entirely on the wrong side, *degenerate* when at least half "
+                            "the seeds of a side collapsed, else *inconclusive* (with the seeds the one-sided test would need for "
+                            "80% power). `suite check` exits 1 on a contradicted claim."))
 
     blocks.append(("h2", "Figures"))
     for name, caption in figures:
@@ -103,6 +112,15 @@ def blocks(study, smoke, results, summary, comparisons, claims, figures, ui) -> 
              f"{r.train_seconds:.1f}", _run_link(ui, results.experiment_id, r.run_id, r.run_key)] for r in runs.itertuples()]
     blocks.append(("table", ["dataset", "variant", "seed", metric, "diverged", "collapsed", "epochs", "train s", "run key"], rows))
     return blocks
+
+
+def _interval(r, f) -> str:
+    """A comparison's interval with its confidence level, e.g. '[+1.22 pp, +1.67 pp] (99.2%)'."""
+    return f"[{f(r.ci_low, True)}, {f(r.ci_high, True)}] ({analysis.pct(r.confidence)})"
+
+
+def _seeds(r) -> str:
+    return f" (~{int(r.seeds_needed)} seeds to resolve)" if pd.notna(r.seeds_needed) else ""
 
 
 def _run_link(ui: str | None, experiment_id: str | None, run_id: str, run_key: str) -> str:

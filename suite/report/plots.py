@@ -171,7 +171,7 @@ def axis_plot(runs: pd.DataFrame, axis: str, metric: str):
 
 
 def forest(comparisons: pd.DataFrame, metric: str):
-    """Paired difference to the baseline with its 95% CI, one line per variant."""
+    """Paired difference to the baseline with its CI at the test's Holm level, one line per variant."""
     datasets = list(comparisons["dataset"].unique())
     fig, axes = _facets(len(datasets), width=8.0, height=1.4 + 0.55 * max(1, comparisons.groupby("dataset").size().max()))
     colours = {"better": "tab:green", "worse": "tab:red", "inconclusive": "tab:grey", "degenerate": "tab:orange"}
@@ -186,7 +186,7 @@ def forest(comparisons: pd.DataFrame, metric: str):
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(nbins=6))  # legible under long variant names
         ax.set_yticks(y, [f"{v} (n={n})" for v, n in zip(part["variant"], part["n_pairs"])])
         unit = " (pp)" if metric.endswith("_acc") else ""
-        ax.set(title=f"{dataset}: difference to {part['baseline'].iloc[0]}", xlabel=f"{metric} difference{unit}, paired by seed, 95% CI")
+        ax.set(title=f"{dataset}: difference to {part['baseline'].iloc[0]}", xlabel=f"{metric} difference{unit}, paired by seed, CI at Holm level")
         handles, names = ax.get_legend_handles_labels()
         unique = dict(zip(names, handles))
         ax.legend(unique.values(), unique.keys(), fontsize="small", loc="best")

@@ -15,6 +15,28 @@ from .content import out_dir
 from .figures import save
 from .render import render_html, render_markdown
 
+def searches_from_report(study: Study, smoke: bool, reports_dir: Path) -> dict:
+    """As `tracking.searches`, read from the committed search reports' trials.csv instead of the store (a report rebuilt
+    `--from-runs`): (search name, dataset) -> (trials counted, best values, best objective), values to 6 significant digits."""
+    import pandas as pd
+
+    from ..tune import INTERRUPTED
+
+    found, folder = {}, out_dir(study, smoke, reports_dir) / "search"
+    for dataset, variant in tuning_targets(study):
+        path = folder / variant.replace("/", "_") / dataset / "trials.csv"
+        if not path.exists():
+            continue
+        trials = pd.read_csv(path)
+        counted = trials[trials["state"].isin(["COMPLETE", "PRUNED", "FAIL"]) & (trials.get("fail_reason", pd.Series(dtype=str)) != INTERRUPTED)]
+        complete = trials[trials["state"] == "COMPLETE"]
+        best = complete.loc[complete["value"].idxmin() if study.tune.direction == "minimize" else complete["value"].idxmax()] if len(complete) else None
+        found[tuning_name(study, variant, smoke), dataset] = (
+            len(counted), None if best is None else {p: best[p].item() if hasattr(best[p], "item") else best[p] for p in study.tune.space},
+            None if best is None else float(best["value"]))
+    return found
+
+
 def build_search(target, search, reports_dir: Path, storage: str, uri: str) -> Path:
     """reports/<study>/search/ (or search/<variant>/ for a tune block): best trial, top-k, figures, warnings.
 
