@@ -752,7 +752,7 @@ _CLAIM = re.compile(
 
 
 def parse_claim(text: str, variants, top: StudyFile, fail) -> Claim:
-    """`l2 > none`, `dropout=0.1 > dropout=0 on test_acc by at least 0.5 points`, `base >= 97.5% on test_acc`."""
+    """`l2 > none`, `dropout=0.1 > dropout=0 by at least 0.5 points on test_acc`, `base >= 97.5% on test_acc in mnist`."""
     m = _CLAIM.match(" ".join(text.split()))  # runs of blanks as one: the pattern backtracks quadratically over long ones
     if not m:
         fail(f"claims: cannot read '{text}' (write e.g. 'l2 > none', 'a > b by at least 0.5 points on test_acc', 'base >= 97.5% on test_acc')")

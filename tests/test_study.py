@@ -121,6 +121,36 @@ def test_claims_parse_margin_points_and_thresholds(tmp_path):
     assert loss.metric == "test_loss"
 
 
+def test_the_readme_claim_examples_parse(tmp_path):
+    """Every line of the README's `claims:` example block is a claim the grammar reads, with the meaning its comment gives."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"```yaml\nclaims:\n(.*?)```", readme, re.S).group(1)
+    texts = [line.split("#")[0].strip().removeprefix("- ").strip() for line in block.splitlines() if line.strip()]
+    contexts = ["variants: {l2: {optimizer: {weight_decay: 0.1}}, none: {}, adam: {optimizer: {name: adam}}, sgd: {optimizer: {lr: 0.1}}, base: {optimizer: {lr: 0.2}}}",  # the examples come
+                "grid: {model.dropout: [0, 0.1]}",                                                  # from three kinds of
+                "variants: {none: {}, dropout: {model: {dropout: 0.5}}}\ngrid: {data.label_noise: [0, 0.4]}"]  # study
+    claims = {}
+    for text in texts:
+        for i, context in enumerate(contexts):
+            path = tmp_path / f"examples{i}.yaml"
+            path.write_text("name: examples\nquestion: Do the README's claims read?\ndatasets: [mnist, cifar10]\n"
+                            "base: {model: {name: mlp, hidden: [8]}, optimizer: {name: sgd, lr: 0.01}}\n"
+                            f"{context}\nclaims: [{text!r}]\n")
+            try:
+                claims[text] = load_study(str(path)).claims[0]
+                break
+            except StudyError as err:
+                assert "is not a variant" in str(err), err  # only the names may be foreign to a context
+    assert sorted(claims) == sorted(texts) and len(texts) == 5
+    margin = claims["dropout=0.1 > dropout=0 by at least 0.5 points on test_acc"]
+    assert margin.value == pytest.approx(0.005) and margin.metric == "test_acc"
+    assert claims["adam < sgd on test_loss in cifar10"].dataset == "cifar10"
+    assert claims["base >= 97.5% on test_acc"].right is None and claims["base >= 97.5% on test_acc"].value == pytest.approx(0.975)
+
+
 def test_every_shipped_study_validates():
     from suite.study import list_studies
 
