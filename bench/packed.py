@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from suite.config import RunConfig
-from suite.data import load_splits
-from suite.models import build_model
+from suite.spec.config import RunConfig
+from suite.components.data import load_splits
+from suite.components.models import build_model
 from suite.packed import Pack, Stacked, member_losses, train_packed
 from suite.train import train_run
 

@@ -21,8 +21,8 @@ import pandas as pd
 
 from . import stats
 from . import components
-from .config import METRIC_DIRECTIONS
-from .study import Study, baseline_for
+from .spec.config import METRIC_DIRECTIONS
+from .spec.study import Study, baseline_for
 
 SUMMARY_EXTRAS = ("val_acc", "val_loss", "train_acc", "epochs_trained", "train_seconds")
 COLLAPSE_SHARE = 0.9  # a run whose test predictions fall more than this much in one class has collapsed ...

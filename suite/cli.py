@@ -183,7 +183,7 @@ def store_failure(err: BaseException) -> str | None:
 
 def cmd_list(args) -> int:
     from .errors import StudyError
-    from .study import list_studies, load_study
+    from .spec.study import list_studies, load_study
 
     studies, invalid = [], []
     for path in list_studies(Path(args.studies_dir)):
@@ -211,14 +211,14 @@ def _count(study) -> str:
 
 
 def cmd_schema(args) -> int:
-    from .schema import reference
+    from .spec.schema import reference
 
     print(reference(), end="")
     return 0
 
 
 def cmd_validate(args) -> int:
-    from .study import load_study
+    from .spec.study import load_study
 
     for file in args.files:
         study = load_study(file, Path(args.studies_dir))
@@ -228,10 +228,10 @@ def cmd_validate(args) -> int:
 
 def _run(name: str, args, smoke: bool, uri: str) -> int:
     from . import report, tracking
-    from .data import data_root
+    from .components.data import data_root
     from .execute import execution
     from .execute.plan import run_study
-    from .study import load_study
+    from .spec.study import load_study
 
     study = load_study(name, Path(args.studies_dir))
     chosen = settings(args)
@@ -272,7 +272,7 @@ def cmd_study(args) -> int:
 
 def cmd_smoke(args) -> int:
     """Every study, smoke mode; a temporary store unless --tracking-uri names one."""
-    from .study import list_studies
+    from .spec.study import list_studies
 
     with tempfile.TemporaryDirectory(prefix="suite-smoke-") as tmp:
         uri = args.tracking_uri or f"sqlite:///{tmp}/mlflow.db"
@@ -283,7 +283,7 @@ def cmd_smoke(args) -> int:
 
 def cmd_report(args) -> int:
     from . import report
-    from .study import load_study
+    from .spec.study import load_study
     from .tracking import tracking_uri
 
     from .execute import execution
@@ -297,7 +297,7 @@ def cmd_report(args) -> int:
 
 def cmd_check(args) -> int:
     from . import report
-    from .study import load_study
+    from .spec.study import load_study
     from .tracking import tracking_uri
 
     from .execute import execution
@@ -312,8 +312,8 @@ def cmd_check(args) -> int:
 
 def cmd_tune(args) -> int:
     from . import report, tune
-    from .data import data_root
-    from .study import load_study
+    from .components.data import data_root
+    from .spec.study import load_study
     from .tracking import tracking_uri
 
     if args.trials is not None and args.trials < 1:
@@ -335,8 +335,8 @@ def cmd_evaluate(args) -> int:
     import torch
 
     from . import components, tracking
-    from .config import RunConfig
-    from .data import data_root
+    from .spec.config import RunConfig
+    from .components.data import data_root
     from .execute.recorder import WEIGHTS
     from .execute.worker import evaluate_weights
 
@@ -386,7 +386,7 @@ def cmd_ui(args) -> int:
 
 def cmd_push(args) -> int:
     from . import push, tracking
-    from .study import load_study
+    from .spec.study import load_study
 
     study = load_study(args.name, Path(args.studies_dir))
     source = tracking.tracking_uri(args.tracking_uri)

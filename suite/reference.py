@@ -2,7 +2,7 @@
 
 Nothing here imports torch. The forward pass, the softmax cross-entropy and the backward pass
 are written out by hand (micrograd-style, but vectorised over the batch) in float64, so the
-tests can check that `suite.models.build_mlp` computes what an MLP should and that autograd's
+tests can check that `suite.components.models.build_mlp` computes what an MLP should and that autograd's
 gradients agree with the chain rule applied layer by layer.
 
 Conventions follow PyTorch's `nn.Linear`: `weights[i]` has shape (out, in) and a layer computes

@@ -19,7 +19,7 @@ import urllib.parse
 from contextlib import contextmanager
 from pathlib import Path
 
-from .config import METRIC_ALIASES, METRIC_DIRECTIONS
+from .spec.config import METRIC_ALIASES, METRIC_DIRECTIONS
 from .errors import SuiteError
 
 DEFAULT_URI = "sqlite:///mlflow.db"

@@ -25,10 +25,10 @@ import torch
 import torch.nn.functional as F
 
 from .components import get
-from .config import FUSED_OPTIMIZERS, RunConfig
-from .data import Splits, augment_batch
+from .spec.config import FUSED_OPTIMIZERS, RunConfig
+from .components.data import Splits, augment_batch
 from .errors import SuiteError
-from .models import build_model
+from .components.models import build_model
 
 EVAL_BATCH = 4096  # examples per forward pass when evaluating; memory only, results identical
 TRAIN_EVAL_SIZE = 5000  # training images re-evaluated at the end (eval mode, no augmentation) for the generalisation gap

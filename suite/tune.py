@@ -32,13 +32,13 @@ from tqdm import tqdm
 
 from . import tracking
 from .provenance import redact
-from .config import RunConfig
+from .spec.config import RunConfig
 from .errors import SuiteError
 from .execute import Settings, backend, execution
 from .execute.plan import describe, source_name
 from .execute.recorder import Recorder
 from .execute.worker import DIVERGED, FAILED, FINISHED, PRUNED, Record, Task
-from .study import (Search, Study, override, search_variant, smoke_config, smoke_scale, tuning_name, tuning_targets,
+from .spec.study import (Search, Study, override, search_variant, smoke_config, smoke_scale, tuning_name, tuning_targets,
                     with_execution, with_tuned)
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"

@@ -22,14 +22,14 @@ def has_cifar10() -> bool:
 
 
 def has_fashion_mnist() -> bool:
-    from suite.data import debian_fashion_installed
+    from suite.components.data import debian_fashion_installed
 
     return (DATA_DIR / "FashionMNIST").is_dir() or debian_fashion_installed()
 
 
 def has_dataset(name: str) -> bool:
     """Whether a run on dataset `name` can find its data here (its registry record's loader reads it; cached per process)."""
-    from suite.data import load_raw
+    from suite.components.data import load_raw
     from suite.errors import DataError
 
     try:

@@ -12,7 +12,7 @@ from suite import analysis
 from suite.analysis import collapsed
 from suite.cli import main
 from suite.results import from_report, tuned_from_report
-from suite.study import expand, list_studies, load_study
+from suite.spec.study import expand, list_studies, load_study
 
 from conftest import has_dataset
 

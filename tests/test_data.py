@@ -6,7 +6,8 @@ import os
 import pytest
 import torch
 
-from suite import components, data
+from suite import components
+from suite.components import data
 from suite.errors import DataError
 
 debian = pytest.mark.skipif(not data.debian_fashion_installed(),

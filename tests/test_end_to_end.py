@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from suite.cli import main
-from suite.config import RunConfig
+from suite.spec.config import RunConfig
 from suite.execute.worker import evaluate_weights
 
 from conftest import ROOT, needs_mnist

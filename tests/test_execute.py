@@ -14,10 +14,10 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from suite.config import Execution, RunConfig
+from suite.spec.config import Execution, RunConfig
 from suite.execute.backends import LocalPool, RayBackend, Serial
 from suite.execute.worker import FINISHED, Task
-from suite.study import load_study, run_key, with_execution
+from suite.spec.study import load_study, run_key, with_execution
 
 from conftest import ROOT, needs_mnist
 
@@ -283,7 +283,7 @@ def test_threads_are_recorded_by_the_worker_and_change_the_key(tmp_path):
     runs = runs_of(tmp_path)
     assert set(runs["tags.suite.threads"]) == {"2"} and set(runs["params.execution.threads"]) == {"2"}
     assert all("2 threads" in d for d in runs["tags.suite.device"])
-    legacy = {s.run_key for s in __import__("suite.study", fromlist=["expand"]).expand(load_study(str(path)))}
+    legacy = {s.run_key for s in __import__("suite.spec.study", fromlist=["expand"]).expand(load_study(str(path)))}
     assert legacy.isdisjoint(set(runs["tags.suite.run_key"]))
 
 

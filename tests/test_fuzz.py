@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from suite.errors import StudyError
-from suite.study import MAX_MODEL_BYTES, MAX_RUNS, NAME_PATTERN, expand, load_study, model_size
+from suite.spec.study import MAX_MODEL_BYTES, MAX_RUNS, NAME_PATTERN, expand, load_study, model_size
 
 from conftest import TINY_STUDY
 
@@ -310,7 +310,9 @@ def test_catalogue_and_tiny_study_still_validate_far_below_the_caps(tmp_path):
 def test_arithmetic_model_size_is_what_torch_builds():
     """study.model_size (no torch) counts the parameters models.py builds, on the catalogue and on random models."""
     pytest.importorskip("torch")
-    from suite import components, config, models
+    from suite import components
+    from suite.spec import config
+    from suite.components import models
     rng = random.Random(0)
     configs = [c for p in CATALOGUE for c in load_study(str(p)).configs.values()]
     for _ in range(40):

@@ -12,11 +12,12 @@ import typing
 import pytest
 import torch
 
-from suite import config as cfg
-from suite import components, models, provenance
-from suite.config import LEGACY, RunConfig
+from suite.spec import config as cfg
+from suite import components, provenance
+from suite.components import models
+from suite.spec.config import LEGACY, RunConfig
 from suite.execute.worker import Pack, Task, execute
-from suite.study import commands, expand, grid_range, list_studies, load_study, run_key, with_execution
+from suite.spec.study import commands, expand, grid_range, list_studies, load_study, run_key, with_execution
 from suite.train import lr_factor, make_optimizer, noisy_labels
 
 from conftest import ROOT, needs_mnist
@@ -138,7 +139,7 @@ def test_init_schemes_draw_from_the_generator(scheme):
 @needs_mnist
 @pytest.mark.parametrize("norm", ["batch", "layer"])
 def test_norm_layers_are_built_counted_and_trained_unpacked(data_dir, norm):
-    from suite.study import model_size
+    from suite.spec.study import model_size
 
     for model in ({"name": "mlp", "hidden": [32, 16], "norm": norm}, {"name": "cnn", "channels": [4], "hidden": [8], "norm": norm}):
         config = RunConfig(**{**BASE, "model": model})
@@ -342,7 +343,7 @@ def test_comparisons_and_claims_are_one_holm_family(tmp_path):
 @needs_mnist
 @pytest.mark.parametrize("depth, norm", [(8, "batch"), (14, "layer"), (20, "none")])
 def test_the_cifar_resnet_has_its_paper_size_and_trains(data_dir, depth, norm):
-    from suite.study import model_size
+    from suite.spec.study import model_size
 
     config = RunConfig(**{**BASE, "model": {"name": "resnet", "depth": depth, "width": 4, "norm": norm},
                           "train": {"batch_size": 50, "epochs": 1}})
@@ -383,7 +384,7 @@ def test_a_search_resolves_packing_per_trial(tmp_path):
 @needs_mnist
 def test_train_fraction_keeps_the_first_share_of_the_training_images(data_dir):
     """data.train_fraction reaches the splits the loop trains on: nested subsets; validation and test untouched."""
-    from suite.data import load_splits
+    from suite.components.data import load_splits
 
     def splits(**fraction):
         return load_splits(cfg.DataConfig(name="mnist", val_size=100, train_size=1000, test_size=200, **fraction), data_dir,
@@ -400,7 +401,7 @@ def test_train_fraction_keeps_the_first_share_of_the_training_images(data_dir):
 
 def test_the_committed_study_reference_is_what_suite_schema_prints():
     """docs/study-reference.md cannot drift from the schema: regenerate it with `.venv/bin/suite schema > docs/study-reference.md`."""
-    from suite.schema import reference
+    from suite.spec.schema import reference
 
     text = reference()
     assert (ROOT / "docs" / "study-reference.md").read_text(encoding="utf-8") == text

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from suite import components
-from suite.config import CNN, MLP, ResNet
-from suite.models import build_model, count_parameters, parameter_count
+from suite.spec.config import CNN, MLP, ResNet
+from suite.components.models import build_model, count_parameters, parameter_count
 
 
 def build(cfg, shape=(1, 28, 28), seed=0):

@@ -13,12 +13,12 @@ import mlflow
 import pytest
 import torch
 
-from suite.config import PACKED_OPTIMIZERS, Execution, RunConfig, pack_group
+from suite.spec.config import PACKED_OPTIMIZERS, Execution, RunConfig, pack_group
 from suite.execute import Settings
 from suite.execute.backends import LocalPool
 from suite.execute.plan import units, unpacking
 from suite.execute.worker import DIVERGED, FINISHED, Pack, Task, execute
-from suite.study import RunSpec, run_key, with_execution
+from suite.spec.study import RunSpec, run_key, with_execution
 
 from conftest import ROOT, needs_mnist
 

@@ -89,7 +89,7 @@ PARTS = '''
 import torch
 from torch import nn
 
-from suite.data import Raw
+from suite.components.data import Raw
 
 
 def build_linear(cfg, in_shape, outputs):
@@ -172,7 +172,7 @@ def run(args, plugin, cwd, **kwargs):
 def test_a_pip_installed_plugin_trains_in_a_smoke_study(plugin, tmp_path):
     study = tmp_path / "plugged.yaml"
     study.write_text(STUDY)
-    checked = run(["-c", "import sys; from suite.study import load_study; s = load_study(sys.argv[1]); "
+    checked = run(["-c", "import sys; from suite.spec.study import load_study; s = load_study(sys.argv[1]); "
                          "print(len(s.configs), 'torch' in sys.modules)", str(study)], plugin, tmp_path)
     assert checked.returncode == 0, checked.stderr
     assert checked.stdout.split() == ["6", "False"]  # 2 datasets x 3 variants, validated without importing torch

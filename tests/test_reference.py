@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from suite import reference
-from suite.config import MLP
-from suite.models import build_model
+from suite.spec.config import MLP
+from suite.components.models import build_model
 
 ACTS = ("relu", "tanh", "sigmoid")
 

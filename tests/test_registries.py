@@ -5,7 +5,8 @@ import typing
 import pytest
 import torch
 
-from suite import components, config
+from suite import components
+from suite.spec import config
 
 from conftest import DATA_DIR, has_dataset
 
@@ -39,7 +40,7 @@ def test_input_shapes_are_what_the_loaded_data_gives(name):
     if not has_dataset(name):
         pytest.skip(f"{name} not found under {DATA_DIR}")
     cfg = config.DataConfig(name=name, val_size=100, train_size=100, test_size=100)
-    from suite import data
+    from suite.components import data
 
     splits = data.load_splits(cfg, DATA_DIR, torch.device("cpu"))
     record = components.get("dataset", name)
@@ -47,7 +48,8 @@ def test_input_shapes_are_what_the_loaded_data_gives(name):
 
 
 def test_a_sampler_for_every_allowed_name():
-    from suite import study, tune
+    from suite import tune
+    from suite.spec import study
 
     allowed = set(typing.get_args(study.Search.model_fields["sampler"].annotation))
     assert allowed == set(tune.SAMPLERS)

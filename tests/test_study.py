@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from suite.errors import StudyError
-from suite.study import deep_merge, expand, list_studies, load_study, run_key
+from suite.spec.study import deep_merge, expand, list_studies, load_study, run_key
 
 BASE = """
 name: t
@@ -69,7 +69,7 @@ def test_cli_validate_exit_code_2_and_no_traceback(tmp_path):
 
 
 def test_study_loader_imports_no_torch(tmp_path):
-    code = f"import sys; from suite.study import load_study; load_study({str(write(tmp_path))!r}); print('torch' in sys.modules)"
+    code = f"import sys; from suite.spec.study import load_study; load_study({str(write(tmp_path))!r}); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -152,7 +152,7 @@ def test_the_readme_claim_examples_parse(tmp_path):
 
 
 def test_every_shipped_study_validates():
-    from suite.study import list_studies
+    from suite.spec.study import list_studies
 
     paths = list_studies()
     assert paths, "no studies shipped"

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from suite import components
-from suite.config import RunConfig
-from suite.data import augment_batch, load_splits
+from suite.spec.config import RunConfig
+from suite.components.data import augment_batch, load_splits
 from suite.train import make_optimizer, train_run
 
 from conftest import needs_mnist
@@ -96,7 +96,7 @@ def test_crop_and_flip_move_pixels_and_keep_shape():
 
 @pytest.mark.parametrize("name", components.names("optimizer"))
 def test_fused_optimizer_reaches_the_optimizer_where_pytorch_has_a_fused_kernel(name):
-    from suite.config import FUSED_OPTIMIZERS
+    from suite.spec.config import FUSED_OPTIMIZERS
 
     cfg = config(optimizer={"name": name, "lr": 0.1})
     opt = make_optimizer(cfg.optimizer, [torch.nn.Parameter(torch.zeros(2))], fused=True)
@@ -105,8 +105,8 @@ def test_fused_optimizer_reaches_the_optimizer_where_pytorch_has_a_fused_kernel(
 
 @needs_mnist
 def test_fused_adam_trains_to_nearly_the_same_numbers_under_another_key(splits):
-    from suite.config import Execution
-    from suite.study import run_key, with_execution
+    from suite.spec.config import Execution
+    from suite.spec.study import run_key, with_execution
 
     plain = config(optimizer={"lr": 0.001}, model={"dropout": 0.0})
     fused = with_execution(plain, Execution(fused_optimizer=True))

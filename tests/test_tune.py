@@ -7,7 +7,7 @@ import mlflow
 import optuna
 import pytest
 
-from suite.study import load_study
+from suite.spec.study import load_study
 from suite.provenance import redact
 from suite.tune import counted, run_search, search_target, storage_url
 

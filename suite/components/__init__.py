@@ -9,7 +9,7 @@ named in a study's `plugins:` list. Unknown names list the valid ones.
 
 Constructor signatures (what `build` names):
   model         fn(cfg, in_shape, num_outputs) -> torch.nn.Module
-  dataset       fn(root: pathlib.Path) -> suite.data.Raw
+  dataset       fn(root: pathlib.Path) -> suite.components.data.Raw
   optimizer     a torch.optim.Optimizer class: cls(params, **every field of the config but `name`)
   schedule      fn(cfg, t, total, steps_per_epoch) -> factor of the base learning rate at step t of total
   augmentation  fn(x, value, fill, generator) -> x: a batch (N, C, H, W) augmented by `data.augment.<name>: value`

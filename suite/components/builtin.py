@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
-from .. import config as c
+from ..spec import config as c
 from . import Component, register
 
 MODELS = [
-    Component("model", "mlp", "suite.models:build_mlp", "multi-layer perceptron on flattened inputs", c.MLP),
-    Component("model", "cnn", "suite.models:build_cnn", "convolutions (optional max-pool), then linear layers", c.CNN),
-    Component("model", "resnet", "suite.models:build_resnet", "He et al.'s CIFAR ResNet (images only)", c.ResNet),
+    Component("model", "mlp", "suite.components.models:build_mlp", "multi-layer perceptron on flattened inputs", c.MLP),
+    Component("model", "cnn", "suite.components.models:build_cnn", "convolutions (optional max-pool), then linear layers", c.CNN),
+    Component("model", "resnet", "suite.components.models:build_resnet", "He et al.'s CIFAR ResNet (images only)", c.ResNet),
 ]
 
 # (examples, share of the largest class) of each full test split, for telling a collapsed run (one that predicts a
 # single class) from a trained one when the run did not log them itself: MNIST's test split holds 1,135 ones among
 # 10,000 images; CIFAR-10 and Fashion-MNIST 1,000 per class (tests/test_data.py counts them in the real files).
 DATASETS = [
-    Component("dataset", "mnist", "suite.data:mnist", "handwritten digits, 28x28 grey, 60,000 + 10,000",
+    Component("dataset", "mnist", "suite.components.data:mnist", "handwritten digits, 28x28 grey, 60,000 + 10,000",
               task="classification", inputs=((1, 28, 28), 10), test_split=(10000, 0.1135)),
-    Component("dataset", "fashion_mnist", "suite.data:fashion_mnist", "Zalando's clothing images, 28x28 grey, 60,000 + 10,000",
+    Component("dataset", "fashion_mnist", "suite.components.data:fashion_mnist", "Zalando's clothing images, 28x28 grey, 60,000 + 10,000",
               task="classification", inputs=((1, 28, 28), 10), test_split=(10000, 0.1)),
-    Component("dataset", "cifar10", "suite.data:cifar10", "32x32 colour images in 10 classes, 50,000 + 10,000",
+    Component("dataset", "cifar10", "suite.components.data:cifar10", "32x32 colour images in 10 classes, 50,000 + 10,000",
               task="classification", inputs=((3, 32, 32), 10), test_split=(10000, 0.1)),
-    Component("dataset", "quadratic", "suite.data:quadratic", "synthetic regression y = x^2 + noise (1-d input)",
+    Component("dataset", "quadratic", "suite.components.data:quadratic", "synthetic regression y = x^2 + noise (1-d input)",
               task="regression", inputs=((1,), 1)),
 ]
 
@@ -49,9 +49,9 @@ SCHEDULES = [Component("schedule", name, "suite.train:lr_factor", doc, c.Schedul
 
 # Applied in this order (data.augment_batch), one draw per image; the value is the field's (config.Augment).
 AUGMENTATIONS = [
-    Component("augmentation", "rotation", "suite.data:rotate", "random rotation by ±value degrees", float),
-    Component("augmentation", "hflip", "suite.data:hflip", "horizontal flip of half the images", bool),
-    Component("augmentation", "crop_pad", "suite.data:shift_crop", "random crop after padding by value pixels", int),
+    Component("augmentation", "rotation", "suite.components.data:rotate", "random rotation by ±value degrees", float),
+    Component("augmentation", "hflip", "suite.components.data:hflip", "horizontal flip of half the images", bool),
+    Component("augmentation", "crop_pad", "suite.components.data:shift_crop", "random crop after padding by value pixels", int),
 ]
 
 for _component in (*MODELS, *DATASETS, *OPTIMIZERS, *SCHEDULES, *AUGMENTATIONS):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from ..config import Execution
+from ..spec.config import Execution
 from ..errors import SuiteError
 
 EXECUTORS = ("serial", "local", "ray")

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from .. import tracking
 from ..errors import SuiteError
-from ..study import RunSpec, Study, commands, expand
+from ..spec.study import RunSpec, Study, commands, expand
 from . import Settings, backend, default_workers, execution
 from .recorder import Recorder
 from .worker import DIVERGED, FAILED, Pack, Record, Task
@@ -203,7 +203,7 @@ def units(left: list[tuple[int, RunSpec]], settings: Settings, datasets) -> list
     On a CPU a group is split across the workers (each pack trains on one worker's threads); on
     CUDA it stays as few packs as memory allows. Which runs share a pack never changes their numbers.
     """
-    from ..config import pack_group
+    from ..spec.config import pack_group
 
     groups: dict[str, list] = {}
     alone = []
@@ -225,7 +225,7 @@ def _fitting_pack(config) -> int:
     import torch
 
     from ..components import get
-    from ..models import parameter_count
+    from ..components.models import parameter_count
     from ..packed import pack_size
 
     in_shape, outputs = get("dataset", config.data.name).inputs

@@ -13,7 +13,7 @@ import time
 from contextlib import contextmanager
 
 from .. import components, provenance, tracking
-from ..config import METRIC_ALIASES, flatten
+from ..spec.config import METRIC_ALIASES, flatten
 from .worker import DIVERGED, FAILED, FINISHED, PRUNED, Record, Task
 
 

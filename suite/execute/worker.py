@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .. import components
-from ..config import RunConfig
+from ..spec.config import RunConfig
 from ..errors import SuiteError
 
 FINISHED, DIVERGED, PRUNED, FAILED = "finished", "diverged", "pruned", "failed"
@@ -85,7 +85,7 @@ _cached: dict = {}  # one set of splits per process: (data config, device, root)
 
 
 def _splits(config: RunConfig, data_dir: str, device):
-    from ..data import load_splits
+    from ..components.data import load_splits
 
     key = (config.data, str(device), data_dir)
     if key not in _cached:
@@ -117,7 +117,7 @@ def execute(task: Task | Pack, emit: Callable[[str, Any], None], ask: Callable[[
     """
     import torch
 
-    from ..data import fingerprint
+    from ..components.data import fingerprint
     from ..train import resolve_device
 
     packed = isinstance(task, Pack)
@@ -192,7 +192,7 @@ def _finish(task: Task, record: Record, result, data) -> None:
     """The record of one trained run: final metrics, where its test errors lie, its weights if kept, its status."""
     record.final = result.final  # (record.history filled itself epoch by epoch)
     if result.test_predictions is not None:
-        from ..data import load_raw
+        from ..components.data import load_raw
 
         raw = load_raw(task.config.data.name, task.data_dir)
         truth = data.test_y.cpu()
@@ -252,7 +252,7 @@ def evaluate_weights(config: RunConfig, weights: dict, data_dir: str) -> dict:
     """Test metrics of `weights` in a fresh model built from `config` (what `suite evaluate` prints)."""
     import torch
 
-    from ..models import build_model
+    from ..components.models import build_model
     from ..train import evaluate, resolve_device
 
     torch.set_num_threads(config.execution.threads)

@@ -24,10 +24,10 @@ from pathlib import Path
 import pandas as pd
 
 from .. import analysis, provenance, tracking
-from ..config import Execution
+from ..spec.config import Execution
 from ..errors import SuiteError
 from ..results import Results, collect, from_report, tuned_from_report
-from ..study import Study, expand, tuning_budget, tuning_name, tuning_targets, with_tuned
+from ..spec.study import Study, expand, tuning_budget, tuning_name, tuning_targets, with_tuned
 from . import content
 from .content import out_dir, ui_url
 from .figures import error_figures, study_figures
@@ -134,7 +134,7 @@ def _with_parameters(study: Study, smoke: bool, runs: pd.DataFrame, summary: pd.
         counts = [int(logged[key]) for key in keys]
     else:
         from ..components import get
-        from ..models import parameter_count  # imports torch
+        from ..components.models import parameter_count  # imports torch
 
         models = {(spec.dataset, spec.variant): spec.config.model for spec in expand(study, smoke)}
         counts = [parameter_count(models[key], *get("dataset", key[0]).inputs) for key in keys]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .. import tracking
 from ..provenance import redact
-from ..study import Study, tuning_budget, tuning_name, tuning_targets
+from ..spec.study import Study, tuning_budget, tuning_name, tuning_targets
 from .content import out_dir
 from .figures import save
 from .render import render_html, render_markdown

@@ -16,7 +16,8 @@ import typing
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from . import components, config
+from .. import components
+from . import config
 from .study import Param, Search, Smoke, StudyFile
 
 # (heading, model, what the section is) in the order a study file reads

@@ -18,7 +18,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, NonNegative
                       TypeAdapter, model_validator)
 from pydantic_core import PydanticCustomError
 
-from . import components
+from .. import components
 
 # Every metric a run records at the end, and which way is better.
 METRIC_DIRECTIONS = {

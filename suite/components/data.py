@@ -21,8 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import Augment, DataConfig
-from .errors import DataError
+from ..spec.config import Augment, DataConfig
+from ..errors import DataError
 
 DEFAULT_DATA_DIR = "data"
 SPLIT_SEED = 20240101  # fixes which training images form the validation split, in every run
@@ -102,7 +102,7 @@ def load_splits(config: DataConfig, root: Path, device: torch.device) -> Splits:
 @functools.lru_cache(maxsize=4)
 def load_raw(name: str, root: str) -> Raw:
     """Read a dataset from disk once per process (cached by name and root)."""
-    from .components import get
+    from . import get
 
     try:
         loader = get("dataset", name).load()
@@ -133,7 +133,7 @@ def augment_batch(x: torch.Tensor, aug: Augment, fill: torch.Tensor, gen: torch.
 
     Pixels that come in from outside the image are black (`fill`), as with torchvision's transforms.
     """
-    from .components import get
+    from . import get
 
     for name, value in aug.active():
         x = get("augmentation", name).load()(x, value, fill, gen)

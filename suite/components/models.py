@@ -14,8 +14,8 @@ import math
 import torch
 from torch import nn
 
-from .components import get
-from .config import CNN, MLP, ResNet
+from . import get
+from ..spec.config import CNN, MLP, ResNet
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU, "silu": nn.SiLU, "leaky_relu": nn.LeakyReLU}
 
