@@ -96,7 +96,7 @@ def _in_study_order(frame: pd.DataFrame, study: Study, by: list[str]) -> pd.Data
     return frame.sort_values(by, kind="stable", key=key).reset_index(drop=True)
 
 
-def from_report(study: Study, folder: Path) -> Results:
+def from_report(study: Study, folder: Path, smoke: bool = False) -> Results:
     """The runs of a report read back from its own `runs.csv` and `curves.csv`, for a store that no longer holds them.
 
     As with `collect`, the typed columns come from re-expanding the study file and matching run keys;
@@ -106,7 +106,7 @@ def from_report(study: Study, folder: Path) -> Results:
     """
     table, curves = _report_tables(folder)
     study = tuned_from_report(study, table)
-    specs = {s.run_key: s for s in expand(study)}
+    specs = {s.run_key: s for s in expand(study, smoke)}
     by_cell = {(s.dataset, s.variant, s.seed): s for s in specs.values() if s.variant.endswith(TUNED)}
     rows, unmatched = [], 0
     for record in table.to_dict("records"):

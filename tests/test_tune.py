@@ -184,6 +184,16 @@ def test_tuned_comparison_gives_every_variant_the_same_budget_and_is_cached(tiny
     assert main(["study", "tiny", "--smoke", "--data-dir", str(data_dir), *args]) == 0
     assert "0 trained, 8 already done" in capsys.readouterr().out
     assert {s.n_trials for s in optuna.get_all_study_summaries(storage)} == {3}
+    # --from-runs rebuilds the tuned report from its own runs.csv and search trials.csv, without either store
+    tuned = report[report.index("## Tuned settings"):report.index("## Provenance")]
+    assert main(["report", "tiny", "--smoke", "--from-runs", "--studies-dir", str(tiny_study.parent), "--tracking-uri",
+                 f"sqlite:///{tmp_path}/empty.db", "--reports-dir", str(tmp_path / "reports")]) == 0
+    rebuilt = (folder / "report.md").read_text()
+    assert rebuilt[rebuilt.index("## Tuned settings"):rebuilt.index("## Provenance")] == tuned
+    assert "Read from this report's own `runs.csv`" in rebuilt and "8 of 8 runs finished" in rebuilt
+    again = __import__("pandas").read_csv(folder / "comparisons.csv")
+    assert list(again["verdict"]) == list(comparisons["verdict"]) and list(again["variant"]) == list(comparisons["variant"])
+    assert again["mean_diff"].to_numpy() == pytest.approx(comparisons["mean_diff"].to_numpy(), rel=1e-4)
 
 
 def test_storage_passwords_never_reach_tags_or_reports():

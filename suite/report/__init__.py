@@ -84,7 +84,7 @@ def build(study: Study, smoke: bool, uri: str, reports_dir: Path,
     """
     if from_runs:
         study = tuned_from_report(study, out_dir(study, smoke, reports_dir))
-        results = from_report(study, out_dir(study, smoke, reports_dir))
+        results = from_report(study, out_dir(study, smoke, reports_dir), smoke)
         results.runs["collapsed"] = analysis.collapsed(results.runs)
     else:
         study = _with_tuning(study, smoke, uri)
@@ -95,8 +95,8 @@ def build(study: Study, smoke: bool, uri: str, reports_dir: Path,
     comparisons, claims = tests.comparisons, tests.claims
     folder = out_dir(study, smoke, reports_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    for stale in folder.glob("*.png"):
-        stale.unlink()
+    for stale in [*folder.glob("*.png"), folder / "per_class.csv"]:  # figures and an optional table a rebuild may not make
+        stale.unlink(missing_ok=True)
     classes = analysis.per_class(runs, results.errors)
     tables = {"summary": summary, "comparisons": comparisons, "claims": claims, "runs": runs, "curves": results.curves,
               **({"per_class": classes} if not classes.empty else {})}
