@@ -107,15 +107,20 @@ def family(runs: pd.DataFrame, study: Study, alpha: float = stats.ALPHA) -> Fami
     """Every comparison (two-sided paired t-test) and every claim (one-sided t-test against its margin or threshold)
     as one family: Holm-adjusted together, each interval at its adjusted level (`stats.holm_levels`), "seeds needed"
     for 80% power at that level. A comparison's interval is two-sided at 1 - level; a claim's bounds are each one-sided
-    at 1 - level (the claim's test), so it is supported exactly when its p_holm < alpha."""
+    at 1 - level, so a claim is supported exactly when its p_holm < alpha. A claim is contradicted when the opposite
+    one-sided test (p' = the other tail), put in the family in the claim's place, has a Holm-adjusted p' < alpha."""
     comparisons, claims = _comparisons(runs, study), _claims(runs, study)
     p = comparisons["p_t"].tolist() + claims["p"].tolist()
     adjusted, levels = stats.holm(p), stats.holm_levels(p, alpha)
     cut = len(comparisons)
+    opposite = []  # per claim: (Holm-adjusted p', level) of "beyond the margin the other way", in the claim's place
+    for j, p_other in enumerate(claims["p_opposite"]):
+        swapped = p[:cut + j] + [p_other] + p[cut + j + 1:]
+        opposite.append((stats.holm(swapped)[cut + j], stats.holm_levels(swapped, alpha)[cut + j]))
     comparisons = _judge_comparisons(comparisons, adjusted[:cut], levels[:cut], study.metric, alpha)
     if "collapsed" not in runs:  # nothing was checked for collapse: no column that would claim none did
         comparisons = comparisons.drop(columns="degenerate")
-    return Family(comparisons, _judge_claims(claims, adjusted[cut:], levels[cut:], alpha))
+    return Family(comparisons, _judge_claims(claims, adjusted[cut:], levels[cut:], opposite, alpha))
 
 
 def _comparisons(runs: pd.DataFrame, study: Study) -> pd.DataFrame:
@@ -167,21 +172,21 @@ def _claims(runs: pd.DataFrame, study: Study) -> pd.DataFrame:
             rows.append({"claim": claim.text, "dataset": dataset, "metric": claim.metric, "n": n, "estimate": estimate,
                          "std": std, "null": null, "greater": greater, "op": claim.op, "left": claim.left, "right": claim.right,
                          "p": stats.one_sided_p(estimate, std, n, null, greater),
+                         "p_opposite": stats.one_sided_p(estimate, std, n, null, not greater),
                          "degenerate": _degenerate(runs, dataset, [claim.left] + ([claim.right] if claim.right else []))})
-    columns = ["claim", "dataset", "metric", "n", "estimate", "std", "null", "greater", "op", "left", "right", "p", "degenerate"]
+    columns = ["claim", "dataset", "metric", "n", "estimate", "std", "null", "greater", "op", "left", "right", "p", "p_opposite",
+               "degenerate"]
     return pd.DataFrame(rows, columns=columns)
 
 
-def _judge_claims(table: pd.DataFrame, adjusted: list, levels: list, alpha: float) -> pd.DataFrame:
+def _judge_claims(table: pd.DataFrame, adjusted: list, levels: list, opposite: list, alpha: float) -> pd.DataFrame:
     rows = []
-    for r, p_holm, level in zip(table.itertuples(), adjusted, levels):
+    for r, p_holm, level, (p_opposite_holm, opposite_level) in zip(table.itertuples(), adjusted, levels, opposite):
+        verdict = "supported" if p_holm < alpha else "contradicted" if p_opposite_holm < alpha else "inconclusive"
+        if verdict == "contradicted":  # the bounds of the test that decided: the opposite one's level
+            level = opposite_level
         low, high = stats.t_interval(r.estimate, r.std, r.n, 1 - 2 * level)  # each bound one-sided at 1 - level
-        paired = r.right is not None and not (isinstance(r.right, float) and math.isnan(r.right))
-        judge = stats.claim_verdict_paired if paired else stats.claim_verdict_threshold
-        verdict = judge(low, high, r.op, abs(r.null) if paired else r.null)
-        if verdict == "supported" and not p_holm < alpha:  # a bound exactly on the margin: the test decides
-            verdict = "inconclusive"
-        d = r.metric
+        d, paired = r.metric, isinstance(r.right, str)
         shown = f"{pct(1 - level)} one-sided bounds"
         if paired:
             margin = f"; margin {fmt(abs(r.null), d, diff=True)}" if r.null else ""
@@ -190,6 +195,8 @@ def _judge_claims(table: pd.DataFrame, adjusted: list, levels: list, alpha: floa
         else:
             detail = f"mean {fmt(r.estimate, d)}, [{fmt(low, d)}, {fmt(high, d)}] ({shown}), n={r.n}; threshold {fmt(r.null, d)}"
         detail += f"; p = {r.p:.3g}, p_Holm = {p_holm:.3g}"
+        if verdict == "contradicted":
+            detail += f"; the opposite test's p_Holm = {p_opposite_holm:.3g}"
         if r.degenerate:
             verdict, detail = "degenerate", f"{r.degenerate}; {detail}"
         toward = (r.estimate - r.null) / r.std * (1 if r.greater else -1) if r.std else math.nan

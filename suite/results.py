@@ -102,15 +102,22 @@ def from_report(study: Study, folder: Path, smoke: bool = False) -> Results:
     As with `collect`, the typed columns come from re-expanding the study file and matching run keys;
     the table supplies the metrics (as written: 6 significant digits) and the provenance. A study with a
     `tune` block is expanded with its `@tuned` variants at the values runs.csv recorded (`tuned_from_report`);
-    their keys hash the full-precision tuned values, so those rows are matched by dataset, variant and seed.
+    their keys hash the full-precision tuned values, so those rows are matched by dataset, variant and seed
+    (where the untuned twin of the row matches by key).
     """
     table, curves = _report_tables(folder)
     study = tuned_from_report(study, table)
     specs = {s.run_key: s for s in expand(study, smoke)}
     by_cell = {(s.dataset, s.variant, s.seed): s for s in specs.values() if s.variant.endswith(TUNED)}
+    records = table.to_dict("records")
+    # a tuned row counts only where its untuned twin (same dataset, variant, seed) still matches by key:
+    # the study file is the one that trained it, apart from the tuned values
+    current = {(r["dataset"], r["variant"], r["seed"]) for r in records if r["run_key"] in specs}
     rows, unmatched = [], 0
-    for record in table.to_dict("records"):
-        spec = specs.get(record["run_key"]) or by_cell.get((record["dataset"], record["variant"], record["seed"]))
+    for record in records:
+        cell = (record["dataset"], record["variant"], record["seed"])
+        twin = (cell[0], cell[1].removesuffix(TUNED), cell[2])
+        spec = specs.get(record["run_key"]) or (by_cell.get(cell) if twin in current else None)
         if spec is None:
             unmatched += 1
             continue

@@ -11,7 +11,7 @@ A study trains each variant on the same handful of seeds, so:
   study's comparisons and claims together), and the level each test's interval is drawn at.
 - `one_sided_p`, `t_interval`: a claim's one-sided t-test and an interval at any level.
 - `bootstrap_ci`: percentile bootstrap interval of the mean, a distribution-free cross-check.
-- `verdict`, `claim_verdict_paired`, `claim_verdict_threshold`: intervals read as words.
+- `verdict`: a comparison's interval and adjusted p read as words (claims: `analysis.family`).
 
 Values that are not finite (a diverged run's loss) are dropped, and `n` says how many remained.
 Degenerate inputs (fewer than two values, identical differences) give NaN or limit values, never
@@ -69,6 +69,8 @@ def mean_ci(values, confidence: float = 0.95) -> Interval:
     mean = float(a.mean())
     if n == 1:
         return Interval(1, mean, NAN, NAN, NAN)
+    if _all_equal(a, scale=float(np.abs(a).max())):  # every seed at one value (e.g. collapsed to one share): that value,
+        return Interval(n, float(a[0]), 0.0, float(a[0]), float(a[0]))  # no spread, not a mean off by rounding noise
     std = float(a.std(ddof=1))
     return Interval(n, mean, std, *t_interval(mean, std, n, confidence))
 
@@ -180,15 +182,17 @@ def holm(pvalues) -> list[float]:
 
 def holm_levels(pvalues, alpha: float = ALPHA) -> list[float]:
     """Per test, the significance level its interval is drawn at so that it excludes the null exactly when the
-    Holm-adjusted p is below `alpha`: alpha * p / p_Holm, which is alpha / (m - r) for the test of rank r (0-based,
-    by raw p) unless the step-down's running maximum raised its adjusted p (then a little lower, a wider interval).
+    Holm-adjusted p is below `alpha`: alpha / (m - r) for the test of rank r (0-based, by raw p), the level Holm's
+    step-down tests it at, or lower (a wider interval) where the step-down's running maximum raised its adjusted p:
+    alpha * p / max over ranks <= r of (m - rank) * p_rank, the adjusted p before its cap at 1.
     A p of 0 gets alpha / (m - r); NaN gets alpha (nothing was tested: its interval is NaN anyway)."""
     p = np.asarray(pvalues, dtype=float).ravel()
-    adjusted = holm(p)
     levels = [alpha] * len(p)
     idx = np.flatnonzero(~np.isnan(p))
+    running = 0.0
     for rank, i in enumerate(idx[np.argsort(p[idx], kind="stable")]):
-        levels[i] = alpha * p[i] / adjusted[i] if p[i] > 0 else alpha / (len(idx) - rank)
+        running = max(running, (len(idx) - rank) * p[i])
+        levels[i] = alpha * p[i] / running if p[i] > 0 else alpha / (len(idx) - rank)
     return levels
 
 
@@ -210,28 +214,3 @@ def verdict(low: float, high: float, p_adjusted: float, alpha: float = ALPHA) ->
     if math.isnan(low) or math.isnan(high) or not p_adjusted < alpha:
         return "inconclusive"
     return "better" if low > 0 else "worse" if high < 0 else "inconclusive"
-
-
-def claim_verdict_paired(low: float, high: float, op: str, margin: float) -> str:
-    """'A op B by at least margin', (low, high) the CI of A - B, margin >= 0 in the metric's units."""
-    _check_op(op)
-    if math.isnan(low) or math.isnan(high):
-        return "inconclusive"
-    if op in ABOVE:
-        return "supported" if low > margin else "contradicted" if high < margin else "inconclusive"
-    return "supported" if high < -margin else "contradicted" if low > -margin else "inconclusive"
-
-
-def claim_verdict_threshold(low: float, high: float, op: str, value: float) -> str:
-    """'A op value', (low, high) the CI of A's mean; supported only strictly beyond the value (the one-sided test's H1)."""
-    _check_op(op)
-    if math.isnan(low) or math.isnan(high):
-        return "inconclusive"
-    if op in ABOVE:
-        return "supported" if low > value else "contradicted" if high < value else "inconclusive"
-    return "supported" if high < value else "contradicted" if low > value else "inconclusive"
-
-
-def _check_op(op: str) -> None:
-    if op not in ABOVE + BELOW:
-        raise ValueError(f"unknown comparison {op!r}: use one of {', '.join(ABOVE + BELOW)}")

@@ -300,6 +300,7 @@ variants: {base: {}, a: {optimizer: {lr: 0.02}}, b: {optimizer: {lr: 0.03}}}
 claims:
   - a > base by at least 0.5 points
   - b >= 90%
+  - base > a
 """
 
 
@@ -321,7 +322,8 @@ def test_comparisons_and_claims_are_one_holm_family(tmp_path):
     comparisons, claims = tests.comparisons.set_index("variant"), tests.claims.set_index("claim")
     raw = [sps.ttest_rel(a, base).pvalue, sps.ttest_rel(b, base).pvalue,
            sps.ttest_1samp([x - y for x, y in zip(a, base)], 0.005, alternative="greater").pvalue,
-           sps.ttest_1samp(b, 0.90, alternative="greater").pvalue]
+           sps.ttest_1samp(b, 0.90, alternative="greater").pvalue,
+           sps.ttest_1samp([y - x for x, y in zip(a, base)], 0.0, alternative="greater").pvalue]
     assert [comparisons.loc["a", "p_t"], comparisons.loc["b", "p_t"], *claims["p"]] == pytest.approx(raw)
     adjusted = stats.holm(raw)  # m = 4: the claims count in the comparisons' adjustment
     assert [*comparisons["p_holm"], *claims["p_holm"]] == pytest.approx(adjusted)
@@ -338,6 +340,36 @@ def test_comparisons_and_claims_are_one_holm_family(tmp_path):
     assert threshold["verdict"] == "inconclusive" and threshold["p_holm"] >= 0.05
     dz = (pd.Series(b).mean() - 0.90) / pd.Series(b).std()
     assert threshold["seeds_needed"] == stats.seeds_for_power(dz, alpha=levels[3], sides=1) > 5
+    # contradicted: the opposite one-sided test ("base < a"), Holm-adjusted in the claim's place, below 0.05
+    wrong = claims.loc["base > a"]
+    opposite = sps.ttest_1samp([y - x for x, y in zip(a, base)], 0.0, alternative="less").pvalue
+    swapped = [*raw[:4], opposite]
+    assert wrong["verdict"] == "contradicted" and stats.holm(swapped)[4] < 0.05 <= wrong["p_holm"]
+    assert wrong["ci_high"] < 0  # its upper bound, at the opposite test's level, lies on the wrong side
+    assert wrong["confidence"] == pytest.approx(1 - stats.holm_levels(swapped)[4])
+
+
+def test_a_weak_contradiction_among_many_tests_stays_inconclusive(tmp_path):
+    """The opposite test is Holm-adjusted too: p' = 0.02 alone would contradict, among eleven tests it does not."""
+    import pandas as pd
+
+    from suite import analysis
+
+    variants = "".join(f"  v{i}: {{optimizer: {{lr: 0.1{i}}}}}\n" for i in range(10))
+    (tmp_path / "many.yaml").write_text(FAMILY.replace("name: family", "name: many").replace(
+        "variants: {base: {}, a: {optimizer: {lr: 0.02}}, b: {optimizer: {lr: 0.03}}}", "variants:\n  base: {}\n" + variants)
+        .split("claims:")[0] + "claims: [v0 > base]\n")
+    study = load_study(str(tmp_path / "many.yaml"))
+    base = [0.900, 0.905, 0.898, 0.903, 0.901]
+    rows = [{"dataset": "mnist", "variant": "base", "seed": s, "test_acc": x} for s, x in enumerate(base)]
+    v0 = [x + d for x, d in zip(base, [-0.002, -0.003, -0.001, -0.004, 0.000])]  # a little below base: p' about 0.02
+    rows += [{"dataset": "mnist", "variant": "v0", "seed": s, "test_acc": x} for s, x in enumerate(v0)]
+    rows += [{"dataset": "mnist", "variant": f"v{i}", "seed": s, "test_acc": x + 0.001 * ((s * i) % 3 - 1)}
+             for i in range(1, 10) for s, x in enumerate(base)]
+    tests = analysis.family(pd.DataFrame(rows), study)
+    claim = tests.claims.iloc[0]
+    assert 0.005 < 1 - claim["p"] < 0.05  # the opposite test alone would reject ...
+    assert claim["verdict"] == "inconclusive"  # ... but not Holm-adjusted among 10 comparisons and the claim
 
 
 @needs_mnist

@@ -28,7 +28,7 @@ def searches_from_report(study: Study, smoke: bool, reports_dir: Path) -> dict:
         if not path.exists():
             continue
         trials = pd.read_csv(path)
-        counted = trials[trials["state"].isin(["COMPLETE", "PRUNED", "FAIL"]) & (trials.get("fail_reason", pd.Series(dtype=str)) != INTERRUPTED)]
+        counted = trials[trials["state"].isin(["COMPLETE", "PRUNED", "FAIL"]) & (trials.get("fail_reason", pd.Series("", index=trials.index)) != INTERRUPTED)]
         complete = trials[trials["state"] == "COMPLETE"]
         best = complete.loc[complete["value"].idxmin() if study.tune.direction == "minimize" else complete["value"].idxmax()] if len(complete) else None
         found[tuning_name(study, variant, smoke), dataset] = (
