@@ -75,8 +75,8 @@ def blocks(study, smoke, results, summary, comparisons, claims, figures, ui) -> 
             blocks.append(("h2", f"Comparisons with the baseline `{study.baseline}`"))
         blocks.append(("p", "Paired by seed: seed k of a variant against seed k of the baseline (same init, data-order and "
                             "augmentation draws). p: two-sided paired t-test, Holm-adjusted together with the study's claims; "
-                            "CI: paired Student-t at the test's adjusted level (0.05 x p / p_Holm, which is 0.05 / (m - r) "
-                            "for the test of rank r among m); Wilcoxon signed-rank p for reference. Effect size: Cohen's d_z "
+                            "CI: paired Student-t at the test's adjusted level (0.05 / (m - r) for the test of rank r among m, "
+                            "lower where Holm's running maximum raised its adjusted p); Wilcoxon signed-rank p for reference. Effect size: Cohen's d_z "
                             "(mean difference / std of differences). Verdict: better/worse when the CI excludes 0 and the "
                             "Holm-adjusted p < 0.05, else inconclusive, with the seeds a paired t-test at that adjusted level "
                             "would need for 80% power at the observed effect; *degenerate* when at least half the seeds of either side collapsed to one "
@@ -90,7 +90,8 @@ def blocks(study, smoke, results, summary, comparisons, claims, figures, ui) -> 
         blocks.append(("p", "Claims: each is a one-sided t-test (paired for `A > B`, one-sample for `A >= value`) of H1 \"beyond the "
                             "claimed margin or threshold\", Holm-adjusted with the comparisons; its bounds are one-sided at the "
                             "adjusted level. *Supported* when the bound clears the margin or threshold (Holm-adjusted p < 0.05), "
-                            "*contradicted* when the other bound lies entirely on the wrong side, *degenerate* when at least half "
+                            "*contradicted* when the opposite one-sided test, Holm-adjusted in the claim's place, is below 0.05 "
+                            "(its bound, shown then, lies on the wrong side), *degenerate* when at least half "
                             "the seeds of a side collapsed, else *inconclusive* (with the seeds the one-sided test would need for "
                             "80% power). `suite check` exits 1 on a contradicted claim."))
 
