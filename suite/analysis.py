@@ -105,18 +105,18 @@ CLAIM_COLUMNS = ["claim", "dataset", "metric", "n", "estimate", "confidence", "c
 
 def family(runs: pd.DataFrame, study: Study, alpha: float = stats.ALPHA) -> Family:
     """Every comparison (two-sided paired t-test) and every claim (one-sided t-test against its margin or threshold)
-    as one family: Holm-adjusted together, each interval at its adjusted level (`stats.holm_levels`), "seeds needed"
+    as one family: Holm-adjusted together, each interval at its adjusted level (`stats.holm_adjust`), "seeds needed"
     for 80% power at that level. A comparison's interval is two-sided at 1 - level; a claim's bounds are each one-sided
     at 1 - level, so a claim is supported exactly when its p_holm < alpha. A claim is contradicted when the opposite
     one-sided test (p' = the other tail), put in the family in the claim's place, has a Holm-adjusted p' < alpha."""
     comparisons, claims = _comparisons(runs, study), _claims(runs, study)
     p = comparisons["p_t"].tolist() + claims["p"].tolist()
-    adjusted, levels = stats.holm(p), stats.holm_levels(p, alpha)
+    adjusted, levels = stats.holm_adjust(p, alpha)
     cut = len(comparisons)
     opposite = []  # per claim: (Holm-adjusted p', level) of "beyond the margin the other way", in the claim's place
     for j, p_other in enumerate(claims["p_opposite"]):
-        swapped = p[:cut + j] + [p_other] + p[cut + j + 1:]
-        opposite.append((stats.holm(swapped)[cut + j], stats.holm_levels(swapped, alpha)[cut + j]))
+        swapped_adjusted, swapped_levels = stats.holm_adjust(p[:cut + j] + [p_other] + p[cut + j + 1:], alpha)
+        opposite.append((swapped_adjusted[cut + j], swapped_levels[cut + j]))
     comparisons = _judge_comparisons(comparisons, adjusted[:cut], levels[:cut], study.metric, alpha)
     if "collapsed" not in runs:  # nothing was checked for collapse: no column that would claim none did
         comparisons = comparisons.drop(columns="degenerate")

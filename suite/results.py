@@ -96,17 +96,18 @@ def _in_study_order(frame: pd.DataFrame, study: Study, by: list[str]) -> pd.Data
     return frame.sort_values(by, kind="stable", key=key).reset_index(drop=True)
 
 
-def from_report(study: Study, folder: Path, smoke: bool = False) -> Results:
-    """The runs of a report read back from its own `runs.csv` and `curves.csv`, for a store that no longer holds them.
+def from_report(study: Study, folder: Path, smoke: bool = False) -> tuple[Study, Results]:
+    """The runs of a report read back from its own `runs.csv` and `curves.csv`, for a store that no longer holds them,
+    and the study they answer (with a `tune` block: plus its `@tuned` variants).
 
     As with `collect`, the typed columns come from re-expanding the study file and matching run keys;
     the table supplies the metrics (as written: 6 significant digits) and the provenance. A study with a
-    `tune` block is expanded with its `@tuned` variants at the values runs.csv recorded (`tuned_from_report`);
+    `tune` block is expanded with its `@tuned` variants at the values runs.csv recorded (`_tuned`);
     their keys hash the full-precision tuned values, so those rows are matched by dataset, variant and seed
     (where the untuned twin of the row matches by key).
     """
     table, curves = _report_tables(folder)
-    study = tuned_from_report(study, table)
+    study = _tuned(study, table)
     specs = {s.run_key: s for s in expand(study, smoke)}
     by_cell = {(s.dataset, s.variant, s.seed): s for s in specs.values() if s.variant.endswith(TUNED)}
     records = table.to_dict("records")
@@ -130,7 +131,7 @@ def from_report(study: Study, folder: Path, smoke: bool = False) -> Results:
     runs = _in_study_order(runs, study, ["dataset", "variant", "seed"])
     curves = runs[["run_id", "dataset", "variant", "seed"]].merge(curves[["run_id", "metric", "epoch", "value"]], on="run_id")
     curves = _in_study_order(curves, study, ["dataset", "variant", "seed", "metric", "epoch"])
-    return Results(_at_tested_epoch(runs, curves), curves, len(specs), unmatched, None, None, source="runs.csv")
+    return study, Results(_at_tested_epoch(runs, curves), curves, len(specs), unmatched, None, None, source="runs.csv")
 
 
 def _report_tables(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -142,22 +143,20 @@ def _report_tables(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return table, curves
 
 
-def tuned_from_report(study: Study, table: pd.DataFrame | Path) -> Study:
-    """With a `tune` block: the study plus its `@tuned` variants at the values a report's runs.csv (or its folder) recorded."""
-    if study.tune is None or any(v.endswith(TUNED) for v in study.variants):  # none, or tuned already
+def _tuned(study: Study, table: pd.DataFrame) -> Study:
+    """With a `tune` block: the study plus its `@tuned` variants at the values a report's runs.csv recorded."""
+    if study.tune is None:
         return study
-    if isinstance(table, Path):
-        table = _report_tables(table)[0]
     columns = {f"config.{path}": path for path in study.tune.space}
     missing = [c for c in columns if c not in table]
     if missing:
         raise SuiteError(f"runs.csv of study '{study.name}' has no column {missing[0]}: it cannot say the tuned values")
-    tuned = {(d, v.removesuffix(TUNED)): {path: _plain(group[c].iloc[0]) for c, path in columns.items()}
+    tuned = {(d, v.removesuffix(TUNED)): {path: plain(group[c].iloc[0]) for c, path in columns.items()}
              for (d, v), group in table[table["variant"].str.endswith(TUNED)].groupby(["dataset", "variant"])}
     return with_tuned(study, tuned)
 
 
-def _plain(value):
+def plain(value):
     """A numpy scalar as the Python value a config field takes."""
     return value.item() if hasattr(value, "item") else value
 

@@ -7,7 +7,7 @@ A study trains each variant on the same handful of seeds, so:
   order on both sides), so the test is on the per-seed differences: paired Student-t interval
   and two-sided paired t-test, Wilcoxon signed-rank test alongside (no normality assumption),
   Cohen's d_z, and how many seeds a paired t-test would need for 80% power at that effect.
-- `holm`, `holm_levels`: Holm-Bonferroni step-down adjustment across one family of tests (a
+- `holm_adjust` (`holm`, `holm_levels`): Holm-Bonferroni step-down adjustment across one family of tests (a
   study's comparisons and claims together), and the level each test's interval is drawn at.
 - `one_sided_p`, `t_interval`: a claim's one-sided t-test and an interval at any level.
 - `bootstrap_ci`: percentile bootstrap interval of the mean, a distribution-free cross-check.
@@ -29,7 +29,7 @@ from scipy import stats as sps
 
 NAN = float("nan")
 ALPHA = 0.05  # the family-wise error rate of a study's comparisons and claims together
-ABOVE, BELOW = (">", ">="), ("<", "<=")
+ABOVE = (">", ">=")  # claim operators whose H1 is "above"; the others, < and <=, "below"
 
 
 @dataclass(frozen=True)
@@ -169,31 +169,32 @@ def seeds_for_power(dz: float, target: float = 0.8, alpha: float = 0.05, cap: in
 
 def holm(pvalues) -> list[float]:
     """Holm-Bonferroni step-down adjusted p-values, in input order; NaN stays NaN and is not counted in m."""
-    p = np.asarray(pvalues, dtype=float).ravel()
-    out = np.full(len(p), NAN)
-    idx = np.flatnonzero(~np.isnan(p))
-    m = len(idx)
-    running = 0.0  # the running max keeps the adjusted values monotone in the raw ones
-    for rank, i in enumerate(idx[np.argsort(p[idx], kind="stable")]):
-        running = max(running, min(1.0, (m - rank) * p[i]))
-        out[i] = running
-    return out.tolist()
+    return holm_adjust(pvalues)[0]
 
 
 def holm_levels(pvalues, alpha: float = ALPHA) -> list[float]:
-    """Per test, the significance level its interval is drawn at so that it excludes the null exactly when the
-    Holm-adjusted p is below `alpha`: alpha / (m - r) for the test of rank r (0-based, by raw p), the level Holm's
-    step-down tests it at, or lower (a wider interval) where the step-down's running maximum raised its adjusted p:
-    alpha * p / max over ranks <= r of (m - rank) * p_rank, the adjusted p before its cap at 1.
-    A p of 0 gets alpha / (m - r); NaN gets alpha (nothing was tested: its interval is NaN anyway)."""
+    """Per test, the significance level its interval is drawn at (see `holm_adjust`)."""
+    return holm_adjust(pvalues, alpha)[1]
+
+
+def holm_adjust(pvalues, alpha: float = ALPHA) -> tuple[list[float], list[float]]:
+    """(Holm-adjusted p-values, levels), in input order, from one step-down pass.
+
+    Adjusted p: the running max over ranks <= r of (m - rank) * p_rank (monotone in the raw p), capped at 1.
+    Level: the significance level a test's interval is drawn at so that it excludes the null exactly when its
+    adjusted p is below `alpha`: alpha / (m - r) for the test of rank r (0-based, by raw p), the level Holm's
+    step-down tests it at, or lower (a wider interval) where the running max raised its adjusted p: alpha * p / that
+    max before the cap. A p of 0 gets alpha / (m - r). NaN stays NaN, is not counted in m, and gets level alpha
+    (nothing was tested: its interval is NaN anyway)."""
     p = np.asarray(pvalues, dtype=float).ravel()
-    levels = [alpha] * len(p)
+    adjusted, levels = [NAN] * len(p), [alpha] * len(p)
     idx = np.flatnonzero(~np.isnan(p))
     running = 0.0
     for rank, i in enumerate(idx[np.argsort(p[idx], kind="stable")]):
-        running = max(running, (len(idx) - rank) * p[i])
-        levels[i] = alpha * p[i] / running if p[i] > 0 else alpha / (len(idx) - rank)
-    return levels
+        running = max(running, (len(idx) - rank) * float(p[i]))
+        adjusted[i] = min(1.0, running)
+        levels[i] = alpha * float(p[i]) / running if p[i] > 0 else alpha / (len(idx) - rank)
+    return adjusted, levels
 
 
 def bootstrap_ci(values, confidence: float = 0.95, resamples: int = 10_000, seed: int = 0) -> tuple[float, float]:

@@ -24,6 +24,7 @@ from .errors import SuiteError
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 FINISHED = "FINISHED"
+INTERRUPTED = "interrupted"  # a trial's fail_reason (Optuna user attr, tag suite.fail_reason) when a kill, not the trial, ended it
 ERRORS = "test_errors.json"  # a classification run's artifact: test confusion matrix, first misclassified examples
 GALLERY_FILE = "misclassified.npz"  # ... and their raw images (uint8), labels and test indices
 NOTE = "mlflow.note.content"  # an experiment's description, a run's note: markdown the UI shows

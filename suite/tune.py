@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from . import tracking
 from .provenance import redact
+from .tracking import INTERRUPTED
 from .spec.config import RunConfig
 from .errors import SuiteError
 from .execute import Settings, backend, execution
@@ -39,10 +40,9 @@ from .execute.plan import describe, source_name
 from .execute.recorder import Recorder
 from .execute.worker import DIVERGED, FAILED, FINISHED, PRUNED, Record, Task
 from .spec.study import (Search, Study, override, search_variant, smoke_config, smoke_scale, tuning_name, tuning_targets,
-                    with_execution, with_tuned)
+                         with_execution, with_tuned)
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
-INTERRUPTED = "interrupted"
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

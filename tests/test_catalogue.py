@@ -11,7 +11,7 @@ import pytest
 from suite import analysis
 from suite.analysis import collapsed
 from suite.cli import main
-from suite.results import from_report, tuned_from_report
+from suite.results import from_report
 from suite.spec.study import expand, list_studies, load_study
 
 from conftest import has_dataset
@@ -83,8 +83,8 @@ def test_study_smoke_runs_end_to_end(path, tmp_path, data_dir):
 def committed_runs(study):
     """A committed report's runs (its runs.csv), each marked collapsed or not, and the study they answer."""
     folder = REPORTS / study.name
-    study = tuned_from_report(study, folder)
-    runs = from_report(study, folder).runs
+    study, results = from_report(study, folder)
+    runs = results.runs
     runs["collapsed"] = collapsed(runs)
     return study, runs
 

@@ -26,7 +26,7 @@ import pandas as pd
 from .. import analysis, provenance, tracking
 from ..spec.config import Execution
 from ..errors import SuiteError
-from ..results import Results, collect, from_report, tuned_from_report
+from ..results import Results, collect, from_report
 from ..spec.study import Study, expand, tuning_budget, tuning_name, tuning_targets, with_tuned
 from . import content
 from .content import out_dir, ui_url
@@ -83,8 +83,7 @@ def build(study: Study, smoke: bool, uri: str, reports_dir: Path,
     whose runs live in another store); nothing is written to the store then.
     """
     if from_runs:
-        study = tuned_from_report(study, out_dir(study, smoke, reports_dir))
-        results = from_report(study, out_dir(study, smoke, reports_dir), smoke)
+        study, results = from_report(study, out_dir(study, smoke, reports_dir), smoke)
         results.runs["collapsed"] = analysis.collapsed(results.runs)
     else:
         study = _with_tuning(study, smoke, uri)

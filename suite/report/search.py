@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .. import tracking
 from ..provenance import redact
+from ..results import plain
 from ..spec.study import Study, tuning_budget, tuning_name, tuning_targets
 from .content import out_dir
 from .figures import save
@@ -20,19 +21,17 @@ def searches_from_report(study: Study, smoke: bool, reports_dir: Path) -> dict:
     `--from-runs`): (search name, dataset) -> (trials counted, best values, best objective), values to 6 significant digits."""
     import pandas as pd
 
-    from ..tune import INTERRUPTED
-
     found, folder = {}, out_dir(study, smoke, reports_dir) / "search"
     for dataset, variant in tuning_targets(study):
         path = folder / variant.replace("/", "_") / dataset / "trials.csv"
         if not path.exists():
             continue
         trials = pd.read_csv(path)
-        counted = trials[trials["state"].isin(["COMPLETE", "PRUNED", "FAIL"]) & (trials.get("fail_reason", pd.Series("", index=trials.index)) != INTERRUPTED)]
+        counted = trials[trials["state"].isin(["COMPLETE", "PRUNED", "FAIL"]) & (trials.get("fail_reason", pd.Series("", index=trials.index)) != tracking.INTERRUPTED)]
         complete = trials[trials["state"] == "COMPLETE"]
         best = complete.loc[complete["value"].idxmin() if study.tune.direction == "minimize" else complete["value"].idxmax()] if len(complete) else None
         found[tuning_name(study, variant, smoke), dataset] = (
-            len(counted), None if best is None else {p: best[p].item() if hasattr(best[p], "item") else best[p] for p in study.tune.space},
+            len(counted), None if best is None else {p: plain(best[p]) for p in study.tune.space},
             None if best is None else float(best["value"]))
     return found
 
