@@ -57,7 +57,7 @@ server-stop: $(STAMP)
 
 # What the browser, Fashion-MNIST and team-store tests need from Debian (root; CI runs this before `make test`).
 system-deps:
-	@missing="$$(for p in chromium chromium-driver dataset-fashion-mnist postgresql; do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done)"; \
+	@missing="$$(for p in chromium chromium-driver dataset-fashion-mnist postgresql gcc libc6-dev; do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done)"; \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
 
 clean-venv:

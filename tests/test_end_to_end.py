@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from suite.cli import main
+from suite.kernels import kernel_name
 from suite.spec.config import RunConfig
 from suite.execute.worker import evaluate_weights
 
@@ -40,6 +41,7 @@ def test_study_logs_runs_writes_report_and_resumes(tiny_study, tmp_path, store, 
     assert set(runs["tags.suite.variant"]) == {"none", "wd"} and set(runs["tags.suite.seed"]) == {"0", "1"}
     assert set(runs["tags.mlflow.runName"]) == {"none/seed=0", "none/seed=1", "wd/seed=0", "wd/seed=1"}
     assert runs["tags.suite.run_key"].nunique() == 4 and runs["tags.suite.git_commit"].str.len().min() > 0
+    assert set(runs["tags.suite.adam_kernel"]) == {kernel_name()}  # which Adam step trained them (same numbers either way)
     assert set(runs["params.optimizer.weight_decay"]) == {"0.0", "0.01"} and set(runs["params.model.hidden"]) == {"[32]"}
     client = mlflow.tracking.MlflowClient(store)
     history = client.get_metric_history(runs["run_id"][0], "val_acc")

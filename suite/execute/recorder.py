@@ -85,7 +85,8 @@ class Recorder:
             tracking.set_tags(self.client, run_id, {"suite.device": payload["device"], "suite.host": payload["host"],
                                                     "suite.pid": payload["pid"], "suite.threads": payload["threads"],
                                                     "suite.cpu": payload["cpu"],
-                                                    "suite.data_fingerprint": payload["data_fingerprint"]})
+                                                    "suite.data_fingerprint": payload["data_fingerprint"],
+                                                    **({"suite.adam_kernel": payload["adam_kernel"]} if "adam_kernel" in payload else {})})
             data = payload["data"]
             tracking.log_dataset(self.client, run_id, data["name"], payload["data_fingerprint"], data["root"], data["splits"])
         elif kind == "steps":

@@ -136,6 +136,11 @@ def execute(task: Task | Pack, emit: Callable[[str, Any], None], ask: Callable[[
         data = _splits(first.config, first.data_dir, device)
         here = where(device, torch.get_num_threads())
         here["data_fingerprint"] = fingerprint(first.config.data.name, Path(first.data_dir))
+        if device.type == "cpu" and not packed and first.config.optimizer.name in ("adam", "adamw") \
+                and not first.config.execution.fused_optimizer:
+            from .. import kernels
+
+            here["adam_kernel"] = kernels.kernel_name()  # adam.c or torch: the same numbers, not the same speed
         splits = {"train": len(data.train_y), "val": len(data.val_y), "test": len(data.test_y)}
         for i, record in enumerate(records):
             record.where = here

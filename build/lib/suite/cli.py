@@ -1,0 +1,431 @@
+"""The command line: thin, calling what the tests call.
+
+    suite list                         studies with their question and run count
+    suite validate FILE...             check study files (exit 2 on the first error)
+    suite study NAME [--smoke]         train what is missing, then write reports/NAME/
+    suite report NAME                  rebuild reports/NAME/ from MLflow alone
+    suite check NAME                   exit 1 when a claim of the study is contradicted
+    suite evaluate RUN                 reload a run's weights and evaluate the test split again
+    suite tune NAME [--trials N]       Optuna search over the study's `search` space
+    suite smoke                        every study in smoke mode, into a throw-away store
+    suite ui [--port 5000]             MLflow's UI over the store; prints each study's runs link
+    suite push NAME --to URI           copy a study's finished runs to another store (idempotent by run key)
+    suite server start|stop            a team store here: PostgreSQL + an MLflow tracking server (.server/)
+
+Every user error is one line on stderr and a non-zero exit: 2 for bad input, 1 when the
+work could not be done, 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+from .errors import SuiteError
+
+
+def _common(p: argparse.ArgumentParser, store: bool = True, optuna: bool = True) -> None:
+    p.add_argument("--studies-dir", default="studies", help="where study files live (default: studies)")
+    if store:
+        p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+        if optuna:
+            p.add_argument("--storage", help="Optuna storage for searches and tuning (default: $OPTUNA_STORAGE or sqlite:///optuna.db)")
+        p.add_argument("--reports-dir", default="reports", help="where reports are written (default: reports)")
+        p.add_argument("--ui-url", help="MLflow UI that reports link runs to, e.g. http://127.0.0.1:5000 (default: $SUITE_UI_URL; "
+                                        "unset: reports name run keys, no links)")
+
+
+def _executor(p: argparse.ArgumentParser, runs: bool = True) -> None:
+    """Executor options; `runs` False for commands that only need to know how runs were computed."""
+    if runs:
+        p.add_argument("--executor", choices=("serial", "local", "ray"), default="local",
+                       help="where runs train: serial (in this process), local (a pool of processes, default), ray")
+        p.add_argument("--workers", type=int, help="runs trained at once (default: cores / threads, capped by memory)")
+        p.add_argument("--ray-address", help="with --executor ray: auto (the cluster of `ray start --head`) or ray://host:port; "
+                                              "default: a private local Ray")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1; part of a run's identity)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="auto: CUDA when this machine has it (on Ray: cpu unless cuda); part of a run's identity")
+    p.add_argument("--fused-optimizer", action="store_true",
+                   help="PyTorch's fused sgd/adam/adamw kernels: faster, last-bit different numbers (other run keys)")
+    p.add_argument("--pack", action=argparse.BooleanOptionalAction, default=None,
+                   help="train MLP runs that differ only in seed, lr, weight decay, dropout, augmentation, label noise or smoothing, "
+                        "patience as one "
+                        "packed model (default: on with CUDA, off on a CPU); last-bit different numbers (other run keys)")
+    if runs:
+        p.add_argument("--pack-size", type=int, help="members per packed model (default: as many as the GPU's memory or the CPU's cache holds)")
+
+
+def settings(args):
+    from .execute import Settings
+
+    return Settings(executor=getattr(args, "executor", "serial"), workers=getattr(args, "workers", None), threads=args.threads,
+                    device=args.device, ray_address=getattr(args, "ray_address", None), fused_optimizer=args.fused_optimizer,
+                    pack=args.pack, pack_size=getattr(args, "pack_size", None))
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="suite", description="Reproducible benchmark and ablation studies.")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="list studies with their question and run count")
+    _common(p, store=False)
+
+    sub.add_parser("schema", help="print the reference of every study-file field (markdown; docs/study-reference.md)")
+
+    p = sub.add_parser("validate", help="check study files")
+    p.add_argument("files", nargs="+")
+    _common(p, store=False)
+
+    for name, text in (("study", "run a study (skips runs already finished) and write its report"),
+                       ("smoke", "run every study in smoke mode")):
+        p = sub.add_parser(name, help=text)
+        if name == "study":
+            p.add_argument("name", help="study name (studies/NAME.yaml) or path to a YAML file")
+            p.add_argument("--smoke", action="store_true", help="the seconds-long version of the study")
+            p.add_argument("--force", action="store_true", help="rerun runs that already finished")
+        p.add_argument("--keep-weights", choices=("final", "none"), default="final",
+                       help="final: log each run's tested weights as its artifact weights.pt (default); none: keep none")
+        p.add_argument("--data-dir", help="dataset root (default: $SUITE_DATA_DIR or ./data)")
+        _executor(p)
+        _common(p)
+
+    p = sub.add_parser("tune", help="search hyperparameters with Optuna (the study's search block)")
+    p.add_argument("name")
+    p.add_argument("--trials", type=int, help="total trials to reach (default: the study's search.trials)")
+    p.add_argument("--smoke", action="store_true", help="a few trials on the smoke-sized data")
+    p.add_argument("--data-dir", help="dataset root (default: $SUITE_DATA_DIR or ./data)")
+    _executor(p)
+    _common(p)
+
+    p = sub.add_parser("evaluate", help="reload a run's weights into a fresh model and evaluate the test split")
+    p.add_argument("run", help="MLflow run id or suite run key")
+    p.add_argument("--data-dir", help="dataset root (default: $SUITE_DATA_DIR or ./data)")
+    p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+
+    p = sub.add_parser("ui", help="MLflow's UI over the store (one light process); prints each study's runs link")
+    p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db); "
+                                         "an http(s):// tracking server: print its links, start nothing")
+    p.add_argument("--host", default=os.environ.get("SUITE_UI_HOST", "127.0.0.1"), help="address to listen on (default: $SUITE_UI_HOST or 127.0.0.1)")
+    p.add_argument("--port", type=int, default=int(os.environ.get("SUITE_UI_PORT", "5000")), help="port (default: $SUITE_UI_PORT or 5000)")
+
+    p = sub.add_parser("push", help="copy a study's finished runs (params, metrics, tags, artifacts) to another MLflow store")
+    p.add_argument("name", help="study name (studies/NAME.yaml) or path to a YAML file")
+    p.add_argument("--to", required=True, help="the target store, e.g. the team store's http://127.0.0.1:PORT")
+    _common(p, optuna=False)
+
+    p = sub.add_parser("server", help="start or stop a team store on this machine: PostgreSQL and an MLflow tracking server")
+    p.add_argument("action", choices=("start", "stop"))
+    p.add_argument("--dir", default=".server", help="where the database, logs and artifacts live (default: .server)")
+    p.add_argument("--port", type=int, help="the tracking server's port (default: a free one, then the same each start)")
+    p.add_argument("--pg-port", type=int, help="PostgreSQL's port (default: a free one, then the same each start)")
+
+    for name, text in (("report", "rebuild a study's report from MLflow, without training"),
+                       ("check", "exit 1 when a claim of the study is contradicted")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("name")
+        p.add_argument("--smoke", action="store_true", help="report on the smoke runs")
+        if name == "report":
+            p.add_argument("--from-runs", action="store_true",
+                           help="read the runs from the report's own runs.csv/curves.csv, not the store (a committed report)")
+        _executor(p, runs=False)
+        _common(p, optuna=False)  # reports read MLflow alone
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .execute.recorder import install_signal_handlers
+
+    args = parser().parse_args(argv)
+    previous = install_signal_handlers()  # Ctrl-C and SIGTERM stop the workers, never halfway through a store write
+    try:
+        return COMMANDS[args.command](args)
+    except SuiteError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished runs are kept; run the same command again to resume", file=sys.stderr)
+        return 130
+    except Exception as err:
+        message = store_failure(err)
+        if message is None:
+            raise  # a bug: the traceback is what we need
+        print(f"error: {message}; finished runs are kept, run the same command again to resume", file=sys.stderr)
+        return 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def store_failure(err: BaseException) -> str | None:
+    """One line for a store that failed under us (a tracking server gone, a database down, a full disk); None for anything else."""
+    import errno
+
+    from .provenance import redact
+
+    kinds = {"MlflowException": "the MLflow store failed", "RequestException": "the tracking server cannot be reached",
+             "ConnectionError": "the tracking server cannot be reached", "OperationalError": "the database failed",
+             "StorageInternalError": "the Optuna storage failed"}
+    names = {c.__name__ for c in type(err).__mro__}
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"the disk is full ({err.filename or err.strerror})"
+    for name, what in kinds.items():
+        if name in names:
+            lines = [line for line in str(err).splitlines() if line.strip()]
+            detail = lines[0][:160] if lines else type(err).__name__
+            return f"{what}: {redact(detail)}"
+    return None
+
+
+def cmd_list(args) -> int:
+    from .errors import StudyError
+    from .spec.study import list_studies, load_study
+
+    studies, invalid = [], []
+    for path in list_studies(Path(args.studies_dir)):
+        try:
+            studies.append(load_study(str(path)))
+        except StudyError as err:  # every broken file, one line each, after the good ones
+            invalid.append(str(err))
+    counts = [_count(s) for s in studies]
+    name_width, count_width = max((len(s.name) for s in studies), default=0), max(map(len, counts), default=0)
+    for study, count in zip(studies, counts):
+        print(f"{study.name:<{name_width}}  {count:<{count_width}}  {study.question}")
+    for line in invalid:
+        print(f"invalid: {line}", file=sys.stderr)
+    if invalid:
+        raise SuiteError(f"{len(invalid)} of {len(studies) + len(invalid)} study files are invalid (listed above)")
+    return 0
+
+
+def _count(study) -> str:
+    """What a study trains: its runs, and with a `tune` block the tuned runs and the tuning trials too."""
+    if study.tune is None:
+        return f"{study.run_count} runs"
+    trials = len(study.configs) * study.tune.trials
+    return f"{study.run_count} + {study.run_count} tuned runs, {trials} trials"
+
+
+def cmd_schema(args) -> int:
+    from .spec.schema import reference
+
+    print(reference(), end="")
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from .spec.study import load_study
+
+    for file in args.files:
+        study = load_study(file, Path(args.studies_dir))
+        print(f"{study.path}: ok ({_count(study)}: {len(study.datasets)} datasets x {len(study.variants)} variants x {len(study.seeds)} seeds)")
+    return 0
+
+
+def _run(name: str, args, smoke: bool, uri: str) -> int:
+    from . import report, tracking
+    from .components.data import data_root
+    from .execute import execution
+    from .execute.plan import run_study
+    from .spec.study import load_study
+
+    study = load_study(name, Path(args.studies_dir))
+    chosen = settings(args)
+    reports_dir = Path(args.reports_dir)
+
+    def write_report() -> None:
+        if study.tune is not None:  # search reports come from the Optuna store; the study's report reads MLflow alone
+            report.build_tuning_searches(study, smoke, reports_dir, args.storage, tracking.tracking_uri(uri))
+        out = report.build(study, smoke=smoke, uri=tracking.tracking_uri(uri), reports_dir=reports_dir,
+                           execution=execution(chosen), ui=report.ui_url(args.ui_url))
+        print(f"report: {out}")
+
+    outcome = run_study(study, smoke=smoke, uri=uri, data_dir=data_root(args.data_dir), force=getattr(args, "force", False),
+                        storage=args.storage, settings=chosen, keep_weights=args.keep_weights == "final", report=write_report)
+    print(f"{study.name}: {outcome.trained} trained, {outcome.skipped} already done, {outcome.diverged} diverged, "
+          f"{len(outcome.failed)} failed" + (f", {len(outcome.lost)} taken over by other drivers" if outcome.lost else ""))
+    if outcome.reported_elsewhere:
+        print("report: written by another driver from these same runs (`suite report` rebuilds it here)")
+    link = tracking.experiment_link(tracking.connect(uri), tracking.experiment_name(study.name, smoke), _ui_base(args, uri))
+    print(f"runs: {link}" + ("" if report.ui_url(args.ui_url) or tracking.is_server(uri) else "  (after `make ui`)"))
+    if outcome.failed:
+        raise SuiteError(f"{len(outcome.failed)} runs failed (first: {outcome.failed[0]}); run the same command again to retrain them")
+    return 0
+
+
+def _ui_base(args, uri: str) -> str:
+    """Where the UI of this store is: --ui-url / $SUITE_UI_URL, the tracking server itself, else `make ui`'s address."""
+    from . import report, tracking
+
+    return report.ui_url(args.ui_url) or (uri.rstrip("/") if tracking.is_server(uri) else "http://127.0.0.1:5000")
+
+
+def cmd_study(args) -> int:
+    from .tracking import tracking_uri
+
+    return _run(args.name, args, args.smoke, tracking_uri(args.tracking_uri))
+
+
+def cmd_smoke(args) -> int:
+    """Every study, smoke mode; a temporary store unless --tracking-uri names one."""
+    from .spec.study import list_studies
+
+    with tempfile.TemporaryDirectory(prefix="suite-smoke-") as tmp:
+        uri = args.tracking_uri or f"sqlite:///{tmp}/mlflow.db"
+        for path in list_studies(Path(args.studies_dir)):
+            _run(str(path), args, True, uri)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from . import report
+    from .spec.study import load_study
+    from .tracking import tracking_uri
+
+    from .execute import execution
+
+    study = load_study(args.name, Path(args.studies_dir))
+    out = report.build(study, smoke=args.smoke, uri=tracking_uri(args.tracking_uri), reports_dir=Path(args.reports_dir),
+                       execution=execution(settings(args)), ui=report.ui_url(args.ui_url), from_runs=args.from_runs)
+    print(f"report: {out}")
+    return 0
+
+
+def cmd_check(args) -> int:
+    from . import report
+    from .spec.study import load_study
+    from .tracking import tracking_uri
+
+    from .execute import execution
+
+    study = load_study(args.name, Path(args.studies_dir))
+    claims = report.claim_table(study, smoke=args.smoke, uri=tracking_uri(args.tracking_uri),
+                                execution=execution(settings(args)))
+    for row in claims.itertuples():
+        print(f"{row.verdict:<13} {row.claim}  [{row.dataset}: {row.detail}]")
+    return 1 if (claims["verdict"] == "contradicted").any() else 0
+
+
+def cmd_tune(args) -> int:
+    from . import report, tune
+    from .components.data import data_root
+    from .spec.study import load_study
+    from .tracking import tracking_uri
+
+    if args.trials is not None and args.trials < 1:
+        raise SuiteError("--trials takes a positive number")
+    study = load_study(args.name, Path(args.studies_dir))
+    target = tune.search_target(study, args.smoke)
+    storage = tune.storage_url(args.storage)
+    search = tune.run_search(target, uri=tracking_uri(args.tracking_uri), storage=storage, data_dir=data_root(args.data_dir),
+                             trials=args.trials, settings=settings(args))
+    out = report.build_search(target, search, Path(args.reports_dir), storage, tracking_uri(args.tracking_uri))
+    print(f"{target.name}: {tune.counted(search.get_trials(deepcopy=False))} trials; report: {out}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    """Rebuild the run's model from its resolved config, load its weights, evaluate the test split."""
+    import json
+
+    import torch
+
+    from . import components, tracking
+    from .spec.config import RunConfig
+    from .components.data import data_root
+    from .execute.recorder import WEIGHTS
+    from .execute.worker import evaluate_weights
+
+    client = tracking.connect(tracking.tracking_uri(args.tracking_uri))
+    run = tracking.find_run(client, args.run)
+    with tempfile.TemporaryDirectory() as tmp:
+        config = json.loads(tracking.download(client, run.info.run_id, "resolved_config.json", Path(tmp)).read_text())
+        weights = torch.load(tracking.download(client, run.info.run_id, WEIGHTS, Path(tmp)), weights_only=True)
+    components.load_plugins(config.get("plugins", []))  # the study's `plugins:` modules (entry points load by themselves)
+    try:
+        resolved = RunConfig(**config["config"])
+    except ValueError as err:  # e.g. a plug-in's component that this environment does not have
+        raise SuiteError(f"run {run.info.run_id}: its config does not validate here ({' '.join(str(err).split())[:300]})") from None
+    metrics = evaluate_weights(resolved, weights, str(data_root(args.data_dir).resolve()))
+    for name, value in metrics.items():
+        logged = run.data.metrics.get(name)
+        same = "" if logged is None else f"  (logged {logged:.6g}: {'identical' if logged == value else 'DIFFERENT'})"
+        print(f"{run.info.run_name} {name} {value:.6g}{same}")
+    return 0
+
+
+def cmd_ui(args) -> int:
+    """Serve the store's UI here (or, for a tracking server, only print its links)."""
+    from . import tracking
+
+    uri = tracking.tracking_uri(args.tracking_uri)
+    if tracking.is_server(uri):
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # a link printer need not wait minutes for a dead server
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+        try:
+            _print_links(uri.rstrip("/"), uri)
+        except SuiteError:
+            raise
+        except Exception as err:
+            raise SuiteError(f"cannot reach the tracking server {uri}: {str(err).splitlines()[0][:160]}") from None
+        return 0
+    if not 0 < args.port < 65536:
+        raise SuiteError(f"--port takes 1-65535, not {args.port}")
+    base = f"http://{args.host}:{args.port}"
+    try:
+        tracking.serve_ui(uri, args.host, args.port, lambda: _print_links(base, uri, ready=True))
+    except KeyboardInterrupt:  # uvicorn shuts down cleanly on Ctrl-C, then passes the signal on
+        pass
+    print("MLflow UI stopped", file=sys.stderr)
+    return 0
+
+
+def cmd_push(args) -> int:
+    from . import push, tracking
+    from .spec.study import load_study
+
+    study = load_study(args.name, Path(args.studies_dir))
+    source = tracking.tracking_uri(args.tracking_uri)
+    done = push.push(study.name, source, args.to)
+    print(f"{study.name}: {done.copied} runs copied to {args.to}, {done.present} already there")
+    return 0
+
+
+def cmd_server(args) -> int:
+    from . import server
+
+    folder = Path(args.dir)
+    if args.action == "stop":
+        print(f"stopped the team store in {folder}" if server.stop(folder) else f"no team store was started in {folder}")
+        return 0
+    for port in (args.port, args.pg_port):
+        if port is not None and not 0 < port < 65536:
+            raise SuiteError(f"ports are 1-65535, not {port}")
+    state = server.start(folder, args.port, args.pg_port)
+    env = server.write_env(folder, state)
+    shown = server.uris(state, password=False)
+    print(f"team store running in {folder.resolve()} (`make server-stop` stops it)")
+    print(f"  MLFLOW_TRACKING_URI={shown['MLFLOW_TRACKING_URI']}   (the MLflow UI too)")
+    print(f"  OPTUNA_STORAGE={shown['OPTUNA_STORAGE']}")
+    print(f"point every driver at it: source {env}   (holds the password; readable by you alone)")
+    return 0
+
+
+def _print_links(base: str, uri: str, ready: bool = False) -> None:
+    from . import tracking
+
+    links = tracking.study_links(tracking.connect(uri), base)
+    print(f"MLflow UI {'ready at' if ready else 'of'} {base}/ over {uri}" + ("  (Ctrl-C stops it)" if ready else ""), flush=True)
+    for name, url in links:
+        print(f"  {name:<28} {url}", flush=True)
+    if not links:
+        print("  no study has run in this store yet: make study STUDY=...", flush=True)
+
+
+COMMANDS = {"tune": cmd_tune, "list": cmd_list, "schema": cmd_schema, "validate": cmd_validate, "study": cmd_study, "smoke": cmd_smoke,
+            "report": cmd_report, "check": cmd_check, "evaluate": cmd_evaluate, "ui": cmd_ui,
+            "server": cmd_server, "push": cmd_push}

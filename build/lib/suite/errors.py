@@ -1,0 +1,21 @@
+"""The one exception type the CLI turns into a one-line message and a non-zero exit."""
+
+
+class SuiteError(Exception):
+    """A user-facing error: its message is one line that says what to do.
+
+    `exit_code` 2 means bad input (a study file, an option); 1 means the work itself
+    could not be done (missing data, a busy store).
+    """
+
+    exit_code = 1
+
+
+class StudyError(SuiteError):
+    """A study file is missing, unreadable or invalid."""
+
+    exit_code = 2
+
+
+class DataError(SuiteError):
+    """A dataset could not be found or downloaded."""

@@ -1,0 +1,97 @@
+"""The executor: every run of a study, search or tuned comparison goes through it.
+
+    plan (what is left to run) -> worker (`execute`, the one training loop) -> backend
+    (serial / local pool / ray) -> recorder (the one writer, in the driver)
+
+`Settings` is what the command line chooses (`--executor`, `--workers`, `--threads`,
+`--device`, `--fused-optimizer`, `--pack`, `--pack-size`, `--ray-address`); `execution(settings)` is how its runs are
+computed (part of their config and keys); `backend(settings, ...)` builds where they run.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from ..spec.config import Execution
+from ..errors import SuiteError
+
+EXECUTORS = ("serial", "local", "ray")
+WORKER_BYTES = {"cifar10": 0.75e9}  # tensors a worker holds per dataset (CIFAR-10 normalised: ~0.75 GB)
+DEFAULT_WORKER_BYTES = 0.3e9
+
+
+@dataclass(frozen=True)
+class Settings:
+    executor: str = "local"
+    workers: int | None = None  # None: cores / threads, capped by memory and by the number of tasks
+    threads: int = 1
+    device: str = "auto"  # auto: cuda where the workers have it, else cpu
+    ray_address: str | None = None
+    fused_optimizer: bool = False
+    pack: bool | None = None  # train packable runs as packed models; None: on CUDA yes, on a CPU no (README: Speed)
+    pack_size: int | None = None  # members per packed model; None: as many as fit (suite.packed.pack_size)
+
+    def __post_init__(self):
+        if self.executor not in EXECUTORS:
+            raise SuiteError(f"unknown executor '{self.executor}' (known: {', '.join(EXECUTORS)})")
+        if self.threads < 1 or (self.workers is not None and self.workers < 1):
+            raise SuiteError("--workers and --threads take a positive number")
+        if self.pack_size is not None and self.pack_size < 1:
+            raise SuiteError("--pack-size takes a positive number")
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def available_memory() -> float:
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def default_workers(threads: int, datasets, tasks: int) -> int:
+    """Cores / threads, no more than memory holds (one dataset's tensors per worker), no more than the tasks."""
+    per_worker = max(WORKER_BYTES.get(d, DEFAULT_WORKER_BYTES) for d in datasets) if datasets else DEFAULT_WORKER_BYTES
+    by_memory = int(0.8 * available_memory() // per_worker)
+    return max(1, min(cores() // threads, by_memory, tasks))
+
+
+def execution(settings: Settings) -> Execution:
+    """The device and threads every run of this call is computed with.
+
+    `auto` is CUDA when this machine has it; on Ray the driver cannot see the workers' devices,
+    so `auto` is the CPU there and `--device cuda` asks the cluster for one GPU per worker.
+    """
+    device = settings.device
+    if settings.executor != "ray" and device != "cpu":
+        import torch
+
+        if device == "cuda" and not torch.cuda.is_available():
+            raise SuiteError("--device cuda, but this machine has no CUDA device")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = "cpu" if device == "auto" else device
+    # packing is off by default on a CPU: measured here, the catalogue's 3M-parameter MLP trains slower packed
+    packed = settings.pack if settings.pack is not None else device == "cuda"
+    return Execution(device=device, threads=settings.threads, fused_optimizer=settings.fused_optimizer, packed=packed)
+
+
+def backend(settings: Settings, datasets=(), tasks: int = 1):
+    from .backends import LocalPool, RayBackend, Serial
+
+    if settings.executor == "serial":
+        return Serial()
+    if settings.executor == "local":
+        return LocalPool(settings.workers or default_workers(settings.threads, datasets, tasks), settings.threads)
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise SuiteError("--executor ray needs Ray: pip install -e '.[ray]'") from None
+    # default: the cluster's CPUs / threads (known once connected), no more than the tasks
+    return RayBackend(settings.workers, settings.threads, settings.ray_address, gpus=settings.device == "cuda", tasks=tasks)

@@ -1,0 +1,275 @@
+"""Where tasks run: in the driver (serial), in a pool of spawned processes (local), on Ray (ray).
+
+Every backend has one method, `run(next_task, handle)`: it pulls a task from `next_task()`
+whenever a worker is free (None: no more), and calls `handle(task, kind, payload)` in the driver
+for every event a worker sends (`started`, `steps`, `epoch`, `ask` whose return value goes back
+to the worker, and finally `done` with the `Record`). A worker that dies gives its task a FAILED
+record; the other tasks go on. Ctrl-C or SIGTERM in the driver stops every worker before `run`
+returns or raises.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from multiprocessing import connection, get_context
+
+from .worker import FAILED, Record, error_line, execute
+
+
+class Serial:
+    """In the driver's own process, one task at a time: for debugging (breakpoints, profilers)."""
+
+    def run(self, next_task, handle) -> None:
+        while (task := next_task()) is not None:
+            record = execute(task, lambda kind, payload: handle(task, kind, payload),
+                             lambda kind, payload: handle(task, "ask", (kind, payload)))
+            handle(task, "done", record)
+
+
+# ---------------------------------------------------------------- local pool
+
+
+def _serve(conn, threads: int) -> None:
+    """A pool worker: take tasks from the driver's pipe until it sends None or goes away."""
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the driver decides
+    import torch
+
+    torch.set_num_threads(threads)
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):
+            return
+        if task is None:
+            return
+
+        def ask(kind, payload):
+            _send(conn, ("ask", (kind, payload)))
+            return conn.recv()
+
+        record = execute(task, lambda kind, payload: _send(conn, (kind, payload)), ask)
+        _send(conn, ("done", record))
+
+
+def _send(conn, message) -> None:
+    """To the driver; when it is gone (killed: the kernel kills us a moment later), leave quietly, no traceback."""
+    try:
+        conn.send(message)
+    except OSError:
+        os._exit(1)
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this process when the driver dies, even by kill -9."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class _Slot:
+    def __init__(self, ctx, threads: int):
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_serve, args=(child, threads), daemon=True)
+        self.process.start()
+        child.close()
+        self.task = None
+
+
+class LocalPool:
+    """N spawned processes, each with `threads` torch threads, fed over pipes; a dead one is replaced."""
+
+    def __init__(self, workers: int, threads: int):
+        self.workers, self.threads = workers, threads
+
+    def run(self, next_task, handle) -> None:
+        ctx = get_context("spawn")
+        # spawned interpreters read these before torch starts its thread pools
+        env = {"OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)}
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        slots: list[_Slot] = []
+        try:
+            slots = [_Slot(ctx, self.threads) for _ in range(self.workers)]
+            self._loop(ctx, slots, next_task, handle)
+        finally:
+            _stop(slots)
+            for k, v in saved.items():
+                os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+
+    def _loop(self, ctx, slots, next_task, handle) -> None:
+        exhausted = False
+        while True:
+            for i, slot in enumerate(slots):
+                if slot.task is None and not exhausted:
+                    task = next_task()
+                    exhausted = task is None
+                    if not exhausted:
+                        slots[i] = self._hand(ctx, slot, task)
+            busy = [s for s in slots if s.task is not None]
+            if not busy:
+                return
+            ready = connection.wait([s.conn for s in busy] + [s.process.sentinel for s in busy])
+            for slot in busy:
+                if (slot.conn in ready or slot.process.sentinel in ready) and not self._receive(slot, handle):
+                    self._died(ctx, slots, slot, handle)
+
+    def _hand(self, ctx, slot: _Slot, task) -> _Slot:
+        """Send `task` to the slot's worker; one that died while idle is replaced first."""
+        try:
+            slot.conn.send(task)
+        except OSError:  # its process is gone (killed between two tasks)
+            slot.process.join()
+            slot = _Slot(ctx, self.threads)
+            slot.conn.send(task)
+        slot.task = task
+        return slot
+
+    def _receive(self, slot: _Slot, handle) -> bool:
+        """Handle one message from the slot's worker; False when the worker is gone."""
+        try:
+            kind, payload = slot.conn.recv()
+        except (EOFError, OSError):
+            return False
+        reply = handle(slot.task, kind, payload)
+        if kind == "ask":
+            slot.conn.send(reply)
+        elif kind == "done":
+            slot.task = None
+        return True
+
+    def _died(self, ctx, slots, slot: _Slot, handle) -> None:
+        slot.process.join()
+        code = slot.process.exitcode
+        how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+        task = slot.task
+        handle(task, "done", Record(task.id, FAILED, reason=f"worker process {slot.process.pid} died ({how})"))
+        slots[slots.index(slot)] = _Slot(ctx, self.threads)
+
+
+def _stop(slots) -> None:
+    for slot in slots:
+        if slot.process.is_alive():
+            try:
+                slot.conn.send(None)
+            except OSError:
+                pass
+    for slot in slots:
+        slot.process.join(timeout=1 if slot.task is None else 0)
+        if slot.process.is_alive():
+            slot.process.kill()
+            slot.process.join()
+        slot.conn.close()
+
+
+# ---------------------------------------------------------------- ray
+
+
+class RayWorker:
+    """One Ray actor: trains the tasks it is given, sending events through a Ray queue."""
+
+    def __init__(self, threads: int):
+        import torch
+
+        torch.set_num_threads(threads)
+
+    def run(self, task, events, replies):
+        def ask(kind, payload):
+            events.put((task.id, "ask", (kind, payload)))
+            return replies.get()
+
+        return execute(task, lambda kind, payload: events.put((task.id, kind, payload)), ask)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+class RayBackend:
+    """`workers` Ray actors (default: the cluster's CPUs / threads) of `threads` CPUs (and a GPU each when `gpus`), on the cluster at `address`.
+
+    `address` None starts a private local Ray instance for this call; `auto` joins the cluster
+    that `ray start --head` runs on this machine; `ray://host:10001` a remote one. The suite's code
+    travels to the workers (`runtime_env` py_modules); its dependencies and the data root
+    (`--data-dir`, the same path on every node) must already be there.
+    """
+
+    def __init__(self, workers: int | None, threads: int, address: str | None, gpus: bool = False, tasks: int | None = None):
+        self.workers, self.threads, self.address, self.gpus, self.tasks = workers, threads, address, gpus, tasks
+
+    def run(self, next_task, handle) -> None:
+        import ray
+        from ray.util.queue import Queue
+
+        started_here = not ray.is_initialized()
+        if started_here:
+            init(self.address)
+        actor_class = ray.remote(num_cpus=self.threads, num_gpus=1 if self.gpus else 0, max_restarts=0)(RayWorker)
+        events = Queue()
+        actors, running = [], {}
+        try:
+            def spawn():
+                return actor_class.remote(self.threads), Queue()
+
+            workers = self.workers or max(1, min(int(ray.cluster_resources().get("CPU", 1)) // self.threads, self.tasks or 1 << 30))
+            actors = [spawn() for _ in range(workers)]
+            idle, exhausted = list(actors), False
+            while True:
+                while idle and not exhausted:
+                    task = next_task()
+                    if task is None:
+                        exhausted = True
+                        break
+                    actor, replies = idle.pop()
+                    running[actor.run.remote(task, events, replies)] = (task, actor, replies)
+                if not running:
+                    return
+                done, _ = ray.wait(list(running), num_returns=1, timeout=0.05)
+                self._drain(events, running, handle)
+                for ref in done:
+                    task, actor, replies = running.pop(ref)
+                    try:
+                        record = ray.get(ref)
+                    except Exception as err:  # the actor died (kill -9 of its process, a lost node)
+                        record = Record(task.id, FAILED, reason=f"ray worker died: {error_line(err)}")
+                        ray.kill(actor)
+                        actors.remove((actor, replies))
+                        actor, replies = spawn()
+                        actors.append((actor, replies))
+                    handle(task, "done", record)
+                    idle.append((actor, replies))
+        finally:
+            for actor, _ in actors:
+                ray.kill(actor)
+            if started_here:
+                ray.shutdown()
+
+    @staticmethod
+    def _drain(events, running, handle) -> None:
+        tasks = {task.id: (task, replies) for task, _, replies in running.values()}
+        while not events.empty():
+            for task_id, kind, payload in events.get_nowait_batch(events.qsize()):
+                task, replies = tasks[task_id]
+                reply = handle(task, kind, payload)
+                if kind == "ask":
+                    replies.put(reply)
+
+
+def init(address: str | None) -> None:
+    """Connect to (or, with None, start) Ray, shipping the suite package to the workers."""
+    import logging
+    from pathlib import Path
+
+    import ray
+
+    package = str(Path(__file__).resolve().parents[1])
+    try:
+        ray.init(address=address, runtime_env={"py_modules": [package]}, logging_level=logging.WARNING,
+                 log_to_driver=False, include_dashboard=False if address is None else None)
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        from ..errors import SuiteError
+
+        raise SuiteError(f"cannot reach Ray at {address or 'a new local instance'}: {error_line(err)}") from None

@@ -1,0 +1,290 @@
+"""Run a study through the executor: expand it, skip what the store holds, train the rest.
+
+    suite study regularization [--smoke] [--force] [--executor local --workers 2 --threads 1]
+
+A run whose key already FINISHED in the study's MLflow experiment is skipped; a run left
+RUNNING, KILLED or FAILED by an earlier invocation is deleted and trained again, so the store
+never holds two live runs with one key. Each run is claimed first (`suite.leases`): on a shared
+store, several drivers split a study's runs and none deletes or retrains another's live run. Ctrl-C (or SIGTERM) stops the workers, marks the runs
+in flight KILLED and keeps everything finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from tqdm import tqdm
+
+from .. import tracking
+from ..errors import SuiteError
+from ..spec.study import RunSpec, Study, commands, expand
+from . import Settings, backend, default_workers, execution
+from .recorder import Recorder
+from .worker import DIVERGED, FAILED, Pack, Record, Task
+
+
+@dataclass
+class Outcome:
+    total: int
+    skipped: int
+    trained: int = 0
+    diverged: int = 0
+    failed: list[str] = field(default_factory=list)  # "name: error line" per failed run
+    lost: list[str] = field(default_factory=list)  # runs another driver took over while this one trained them
+    reported_elsewhere: bool = False  # another driver wrote (or is writing) the report of these runs
+
+
+def partition(specs: list[RunSpec], existing: list, force: bool) -> list[RunSpec]:
+    """The specs still to train: those without a FINISHED run (with `force`: all)."""
+    finished = {r.data.tags.get("suite.run_key") for r in existing if r.info.status == tracking.FINISHED}
+    return list(specs) if force else [s for s in specs if s.run_key not in finished]
+
+
+def run_study(study: Study, *, smoke: bool, uri: str, data_dir: Path, force: bool = False, storage: str | None = None,
+              settings: Settings = Settings(), keep_weights: bool = True, report: Callable[[], None] | None = None) -> Outcome:
+    """Train every run of the study not yet FINISHED in the store (with a `tune` block: tune first), then `report()`.
+
+    Each run is claimed before it trains (`suite.leases`): on a shared store several drivers split
+    the runs, wait for each other's, take over the claims of drivers that died, and the one that
+    ends with a new set of finished runs writes the report (`report()`, called once per set).
+    `keep_weights` logs each run's tested weights as its artifact `weights.pt` (`suite evaluate` reloads them).
+    """
+    from .. import leases as lease_store
+    from ..provenance import redact
+    from ..tune import storage_url
+
+    if study.tune is not None:  # each variant gets the same tuning budget; cached in the Optuna store
+        from .. import tune
+
+        study = tune.tuned_study(study, smoke, tune.storage_url(storage),
+                                 run={"uri": uri, "data_dir": data_dir, "settings": settings})
+    specs = expand(study, smoke, execution(settings))
+    since = time.time()
+    with tracking.store_lock(uri), lease_store.open_leases(uri, storage_url(storage)) as leases:
+        client = tracking.connect(uri)
+        exp_id = tracking.experiment_id(client, tracking.experiment_name(study.name, smoke), description=describe(study, smoke),
+                                        metric=study.metric, columns=study.scientific())
+        recorder = Recorder(client, exp_id, {"suite.kind": "run", "suite.study": study.name, "suite.smoke": smoke,
+                                             "suite.study_sha256": study.file_sha256, "mlflow.source.name": source_name(study)})
+        todo = {s.run_key for s in partition(specs, tracking.search(client, exp_id, "run"), force)}
+        outcome = Outcome(len(specs), len(specs) - len(todo))
+        bar = tqdm(total=len(specs), initial=outcome.skipped, desc=study.name, unit="run", disable=None, dynamic_ncols=True)
+        fatal: list[str] = []
+        where = f"{redact(uri)}#{exp_id}"  # leases name the store and experiment: one lease table may serve several
+
+        def lease(spec: RunSpec) -> str:
+            return f"run/{where}/{spec.run_key}"
+
+        ours: set[str] = set()  # keys this call trained or saw fail: not tried again here
+        tokens: dict[int, tuple[str, int]] = {}  # task id -> (run key, lease token)
+
+        def claim(spec: RunSpec) -> int | None:
+            """The run's lease, with the key's stale runs deleted; None when another driver has it or it is done."""
+            token = leases.claim(lease(spec), since if force else None)
+            if token is None:
+                return None
+            runs = tracking.runs_with_key(client, exp_id, spec.run_key)
+            if not force and any(r.info.status == tracking.FINISHED for r in runs):
+                leases.complete(lease(spec), token)  # finished by a driver killed before it said so
+                ours.add(spec.run_key)
+                return None
+            tracking.delete_runs(client, [r.info.run_id for r in runs])  # left by a dead driver, or replaced (--force)
+            return token
+
+        def task_of(i: int, spec: RunSpec, pack: int = 1) -> Task:
+            """The claimed run's task, its MLflow run started."""
+            name = spec.run_name if len(study.datasets) == 1 else f"{spec.dataset}/{spec.run_name}"
+            task = Task(i, name, spec.config, spec.seed, str(Path(data_dir).resolve()), keep_weights=keep_weights,
+                        plugins=study.plugins)
+            tags = {"suite.variant": spec.variant, "suite.seed": spec.seed, "suite.dataset": spec.dataset,
+                    "suite.run_key": spec.run_key, tracking.NOTE: _note(study, spec, smoke)}
+            recorder.start(task, {**tags, "suite.pack_size": pack} if spec.config.execution.packed else tags)
+            ours.add(spec.run_key)
+            return task
+
+        def next_task(pending) -> Task | Pack | None:
+            """The next unit's claimed runs: a task, or a pack of the runs of a packed unit that this driver could claim."""
+            for unit in pending:
+                if fatal:
+                    return None
+                claimed = [(i, spec, token) for i, spec in unit if (token := claim(spec)) is not None]
+                if not claimed:
+                    continue
+                tasks = tuple(task_of(i, spec, len(claimed)) for i, spec, _ in claimed)
+                for task, (_, spec, token) in zip(tasks, claimed):
+                    tokens[task.id] = (lease(spec), token)
+                _progress(bar, outcome, len(recorder.run_ids))
+                if len(tasks) == 1:
+                    return tasks[0]
+                return Pack(len(specs) + tasks[0].id, f"pack of {len(tasks)}", tasks)
+            return None
+
+        def handle(task: Task, kind: str, payload):
+            key, token = tokens[task.id]
+            if key in leases.lost:  # another driver took the run over: what we would record is not ours to keep
+                if kind == "done":
+                    _drop(task)
+                return False
+            if kind != "done":
+                recorder.event(task, kind, payload)
+                return False  # an ask: studies never stop a run early
+            if not leases.fence(key, token):
+                _drop(task)
+                return None
+            recorder.finish(task, payload)
+            if payload.status == FAILED:
+                leases.release(key, token)  # the next driver (or call) tries it again
+            else:
+                leases.complete(key, token)
+            outcome.trained += payload.status != FAILED
+            outcome.diverged += payload.status == DIVERGED
+            if payload.status == FAILED:
+                outcome.failed.append(f"{task.name}: {payload.reason}")
+                if payload.fatal:
+                    fatal.append(payload.reason)
+            bar.update()
+            _progress(bar, outcome, len(recorder.run_ids))
+            tqdm.write(_one_line(task.name, study.metric, payload))
+
+        def _drop(task: Task) -> None:
+            recorder.drop(task)
+            outcome.lost.append(task.name)
+            tqdm.write(f"  {task.name:<28} lost its claim (another driver took it over); its result is dropped")
+
+        with bar:
+            try:
+                while not fatal:
+                    left = [(i, s) for i, s in enumerate(specs) if s.run_key in todo and s.run_key not in ours]
+                    if not left:
+                        break
+                    pending = iter(units(left, settings, study.datasets))
+                    first = next_task(pending)  # claimed before any worker starts
+                    if first is not None:
+                        queue = itertools.chain([first], iter(lambda: next_task(pending), None))
+                        backend(settings, study.datasets, len(left)).run(lambda: next(queue, None), unpacking(handle))
+                    elif not leases.alive(lease(s) for _, s in left):
+                        break  # nothing left that anyone holds: done by others (or failed here)
+                    else:  # the rest is other drivers' runs: wait for them, or for the claims of dead ones to expire
+                        bar.set_postfix_str(f"waiting for {len(left)} runs that other drivers hold", refresh=True)
+                        time.sleep(min(5.0, leases.seconds / 4))
+                    if not force:
+                        todo = {s.run_key for s in partition(specs, tracking.search(client, exp_id, "run"), False)}
+                        bar.n = len(specs) - len(todo)
+                        bar.refresh()
+            except BaseException:
+                for key, token in tokens.values():
+                    if key in leases.held:
+                        leases.release(key, token)
+                recorder.abandon()
+                raise
+        if fatal:
+            raise SuiteError(fatal[0])
+        if report is not None:
+            finished = sorted(r.info.run_id for r in tracking.search(client, exp_id, "run", tracking.FINISHED))
+            key = f"report/{where}/" + hashlib.sha256(" ".join(finished).encode()).hexdigest()[:16]
+            token = leases.claim(key)
+            if token is None:
+                outcome.reported_elsewhere = True
+            else:
+                report()
+                leases.complete(key, token)
+    return outcome
+
+
+def units(left: list[tuple[int, RunSpec]], settings: Settings, datasets) -> list[list[tuple[int, RunSpec]]]:
+    """What the workers get: packed runs grouped by `config.pack_group` into packs that fit, every other run alone.
+
+    On a CPU a group is split across the workers (each pack trains on one worker's threads); on
+    CUDA it stays as few packs as memory allows. Which runs share a pack never changes their numbers.
+    """
+    from ..spec.config import pack_group
+
+    groups: dict[str, list] = {}
+    alone = []
+    for i, spec in left:
+        (groups.setdefault(pack_group(spec.config), []) if spec.config.execution.packed else alone).append([(i, spec)])
+    out = list(alone)
+    for members in groups.values():
+        config = members[0][0][1].config
+        size = settings.pack_size or _fitting_pack(config)
+        count = math.ceil(len(members) / size)
+        if config.execution.device == "cpu":
+            count = max(count, min(len(members), settings.workers or default_workers(settings.threads, datasets, len(left))))
+        out += [sum(members[k::count], []) for k in range(count)]
+    return sorted(out, key=lambda unit: unit[0][0])
+
+
+def _fitting_pack(config) -> int:
+    """Members of this config one pack holds on its device (suite.packed.pack_size)."""
+    import torch
+
+    from ..components import get
+    from ..components.models import parameter_count
+    from ..packed import pack_size
+
+    in_shape, outputs = get("dataset", config.data.name).inputs
+    batch = config.train.batch_size if config.train.batch_size != "full" else 60000
+    return pack_size(config, parameter_count(config.model, in_shape, outputs), batch, torch.device(config.execution.device))
+
+
+def unpacking(handle: Callable) -> Callable:
+    """A backend's `handle` for tasks and packs: a pack's events and record go to its members, one by one."""
+
+    def handle_any(task, kind: str, payload):
+        if not isinstance(task, Pack):
+            return handle(task, kind, payload)
+        members = {member.id: member for member in task.members}
+        if kind == "done":  # a pack that failed as a whole (its worker died) fails every member
+            records = payload.members or [Record(m.id, payload.status, reason=payload.reason, where=payload.where)
+                                          for m in task.members]
+            for record in records:
+                handle(members[record.task_id], "done", record)
+            return None
+        if kind == "ask":
+            return False  # packed study runs never stop early on the driver's word
+        member, inner = payload
+        return handle(members[member], kind, inner)
+
+    return handle_any
+
+
+def describe(study: Study, smoke: bool) -> str:
+    """The experiment's description in the UI: the question, and how its runs were made."""
+    return (f"**{study.question}**" + (" (smoke: the seconds-long version)" if smoke else "") + "\n\n"
+            + (f"{study.description.strip()}\n\n" if study.description else "")
+            + f"Study file `{source_name(study)}`; metric `{study.metric}`. Recreate: `{commands(study, smoke)[0]}`.")
+
+
+def source_name(study: Study) -> str:
+    """The study file, relative to the working directory where it lies below it."""
+    path = Path(study.path).resolve()
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
+
+
+def _note(study: Study, spec: RunSpec, smoke: bool) -> str:
+    return (f"Variant `{spec.variant}`, seed {spec.seed}, dataset `{spec.dataset}` of study **{study.name}**"
+            f"{' (smoke)' if smoke else ''}: {study.question}\n\nRun key `{spec.run_key}`; "
+            f"recreate with `{commands(study, smoke)[0]}`.")
+
+
+def _progress(bar, outcome: Outcome, running: int) -> None:
+    bar.set_postfix_str(f"running {running}, failed {len(outcome.failed)}, diverged {outcome.diverged}", refresh=False)
+
+
+def _one_line(name: str, metric: str, record) -> str:
+    value = record.final.get(metric)
+    if record.status == FAILED:
+        return f"  {name:<28} FAILED ({record.reason})"
+    shown = f"{metric}={value:.4f}" if value is not None else ""
+    status = f"DIVERGED ({record.reason})" if record.status == DIVERGED else shown
+    return f"  {name:<28} {status}  ({record.final['train_seconds']:.1f} s, {_epochs(record.final['epochs_trained'])}, pid {record.where.get('pid')})"
+
+
+def _epochs(n) -> str:
+    return f"{int(n)} epoch" + ("" if int(n) == 1 else "s")

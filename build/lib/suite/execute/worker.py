@@ -1,0 +1,273 @@
+"""The worker: `execute(task) -> Record`, the only code that trains a run.
+
+A task is a resolved run config, its seed and where its data lives; a record is everything the
+run produced (per-epoch and per-step metrics, final metrics, status, the error line) and where
+it ran (host, pid, device, threads). `execute` imports no MLflow and no Optuna: it runs the same
+in the driver (serial), in a spawned process (local pool) or on a Ray node, and talks to the
+driver only through `emit(kind, payload)` (events: started, steps, epoch) and, for a task that
+asks after each epoch (pruning), `ask(kind, payload) -> bool` (True: stop here).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .. import components
+from ..spec.config import RunConfig
+from ..errors import SuiteError
+
+FINISHED, DIVERGED, PRUNED, FAILED = "finished", "diverged", "pruned", "failed"
+
+
+@dataclass(frozen=True)
+class Task:
+    id: int  # unique within one executor call
+    name: str  # what progress lines call it
+    config: RunConfig  # resolved: config.execution says device and threads
+    seed: int
+    data_dir: str  # readable from wherever the task runs
+    ask_each_epoch: bool = False  # wait for the driver's verdict after each epoch (pruned trials stop)
+    keep_weights: bool = False  # send the tested weights back in the record
+    test: bool = True  # evaluate the test split at the end (never for search trials: selection must not see it)
+    plugins: tuple[str, ...] = ()  # modules the worker imports first: the study's plug-ins (`plugins:`)
+
+
+@dataclass
+class Record:
+    task_id: int
+    status: str  # finished, diverged, pruned, failed
+    history: list[dict] = field(default_factory=list)  # one dict of metrics per epoch
+    steps: list[tuple[int, float]] = field(default_factory=list)  # (step, training loss of that batch)
+    final: dict = field(default_factory=dict)  # test metrics, epochs_trained, train_seconds, ...
+    reason: str = ""  # why it diverged, was pruned or failed: one line
+    where: dict = field(default_factory=dict)  # host, pid, device, threads, cpu
+    seconds: float = 0.0  # wall time in the worker, data loading included
+    fatal: bool = False  # a user-level error (missing data, no CUDA) that every other run would hit too
+    weights: dict | None = None  # the tested state_dict, on the CPU, when the task keeps weights
+    errors: dict | None = None  # classification: the test confusion matrix and the first misclassified examples (`test_errors`)
+    members: list["Record"] = field(default_factory=list)  # a pack's record: one per member (empty: the pack failed as a whole)
+
+
+GALLERY = 16  # misclassified test images a run keeps (with their labels), for the report's gallery
+
+
+def class_shares(predicted, truth, classes: int) -> dict:
+    """test_top_share: the share of test predictions in the most predicted class (1.0: the run collapsed to one class);
+    test_majority_share: the share of the largest true class (what predicting only that class would score)."""
+    import torch
+
+    return {"test_top_share": torch.bincount(predicted, minlength=classes).max().item() / len(predicted),
+            "test_majority_share": torch.bincount(truth, minlength=classes).max().item() / len(truth)}
+
+
+def test_errors(predicted, truth, images, classes: int) -> dict:
+    """Where the tested weights go wrong: confusion[true][predicted] counts, and the first GALLERY misclassified
+    test examples (index, true and predicted class, the raw image as uint8)."""
+    import torch
+
+    confusion = torch.bincount(truth * classes + predicted, minlength=classes * classes).reshape(classes, classes)
+    wrong = (predicted != truth).nonzero().flatten()[:GALLERY]
+    return {"confusion": confusion.tolist(), "index": wrong.tolist(), "true": truth[wrong].tolist(),
+            "predicted": predicted[wrong].tolist(), "images": images[wrong].numpy()}
+
+
+class Stop(Exception):
+    """Raised from the epoch callback when the driver says stop (a pruned trial)."""
+
+
+_cached: dict = {}  # one set of splits per process: (data config, device, root) -> Splits
+
+
+def _splits(config: RunConfig, data_dir: str, device):
+    from ..components.data import load_splits
+
+    key = (config.data, str(device), data_dir)
+    if key not in _cached:
+        _cached.clear()  # hold one dataset's tensors at a time
+        _cached[key] = load_splits(config.data, Path(data_dir), device)
+    return _cached[key]
+
+
+def where(device, threads: int) -> dict:
+    from ..provenance import cpu_model, device_description
+
+    return {"host": socket.gethostname(), "pid": os.getpid(), "device": device_description(device), "threads": threads,
+            "cpu": cpu_model()}
+
+
+@dataclass(frozen=True)
+class Pack:
+    """Runs trained together as one packed model (`suite.packed`): one task for a backend, one record per member."""
+
+    id: int  # unique within one executor call, like a task's
+    name: str
+    members: tuple[Task, ...]  # same data, architecture and schedule (config.pack_group); each config packed
+
+
+def execute(task: Task | Pack, emit: Callable[[str, Any], None], ask: Callable[[str, Any], bool] | None = None) -> Record:
+    """Train one run, or a pack of runs; never raises for a failure of the runs themselves (the record says FAILED and why).
+
+    A pack's events carry their member's task id, `(id, payload)`, and its record holds one record per member (`members`).
+    """
+    import torch
+
+    from ..components.data import fingerprint
+    from ..train import resolve_device
+
+    packed = isinstance(task, Pack)
+    tasks = task.members if packed else (task,)
+    first = tasks[0]
+    start = time.perf_counter()
+    records = [Record(t.id, FAILED) for t in tasks]
+
+    def say(i: int, kind: str, payload) -> None:
+        emit(kind, (tasks[i].id, payload) if packed else payload)
+
+    try:
+        components.load_plugins(first.plugins)
+        torch.set_num_threads(first.config.execution.threads)
+        device = resolve_device(first.config.execution.device)
+        data = _splits(first.config, first.data_dir, device)
+        here = where(device, torch.get_num_threads())
+        here["data_fingerprint"] = fingerprint(first.config.data.name, Path(first.data_dir))
+        if device.type == "cpu" and not packed and first.config.optimizer.name in ("adam", "adamw") \
+                and not first.config.execution.fused_optimizer:
+            from .. import kernels
+
+            here["adam_kernel"] = kernels.kernel_name()  # adam.c or torch: the same numbers, not the same speed
+        splits = {"train": len(data.train_y), "val": len(data.val_y), "test": len(data.test_y)}
+        for i, record in enumerate(records):
+            record.where = here
+            say(i, "started", {**here, "data": {"name": first.config.data.name, "root": first.data_dir, "splits": splits}})
+
+        def on_epoch(i: int, epoch: int, metrics: dict) -> None:
+            records[i].history.append(metrics)
+            if tasks[i].ask_each_epoch and ask is not None:
+                if ask("epoch", (epoch, metrics)):
+                    raise Stop(f"pruned after epoch {epoch}")
+            else:
+                say(i, "epoch", (epoch, metrics))
+
+        def on_step(i: int, step: int, loss: float) -> None:
+            records[i].steps.append((step, loss))
+            say(i, "steps", [(step, loss)])
+
+        with core_slots(first.config.execution.threads if device.type == "cpu" else 1):
+            results = _train(tasks, data, device, on_epoch, on_step)
+        for t, record, result in zip(tasks, records, results):
+            _finish(t, record, result, data)
+    except Stop as stop:
+        for record in records:
+            record.status, record.reason = PRUNED, str(stop)
+    except SuiteError as err:  # missing data and the like: one line, and no point in trying the other runs
+        for record in records:
+            record.status, record.reason, record.fatal = FAILED, str(err), True
+    except Exception as err:  # the runs failed; the worker lives on
+        for record in records:
+            record.status, record.reason = FAILED, error_line(err)
+    seconds = time.perf_counter() - start
+    for record in records:
+        record.seconds = seconds
+    if not packed:
+        return records[0]
+    return Record(task.id, FINISHED, where=records[0].where, seconds=seconds, members=records)
+
+
+def _train(tasks: tuple[Task, ...], data, device, on_epoch, on_step) -> list:
+    """Each task's `RunResult`: packed configs through `suite.packed` (a single one as a pack of one), others through train_run."""
+    config = tasks[0].config
+    if config.execution.packed:
+        from ..packed import train_packed
+
+        return train_packed([t.config for t in tasks], [t.seed for t in tasks], data, device, on_epoch, on_step, test=tasks[0].test)
+    from ..train import train_run
+
+    (task,) = tasks
+    return [train_run(config, task.seed, data, device, lambda epoch, metrics: on_epoch(0, epoch, metrics),
+                      lambda step, loss: on_step(0, step, loss), test=task.test)]
+
+
+def _finish(task: Task, record: Record, result, data) -> None:
+    """The record of one trained run: final metrics, where its test errors lie, its weights if kept, its status."""
+    record.final = result.final  # (record.history filled itself epoch by epoch)
+    if result.test_predictions is not None:
+        from ..components.data import load_raw
+
+        raw = load_raw(task.config.data.name, task.data_dir)
+        truth = data.test_y.cpu()
+        record.errors = test_errors(result.test_predictions, truth, raw.test_x[:len(truth)], data.num_outputs)
+        record.final.update(class_shares(result.test_predictions, truth, data.num_outputs))
+    if task.keep_weights:
+        record.weights = {k: v.detach().to("cpu", copy=True) for k, v in result.state.items()}
+    record.status, record.reason = (DIVERGED, result.reason) if result.diverged else (FINISHED, "")
+
+
+SLOTS_ENV = "SUITE_CORE_SLOTS"  # the folder of this host's core slots (default: <tmp>/suite-cores-<uid>)
+
+
+@contextmanager
+def core_slots(threads: int):
+    """Hold `threads` of this host's cores while a run trains, across every driver and worker on the host.
+
+    One lock file per core; a run takes `threads` of them (all or none) and waits while too few
+    are free, so workers x threads never exceed the cores however many drivers share the host.
+    The kernel frees the locks of a killed process.
+    """
+    import fcntl
+    import random
+    import tempfile
+
+    from . import cores
+
+    folder = Path(os.environ.get(SLOTS_ENV) or Path(tempfile.gettempdir()) / f"suite-cores-{os.getuid()}")
+    folder.mkdir(parents=True, exist_ok=True)
+    total = cores()
+    need, held = min(threads, total), []
+    while True:
+        for i in random.sample(range(total), total):
+            handle = open(folder / f"{i}.lock", "a")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                continue
+            held.append(handle)
+            if len(held) == need:
+                break
+        if len(held) == need:
+            break
+        for handle in held:
+            handle.close()
+        held = []
+        time.sleep(random.uniform(0.05, 0.3))
+    try:
+        yield
+    finally:
+        for handle in held:
+            handle.close()
+
+
+def evaluate_weights(config: RunConfig, weights: dict, data_dir: str) -> dict:
+    """Test metrics of `weights` in a fresh model built from `config` (what `suite evaluate` prints)."""
+    import torch
+
+    from ..components.models import build_model
+    from ..train import evaluate, resolve_device
+
+    torch.set_num_threads(config.execution.threads)
+    device = resolve_device(config.execution.device)
+    data = _splits(config, data_dir, device)
+    model = build_model(config.model, data.in_shape, data.num_outputs, torch.Generator()).to(device)
+    model.load_state_dict(weights)
+    return {f"test_{k}": v for k, v in evaluate(model, data.test_x, data.test_y, data.task).items()}
+
+
+def error_line(err: BaseException) -> str:
+    lines = [line for line in str(err).strip().splitlines() if line.strip()]
+    return f"{type(err).__name__}: {lines[-1] if lines else ''}"[:300]

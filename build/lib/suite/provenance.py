@@ -1,0 +1,89 @@
+"""Where a result came from: git commit, library versions, device, the command line."""
+
+from __future__ import annotations
+
+import platform
+import re
+import shlex
+import subprocess
+import sys
+from importlib import metadata
+
+PACKAGES = ("torch", "torchvision", "mlflow", "optuna", "numpy", "pandas", "scipy", "seaborn")
+
+
+def _git(*args: str) -> str:
+    try:
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+NO_GIT = "not a git checkout"  # what runs record as their commit when trained outside one (e.g. a pip-installed suite)
+
+
+def git_commit() -> str:
+    """The commit of the working directory's checkout, or NO_GIT."""
+    return _git("rev-parse", "HEAD") or NO_GIT
+
+
+# Generated output, not code: `make study` rewrites committed reports, which must not mark the runs
+# that follow as trained from a modified tree.
+GENERATED = ("reports",)
+
+
+def git_dirty() -> bool:
+    """True when tracked files other than generated reports differ from the commit (untracked files do not count)."""
+    excluded = [f":(exclude){folder}" for folder in GENERATED]
+    return bool(_git("status", "--porcelain", "--untracked-files=no", "--", ".", *excluded))
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def cpu_model() -> str:
+    """The processor's model name (/proc/cpuinfo on Linux), else what `platform` knows."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_description(device) -> str:
+    import torch
+
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    return f"cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
+def user() -> str:
+    """Who ran it (the login name; MLflow's `mlflow.user`)."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry and no $USER, e.g. in some containers
+        return "unknown"
+
+
+def redact(text: str) -> str:
+    """Any password in a URL (scheme://user:password@host) replaced by ***: fit for tags, logs and reports."""
+    return re.sub(r"(://[^/:@\s]+:)[^/@\s]+@", r"\1***@", text)
+
+
+def command_line() -> str:
+    """The command as typed, passwords in storage URLs redacted."""
+    return redact(" ".join(shlex.quote(a) for a in ["suite", *sys.argv[1:]]))

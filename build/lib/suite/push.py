@@ -1,0 +1,73 @@
+"""Move a study up: copy its finished runs from one MLflow store to another, idempotent by run key.
+
+    suite push regularization --to http://lab-server:5001 [--tracking-uri sqlite:///mlflow.db]
+
+Every FINISHED run of the study's experiments (`<study>` and `<study>/smoke`) whose run key the
+target does not hold yet is recreated there with its name, tags, params, every metric's full
+history, dataset inputs, start and end times, and artifacts (weights, errors, resolved config).
+Run keys do not depend on the store, so the target's drivers and reports use the copies as
+their own; a second push copies nothing.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+
+from tqdm import tqdm
+
+from . import tracking
+from .errors import SuiteError
+
+
+@dataclass
+class Pushed:
+    copied: int = 0
+    present: int = 0
+
+
+def push(study: str, source: str, target: str) -> Pushed:
+    if source == target:
+        raise SuiteError("--to names the store the runs are read from; give another store")
+    src, dst = tracking.connect(source), tracking.connect(target)
+    outcome = Pushed()
+    for name in (study, tracking.experiment_name(study, True)):
+        found = src.get_experiment_by_name(name)
+        if found is None:
+            continue
+        runs = tracking.search(src, found.experiment_id, "run", tracking.FINISHED)
+        exp_id = tracking.experiment_id(dst, name)
+        for key, value in found.tags.items():
+            if not key.startswith("mlflow.") or key in (tracking.NOTE, tracking.VIEW_TAG):
+                dst.set_experiment_tag(exp_id, key, value)
+        held = {r.data.tags.get("suite.run_key") for r in tracking.search(dst, exp_id, "run", tracking.FINISHED)}
+        todo = [r for r in runs if r.data.tags.get("suite.run_key") not in held]
+        outcome.present += len(runs) - len(todo)
+        for run in tqdm(todo, desc=f"push {name}", unit="run", disable=None):
+            _copy(src, dst, run, exp_id)
+            outcome.copied += 1
+    if not outcome.copied and not outcome.present:
+        raise SuiteError(f"no finished runs of study '{study}' in {source}")
+    return outcome
+
+
+def _copy(src, dst, run, exp_id: str) -> None:
+    from mlflow.entities import Metric, Param, RunTag
+
+    tags = {k: v for k, v in run.data.tags.items() if k not in ("mlflow.runName",)}
+    new = dst.create_run(exp_id, start_time=run.info.start_time, tags=tags, run_name=run.info.run_name)
+    run_id = new.info.run_id
+    params = [Param(k, v) for k, v in run.data.params.items()]
+    for i in range(0, len(params), 100):
+        dst.log_batch(run_id, params=params[i:i + 100])
+    metrics = [Metric(m.key, m.value, m.timestamp, m.step) for key in run.data.metrics for m in src.get_metric_history(run.info.run_id, key)]
+    for i in range(0, len(metrics), 1000):
+        dst.log_batch(run_id, metrics=metrics[i:i + 1000])
+    if run.inputs and run.inputs.dataset_inputs:
+        dst.log_inputs(run_id, datasets=list(run.inputs.dataset_inputs))
+    with tempfile.TemporaryDirectory() as tmp:
+        if src.list_artifacts(run.info.run_id):
+            local = src.download_artifacts(run.info.run_id, "", tmp)
+            dst.log_artifacts(run_id, local)
+    dst.log_batch(run_id, tags=[RunTag("suite.pushed_from", run.info.run_id)])
+    dst.set_terminated(run_id, status=run.info.status, end_time=run.info.end_time)

@@ -1,0 +1,190 @@
+"""Write a study's report from MLflow alone: the one package that writes report files.
+
+    suite report regularization        # or: make report STUDY=regularization
+
+`reports/<study>/` gets report.md, a self-contained report.html (figures embedded),
+summary.csv, comparisons.csv, claims.csv, runs.csv, curves.csv (per_class.csv for
+classification) and the figures as PNG; the same files are attached to a per-study MLflow
+"summary" run, with the verdicts as its metrics and tags. `reports/index.md` and `index.html`
+list every study. Smoke reports go to `reports/smoke/<study>/`. Nothing here depends on
+wall-clock time, so rebuilding from the same store gives identical tables.
+
+The package: this module reads the runs (`results`), computes the tables (`analysis`) and writes
+the files; `content` says what the report says, `figures` draws (with `plots`, the one module
+that imports seaborn), `render` turns content into markdown and HTML through `templates/`,
+`search` writes search reports from the Optuna store.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from .. import analysis, provenance, tracking
+from ..spec.config import Execution
+from ..errors import SuiteError
+from ..results import Results, collect, from_report
+from ..spec.study import Study, expand, tuning_budget, tuning_name, tuning_targets, with_tuned
+from . import content
+from .content import out_dir, ui_url
+from .figures import error_figures, study_figures
+from .render import bold_verdict, render_html, render_markdown
+from .search import build_search, build_tuning_searches, searches_from_report, tuning_blocks
+
+__all__ = ["build", "build_search", "build_tuning_searches", "claim_table", "out_dir", "ui_url", "verdict_record", "write_index"]
+
+
+def claim_table(study: Study, smoke: bool, uri: str, execution: Execution | None = None) -> pd.DataFrame:
+    study = _with_tuning(study, smoke, uri)
+    results = _collect(study, smoke, uri, execution)
+    return analysis.family(results.runs, study).claims
+
+
+def _with_tuning(study: Study, smoke: bool, uri: str) -> Study:
+    """With a `tune` block: the study plus its `@tuned` variants, at the best values the searches' parent runs hold."""
+    if study.tune is None:
+        return study
+    budget = tuning_budget(study, smoke)
+    found = _searches(study, smoke, uri)
+    tuned = {}
+    for dataset, variant in tuning_targets(study):
+        trials, best, _ = found.get((tuning_name(study, variant, smoke), dataset), (0, None, None))
+        if trials >= budget and best is not None:
+            tuned[dataset, variant] = best
+    return with_tuned(study, tuned)
+
+
+def _searches(study: Study, smoke: bool, uri: str) -> dict:
+    client = tracking.connect(uri)
+    exp_id = tracking.experiment_id(client, tracking.experiment_name(study.name, smoke), create=False)
+    return tracking.searches(client, exp_id) if exp_id else {}
+
+
+def _collect(study: Study, smoke: bool, uri: str, execution: Execution | None) -> Results:
+    """The study's finished runs, each marked `collapsed` or not (see analysis.collapsed)."""
+    results = collect(study, smoke, uri, execution)
+    results.runs["collapsed"] = analysis.collapsed(results.runs)
+    if results.runs.empty:
+        how = f"suite study {study.name}" + (" --smoke" if smoke else "")
+        raise SuiteError(f"no finished runs of study '{study.name}'{' (smoke)' if smoke else ''} in {uri}; run `{how}` first")
+    return results
+
+
+def build(study: Study, smoke: bool, uri: str, reports_dir: Path,
+          execution: Execution | None = None, ui: str | None = None, from_runs: bool = False) -> Path:
+    """Collect, analyse, plot and write everything; returns the path of report.md.
+
+    `execution` (device, threads) picks which of the study's runs: those computed that way (default: 1 CPU thread).
+    `ui`: the MLflow UI's base URL that run ids link to (None: no links, the commands that recreate the runs instead).
+    `from_runs`: read the runs from the report's own runs.csv / curves.csv instead of the store (a committed report
+    whose runs live in another store); nothing is written to the store then.
+    """
+    if from_runs:
+        study, results = from_report(study, out_dir(study, smoke, reports_dir), smoke)
+        results.runs["collapsed"] = analysis.collapsed(results.runs)
+    else:
+        study = _with_tuning(study, smoke, uri)
+        results = _collect(study, smoke, uri, execution)
+    runs, metric = results.runs, study.metric
+    summary = _with_parameters(study, smoke, runs, analysis.summarize(runs, metric, study.grid_axes))
+    tests = analysis.family(runs, study)  # comparisons and claims: one Holm family
+    comparisons, claims = tests.comparisons, tests.claims
+    folder = out_dir(study, smoke, reports_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in [*folder.glob("*.png"), folder / "per_class.csv"]:  # figures and an optional table a rebuild may not make
+        stale.unlink(missing_ok=True)
+    classes = analysis.per_class(runs, results.errors)
+    tables = {"summary": summary, "comparisons": comparisons, "claims": claims, "runs": runs, "curves": results.curves,
+              **({"per_class": classes} if not classes.empty else {})}
+    for name, table in tables.items():
+        table.to_csv(folder / f"{name}.csv", index=False, float_format="%.6g")
+    figures = study_figures(study, results, summary, comparisons, folder)
+    blocks = content.blocks(study, smoke, results, summary, comparisons, claims, figures, ui)
+    at = blocks.index(("h2", "Provenance"))
+    errors = error_figures(runs, results.errors, folder) if not classes.empty else []
+    blocks[at:at] = content.error_blocks(study, smoke, results, classes, errors)
+    if study.tune is not None:
+        at = blocks.index(("h2", "Provenance"))
+        found = searches_from_report(study, smoke, reports_dir) if from_runs else _searches(study, smoke, uri)
+        blocks[at:at] = tuning_blocks(study, smoke, reports_dir, found)
+    (folder / "report.md").write_text(render_markdown(blocks))
+    (folder / "report.html").write_text(render_html(blocks, folder, title=f"{study.name}: {study.question}"))
+    meta = {"name": study.name, "question": study.question, "runs": len(runs), "expected": results.expected,
+            "headline": content.headline(study, comparisons, claims)}
+    (folder / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+    if not from_runs:
+        _attach(study, smoke, uri, folder, comparisons, claims)
+    if not smoke:
+        write_index(reports_dir)
+    return folder / "report.md"
+
+
+def _with_parameters(study: Study, smoke: bool, runs: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
+    """The summary with a `params` column: each variant's trainable parameters on each dataset.
+
+    Runs log the count (metric `parameters`); for runs recorded before they did, it is computed from the config.
+    """
+    logged = runs.groupby(["dataset", "variant"], observed=True)["parameters"].max() if "parameters" in runs else pd.Series(dtype=float)
+    keys = list(zip(summary["dataset"], summary["variant"]))
+    if all(pd.notna(logged.get(key)) for key in keys):
+        counts = [int(logged[key]) for key in keys]
+    else:
+        from ..components import get
+        from ..components.models import parameter_count  # imports torch
+
+        models = {(spec.dataset, spec.variant): spec.config.model for spec in expand(study, smoke)}
+        counts = [parameter_count(models[key], *get("dataset", key[0]).inputs) for key in keys]
+    summary = summary.copy()
+    summary.insert(summary.columns.get_loc("n"), "params", counts)
+    return summary
+
+
+def verdict_record(comparisons: pd.DataFrame, claims: pd.DataFrame) -> tuple[dict, dict]:
+    """(metrics, tags) of a summary run: verdict counts, each comparison's difference and effect size, each claim's verdict.
+
+    So `mlflow.search_runs(filter_string="metrics.claims_contradicted > 0")` finds every study with a contradicted claim.
+    """
+    name = lambda *parts: re.sub(r"[^\w./ -]", "_", ".".join(map(str, parts)))  # noqa: E731  (MLflow's allowed key characters)
+    metrics = {f"{kind}_{v}": float((table["verdict"] == v).sum()) for kind, table, verdicts in
+               (("comparisons", comparisons, ("better", "worse", "inconclusive", "degenerate")),
+                ("claims", claims, ("supported", "contradicted", "inconclusive", "degenerate"))) for v in verdicts}
+    tags = {}
+    for r in comparisons.itertuples():
+        metrics[name("diff", r.dataset, r.variant)] = r.mean_diff
+        metrics[name("d_z", r.dataset, r.variant)] = r.effect_size
+        tags[name("verdict", r.dataset, r.variant)] = f"{r.verdict} vs {r.baseline}"
+    for i, r in enumerate(claims.itertuples()):
+        tags[name("claim", i, r.dataset)] = f"{r.verdict}: {r.claim}"
+    return {k: v for k, v in metrics.items() if pd.notna(v)}, tags
+
+
+def _attach(study: Study, smoke: bool, uri: str, folder: Path, comparisons: pd.DataFrame, claims: pd.DataFrame) -> None:
+    """Replace the study's MLflow summary run with one carrying this report's files and its verdicts."""
+    with tracking.store_lock(uri):
+        client = tracking.connect(uri)
+        exp_id = tracking.experiment_id(client, tracking.experiment_name(study.name, smoke))
+        old = [r.info.run_id for r in tracking.search(client, exp_id, "summary") if r.data.tags.get("suite.smoke") == str(smoke)]
+        tracking.delete_runs(client, old)
+        run_id = tracking.start_run(client, exp_id, f"{study.name} report", {"suite.kind": "summary", "suite.study": study.name,
+                                    "suite.smoke": smoke, "suite.git_commit": provenance.git_commit()}, {}, {"study": study.name})
+        tracking.log_files(client, run_id, sorted(p for p in folder.iterdir() if p.is_file()), "report")
+        metrics, tags = verdict_record(comparisons, claims)
+        tracking.log_metric_items(client, run_id, [(k, v, 0) for k, v in metrics.items()])
+        tracking.end_run(client, run_id, tags=tags)
+
+
+def write_index(reports_dir: Path) -> None:
+    """reports/index.md and index.html: every study with its question, runs, verdicts (coloured in HTML) and links."""
+    metas = [json.loads(p.read_text()) for p in sorted(reports_dir.glob("*/meta.json"))]
+    blocks = [("h1", "Study reports"),
+              ("p", "Every study with its question, its runs (finished / expected) and the verdict of each comparison and claim. "
+                    "Rebuild one with `make report STUDY=name`; recreate its runs in an empty store with `make study STUDY=name`.")]
+    header = ["study", "question", "runs", "verdicts"]
+    rows = [[m["question"], f"{m['runs']}/{m['expected']}", "<br>".join(map(bold_verdict, m["headline"])) or "-"] for m in metas]
+    blocks.append(("table", header, [[f"[{m['name']}]({m['name']}/report.md)", *r] for m, r in zip(metas, rows)]))
+    (reports_dir / "index.md").write_text(render_markdown(blocks))
+    html_rows = [[f"[{m['name']}]({m['name']}/report.html)", *r] for m, r in zip(metas, rows)]
+    (reports_dir / "index.html").write_text(render_html(blocks[:2] + [("table", header, html_rows)], reports_dir, "Study reports"))

@@ -1,0 +1,188 @@
+"""What a study's report says: its blocks of text and tables (see `render` for the block kinds)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from .. import analysis, provenance, tracking
+from ..spec.config import METRIC_DIRECTIONS
+from ..spec.study import Study, commands, format_value
+
+UI_URL_ENV = "SUITE_UI_URL"  # where reports link run ids to (e.g. http://127.0.0.1:5000, `make ui`'s default); unset: no links
+
+
+def ui_url(cli_value: str | None = None) -> str | None:
+    """The MLflow UI reports link to: --ui-url, else $SUITE_UI_URL, else none (committed reports carry no dead links)."""
+    value = cli_value or os.environ.get(UI_URL_ENV) or None
+    return value.rstrip("/") if value else None
+
+
+def out_dir(study: Study, smoke: bool, reports_dir: Path) -> Path:
+    return reports_dir / "smoke" / study.name if smoke else reports_dir / study.name
+
+
+def blocks(study, smoke, results, summary, comparisons, claims, figures, ui) -> list[tuple]:
+    runs, metric = results.runs, study.metric
+    f = lambda v, diff=False: analysis.fmt(v, metric, diff)  # noqa: E731
+    direction = "higher" if METRIC_DIRECTIONS[metric] == "max" else "lower"
+    blocks = [("h1", f"{study.name}" + (" (smoke)" if smoke else "")), ("p", f"**Question.** {study.question}")]
+    if study.description:
+        blocks.append(("p", study.description.strip()))
+    blocks.append(("p", f"Metric: `{metric}` ({direction} is better). {len(runs)} of {results.expected} runs finished"
+                        f"{', ' + str(int(runs['diverged'].sum())) + ' diverged' if runs['diverged'].any() else ''}. "
+                        f"Reproduce: `{commands(study, smoke)[0]}` (trains what is missing, then writes this report)."))
+    if len(runs) < results.expected:
+        blocks.append(("p", f"**Incomplete:** {results.expected - len(runs)} runs of this study are not in the store yet."))
+    if results.unmatched:
+        blocks.append(("p", f"Note: {results.unmatched} finished runs in this experiment belong to an earlier version of the study file and are left out."))
+
+    blocks.append(("h2", "Verdicts"))
+    if not comparisons.empty:
+        rows = [[r.dataset, f"{r.variant} vs {r.baseline}", f(r.mean_diff, True), _interval(r, f),
+                 f"{r.p_holm:.3g}", f"**{r.verdict}**" + _seeds(r) + (f" ({r.degenerate})" if r.verdict == "degenerate" else "")]
+                for r in comparisons.itertuples()]
+        blocks.append(("table", ["dataset", "comparison", "difference", "CI (Holm level)", "p (Holm)", "verdict"], rows))
+    if not claims.empty:
+        rows = [[r.claim, r.dataset, r.detail, f"**{r.verdict}**" + _seeds(r)] for r in claims.itertuples()]
+        blocks.append(("table", ["claim", "dataset", "numbers", "verdict"], rows))
+    if not (comparisons.empty and claims.empty):
+        tests = len(comparisons) + len(claims)
+        blocks.append(("p", f"One family of {tests} test{'s' if tests > 1 else ''}: every comparison and claim of this study is "
+                            "Holm-adjusted together (family-wise error 5%), and each interval is drawn at its test's adjusted "
+                            "level, so it excludes the null exactly when its Holm-adjusted p < 0.05."))
+    if comparisons.empty and claims.empty:
+        blocks.append(("p", "This study names no baseline and no claims; see the summary."))
+
+    blocks.append(("h2", "Summary"))
+    axes = list(study.grid_axes)
+    header = ["dataset", "variant", *axes, "params", "n", "diverged", "collapsed", f"mean {metric}", "std", "95% CI (t)", "val acc", "epochs", "train s"]
+    shown = lambda variant, axis: format_value(dict(study.points[variant])[axis])  # noqa: E731  (null as 'none', not NaN)
+    rows = [[r["dataset"], r["variant"], *[shown(r["variant"], a) for a in axes], f"{r['params']:,}", r["n"], r["n_diverged"], r.get("n_collapsed", 0), f(r["mean"]), f(r["std"], False).lstrip("+"),
+             f"[{f(r['ci_low'])}, {f(r['ci_high'])}]", analysis.fmt(r.get("val_acc_mean", float("nan")), "val_acc"),
+             f"{r.get('epochs_trained_mean', float('nan')):.1f}", f"{r.get('train_seconds_mean', float('nan')):.1f}"]
+            for _, r in summary.iterrows()]
+    blocks.append(("table", header, rows))
+
+    if not comparisons.empty:
+        if study.baselines:  # per slice: the baseline variant at each variant's own grid point
+            blocks.append(("h2", f"Comparisons with the baseline `{study.baseline.split(',')[0]}` of each slice"))
+            blocks.append(("p", f"The grid crosses the variants, so each variant is compared with `{study.baseline.split(',')[0]}` "
+                                "at its own grid point (same values of every grid axis); each row names the baseline it uses."))
+        else:
+            blocks.append(("h2", f"Comparisons with the baseline `{study.baseline}`"))
+        blocks.append(("p", "Paired by seed: seed k of a variant against seed k of the baseline (same init, data-order and "
+                            "augmentation draws). p: two-sided paired t-test, Holm-adjusted together with the study's claims; "
+                            "CI: paired Student-t at the test's adjusted level (0.05 / (m - r) for the test of rank r among m, "
+                            "lower where Holm's running maximum raised its adjusted p); Wilcoxon signed-rank p for reference. Effect size: Cohen's d_z "
+                            "(mean difference / std of differences). Verdict: better/worse when the CI excludes 0 and the "
+                            "Holm-adjusted p < 0.05, else inconclusive, with the seeds a paired t-test at that adjusted level "
+                            "would need for 80% power at the observed effect; *degenerate* when at least half the seeds of either side collapsed to one "
+                            "class (more than 90% of the test predictions in one class, or an accuracy within 3 binomial standard "
+                            "errors of the largest class's share): such runs are named, not averaged into a verdict."))
+        rows = [[r.dataset, r.variant, r.n_pairs, f(r.mean_diff, True), _interval(r, f),
+                 f"{r.p_t:.3g}", f"{r.p_holm:.3g}", f"{r.p_wilcoxon:.3g}", f"{r.effect_size:.2f}", r.verdict,
+                 "" if pd.isna(r.seeds_needed) else int(r.seeds_needed)] for r in comparisons.itertuples()]
+        blocks.append(("table", ["dataset", "variant", "pairs", "mean diff", "CI (Holm level)", "p (t)", "p (Holm)", "p (Wilcoxon)", "d_z", "verdict", "seeds needed"], rows))
+    if not claims.empty:
+        blocks.append(("p", "Claims: each is a one-sided t-test (paired for `A > B`, one-sample for `A >= value`) of H1 \"beyond the "
+                            "claimed margin or threshold\", Holm-adjusted with the comparisons; its bounds are one-sided at the "
+                            "adjusted level. *Supported* when the bound clears the margin or threshold (Holm-adjusted p < 0.05), "
+                            "*contradicted* when the opposite one-sided test, Holm-adjusted in the claim's place, is below 0.05 "
+                            "(its bound, shown then, lies on the wrong side), *degenerate* when at least half "
+                            "the seeds of a side collapsed, else *inconclusive* (with the seeds the one-sided test would need for "
+                            "80% power). `suite check` exits 1 on a contradicted claim."))
+
+    blocks.append(("h2", "Figures"))
+    for name, caption in figures:
+        blocks.append(("img", name, caption))
+
+    blocks.append(("h2", "Provenance"))
+    blocks.append(("list", _provenance(study, smoke, runs, results.source, results.packed)))
+    blocks.append(("h2", "Runs"))
+    if ui and results.experiment_id:
+        link = tracking.runs_url(ui, results.experiment_id)
+        blocks.append(("p", f"[All runs of this study in the MLflow UI]({link}); each run key links to its run."))
+    else:
+        blocks.append(("p", f"Run keys identify runs in any store: `{commands(study, smoke)[0]}` recreates the runs that a store "
+                            f"lacks (none if it holds them all), `make ui` then prints the link to them, and `suite evaluate KEY` "
+                            f"reloads one run's weights. Links to runs: build the report with `--ui-url` or `${UI_URL_ENV}`."))
+    rows = [[r.dataset, r.variant, r.seed, f(getattr(r, metric)), "yes" if r.diverged else "", "yes" if r.collapsed else "", int(r.epochs_trained),
+             f"{r.train_seconds:.1f}", _run_link(ui, results.experiment_id, r.run_id, r.run_key)] for r in runs.itertuples()]
+    blocks.append(("table", ["dataset", "variant", "seed", metric, "diverged", "collapsed", "epochs", "train s", "run key"], rows))
+    return blocks
+
+
+def _interval(r, f) -> str:
+    """A comparison's interval with its confidence level, e.g. '[+1.22 pp, +1.67 pp] (99.2%)'."""
+    return f"[{f(r.ci_low, True)}, {f(r.ci_high, True)}] ({analysis.pct(r.confidence)})"
+
+
+def _seeds(r) -> str:
+    return f" (~{int(r.seeds_needed)} seeds to resolve)" if pd.notna(r.seeds_needed) else ""
+
+
+def _run_link(ui: str | None, experiment_id: str | None, run_id: str, run_key: str) -> str:
+    return f"[`{run_key}`]({tracking.run_url(ui, experiment_id, run_id)})" if ui and experiment_id else f"`{run_key}`"
+
+
+def _short(commit: str) -> str:
+    """A commit hash cut to 12 characters; anything else (provenance.NO_GIT) as it is."""
+    return commit[:12] if len(commit) == 40 else commit
+
+
+def _provenance(study: Study, smoke: bool, runs: pd.DataFrame, source: str = "store", packed: int = 0) -> list[str]:
+    commits = sorted(set(runs["git_commit"]))
+    dirty = int(runs["git_dirty"].sum())
+    items = [f"Read from this report's own `runs.csv` and `curves.csv` (`suite report {study.name} --from-runs`), not from the "
+             "MLflow store that holds the runs: the metrics as those tables give them (6 significant digits)."] if source != "store" else []
+    items += [
+        f"Rebuild this report: `{commands(study, smoke)[1]}`; recreate its runs: `{commands(study, smoke)[0]}`",
+        f"Study file: `{study.path}` (sha256 `{study.file_sha256[:16]}`)",
+        f"Code: report built at commit `{_short(provenance.git_commit())}`{' (dirty tree)' if provenance.git_dirty() else ''}; "
+        f"runs trained at {len(commits)} commit(s): {', '.join(f'`{_short(c)}`' for c in commits)}"
+        + (f"; {dirty} run(s) from a dirty tree" if dirty else ""),
+        "Packages: " + ", ".join(f"{k} {v}" for k, v in provenance.versions().items()),
+        "Devices: " + "; ".join(sorted(set(runs["device"]))),
+        "Data: " + ", ".join(f"{d} `{fp}`" for d, fp in sorted(set(zip(runs["dataset"], runs["data_fingerprint"])))),
+        f"Runs: {len(runs)}, total training time {runs['train_seconds'].sum() / 60:.1f} min",
+    ]
+    if packed:
+        items.append(f"Packed: {packed} of these runs trained as members of packed models (`--pack`): same draws as unpacked runs, "
+                     "last-bit different sums, so they have their own run keys and are compared only with each other; "
+                     "a pack's members share its training time")
+    if len(commits) > 1:
+        items.insert(3, f"**Warning:** this study mixes runs from {len(commits)} code versions.")
+    return items
+
+
+def headline(study: Study, comparisons: pd.DataFrame, claims: pd.DataFrame) -> list[str]:
+    f = lambda v: analysis.fmt(v, study.metric, True)  # noqa: E731
+    lines = [f"{r.variant} vs {r.baseline} ({r.dataset}): {r.verdict}, {f(r.mean_diff)} [{f(r.ci_low)}, {f(r.ci_high)}]"
+             for r in comparisons.itertuples()]
+    return lines + [f"claim '{r.claim}' ({r.dataset}): {r.verdict}" for r in claims.itertuples()]
+
+
+def error_blocks(study, smoke, results, classes: pd.DataFrame, figures: list[tuple[str, str]]) -> list[tuple]:
+    """'Where the errors are': per-class test accuracy, confusion matrices and misclassified images, over seeds."""
+    runs = results.runs
+    if "test_acc" not in runs or not runs["test_acc"].notna().any():
+        return []  # regression: no classes
+    blocks = [("h2", "Where the errors are")]
+    missing = int((~runs["run_id"].isin(results.errors)).sum())
+    if classes.empty:
+        return blocks + [("p", f"None of these {len(runs)} runs logged its test predictions (runs recorded before the suite kept "
+                               f"them do not): `{commands(study, smoke, '--force')[0]}` retrains them with per-class accuracy, "
+                               "confusion matrices and misclassified examples.")]
+    labels = sorted(classes["class"].unique())
+    rows = [[dataset, variant, int(group["seeds"].iloc[0]), *[analysis.fmt(a, "test_acc") for a in group["accuracy"]],
+             f"{int(worst['class'])} → {int(worst['confused_with'])} ({100 * worst['confused_share']:.1f}%)" if pd.notna(worst["confused_with"]) else "-"]
+            for (dataset, variant), group in classes.groupby(["dataset", "variant"], observed=True, sort=False)
+            for worst in [group.loc[group["confused_share"].idxmax()]]]
+    blocks.append(("p", "Test accuracy per true class, over every seed's test predictions (`per_class.csv`); the last column "
+                        "names the most frequent confusion (true → predicted, share of that class's test examples)."
+                        + (f" {missing} of {len(runs)} runs logged no predictions (recorded before the suite kept them) and are left out." if missing else "")))
+    blocks.append(("table", ["dataset", "variant", "seeds", *[f"class {c}" for c in labels], "most confused"], rows))
+    return blocks + [("img", name, caption) for name, caption in figures]

@@ -1,0 +1,235 @@
+"""A team store on this machine: PostgreSQL for MLflow's backend and Optuna, and an MLflow tracking server.
+
+    suite server start [--dir .server] [--port 5001] [--pg-port 5433]    # make server
+    suite server stop  [--dir .server]                                    # make server-stop
+
+Everything lives under one folder (default `.server/`, nothing system-wide): a PostgreSQL
+cluster (`pg/`, initialised by `initdb` as the `postgres` user when we are root, listening on
+127.0.0.1 only, password auth), its log, the MLflow server's log and its artifact root
+(`artifacts/`, served through the tracking server), and `server.json` with the ports and pids.
+`start` prints the two URIs to export; a second `start` while it runs prints them again.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from .errors import SuiteError
+
+DEFAULT_DIR = ".server"
+USER = "suite"
+DATABASES = ("mlflow", "optuna")
+
+
+def pg_bin() -> Path:
+    """The PostgreSQL server binaries (Debian: /usr/lib/postgresql/<version>/bin)."""
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(found).parent
+    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=lambda p: int(p.split("/")[4]) if p.split("/")[4].isdigit() else 0)
+    if not versions:
+        raise SuiteError("PostgreSQL is not installed: apt-get install postgresql (or `make system-deps`)")
+    return Path(versions[-1]).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _as_postgres(cmd: list[str]) -> list[str]:
+    """initdb and postgres refuse root: run them as the `postgres` user."""
+    if os.geteuid() != 0:
+        return cmd
+    if shutil.which("runuser") is None:
+        raise SuiteError("running as root needs `runuser` to start PostgreSQL as the postgres user")
+    return ["runuser", "-u", "postgres", "--", *cmd]
+
+
+def _run(cmd: list[str], what: str) -> str:
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        lines = [line for line in (done.stderr or done.stdout).splitlines() if line.strip()]
+        raise SuiteError(f"{what} failed: {lines[-1] if lines else f'exit code {done.returncode}'}")
+    return done.stdout
+
+
+def _state(folder: Path) -> dict:
+    try:
+        return json.loads((folder / "server.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def uris(state: dict, password: bool = True) -> dict:
+    secret = state["password"] if password else "***"
+    pg = f"postgresql+psycopg://{USER}:{secret}@127.0.0.1:{state['pg_port']}"
+    return {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{state['port']}", "OPTUNA_STORAGE": f"{pg}/optuna",
+            "backend": f"{pg}/mlflow"}
+
+
+def write_env(folder: Path, state: dict) -> Path:
+    """folder/env: the export lines for a shell (`source .server/env`), mode 600: it holds the password."""
+    path = folder.resolve() / "env"
+    path.touch(mode=0o600)
+    os.chmod(path, 0o600)
+    path.write_text("".join(f"export {k}={v}\n" for k, v in uris(state).items() if k != "backend"))
+    return path
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def start(folder: Path = Path(DEFAULT_DIR), port: int | None = None, pg_port: int | None = None, timeout: float = 180) -> dict:
+    """Start PostgreSQL and the MLflow server under `folder` (idempotent); returns the state with the URIs."""
+    folder = folder.resolve()
+    state = _state(folder)
+    if state and _alive(state.get("mlflow_pid")) and _healthy(state["port"]):
+        return state
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        raise SuiteError("the team server needs psycopg: pip install -e '.[server]'") from None
+    bindir = pg_bin()
+    folder.mkdir(parents=True, exist_ok=True)
+    data = folder / "pg"
+    state = {"password": state.get("password") or secrets.token_urlsafe(18), "pg_port": pg_port or state.get("pg_port") or free_port(),
+             "port": port or state.get("port") or free_port()}
+    if not (data / "PG_VERSION").exists():
+        _initdb(bindir, folder, data, state["password"])
+    if not _pg_running(bindir, data):
+        log = folder / "postgres.log"
+        log.touch()
+        _chown(log)
+        _run(_as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60", "start", "-o",
+                           f"-p {state['pg_port']} -c listen_addresses=127.0.0.1 -k {folder / 'socket'}"]),
+             f"starting PostgreSQL (log: {log})")
+    _create_databases(state)
+    (folder / "artifacts").mkdir(exist_ok=True)
+    state["mlflow_pid"] = _start_mlflow(folder, state, timeout)
+    (folder / "server.json").write_text(json.dumps(state))
+    os.chmod(folder / "server.json", 0o600)
+    return state
+
+
+def _chown(path: Path) -> None:
+    if os.geteuid() == 0:
+        shutil.chown(path, "postgres", "postgres")
+
+
+def _initdb(bindir: Path, folder: Path, data: Path, password: str) -> None:
+    data.mkdir(mode=0o700, exist_ok=True)
+    _chown(data)
+    (folder / "socket").mkdir(exist_ok=True)
+    _chown(folder / "socket")
+    pwfile = folder / "initdb.pw"
+    pwfile.write_text(password)
+    _chown(pwfile)
+    try:
+        _run(_as_postgres([str(bindir / "initdb"), "-D", str(data), "-U", USER, f"--pwfile={pwfile}", "--auth-host=scram-sha-256",
+                           "--auth-local=peer", "-E", "UTF8", "--no-instructions"]),
+             f"initdb in {data} (the postgres user must be able to reach it)")
+    finally:
+        pwfile.unlink(missing_ok=True)
+
+
+def _pg_running(bindir: Path, data: Path) -> bool:
+    return subprocess.run(_as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "status"]), capture_output=True).returncode == 0
+
+
+def _create_databases(state: dict) -> None:
+    import psycopg
+
+    url = f"host=127.0.0.1 port={state['pg_port']} user={USER} password={state['password']} dbname=postgres"
+    with psycopg.connect(url, autocommit=True) as conn:
+        have = {row[0] for row in conn.execute("SELECT datname FROM pg_database")}
+        for name in DATABASES:
+            if name not in have:
+                conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def _start_mlflow(folder: Path, state: dict, timeout: float) -> int:
+    """`mlflow server` over the PostgreSQL backend, artifacts proxied into folder/artifacts; detached."""
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    log = open(folder / "mlflow.log", "ab")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uris(state)["backend"], "--artifacts-destination",
+         str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(state["port"]), "--workers", "2"],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SuiteError(f"the MLflow server exited (code {process.returncode}); see {folder / 'mlflow.log'}")
+        if _healthy(state["port"]):
+            return process.pid
+        time.sleep(0.5)
+    _kill_group(process.pid)
+    raise SuiteError(f"the MLflow server did not answer on port {state['port']} within {timeout:.0f} s; see {folder / 'mlflow.log'}")
+
+
+def _kill_group(pid: int) -> None:
+    """SIGTERM the process group of `pid` (the MLflow server and its uvicorn workers), then SIGKILL."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    for _ in range(30):
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def stop_mlflow(folder: Path = Path(DEFAULT_DIR)) -> None:
+    state = _state(folder.resolve())
+    if state.get("mlflow_pid"):
+        _kill_group(state["mlflow_pid"])
+
+
+def stop(folder: Path = Path(DEFAULT_DIR)) -> bool:
+    """Stop what `start` started under `folder`; False when nothing ran."""
+    folder = folder.resolve()
+    state = _state(folder)
+    if not state:
+        return False
+    stop_mlflow(folder)
+    data = folder / "pg"
+    if (data / "PG_VERSION").exists():
+        bindir = pg_bin()
+        if _pg_running(bindir, data):
+            _run(_as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]), "stopping PostgreSQL")
+    return True

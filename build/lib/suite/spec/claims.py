@@ -1,0 +1,75 @@
+"""Claims: the expected outcomes a study file states, read into `Claim`s (the report judges them, `analysis.family`).
+
+    <variant> <op> <variant> [by at least <margin> [points|%]] [on <metric>] [in <dataset>]
+    <variant> <op> <value>[%|points] [on <metric>] [in <dataset>]
+
+`op` is one of > >= < <=; percentages and points are read as fractions (97.5% = 0.975). Imports no torch.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from .config import METRIC_DIRECTIONS
+
+
+@dataclass(frozen=True)
+class Claim:
+    """An expected outcome: `a > b` (paired, by a margin) or `a >= value` (absolute)."""
+
+    text: str
+    left: str
+    op: str  # '>', '<', '>=', '<='
+    right: str | None  # the other variant, or None for a threshold
+    value: float  # the margin (comparison) or the threshold, in metric units
+    metric: str
+    dataset: str | None
+
+
+
+_CLAIM = re.compile(
+    r"^(?P<left>\S+)\s+(?P<op>>=|<=|>|<)\s+(?P<right>[^\s%]+)\s*(?P<runit>%|points)?"
+    r"(?:\s+by at least\s+(?P<margin>[0-9.eE+-]+)\s*(?P<munit>%|points)?)?"
+    r"(?:\s+on\s+(?P<metric>\w+))?(?:\s+in\s+(?P<dataset>\w+))?\s*$"
+)
+
+
+def parse_claim(text: str, variants, top, fail) -> Claim:
+    """`l2 > none`, `dropout=0.1 > dropout=0 by at least 0.5 points on test_acc`, `base >= 97.5% on test_acc in mnist`.
+
+    `top` is the study file (its `metric` and `datasets`); `fail` raises the study's one-line error.
+    """
+    m = _CLAIM.match(" ".join(text.split()))  # runs of blanks as one: the pattern backtracks quadratically over long ones
+    if not m:
+        fail(f"claims: cannot read '{text}' (write e.g. 'l2 > none', 'a > b by at least 0.5 points on test_acc', 'base >= 97.5% on test_acc')")
+    g = m.groupdict()
+    metric = g["metric"] or top.metric
+    if metric not in METRIC_DIRECTIONS:
+        fail(f"claims: '{text}': unknown metric '{metric}' (allowed: {', '.join(METRIC_DIRECTIONS)})")
+    if g["dataset"] and g["dataset"] not in top.datasets:
+        fail(f"claims: '{text}': dataset '{g['dataset']}' is not in this study (datasets: {', '.join(top.datasets)})")
+    threshold = _number(g["right"])
+    names = [g["left"]] + ([] if threshold is not None else [g["right"]])
+    for name in names:
+        if name not in variants:
+            fail(f"claims: '{text}': '{name}' is not a variant (variants: {', '.join(variants)})")
+    if threshold is not None:
+        if g["margin"]:
+            fail(f"claims: '{text}': 'by at least' goes with a comparison of two variants")
+        value = threshold * (0.01 if g["runit"] else 1)
+        return Claim(text, g["left"], g["op"], None, value, metric, g["dataset"])
+    margin = _number(g["margin"]) if g["margin"] else 0.0
+    if margin is None or margin < 0:
+        fail(f"claims: '{text}': the margin must be a non-negative number")
+    value = margin * (0.01 if g["munit"] else 1)
+    return Claim(text, g["left"], g["op"], g["right"], value, metric, g["dataset"])
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None

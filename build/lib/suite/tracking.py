@@ -1,0 +1,332 @@
+"""MLflow, the single source of truth: every run, its params, per-epoch metrics and artifacts.
+
+The store is `--tracking-uri`, else $MLFLOW_TRACKING_URI, else MLflow's embedded
+`sqlite:///mlflow.db` in the current directory (browse it with `make ui`). One experiment
+per study, named after it; one MLflow run per run spec, found again by its `suite.run_key`
+tag. Only this module imports mlflow, and it talks to the store through an explicit
+`MlflowClient` (no global active run).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import tempfile
+import time
+import urllib.parse
+from contextlib import contextmanager
+from pathlib import Path
+
+from .spec.config import METRIC_ALIASES, METRIC_DIRECTIONS
+from .errors import SuiteError
+
+DEFAULT_URI = "sqlite:///mlflow.db"
+FINISHED = "FINISHED"
+INTERRUPTED = "interrupted"  # a trial's fail_reason (Optuna user attr, tag suite.fail_reason) when a kill, not the trial, ended it
+ERRORS = "test_errors.json"  # a classification run's artifact: test confusion matrix, first misclassified examples
+GALLERY_FILE = "misclassified.npz"  # ... and their raw images (uint8), labels and test indices
+NOTE = "mlflow.note.content"  # an experiment's description, a run's note: markdown the UI shows
+
+def tracking_uri(cli_value: str | None = None) -> str:
+    return cli_value or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+_locked: set[Path] = set()  # stores this process holds the lock of (a nested store_lock is a no-op)
+
+
+@contextmanager
+def store_lock(uri: str):
+    """Hold an exclusive lock beside a sqlite store: one writing process at a time.
+
+    Other stores (a tracking server, PostgreSQL) take many writers: there each run is claimed
+    through `suite.leases` instead.
+    """
+    db = _sqlite_path(uri)
+    if db is None or db.resolve() in _locked:
+        yield
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{db}.lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SuiteError(f"another suite process is writing to {db}; wait for it to finish or pass another --tracking-uri") from None
+        _locked.add(db.resolve())
+        try:
+            yield
+        finally:
+            _locked.discard(db.resolve())
+
+
+def connect(uri: str):
+    """An MlflowClient on the store (created, with its schema, on first use)."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per downloaded artifact drowns the output
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # two "View run" lines per run on a server store
+    for noisy in ("alembic", "mlflow"):  # after mlflow's import, which sets its own levels
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # its SQL store logs every database error with a traceback before raising it; the raised error is ours to report, in one line
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+    mlflow.set_tracking_uri(uri)
+    try:
+        return MlflowClient(tracking_uri=uri)
+    except Exception as err:  # a bad URI or an unreachable server
+        raise SuiteError(f"cannot open the MLflow store {uri}: {str(err).splitlines()[0][:200]}") from None
+
+
+def experiment_name(study: str, smoke: bool) -> str:
+    """Smoke runs live in their own experiment, `<study>/smoke`, never beside the full runs."""
+    return f"{study}/smoke" if smoke else study
+
+
+def experiment_id(client, name: str, create: bool = True, description: str | None = None, metric: str | None = None,
+                  columns=()) -> str | None:
+    """The experiment's id (created, or restored from the bin, when `create`).
+
+    `description` becomes the experiment's note (the UI's Description); `metric` and `columns` (the
+    parameters the study varies) become its runs view, the one the links we print open.
+    """
+    found = client.get_experiment_by_name(name)
+    if found is None and not create:
+        return None
+    if found is None:
+        try:
+            exp_id = client.create_experiment(name)
+        except Exception:  # another driver created it a moment ago: use theirs
+            found = client.get_experiment_by_name(name)
+            if found is None:
+                raise
+    if found is not None:
+        exp_id = found.experiment_id
+        if found.lifecycle_stage == "deleted":
+            client.restore_experiment(exp_id)
+    if create:
+        current = found.tags if found is not None else {}
+        tags = {NOTE: description} if description else {}
+        if metric:
+            tags.update({"suite.metric": metric, "suite.columns": json.dumps(list(columns))})
+            if _view_state(current.get(VIEW_TAG)) != view_state(metric, columns):
+                now = int(time.time() * 1000)
+                tags[VIEW_TAG] = json.dumps({"name": "suite: metric and varied parameters", "createdAt": now, "updatedAt": now,
+                                             "state": json.dumps(view_state(metric, columns))})
+        for key, value in tags.items():
+            if current.get(key) != value:
+                client.set_experiment_tag(exp_id, key, value)
+    return exp_id
+
+
+# MLflow 3.17's UI (read from its bundle): an experiment opens on its runs table only with
+# `workflowType=machine_learning` in the hash URL (the `mlflow.experimentKind` tag is ignored), and
+# the URL cannot choose columns; a "shared view" (experiment tag `mlflow.sharedViewState.<key>`,
+# opened with `viewStateShareKey=<key>`) can: its state holds the sort and the selected columns.
+VIEW_KEY = "suite"
+VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
+VIEW_ATTRIBUTES = ("attributes.`Dataset`",)  # Source, Version, User: one click away (Columns)
+
+
+def view_state(metric: str, columns) -> dict:
+    """The runs table we want: the study's metric and varied parameters as columns, best run first."""
+    logged = METRIC_ALIASES.get(metric, metric)
+    return {"searchFilter": "", "orderByKey": f"metrics.`{logged}`", "orderByAsc": METRIC_DIRECTIONS.get(metric) != "max",
+            "selectedColumns": [*VIEW_ATTRIBUTES, f"metrics.`{logged}`", *[f"params.`{c}`" for c in columns]]}
+
+
+def _view_state(tag: str | None) -> dict | None:
+    try:
+        return json.loads(json.loads(tag)["state"]) if tag else None
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def search(client, exp_id: str, kind: str = "run", status: str | None = None) -> list:
+    """All live runs of one kind (`run`, `summary`, `trial`, `search`) in an experiment."""
+    query = f"tags.`suite.kind` = '{kind}'" + (f" and attributes.status = '{status}'" if status else "")
+    runs, token = [], None
+    while True:
+        page = client.search_runs([exp_id], filter_string=query, max_results=5000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def runs_with_key(client, exp_id: str, run_key: str) -> list:
+    """Every live run of one run key, in any state."""
+    return client.search_runs([exp_id], filter_string=f"tags.`suite.run_key` = '{run_key}'", max_results=1000)
+
+
+def start_run(client, exp_id: str, name: str, tags: dict, params: dict, config: dict) -> str:
+    """A RUNNING MLflow run with its tags, flattened params and the resolved config as an artifact."""
+    from mlflow.entities import Param
+
+    run = client.create_run(exp_id, run_name=name, tags={k: str(v) for k, v in tags.items()})
+    run_id = run.info.run_id
+    items = [Param(k, json.dumps(v) if isinstance(v, (list, dict)) else str(v)) for k, v in params.items()]
+    for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+        client.log_batch(run_id, params=items[i:i + 100])
+    client.log_dict(run_id, config, "resolved_config.json")
+    return run_id
+
+
+def log_metric_items(client, run_id: str, items) -> None:
+    """(name, value, step) triples, in batches of MLflow's limit of 1,000 metrics."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    metrics = [Metric(k, float(v), now, step) for k, v, step in items]
+    for i in range(0, len(metrics), 1000):
+        client.log_batch(run_id, metrics=metrics[i:i + 1000])
+
+
+def log_dataset(client, run_id: str, name: str, digest: str, source: str, profile: dict) -> None:
+    """The run's dataset as an MLflow dataset input (the UI's Dataset column): name, digest, split sizes."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    dataset = Dataset(name=name, digest=digest, source_type="local", source=json.dumps({"uri": source}),
+                      profile=json.dumps(profile, sort_keys=True))
+    client.log_inputs(run_id, datasets=[DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])])
+
+
+def set_tags(client, run_id: str, tags: dict) -> None:
+    from mlflow.entities import RunTag
+
+    if tags:
+        client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+def end_run(client, run_id: str, status: str = FINISHED, tags: dict | None = None) -> None:
+    set_tags(client, run_id, tags or {})
+    client.set_terminated(run_id, status=status)
+
+
+def delete_runs(client, run_ids) -> None:
+    for run_id in run_ids:
+        client.delete_run(run_id)
+
+
+def histories(client, run_ids, keys) -> list[tuple[str, str, int, float]]:
+    """(run_id, metric, step, value) for every logged value of `keys`."""
+    rows = []
+    for run_id in run_ids:
+        for key in keys:
+            rows.extend((run_id, key, m.step, m.value) for m in client.get_metric_history(run_id, key))
+    return rows
+
+
+def searches(client, exp_id: str) -> dict:
+    """(search name, dataset) -> (trials counted, best values or None, best objective or None), from the parent runs."""
+    found = {}
+    for run in search(client, exp_id, "search"):
+        tags, metrics = run.data.tags, run.data.metrics
+        best = json.loads(tags["suite.best_params"]) if "suite.best_params" in tags else None
+        value = next((v for k, v in metrics.items() if k.startswith("best_") and k != "best_trial"), None)
+        found[tags.get("suite.search"), tags.get("suite.dataset")] = (int(metrics.get("trials", 0)), best, value)
+    return found
+
+
+def find_run(client, run_id_or_key: str):
+    """A run by its MLflow run id, else the FINISHED run whose `suite.run_key` it is."""
+    try:
+        return client.get_run(run_id_or_key)
+    except Exception:  # not a run id of this store
+        pass
+    query = f"tags.`suite.run_key` = '{run_id_or_key}' and attributes.status = '{FINISHED}'"
+    ids = [e.experiment_id for e in client.search_experiments()]
+    found = client.search_runs(ids, filter_string=query, max_results=1) if ids else []
+    if not found:
+        raise SuiteError(f"no run with id or run key '{run_id_or_key}' in this store; `make ui` lists them")
+    return found[0]
+
+
+def download(client, run_id: str, name: str, folder: Path) -> Path:
+    """One artifact of a run, into `folder`."""
+    try:
+        return Path(client.download_artifacts(run_id, name, str(folder)))
+    except Exception:
+        raise SuiteError(f"run {run_id} has no artifact {name} (runs recorded with --keep-weights none, or before weights were kept, have none)") from None
+
+
+def log_files(client, run_id: str, paths, folder: str | None = None) -> None:
+    for path in paths:
+        client.log_artifact(run_id, str(path), folder)
+
+
+def log_text(client, run_id: str, text: str, name: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        path.write_text(text)
+        client.log_artifact(run_id, str(path))
+
+
+# ---------------------------------------------------------------- the UI
+
+
+def runs_url(base: str, exp_id: str, view: bool = True) -> str:
+    """The experiment's runs table in the classic (not GenAI) UI; `view`: with our saved columns and sort."""
+    query = {"workflowType": "machine_learning", **({"viewStateShareKey": VIEW_KEY} if view else {})}
+    return f"{base}/#/experiments/{exp_id}/runs?" + urllib.parse.urlencode(query)
+
+
+def run_url(base: str, exp_id: str, run_id: str) -> str:
+    return f"{base}/#/experiments/{exp_id}/runs/{run_id}?workflowType=machine_learning"
+
+
+def experiment_link(client, name: str, base: str) -> str:
+    found = client.get_experiment_by_name(name)
+    return runs_url(base, found.experiment_id, VIEW_TAG in found.tags) if found else f"{base}/#/experiments?workflowType=machine_learning"
+
+
+def study_links(client, base: str) -> list[tuple[str, str]]:
+    """(experiment name, runs link) for every experiment a study wrote, by name."""
+    found = client.search_experiments(filter_string="tags.`suite.metric` != ''", max_results=1000)
+    return [(e.name, runs_url(base, e.experiment_id)) for e in sorted(found, key=lambda e: e.name)]
+
+
+def is_server(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def serve_ui(uri: str, host: str, port: int, on_ready) -> None:
+    """MLflow's UI and REST API over `uri`, in this one process (no worker pool, no job runner), until Ctrl-C.
+
+    `mlflow ui` starts uvicorn with 4 workers and a job runner (18 processes, ~3 GiB here); one
+    in-process uvicorn serves one person's browser just as well. `on_ready()` runs once it listens.
+    """
+    import threading
+    import warnings
+
+    warnings.filterwarnings("ignore", module="mlflow.server.fastapi_app")  # starlette's WSGI bridge deprecation: MLflow's to fix
+    from mlflow.server import ARTIFACT_ROOT_ENV_VAR, BACKEND_STORE_URI_ENV_VAR, SERVE_ARTIFACTS_ENV_VAR
+
+    db = _sqlite_path(uri)
+    if db is not None and not db.exists():
+        raise SuiteError(f"no MLflow store at {db}; run a study first (make study STUDY=...) or pass --tracking-uri")
+    os.environ.update({BACKEND_STORE_URI_ENV_VAR: uri, SERVE_ARTIFACTS_ENV_VAR: "true",
+                       "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+    os.environ.setdefault(ARTIFACT_ROOT_ENV_VAR, str(Path("mlartifacts").resolve()))
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config("mlflow.server.fastapi_app:app", host=host, port=port, workers=1,
+                                           log_level="critical", access_log=False))
+
+    def announce() -> None:
+        while not server.started and not server.should_exit:
+            time.sleep(0.05)
+        if server.started:
+            on_ready()
+
+    threading.Thread(target=announce, daemon=True).start()
+    try:
+        server.run()
+    except SystemExit:  # uvicorn exits when it cannot bind
+        pass
+    if not server.started:
+        raise SuiteError(f"the MLflow UI could not listen on {host}:{port} (in use? pick another with PORT=... / --port)")

@@ -1,0 +1,165 @@
+"""Adam's step in one pass of a small C file (adam.c), bit-identical to torch.optim.Adam's.
+
+PyTorch's single-tensor Adam on the CPU makes eight passes over every parameter (three of them
+allocating a temporary); adam.c does the same arithmetic in one pass, a block at a time, rounding
+each element as PyTorch's kernels do and calling the MKL sqrt that PyTorch's sqrt calls. It
+changes no number, so it is not a config field and enters no run key: `make_optimizer` uses it
+for `adam`/`adamw` on float32 CPU parameters whenever
+
+- PyTorch carries MKL's `vmsSqrt` (the x86 wheels do) and a C compiler (`$CC`, else `cc`) builds
+  adam.c (once per machine, cached under `$XDG_CACHE_HOME/suite/`, default `~/.cache/suite/`), and
+- a check at first use in each process, three steps of both on random tensors, finds them equal
+  to the last bit (on a CPU whose PyTorch kernels round otherwise, PyTorch's step is used).
+
+Otherwise (or with `SUITE_NATIVE_ADAM=0`) PyTorch's own step runs: slower, the same numbers.
+`available()` says which; runs record it in the `suite.adam_kernel` tag.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("adam.c")
+FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-shared", "-fPIC"]
+_state: dict = {}  # "lib": the loaded library or None, "why": why not
+
+
+def _compile() -> ctypes.CDLL:
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        raise OSError("no C compiler (cc)")
+    source = SOURCE.read_bytes()
+    key = hashlib.sha256(source + " ".join([cc, *FLAGS, platform.machine(), torch.__version__]).encode()).hexdigest()[:16]
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "suite"
+    lib = cache / f"adam-{key}.so"
+    if not lib.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=cache)
+        os.close(fd)
+        try:
+            done = subprocess.run([cc, *FLAGS, str(SOURCE), "-o", tmp, "-lm"], capture_output=True, text=True)
+            if done.returncode:
+                raise OSError(f"{cc} failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
+            os.replace(tmp, lib)  # atomic: workers compiling at once each leave a whole file
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    dll = ctypes.CDLL(str(lib))
+    P, L, I, F = ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_float
+    dll.adam_step.argtypes = [P, P, P, P, L, I, F, I, F, F, I, F, F, F, F, F, P, ctypes.c_longlong]
+    dll.adam_step.restype = None
+    return dll
+
+
+def _mkl_sqrt() -> int:
+    """The address of MKL's vmsSqrt inside PyTorch (what torch.sqrt calls on float32 CPU tensors)."""
+    try:
+        torch_cpu = ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"))
+        return ctypes.cast(torch_cpu.VMSSQRT_, ctypes.c_void_p).value
+    except (OSError, AttributeError):
+        raise OSError("this PyTorch has no MKL vmsSqrt") from None
+
+
+# The mode PyTorch passes to MKL's vector functions (ATen/cpu/vml.h): VML_HA | VML_FTZDAZ_OFF | VML_ERRMODE_IGNORE.
+MKL_MODE = 0x2 | 0x140000 | 0x100
+
+
+def library():
+    """The compiled adam.c, checked against PyTorch's Adam in this process; None where it cannot be used."""
+    if "lib" not in _state:
+        _state["lib"], _state["why"] = None, "SUITE_NATIVE_ADAM=0"
+        if os.environ.get("SUITE_NATIVE_ADAM", "1") != "0":
+            try:
+                _state["sqrt"] = _mkl_sqrt()
+                _state["lib"] = _compile()
+                _state["why"] = _check()
+                if _state["why"]:
+                    _state["lib"] = None
+            except OSError as e:
+                _state["why"] = str(e)
+    return _state["lib"]
+
+
+def available() -> bool:
+    return library() is not None
+
+
+def kernel_name() -> str:
+    """What the `suite.adam_kernel` tag says: `adam.c` or `torch` (with the reason)."""
+    return "adam.c" if available() else f"torch ({_state['why']})"
+
+
+class _OnePass:
+    """Mixed into torch.optim.Adam / AdamW: step() runs adam.c where it can, else PyTorch's step."""
+
+    def _plain(self) -> bool:
+        return any(g["amsgrad"] or g["maximize"] or g["capturable"] or g["differentiable"] or g["foreach"] or g["fused"]
+                   or isinstance(g["lr"], torch.Tensor)
+                   or any(p.grad is not None and (p.dtype != torch.float32 or p.device.type != "cpu" or p.grad.is_sparse
+                                                 or not p.is_contiguous() or not p.grad.is_contiguous()) for p in g["params"])
+                   for g in self.param_groups)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        lib = library()
+        if lib is None or self._plain():
+            return super().step(closure)
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params, grads, exp_avgs, exp_avg_sqs, state_steps = [], [], [], [], []
+            self._init_group(group, params, grads, exp_avgs, exp_avg_sqs, [], state_steps)
+            beta1, beta2 = group["betas"]
+            lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
+            decoupled = bool(group.get("decoupled_weight_decay")) and wd != 0
+            coupled = not group.get("decoupled_weight_decay") and wd != 0
+            w = 1 - beta1
+            for param, grad, m, v, step_t in zip(params, grads, exp_avgs, exp_avg_sqs, state_steps):
+                step_t += 1
+                step = step_t.item()
+                lib.adam_step(param.data_ptr(), grad.data_ptr(), m.data_ptr(), v.data_ptr(), param.numel(),
+                              coupled, wd, decoupled, 1 - lr * wd, w, abs(w) < 0.5, beta2, 1 - beta2,
+                              (1 - beta2 ** step) ** 0.5, eps, -(lr / (1 - beta1 ** step)), _state["sqrt"], MKL_MODE)
+        return loss
+
+
+class Adam(_OnePass, torch.optim.Adam):
+    pass
+
+
+class AdamW(_OnePass, torch.optim.AdamW):
+    pass
+
+
+ONE_PASS = {torch.optim.Adam: Adam, torch.optim.AdamW: AdamW}
+
+
+def _check() -> str:
+    """'' when adam.c's steps equal PyTorch's to the last bit on random tensors, else what differed."""
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(3,), (37,), (64, 129), (70, 784)]  # vector loops, their tails, blocks
+    for cls, kw in [(torch.optim.Adam, dict(lr=0.01, weight_decay=5e-4)), (torch.optim.Adam, dict(lr=0.003)),
+                    (torch.optim.AdamW, dict(lr=0.02, weight_decay=0.01, betas=(0.3, 0.99), eps=1e-6))]:
+        ref = [torch.randn(s, generator=gen, requires_grad=True) for s in shapes]
+        ours = [p.detach().clone().requires_grad_() for p in ref]
+        opts = [cls(ref, **kw), ONE_PASS[cls](ours, **kw)]
+        for _ in range(3):
+            grads = [torch.randn(s, generator=gen) for s in shapes]
+            for params, opt in zip((ref, ours), opts):
+                for p, g in zip(params, grads):
+                    p.grad = g.clone()
+                opt.step()
+        for a, b in zip(ref, ours):
+            if not torch.equal(a, b):
+                return f"adam.c's {cls.__name__} step differs from PyTorch's on this CPU"
+    return ""

@@ -1,0 +1,104 @@
+"""suite.kernels: the one-pass C Adam step rounds every element as torch.optim.Adam's step does."""
+
+import os
+import shutil
+
+import pytest
+import torch
+
+from suite import kernels
+from suite.components.data import load_splits
+from suite.train import make_optimizer, train_run
+
+from conftest import needs_mnist
+from test_train import CPU, config
+
+# In CI a C compiler is installed (`make system-deps`), so the fast step must be there, not skipped.
+needs_kernel = pytest.mark.skipif(not kernels.available() and os.environ.get("CI") != "true",
+                                  reason=f"no one-pass Adam here: {kernels.kernel_name()}")
+
+@pytest.fixture
+def splits(data_dir):
+    return load_splits(config().data, data_dir, CPU)
+
+
+SHAPES = [(700, 784), (700,), (700, 700), (10, 700), (10,), (3,), (513,)]  # the regularization MLP's, tails, a block + 1
+
+
+def stepped(cls, steps: int = 5, **kw) -> list[torch.Tensor]:
+    """Parameters and optimizer state after `steps` steps of `cls` on seeded random gradients, in two groups."""
+    gen = torch.Generator().manual_seed(0)
+    params = [torch.randn(s, generator=gen).mul_(0.05).requires_grad_() for s in SHAPES]
+    opt = cls([{"params": params[::2]}, {"params": params[1::2], "weight_decay": 0.0}], **kw)
+    for _ in range(steps):
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=gen)
+        opt.step()
+    return params + [t for state in opt.state.values() for t in state.values()]
+
+
+@needs_kernel
+@pytest.mark.parametrize("cls, kw", [
+    (torch.optim.Adam, dict(lr=0.01, weight_decay=5e-4)),  # the regularization study's l2
+    (torch.optim.Adam, dict(lr=0.001)),
+    (torch.optim.AdamW, dict(lr=0.003, weight_decay=0.05)),
+    (torch.optim.Adam, dict(lr=0.02, betas=(0.6, 0.95), eps=1e-6, weight_decay=1e-3)),  # lerp's other branch (weight >= 0.5)
+])
+def test_one_pass_adam_steps_bit_identically_to_pytorch(cls, kw):
+    assert kernels.available(), kernels.kernel_name()
+    ours, theirs = stepped(kernels.ONE_PASS[cls], **kw), stepped(cls, **kw)
+    assert len(ours) == len(theirs) == 4 * len(SHAPES)
+    for a, b in zip(ours, theirs):
+        assert torch.equal(a, b)
+    assert not torch.equal(ours[0], stepped(cls, steps=4, **kw)[0])  # the comparison can fail
+
+
+@needs_kernel
+def test_make_optimizer_uses_it_for_unfused_adam_only():
+    p = [torch.nn.Parameter(torch.zeros(2))]
+    assert type(make_optimizer(config().optimizer, p)) is kernels.Adam
+    assert type(make_optimizer(config(optimizer={"name": "adamw"}).optimizer, p)) is kernels.AdamW
+    assert type(make_optimizer(config().optimizer, p, fused=True)) is torch.optim.Adam  # another key, PyTorch's kernel
+    assert type(make_optimizer(config(optimizer={"name": "sgd"}).optimizer, p)) is torch.optim.SGD
+
+
+@needs_kernel
+def test_amsgrad_and_other_settings_take_pytorchs_step():
+    gen = torch.Generator().manual_seed(1)
+    a, b = (torch.randn(40, generator=gen).requires_grad_() for _ in range(2))
+    b.data.copy_(a.data)
+    ours, theirs = kernels.Adam([a], lr=0.01, amsgrad=True), torch.optim.Adam([b], lr=0.01, amsgrad=True)
+    for _ in range(3):
+        a.grad = b.grad = torch.randn(40, generator=gen)
+        ours.step(), theirs.step()
+    assert torch.equal(a, b)
+
+
+@needs_mnist
+@needs_kernel
+@pytest.mark.parametrize("name", ["adam", "adamw"])
+def test_a_run_trains_to_the_same_bits_with_either_step(splits, monkeypatch, name):
+    cfg = config(optimizer={"name": name, "lr": 0.01, "weight_decay": 0.01}, train={"decay": "weights"})
+    fast = train_run(cfg, 0, splits, CPU)
+    monkeypatch.setitem(kernels._state, "lib", None)
+    slow = train_run(cfg, 0, splits, CPU)
+    strip = lambda r: [{k: v for k, v in h.items() if k != "epoch_seconds"} for h in r.history]  # noqa: E731
+    assert strip(fast) == strip(slow) and len(strip(fast)) == 2
+    assert all(torch.equal(fast.state[k], slow.state[k]) for k in slow.state)
+    assert {k: v for k, v in fast.final.items() if k != "train_seconds"} == {k: v for k, v in slow.final.items() if k != "train_seconds"}
+
+
+@pytest.mark.skipif(not shutil.which("cc"), reason="no C compiler")
+def test_a_kernel_that_rounds_otherwise_is_refused(tmp_path, monkeypatch):
+    """The check at first use compares with PyTorch's step: a + b * c where PyTorch fuses (fmaf) is caught."""
+    wrong = tmp_path / "adam.c"
+    wrong.write_text(kernels.SOURCE.read_text().replace("v[i] = fmaf(c * g, g, vb);", "v[i] = vb + c * g * g;"))
+    monkeypatch.setattr(kernels, "SOURCE", wrong)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(kernels, "_state", {})
+    assert kernels.library() is None and kernels.kernel_name() == "torch (adam.c's Adam step differs from PyTorch's on this CPU)"
+    p = [torch.nn.Parameter(torch.zeros(2))]
+    p[0].grad = torch.ones(2)
+    opt = kernels.Adam(p, lr=0.1)
+    opt.step()  # PyTorch's step
+    assert torch.allclose(p[0], torch.full((2,), -0.1))
