@@ -22,7 +22,7 @@ import pytest
 from suite.cli import main
 from suite.tracking import run_url
 
-from conftest import ROOT, needs_mnist
+from conftest import ROOT, needs_mnist, store_at
 
 CHROMIUM, DRIVER = "/usr/bin/chromium", shutil.which("chromedriver") or "/usr/bin/chromedriver"
 SHOTS = ROOT / "test-output" / "browser"
@@ -39,7 +39,7 @@ def free_port() -> int:
 
 @pytest.fixture
 def smoke_store(tiny_study, tmp_path, data_dir):
-    store = f"sqlite:///{tmp_path}/mlflow.db"
+    store = store_at(tmp_path / "mlflow.db")
     args = ["study", "tiny", "--smoke", "--executor", "serial", "--studies-dir", str(tiny_study.parent), "--tracking-uri", store,
             "--reports-dir", str(tmp_path / "reports"), "--data-dir", str(data_dir)]
     assert main(args) == 0

@@ -14,7 +14,7 @@ from suite.cli import main
 from suite.results import from_report
 from suite.spec.study import expand, list_studies, load_study
 
-from conftest import has_dataset
+from conftest import has_dataset, store_at
 
 # The run counts the README's catalogue table documents (datasets x conditions x seeds).
 DOCUMENTED_RUNS = {
@@ -60,7 +60,7 @@ def test_study_smoke_runs_end_to_end(path, tmp_path, data_dir):
     if missing:
         pytest.skip(f"{', '.join(missing)} not found under {data_dir}")
     # serial on both cores: in this process, whose dataset cache the 16 studies share (test_execute.py covers pool and Ray)
-    code = main(["study", str(path), "--smoke", "--data-dir", str(data_dir), "--tracking-uri", f"sqlite:///{tmp_path}/m.db",
+    code = main(["study", str(path), "--smoke", "--data-dir", str(data_dir), "--tracking-uri", store_at(tmp_path / "m.db"),
                  "--reports-dir", str(tmp_path / "reports"), "--storage", f"sqlite:///{tmp_path}/o.db", "--executor", "serial", "--threads", "2"])
     assert code == 0
     runs = pd.read_csv(tmp_path / "reports" / "smoke" / study.name / "runs.csv")

@@ -20,7 +20,7 @@ from suite.kernels import kernel_name
 from suite.execute.worker import FINISHED, Task
 from suite.spec.study import load_study, run_key, with_execution
 
-from conftest import ROOT, needs_mnist
+from conftest import ROOT, needs_mnist, store_at
 
 pytestmark = pytest.mark.slow
 
@@ -136,7 +136,7 @@ def study_file(tmp_path, epochs: int, variants: str | None = None) -> Path:
 
 
 def suite_cmd(path, tmp_path, *extra) -> list[str]:
-    return [sys.executable, "-m", "suite", "study", str(path), "--tracking-uri", f"sqlite:///{tmp_path}/m.db",
+    return [sys.executable, "-m", "suite", "study", str(path), "--tracking-uri", store_at(tmp_path / "m.db"),
             "--reports-dir", str(tmp_path / "reports"), "--data-dir", str(tmp_path), *extra]
 
 

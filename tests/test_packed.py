@@ -20,7 +20,7 @@ from suite.execute.plan import units, unpacking
 from suite.execute.worker import DIVERGED, FINISHED, Pack, Task, execute
 from suite.spec.study import RunSpec, run_key, with_execution
 
-from conftest import ROOT, needs_mnist
+from conftest import ROOT, needs_mnist, store_at
 
 BASE = {"data": {"name": "mnist", "train_size": 400, "val_size": 200, "test_size": 300},
         "model": {"name": "mlp", "hidden": [32, 16]}, "optimizer": {"name": "adam", "lr": 1e-4},
@@ -205,7 +205,7 @@ variants:
 def test_suite_study_pack_records_each_member_and_says_so(tmp_path, data_dir):
     (tmp_path / "studies").mkdir()
     (tmp_path / "studies" / "packs.yaml").write_text(PACK_STUDY)
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = store_at(tmp_path / "mlflow.db")
     common = ["--studies-dir", str(tmp_path / "studies"), "--tracking-uri", uri, "--reports-dir", str(tmp_path / "reports"),
               "--storage", f"sqlite:///{tmp_path}/optuna.db", "--data-dir", str(data_dir)]
     out = subprocess.run([sys.executable, "-m", "suite", "study", "packs", "--pack", "--pack-size", "3", "--workers", "2", *common],
