@@ -66,6 +66,7 @@ def store_at(path: Path) -> str:
             template = Path(tempfile.mkdtemp(prefix="suite-test-store-")) / "mlflow.db"
             MlflowClient(f"sqlite:///{template}").search_experiments()
             _TEMPLATE.append(template)
+        path.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(_TEMPLATE[0], path)
     return f"sqlite:///{path}"
 
