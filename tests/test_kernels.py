@@ -102,3 +102,22 @@ def test_a_kernel_that_rounds_otherwise_is_refused(tmp_path, monkeypatch):
     opt = kernels.Adam(p, lr=0.1)
     opt.step()  # PyTorch's step
     assert torch.allclose(p[0], torch.full((2,), -0.1))
+
+
+@needs_kernel
+def test_the_step_leaves_mkls_thread_count_as_it_found_it():
+    """adam.c runs MKL's sqrt on one thread (MKL_Set_Num_Threads_Local) and restores it: the matmuls keep their threads."""
+    import ctypes
+    from pathlib import Path
+
+    mkl = ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        p = torch.nn.Parameter(torch.zeros(5000))
+        p.grad = torch.ones(5000)
+        kernels.Adam([p], lr=0.1).step()
+        assert mkl.MKL_Get_Max_Threads() == 2 and torch.get_num_threads() == 2
+        assert torch.allclose(p, torch.full((5000,), -0.1))
+    finally:
+        torch.set_num_threads(before)

@@ -59,11 +59,14 @@ def _compile() -> ctypes.CDLL:
     return dll
 
 
-def _mkl_sqrt() -> int:
-    """The address of MKL's vmsSqrt inside PyTorch (what torch.sqrt calls on float32 CPU tensors)."""
+def _mkl() -> tuple[int, object]:
+    """MKL inside PyTorch: the address of vmsSqrt (what torch.sqrt calls on float32 CPU tensors), and
+    MKL_Set_Num_Threads_Local (adam.c calls vmsSqrt on blocks of 512: MKL threads would only cost)."""
     try:
         torch_cpu = ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"))
-        return ctypes.cast(torch_cpu.VMSSQRT_, ctypes.c_void_p).value
+        local_threads = torch_cpu.MKL_Set_Num_Threads_Local  # the C interface (the lower-case names take a pointer)
+        local_threads.argtypes, local_threads.restype = [ctypes.c_int], ctypes.c_int
+        return ctypes.cast(torch_cpu.VMSSQRT_, ctypes.c_void_p).value, local_threads
     except (OSError, AttributeError):
         raise OSError("this PyTorch has no MKL vmsSqrt") from None
 
@@ -78,7 +81,7 @@ def library():
         _state["lib"], _state["why"] = None, "SUITE_NATIVE_ADAM=0"
         if os.environ.get("SUITE_NATIVE_ADAM", "1") != "0":
             try:
-                _state["sqrt"] = _mkl_sqrt()
+                _state["sqrt"], _state["mkl_threads"] = _mkl()
                 _state["lib"] = _compile()
                 _state["why"] = _check()
                 if _state["why"]:
@@ -116,6 +119,15 @@ class _OnePass:
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        threads = _state["mkl_threads"](1)
+        try:
+            self._step()
+        finally:
+            _state["mkl_threads"](threads)
+        return loss
+
+    def _step(self) -> None:
+        lib = library()
         for group in self.param_groups:
             params, grads, exp_avgs, exp_avg_sqs, state_steps = [], [], [], [], []
             self._init_group(group, params, grads, exp_avgs, exp_avg_sqs, [], state_steps)
@@ -130,7 +142,6 @@ class _OnePass:
                 lib.adam_step(param.data_ptr(), grad.data_ptr(), m.data_ptr(), v.data_ptr(), param.numel(),
                               coupled, wd, decoupled, 1 - lr * wd, w, abs(w) < 0.5, beta2, 1 - beta2,
                               (1 - beta2 ** step) ** 0.5, eps, -(lr / (1 - beta1 ** step)), _state["sqrt"], MKL_MODE)
-        return loss
 
 
 class Adam(_OnePass, torch.optim.Adam):
