@@ -43,6 +43,7 @@ def stepped(cls, steps: int = 5, **kw) -> list[torch.Tensor]:
     (torch.optim.Adam, dict(lr=0.001)),
     (torch.optim.AdamW, dict(lr=0.003, weight_decay=0.05)),
     (torch.optim.Adam, dict(lr=0.02, betas=(0.6, 0.95), eps=1e-6, weight_decay=1e-3)),  # lerp's other branch (weight >= 0.5)
+    (torch.optim.AdamW, dict(lr=0.01, betas=(0.5000000000000001, 0.99))),  # weight 0.4999999999999999 in double, 0.5 in float
 ])
 def test_one_pass_adam_steps_bit_identically_to_pytorch(cls, kw):
     assert kernels.available(), kernels.kernel_name()

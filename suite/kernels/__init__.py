@@ -105,9 +105,11 @@ class _OnePass:
 
     def _plain(self) -> bool:
         return any(g["amsgrad"] or g["maximize"] or g["capturable"] or g["differentiable"] or g["foreach"] or g["fused"]
-                   or isinstance(g["lr"], torch.Tensor)
+                   or any(isinstance(v, torch.Tensor) for v in (g["lr"], g["weight_decay"], g["eps"], *g["betas"]))
                    or any(p.grad is not None and (p.dtype != torch.float32 or p.device.type != "cpu" or p.grad.is_sparse
-                                                 or not p.is_contiguous() or not p.grad.is_contiguous()) for p in g["params"])
+                                                 or not p.is_contiguous() or not p.grad.is_contiguous()
+                                                 or any(isinstance(t, torch.Tensor) and t.dim() and not t.is_contiguous()
+                                                        for t in self.state.get(p, {}).values())) for p in g["params"])
                    for g in self.param_groups)
 
     @torch.no_grad()
@@ -135,7 +137,7 @@ class _OnePass:
             lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
             decoupled = bool(group.get("decoupled_weight_decay")) and wd != 0
             coupled = not group.get("decoupled_weight_decay") and wd != 0
-            w = 1 - beta1
+            w = ctypes.c_float(1 - beta1).value  # lerp's weight as PyTorch's kernel sees it: its branch is taken on the float
             for param, grad, m, v, step_t in zip(params, grads, exp_avgs, exp_avg_sqs, state_steps):
                 step_t += 1
                 step = step_t.item()
