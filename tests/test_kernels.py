@@ -75,6 +75,25 @@ def test_amsgrad_and_other_settings_take_pytorchs_step():
     assert torch.equal(a, b)
 
 
+@needs_kernel
+def test_it_behaves_as_a_pytorch_optimizer_beyond_the_numbers():
+    import numpy as np
+
+    calls = []
+    p = torch.nn.Parameter(torch.ones(10))
+    for amsgrad in (False, True):  # adam.c's step, then PyTorch's (amsgrad): the step hooks run once either way
+        opt = kernels.Adam([p], lr=0.1, amsgrad=amsgrad, weight_decay=np.float64(0.01))  # numpy scalars as PyTorch takes them
+        opt.register_step_pre_hook(lambda *a: calls.append("pre"))
+        opt.register_step_post_hook(lambda *a: calls.append("post"))
+        p.grad = torch.ones(10)
+        opt.step()
+    assert calls == ["pre", "post", "pre", "post"]
+    # an in-place change of a weight that a pending backward needs is an error, as with PyTorch's step
+    loss = (p * p).sum()
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        kernels.Adam([p], lr=0.1).step() or loss.backward()
+
+
 @needs_mnist
 @needs_kernel
 @pytest.mark.parametrize("name", ["adam", "adamw"])

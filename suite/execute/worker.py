@@ -137,7 +137,7 @@ def execute(task: Task | Pack, emit: Callable[[str, Any], None], ask: Callable[[
         here = where(device, torch.get_num_threads())
         here["data_fingerprint"] = fingerprint(first.config.data.name, Path(first.data_dir))
         if device.type == "cpu" and not packed and first.config.optimizer.name in ("adam", "adamw") \
-                and not first.config.execution.fused_optimizer:
+                and not first.config.execution.fused_optimizer and not first.config.optimizer.amsgrad:
             from .. import kernels
 
             here["adam_kernel"] = kernels.kernel_name()  # adam.c or torch: the same numbers, not the same speed

@@ -20,6 +20,7 @@ import ctypes
 import hashlib
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -33,11 +34,11 @@ _state: dict = {}  # "lib": the loaded library or None, "why": why not
 
 
 def _compile() -> ctypes.CDLL:
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if not cc:
+    cc = shlex.split(os.environ.get("CC") or "") or [shutil.which("cc") or shutil.which("gcc") or ""]
+    if not cc[0]:
         raise OSError("no C compiler (cc)")
     source = SOURCE.read_bytes()
-    key = hashlib.sha256(source + " ".join([cc, *FLAGS, platform.machine(), torch.__version__]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(source + " ".join([*cc, *FLAGS, platform.machine(), torch.__version__]).encode()).hexdigest()[:16]
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "suite"
     lib = cache / f"adam-{key}.so"
     if not lib.exists():
@@ -45,9 +46,9 @@ def _compile() -> ctypes.CDLL:
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=cache)
         os.close(fd)
         try:
-            done = subprocess.run([cc, *FLAGS, str(SOURCE), "-o", tmp, "-lm"], capture_output=True, text=True)
+            done = subprocess.run([*cc, *FLAGS, str(SOURCE), "-o", tmp, "-lm"], capture_output=True, text=True, timeout=120)
             if done.returncode:
-                raise OSError(f"{cc} failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
+                raise OSError(f"{' '.join(cc)} failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
             os.replace(tmp, lib)  # atomic: workers compiling at once each leave a whole file
         finally:
             if os.path.exists(tmp):
@@ -86,8 +87,8 @@ def library():
                 _state["why"] = _check()
                 if _state["why"]:
                     _state["lib"] = None
-            except OSError as e:
-                _state["why"] = str(e)
+            except Exception as e:  # noqa: BLE001  any reason (no compiler, no home, no MKL, a check that differed): PyTorch's step
+                _state["lib"], _state["why"] = None, str(e) or type(e).__name__
     return _state["lib"]
 
 
@@ -114,9 +115,8 @@ class _OnePass:
 
     @torch.no_grad()
     def step(self, closure=None):
-        lib = library()
-        if lib is None or self._plain():
-            return super().step(closure)
+        if library() is None or self._plain():
+            return self._torch_step(closure)
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -128,6 +128,12 @@ class _OnePass:
             _state["mkl_threads"](threads)
         return loss
 
+    def _torch_step(self, closure):
+        """PyTorch's own step, without the step hooks that this class's (hooked) step already runs."""
+        mro = type(self).__mro__
+        base = next(c.__dict__["step"] for c in mro[mro.index(_OnePass) + 1:] if "step" in c.__dict__)
+        return (base.__wrapped__ if getattr(base, "hooked", False) else base)(self, closure)
+
     def _step(self) -> None:
         lib = library()
         for group in self.param_groups:
@@ -135,15 +141,17 @@ class _OnePass:
             self._init_group(group, params, grads, exp_avgs, exp_avg_sqs, [], state_steps)
             beta1, beta2 = group["betas"]
             lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
-            decoupled = bool(group.get("decoupled_weight_decay")) and wd != 0
-            coupled = not group.get("decoupled_weight_decay") and wd != 0
+            decoupled = int(bool(group.get("decoupled_weight_decay")) and wd != 0)
+            coupled = int(not group.get("decoupled_weight_decay") and wd != 0)
             w = ctypes.c_float(1 - beta1).value  # lerp's weight as PyTorch's kernel sees it: its branch is taken on the float
             for param, grad, m, v, step_t in zip(params, grads, exp_avgs, exp_avg_sqs, state_steps):
                 step_t += 1
                 step = step_t.item()
                 lib.adam_step(param.data_ptr(), grad.data_ptr(), m.data_ptr(), v.data_ptr(), param.numel(),
-                              coupled, wd, decoupled, 1 - lr * wd, w, abs(w) < 0.5, beta2, 1 - beta2,
-                              (1 - beta2 ** step) ** 0.5, eps, -(lr / (1 - beta1 ** step)), _state["sqrt"], MKL_MODE)
+                              coupled, float(wd), decoupled, float(1 - lr * wd), w, int(abs(w) < 0.5), float(beta2),
+                              float(1 - beta2), float((1 - beta2 ** step) ** 0.5), float(eps), float(-(lr / (1 - beta1 ** step))),
+                              _state["sqrt"], MKL_MODE)
+                torch.autograd.graph.increment_version([param, m, v])  # changed in place, as PyTorch's ops would say
 
 
 class Adam(_OnePass, torch.optim.Adam):
@@ -160,14 +168,15 @@ ONE_PASS = {torch.optim.Adam: Adam, torch.optim.AdamW: AdamW}
 def _check() -> str:
     """'' when adam.c's steps equal PyTorch's to the last bit on random tensors, else what differed."""
     gen = torch.Generator().manual_seed(0)
+    f32 = dict(generator=gen, dtype=torch.float32)  # whatever the default dtype: float64 tensors would take PyTorch's step on both sides
     shapes = [(3,), (37,), (64, 129), (70, 784)]  # vector loops, their tails, blocks
     for cls, kw in [(torch.optim.Adam, dict(lr=0.01, weight_decay=5e-4)), (torch.optim.Adam, dict(lr=0.003)),
                     (torch.optim.AdamW, dict(lr=0.02, weight_decay=0.01, betas=(0.3, 0.99), eps=1e-6))]:
-        ref = [torch.randn(s, generator=gen, requires_grad=True) for s in shapes]
+        ref = [torch.randn(s, **f32, requires_grad=True) for s in shapes]
         ours = [p.detach().clone().requires_grad_() for p in ref]
         opts = [cls(ref, **kw), ONE_PASS[cls](ours, **kw)]
         for _ in range(3):
-            grads = [torch.randn(s, generator=gen) for s in shapes]
+            grads = [torch.randn(s, **f32) for s in shapes]
             for params, opt in zip((ref, ours), opts):
                 for p, g in zip(params, grads):
                     p.grad = g.clone()
