@@ -105,17 +105,25 @@ class _OnePass:
     """Mixed into torch.optim.Adam / AdamW: step() runs adam.c where it can, else PyTorch's step."""
 
     def _plain(self) -> bool:
-        return any(g["amsgrad"] or g["maximize"] or g["capturable"] or g["differentiable"] or g["foreach"] or g["fused"]
-                   or any(isinstance(v, torch.Tensor) for v in (g["lr"], g["weight_decay"], g["eps"], *g["betas"]))
-                   or any(p.grad is not None and (p.dtype != torch.float32 or p.device.type != "cpu" or p.grad.is_sparse
-                                                 or not p.is_contiguous() or not p.grad.is_contiguous()
-                                                 or any(isinstance(t, torch.Tensor) and t.dim() and not t.is_contiguous()
-                                                        for t in self.state.get(p, {}).values())) for p in g["params"])
-                   for g in self.param_groups)
+        """Whether this step needs PyTorch's own code: an option adam.c does not do, or tensors it cannot take."""
+        for g in self.param_groups:
+            if g["amsgrad"] or g["maximize"] or g["capturable"] or g["differentiable"] or g["foreach"] or g["fused"]:
+                return True
+            if any(isinstance(v, torch.Tensor) for v in (g["lr"], g["weight_decay"], g["eps"], *g["betas"])):
+                return True
+            for p in g["params"]:
+                if p.grad is None:
+                    continue
+                state = [t for t in self.state.get(p, {}).values() if isinstance(t, torch.Tensor) and t.dim()]
+                if p.dtype != torch.float32 or p.device.type != "cpu" or p.grad.is_sparse \
+                        or not all(t.is_contiguous() for t in (p, p.grad, *state)):
+                    return True
+        return False
 
     @torch.no_grad()
     def step(self, closure=None):
-        if library() is None or self._plain():
+        lib = library()
+        if lib is None or self._plain():
             return self._torch_step(closure)
         loss = None
         if closure is not None:
@@ -123,7 +131,7 @@ class _OnePass:
                 loss = closure()
         threads = _state["mkl_threads"](1)
         try:
-            self._step()
+            self._step(lib)
         finally:
             _state["mkl_threads"](threads)
         return loss
@@ -134,8 +142,7 @@ class _OnePass:
         base = next(c.__dict__["step"] for c in mro[mro.index(_OnePass) + 1:] if "step" in c.__dict__)
         return (base.__wrapped__ if getattr(base, "hooked", False) else base)(self, closure)
 
-    def _step(self) -> None:
-        lib = library()
+    def _step(self, lib) -> None:
         for group in self.param_groups:
             params, grads, exp_avgs, exp_avg_sqs, state_steps = [], [], [], [], []
             self._init_group(group, params, grads, exp_avgs, exp_avg_sqs, [], state_steps)
