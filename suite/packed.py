@@ -40,58 +40,74 @@ class Stacked:
     """One optimizer over stacked parameters (dim 0: the member), each member with its own lr and weight decay.
 
     torch.optim's update rules (sgd, momentum, adam, adamw; its single-tensor code paths),
-    written out for tensors of per-member hyperparameters.
+    written out for tensors of per-member hyperparameters. The optimizer keeps every parameter
+    in one (members, n) buffer, each parameter a view of it (decayed parameters first), so a
+    step is a dozen kernels over that buffer however many tensors the model has: on a GPU the
+    per-tensor steps' ~150 kernel launches per step were most of a packed step's time.
     """
 
     def __init__(self, cfgs: list, params: list[torch.Tensor], decayed: list[bool] | None = None):
         """`decayed[i]` False: parameter i gets no weight decay (train.decay: weights)."""
         self.cfg = cfgs[0]  # every field but lr and weight_decay is shared (config.pack_group)
-        self.decayed = decayed or [True] * len(params)
+        decayed = decayed or [True] * len(params)
+        self.order = sorted(range(len(params)), key=lambda i: not decayed[i])  # decayed columns first
+        self.decayed_columns = sum(params[i][0].numel() for i in self.order if decayed[i])
         device = params[0].device
-        self.lr = torch.tensor([c.lr for c in cfgs], device=device)
-        self.wd = torch.tensor([c.weight_decay for c in cfgs], device=device)
-        self.state: list[dict] = [{} for _ in params]
+        self.lr = torch.tensor([c.lr for c in cfgs], device=device).view(-1, 1)
+        self.wd = torch.tensor([c.weight_decay for c in cfgs], device=device).view(-1, 1)
+        self.flat = self._adopt(params, torch.cat([params[i].detach().flatten(1) for i in self.order], 1))
+        self.state: dict[str, torch.Tensor] = {}
         self.steps = 0
-        self.decay = bool(self.wd.any())
+        self.decay = bool(self.wd.any()) and self.decayed_columns > 0
 
-    def keep(self, rows: torch.Tensor) -> None:
-        """Only the members at `rows` stay."""
+    def _adopt(self, params: list[torch.Tensor], flat: torch.Tensor) -> torch.Tensor:
+        """Make each parameter a view of `flat` (its values are already there); returns `flat`."""
+        column = 0
+        for i in self.order:
+            p = params[i]
+            n = p[0].numel()
+            p.data = flat[:, column:column + n].view(p.shape)
+            column += n
+        return flat
+
+    def keep(self, rows: torch.Tensor, params: list[torch.Tensor]) -> None:
+        """Only the members at `rows` stay; `params` are the pack's parameters after the same selection."""
         self.lr, self.wd = self.lr[rows], self.wd[rows]
-        self.decay = bool(self.wd.any())
-        self.state = [{k: v[rows] for k, v in state.items()} for state in self.state]
+        self.flat = self._adopt(params, self.flat[rows])
+        self.decay = bool(self.wd.any()) and self.decayed_columns > 0
+        self.state = {k: v[rows] for k, v in self.state.items()}
 
     @torch.no_grad()
     def step(self, params: list[torch.Tensor], factor: float = 1.0) -> None:
         """One update of every member; `factor` scales the learning rates (the schedule's, train.lr_factor)."""
         self.steps += 1
-        cfg, t = self.cfg, self.steps
-        lrs = self.lr if factor == 1.0 else self.lr * factor
-        for p, state, decayed in zip(params, self.state, self.decayed):
-            shape = (-1,) + (1,) * (p.dim() - 1)
-            lr, wd, grad = lrs.view(shape), self.wd.view(shape), p.grad
-            if not (decayed and self.decay):
-                pass
-            elif cfg.name == "adamw":
-                p.mul_(1 - lr * wd)
+        cfg, t, p, state = self.cfg, self.steps, self.flat, self.state
+        lr, wd = (self.lr if factor == 1.0 else self.lr * factor), self.wd
+        grad = torch.cat([params[i].grad.flatten(1) for i in self.order], 1)
+        decayed = slice(0, self.decayed_columns)
+        if not self.decay:
+            pass
+        elif cfg.name == "adamw":
+            p[:, decayed].mul_(1 - lr * wd)
+        else:
+            grad[:, decayed].add_(wd * p[:, decayed])
+        if cfg.name in ("adam", "adamw"):
+            beta1, beta2 = cfg.betas
+            if not state:
+                state["m"], state["v"] = torch.zeros_like(p), torch.zeros_like(p)
+            m, v = state["m"], state["v"]
+            m.lerp_(grad, 1 - beta1)
+            v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            denom = (v.sqrt() / math.sqrt(1 - beta2 ** t)).add_(cfg.eps)
+            p.sub_((m / denom).mul_(lr / (1 - beta1 ** t)))
+            return
+        if cfg.name == "momentum":
+            if "buf" not in state:
+                state["buf"] = grad.clone()
             else:
-                grad = grad + wd * p
-            if cfg.name in ("adam", "adamw"):
-                beta1, beta2 = cfg.betas
-                if not state:
-                    state["m"], state["v"] = torch.zeros_like(p), torch.zeros_like(p)
-                m, v = state["m"], state["v"]
-                m.lerp_(grad, 1 - beta1)
-                v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-                denom = (v.sqrt() / math.sqrt(1 - beta2 ** t)).add_(cfg.eps)
-                p.sub_((m / denom).mul_(lr / (1 - beta1 ** t)))
-                continue
-            if cfg.name == "momentum":
-                if "buf" not in state:
-                    state["buf"] = grad.clone()
-                else:
-                    state["buf"].mul_(cfg.momentum).add_(grad)
-                grad = grad.add(state["buf"], alpha=cfg.momentum) if cfg.nesterov else state["buf"]
-            p.sub_(lr * grad)
+                state["buf"].mul_(cfg.momentum).add_(grad)
+            grad = grad.add(state["buf"], alpha=cfg.momentum) if cfg.nesterov else state["buf"]
+        p.sub_(lr * grad)
 
 
 class Pack:
@@ -101,10 +117,11 @@ class Pack:
         cfg = configs[0].model
         self.linears = len(cfg.hidden) + 1
         layers = [[m for m in model if isinstance(m, nn.Linear)] for model in models]
+        # weight (members, in, out): batched matmuls take it as it is and its gradient arrives in its layout (no copy)
         self.params = []  # weight, bias of layer 0, weight, bias of layer 1, ...
         for j in range(self.linears):
-            for name in ("weight", "bias"):
-                self.params.append(torch.stack([getattr(lin[j], name).detach() for lin in layers]).requires_grad_())
+            self.params.append(torch.stack([lin[j].weight.detach().t() for lin in layers]).contiguous().requires_grad_())
+            self.params.append(torch.stack([lin[j].bias.detach() for lin in layers]).requires_grad_())
         self.activation = ACTIVATIONS[cfg.activation]()
         hidden = len(cfg.hidden)
         self.dropped = set(range(hidden)) if cfg.dropout_layers is None else {i % hidden for i in cfg.dropout_layers}
@@ -124,7 +141,7 @@ class Pack:
         """x: (members, batch, ...) -> (members, batch, outputs); `dropout_gens` (training): each member's dropout stream."""
         h = x.flatten(2)
         for j in range(self.linears):
-            h = torch.baddbmm(self.params[2 * j + 1].unsqueeze(1), h, self.params[2 * j].transpose(1, 2))
+            h = torch.baddbmm(self.params[2 * j + 1].unsqueeze(1), h, self.params[2 * j])
             if j < self.linears - 1:
                 h = self.activation(h)
                 if dropout_gens is not None and j in self.dropped and any(self.dropout):
@@ -144,7 +161,7 @@ class Pack:
         linears = [m for m in model if isinstance(m, nn.Linear)]
         with torch.no_grad():
             for j, lin in enumerate(linears):
-                lin.weight.copy_(self.params[2 * j][position])
+                lin.weight.copy_(self.params[2 * j][position].t())
                 lin.bias.copy_(self.params[2 * j + 1][position])
 
 
@@ -221,7 +238,7 @@ def train_packed(configs: list[RunConfig], seeds: list[int], data: Splits, devic
         positions = [i for i in range(len(active)) if i not in gone]
         rows = torch.tensor(positions, device=device, dtype=torch.long)
         pack.keep(rows, positions)
-        optimizer.keep(rows)
+        optimizer.keep(rows, pack.params)
         active = [active[i] for i in positions]
         if smooth is not None:  # back to plain cross-entropy once no member left smooths (as for a pack built without)
             smooth = smooth[rows] if bool(smooth[rows].any()) else None
@@ -230,13 +247,13 @@ def train_packed(configs: list[RunConfig], seeds: list[int], data: Splits, devic
         if not active:
             break
         epoch_start = time.perf_counter()
-        orders = [torch.randperm(n, generator=m.gens["order"], device=device) for m in active]
+        orders = torch.stack([torch.randperm(n, generator=m.gens["order"], device=device) for m in active])
         loss_sum = torch.zeros(len(active), device=device)
         correct = torch.zeros(len(active), device=device, dtype=torch.long)
         for step, i in enumerate(range(0, n, batch)):
-            idx = torch.stack([order[i:i + batch] for order in orders])
+            idx = orders[:, i:i + batch]
             x = data.train_x[idx]
-            y = torch.stack([m.labels[order[i:i + batch]] for m, order in zip(active, orders)]) if noisy else data.train_y[idx]
+            y = torch.stack([m.labels[rows] for m, rows in zip(active, idx)]) if noisy else data.train_y[idx]
             if any(m.augmenting for m in active):
                 x = torch.stack([augment_batch(x[k], m.config.data.augment, data.fill, m.gens["augment"]) if m.augmenting else x[k]
                                  for k, m in enumerate(active)])
@@ -262,7 +279,7 @@ def train_packed(configs: list[RunConfig], seeds: list[int], data: Splits, devic
                         on_step(m.index, (epoch - 1) * steps_per_epoch + step + 1, values[k])
                 if diverged:
                     keep = [k for k in range(len(active)) if k not in diverged]
-                    orders, loss_sum, correct = [orders[k] for k in keep], loss_sum[keep], correct[keep]
+                    orders, loss_sum, correct = orders[keep], loss_sum[keep], correct[keep]
                     leave(diverged)
                     if not active:
                         break

@@ -75,7 +75,10 @@ def make_optimizer(cfg, params, fused: bool = False) -> torch.optim.Optimizer:
     cls = get("optimizer", cfg.name).load()
     if fused and cfg.name in FUSED_OPTIMIZERS:
         return cls(params, **args, fused=True)
-    if cls in kernels.ONE_PASS and kernels.available():
+    params = [dict(p, params=list(p["params"])) if isinstance(p, dict) else p for p in params]
+    tensors = [t for p in params for t in (p["params"] if isinstance(p, dict) else [p])]
+    # a GPU run never takes adam.c's step: no compiling it, no checking it, for nothing
+    if cls in kernels.ONE_PASS and all(t.device.type == "cpu" for t in tensors) and kernels.available():
         cls = kernels.ONE_PASS[cls]
     return cls(params, **args)
 

@@ -13,9 +13,11 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
+from dataclasses import dataclass
 from multiprocessing import connection, get_context
 
-from .worker import FAILED, Record, error_line, execute
+from .worker import FAILED, Record, Task, error_line, execute, warm
 
 
 class Serial:
@@ -31,6 +33,13 @@ class Serial:
 # ---------------------------------------------------------------- local pool
 
 
+@dataclass(frozen=True)
+class Warm:
+    """The pool's first message to a worker: the task whose data to load while the driver gets ready (worker.warm)."""
+
+    task: Task
+
+
 def _serve(conn, threads: int) -> None:
     """A pool worker: take tasks from the driver's pipe until it sends None or goes away."""
     _die_with_parent()
@@ -43,8 +52,12 @@ def _serve(conn, threads: int) -> None:
             task = conn.recv()
         except (EOFError, OSError):
             return
-        if task is None:
-            return
+        if isinstance(task, Warm):
+            warm(task.task)
+            continue
+        if task is None:  # done: everything went through the pipe; skip the interpreter's teardown (seconds with torch loaded)
+            sys.stdout.flush(), sys.stderr.flush()
+            os._exit(0)
 
         def ask(kind, payload):
             _send(conn, ("ask", (kind, payload)))
@@ -75,31 +88,53 @@ class _Slot:
     def __init__(self, ctx, threads: int):
         self.conn, child = ctx.Pipe()
         self.process = ctx.Process(target=_serve, args=(child, threads), daemon=True)
-        self.process.start()
+        # the spawned interpreter reads these before torch starts its thread pools
+        env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            self.process.start()
+        finally:
+            for k, v in saved.items():
+                os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
         child.close()
         self.task = None
 
 
 class LocalPool:
-    """N spawned processes, each with `threads` torch threads, fed over pipes; a dead one is replaced."""
+    """N spawned processes, each with `threads` torch threads, fed over pipes; a dead one is replaced.
+
+    `start(warm)` spawns them ahead of `run` (a driver calls it before opening its store, so the
+    workers' imports and data loading overlap its own); `run` starts them if no one did, and stops
+    them when it returns. `stop` (idempotent) is for a driver that fails before `run`."""
 
     def __init__(self, workers: int, threads: int):
         self.workers, self.threads = workers, threads
+        self.ctx = get_context("spawn")
+        self.slots: list[_Slot] = []
+
+    def start(self, warm: Task | None = None) -> None:
+        if self.slots:
+            return
+        try:
+            for _ in range(self.workers):
+                self.slots.append(_Slot(self.ctx, self.threads))
+                if warm is not None:
+                    self.slots[-1].conn.send(Warm(warm))
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        slots, self.slots = self.slots, []
+        _stop(slots)
 
     def run(self, next_task, handle) -> None:
-        ctx = get_context("spawn")
-        # spawned interpreters read these before torch starts its thread pools
-        env = {"OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)}
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        slots: list[_Slot] = []
         try:
-            slots = [_Slot(ctx, self.threads) for _ in range(self.workers)]
-            self._loop(ctx, slots, next_task, handle)
+            self.start()
+            self._loop(self.ctx, self.slots, next_task, handle)
         finally:
-            _stop(slots)
-            for k, v in saved.items():
-                os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+            self.stop()
 
     def _loop(self, ctx, slots, next_task, handle) -> None:
         exhausted = False
@@ -158,8 +193,9 @@ def _stop(slots) -> None:
                 slot.conn.send(None)
             except OSError:
                 pass
+    deadline = time.monotonic() + 1  # idle workers get a second between them to leave; busy ones are killed at once
     for slot in slots:
-        slot.process.join(timeout=1 if slot.task is None else 0)
+        slot.process.join(timeout=max(0.0, deadline - time.monotonic()) if slot.task is None else 0)
         if slot.process.is_alive():
             slot.process.kill()
             slot.process.join()

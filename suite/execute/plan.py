@@ -25,6 +25,7 @@ from .. import tracking
 from ..errors import SuiteError
 from ..spec.study import RunSpec, Study, commands, expand
 from . import Settings, backend, default_workers, execution
+from .backends import LocalPool
 from .recorder import Recorder
 from .worker import DIVERGED, FAILED, Pack, Record, Task
 
@@ -55,10 +56,6 @@ def run_study(study: Study, *, smoke: bool, uri: str, data_dir: Path, force: boo
     ends with a new set of finished runs writes the report (`report()`, called once per set).
     `keep_weights` logs each run's tested weights as its artifact `weights.pt` (`suite evaluate` reloads them).
     """
-    from .. import leases as lease_store
-    from ..provenance import redact
-    from ..tune import storage_url
-
     if study.tune is not None:  # each variant gets the same tuning budget; cached in the Optuna store
         from .. import tune
 
@@ -66,6 +63,37 @@ def run_study(study: Study, *, smoke: bool, uri: str, data_dir: Path, force: boo
                                  run={"uri": uri, "data_dir": data_dir, "settings": settings})
     specs = expand(study, smoke, execution(settings))
     since = time.time()
+    pool = backend(settings, study.datasets, _units_at_most(specs, settings))
+    try:
+        if isinstance(pool, LocalPool) and specs:  # its workers import torch and load the data while this process opens the store
+            pool.start(warm=Task(-1, "warm", specs[0].config, specs[0].seed, str(Path(data_dir).resolve()), plugins=study.plugins))
+        return _run_study(study, specs, since, pool, smoke=smoke, uri=uri, data_dir=data_dir, force=force, storage=storage,
+                          settings=settings, keep_weights=keep_weights, report=report)
+    finally:
+        if isinstance(pool, LocalPool):
+            pool.stop()
+
+
+def _units_at_most(specs: list[RunSpec], settings: Settings) -> int:
+    """How many tasks the workers can get at most: on a GPU a packed group is one pack (or --pack-size's split), else each run."""
+    from ..spec.config import pack_group
+
+    groups: dict[str, int] = {}
+    alone = 0
+    for spec in specs:
+        if spec.config.execution.packed and spec.config.execution.device != "cpu":
+            groups[pack_group(spec.config)] = groups.get(pack_group(spec.config), 0) + 1
+        else:
+            alone += 1
+    return max(1, alone + sum(math.ceil(n / (settings.pack_size or n)) for n in groups.values()))
+
+
+def _run_study(study: Study, specs: list[RunSpec], since: float, pool, *, smoke: bool, uri: str, data_dir: Path, force: bool,
+               storage: str | None, settings: Settings, keep_weights: bool, report: Callable[[], None] | None) -> Outcome:
+    from .. import leases as lease_store
+    from ..provenance import redact
+    from ..tune import storage_url
+
     with tracking.store_lock(uri), lease_store.open_leases(uri, storage_url(storage)) as leases:
         client = tracking.connect(uri)
         exp_id = tracking.experiment_id(client, tracking.experiment_name(study.name, smoke), description=describe(study, smoke),
@@ -167,7 +195,7 @@ def run_study(study: Study, *, smoke: bool, uri: str, data_dir: Path, force: boo
                     first = next_task(pending)  # claimed before any worker starts
                     if first is not None:
                         queue = itertools.chain([first], iter(lambda: next_task(pending), None))
-                        backend(settings, study.datasets, len(left)).run(lambda: next(queue, None), unpacking(handle))
+                        pool.run(lambda: next(queue, None), unpacking(handle))
                     elif not leases.alive(lease(s) for _, s in left):
                         break  # nothing left that anyone holds: done by others (or failed here)
                     else:  # the rest is other drivers' runs: wait for them, or for the claims of dead ones to expire

@@ -94,6 +94,18 @@ def _splits(config: RunConfig, data_dir: str, device):
     return _cached[key]
 
 
+def warm(task: Task) -> None:
+    """Load the data `task` will train on (on a GPU: start CUDA too) before it comes: a pool worker does this
+    while the driver opens its store. A failure is left for the task itself to meet and report."""
+    from ..train import resolve_device
+
+    try:
+        components.load_plugins(task.plugins)
+        _splits(task.config, task.data_dir, resolve_device(task.config.execution.device))
+    except Exception:
+        pass
+
+
 def where(device, threads: int) -> dict:
     from ..provenance import cpu_model, device_description
 
