@@ -166,11 +166,14 @@ def run() -> None:
 
     With torch, MLflow and pandas loaded that teardown takes ~3 s and does nothing a finished
     command needs: threads are joined and atexit handlers run (Ray's shutdown among them) as on a
-    normal exit, output is flushed, then the process ends. An uncaught exception (a bug) exits normally."""
+    normal exit, output is flushed, then the process ends. An uncaught exception (a bug), a profiler or a
+    debugger get the normal exit."""
     import atexit
     import threading
 
     code = main()
+    if sys.getprofile() or sys.gettrace():  # a profiler or debugger writes its results in the teardown
+        raise SystemExit(code)
     threading._shutdown()  # what the interpreter does first at exit: wait for non-daemon threads
     atexit._run_exitfuncs()
     sys.stdout.flush()
@@ -244,7 +247,7 @@ def cmd_validate(args) -> int:
 
 
 def _run(name: str, args, smoke: bool, uri: str) -> int:
-    from . import report, tracking
+    from . import tracking
     from .components.data import data_root
     from .execute import execution
     from .execute.plan import run_study
@@ -255,6 +258,8 @@ def _run(name: str, args, smoke: bool, uri: str) -> int:
     reports_dir = Path(args.reports_dir)
 
     def write_report() -> None:
+        from . import report  # imported while the workers trained (plan.run_study)
+
         if study.tune is not None:  # search reports come from the Optuna store; the study's report reads MLflow alone
             report.build_tuning_searches(study, smoke, reports_dir, args.storage, tracking.tracking_uri(uri))
         out = report.build(study, smoke=smoke, uri=tracking.tracking_uri(uri), reports_dir=reports_dir,
@@ -263,6 +268,8 @@ def _run(name: str, args, smoke: bool, uri: str) -> int:
 
     outcome = run_study(study, smoke=smoke, uri=uri, data_dir=data_root(args.data_dir), force=getattr(args, "force", False),
                         storage=args.storage, settings=chosen, keep_weights=args.keep_weights == "final", report=write_report)
+    from . import report
+
     print(f"{study.name}: {outcome.trained} trained, {outcome.skipped} already done, {outcome.diverged} diverged, "
           f"{len(outcome.failed)} failed" + (f", {len(outcome.lost)} taken over by other drivers" if outcome.lost else ""))
     if outcome.reported_elsewhere:

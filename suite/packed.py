@@ -3,7 +3,7 @@
 The runs of a study often share architecture, data and schedule and differ only in their seed,
 learning rate, weight decay, dropout rate, augmentation, label noise, label smoothing or patience
 (`config.PER_MEMBER`).
-`train_packed` stacks their weights (K x out x in), runs every layer as one batched matmul
+`train_packed` stacks their weights (K x in x out), runs every layer as one batched matmul
 (`torch.baddbmm`) and steps one optimizer over the stacked tensors, each member with its own
 hyperparameters. Each member draws exactly what `train.train_run` draws for its seed: the same
 initial weights, data order, augmentation and dropout masks, from its own generators. Only the

@@ -12,8 +12,10 @@ in flight KILLED and keeps everything finished.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import itertools
 import math
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,6 +197,8 @@ def _run_study(study: Study, specs: list[RunSpec], since: float, pool, *, smoke:
                     first = next_task(pending)  # claimed before any worker starts
                     if first is not None:
                         queue = itertools.chain([first], iter(lambda: next_task(pending), None))
+                        if report is not None:  # its imports (pandas, matplotlib, seaborn: seconds) run while the workers train
+                            threading.Thread(target=importlib.import_module, args=("suite.report",), daemon=True).start()
                         pool.run(lambda: next(queue, None), unpacking(handle))
                     elif not leases.alive(lease(s) for _, s in left):
                         break  # nothing left that anyone holds: done by others (or failed here)
