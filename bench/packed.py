@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from suite.spec.config import RunConfig
 from suite.components.data import load_splits

@@ -111,7 +111,16 @@ def _start_from_template(uri: str) -> None:
                 os.replace(made, template)
         except OSError:  # no writable cache: MLflow creates the store as it always has
             return
-    shutil.copyfile(template, db)
+    try:  # a whole copy appears at once, and never over a store another process has just made
+        fd, tmp = tempfile.mkstemp(dir=db.parent, prefix=f".{db.name}.")
+        os.close(fd)
+        try:
+            shutil.copyfile(template, tmp)
+            os.link(tmp, db)
+        finally:
+            os.unlink(tmp)
+    except OSError:  # it exists now, or this file system has no hard links: MLflow creates or opens it as usual
+        pass
 
 
 def experiment_name(study: str, smoke: bool) -> str:

@@ -136,6 +136,31 @@ def test_the_packed_optimizer_steps_like_torch_optim(data_dir, case):
     assert pack.members[0].final["test_loss"] != pack.members[1].final["test_loss"]
 
 
+@pytest.mark.parametrize("case", OPTIMIZER_CASES)
+def test_the_packed_optimizer_updates_in_two_sets_to_the_same_bits_as_tensor_by_tensor(case):
+    """The GPU's way (all decayed parameters in one set of kernels, the rest in another) against the CPU's (one
+    parameter at a time), here both on the CPU: a member's numbers do not depend on the device's grouping."""
+    from suite.packed import Stacked
+
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(3, 5, 7), (3, 7), (3, 7, 2), (3, 2)]  # weight, bias, weight, bias of 3 members
+    cfgs = [config(True, optimizer={**OPTIMIZER_CASES[case], "weight_decay": wd}).optimizer for wd in (0.0, 0.01, 0.1)]
+    start = [torch.randn(s, generator=gen) for s in shapes]
+    grads = [[torch.randn(s, generator=gen) for s in shapes] for _ in range(4)]
+    results = []
+    for fused in (False, True):
+        params = [t.clone().requires_grad_() for t in start]
+        opt = Stacked(cfgs, params, decayed=[True, False, True, False], fused=fused)
+        assert len(opt.groups) == (2 if fused else 4)
+        for step, gs in enumerate(grads):
+            for p, g in zip(params, gs):
+                p.grad = g.clone()
+            opt.step(params, factor=1.0 if step < 2 else 0.5)
+        results.append([p.detach().clone() for p in params])
+    assert all(torch.equal(a, b) for a, b in zip(*results))
+    assert not torch.equal(results[0][0], start[0])
+
+
 def test_packing_enters_the_key_only_for_runs_it_can_train():
     plain = RunConfig(**BASE)
     packed = with_execution(plain, Execution(packed=True))

@@ -99,6 +99,7 @@ class _Slot:
                 os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
         child.close()
         self.task = None
+        self.used = False  # given a task: a worker never given one is stopped at once (it may still be warming up)
 
 
 class LocalPool:
@@ -161,7 +162,7 @@ class LocalPool:
             slot.process.join()
             slot = _Slot(ctx, self.threads)
             slot.conn.send(task)
-        slot.task = task
+        slot.task, slot.used = task, True
         return slot
 
     def _receive(self, slot: _Slot, handle) -> bool:
@@ -193,9 +194,9 @@ def _stop(slots) -> None:
                 slot.conn.send(None)
             except OSError:
                 pass
-    deadline = time.monotonic() + 1  # idle workers get a second between them to leave; busy ones are killed at once
+    deadline = time.monotonic() + 1  # workers that trained and are idle get a second between them to leave; the rest are killed at once
     for slot in slots:
-        slot.process.join(timeout=max(0.0, deadline - time.monotonic()) if slot.task is None else 0)
+        slot.process.join(timeout=max(0.0, deadline - time.monotonic()) if slot.task is None and slot.used else 0)
         if slot.process.is_alive():
             slot.process.kill()
             slot.process.join()
