@@ -54,33 +54,30 @@ class Stacked:
         in two sets (default: off the CPU) rather than one by one."""
         self.cfg = cfgs[0]  # every field but lr and weight_decay is shared (config.pack_group)
         decayed = decayed or [True] * len(params)
-        self.order = sorted(range(len(params)), key=lambda i: not decayed[i])  # decayed columns first
         device = params[0].device
         self.lr = torch.tensor([c.lr for c in cfgs], device=device).view(-1, 1)
         self.wd = torch.tensor([c.weight_decay for c in cfgs], device=device).view(-1, 1)
-        self.flat = self._adopt(params, torch.cat([params[i].detach().flatten(1) for i in self.order], 1))
+        self.spans, column = [], 0  # (parameter, its columns of the buffer)
+        for i in sorted(range(len(params)), key=lambda i: not decayed[i]):  # decayed columns first
+            self.spans.append((i, slice(column, column + params[i][0].numel())))
+            column = self.spans[-1][1].stop
+        self.flat = self._adopt(params, torch.cat([params[i].detach().flatten(1) for i, _ in self.spans], 1))
         self.groups: list[tuple[slice, list[int], bool]] = []  # (columns, parameters, decayed): one set of kernels each
-        column, fused = 0, device.type != "cpu" if fused is None else fused
-        for i in self.order:
-            n = params[i][0].numel()
+        fused = device.type != "cpu" if fused is None else fused
+        for i, columns in self.spans:
             if self.groups and fused and self.groups[-1][2] == decayed[i]:
-                columns, members, _ = self.groups[-1]
-                self.groups[-1] = (slice(columns.start, column + n), members + [i], decayed[i])
+                joined, members, _ = self.groups[-1]
+                self.groups[-1] = (slice(joined.start, columns.stop), members + [i], decayed[i])
             else:
-                self.groups.append((slice(column, column + n), [i], decayed[i]))
-            column += n
+                self.groups.append((columns, [i], decayed[i]))
         self.state: dict[str, torch.Tensor] = {}
         self.steps = 0
         self.decay = bool(self.wd.any())
 
     def _adopt(self, params: list[torch.Tensor], flat: torch.Tensor) -> torch.Tensor:
         """Make each parameter a view of `flat` (its values are already there); returns `flat`."""
-        column = 0
-        for i in self.order:
-            p = params[i]
-            n = p[0].numel()
-            p.data = flat[:, column:column + n].view(p.shape)
-            column += n
+        for i, columns in self.spans:
+            params[i].data = flat[:, columns].view(params[i].shape)
         return flat
 
     def keep(self, rows: torch.Tensor, params: list[torch.Tensor]) -> None:

@@ -94,10 +94,12 @@ def _start_from_template(uri: str) -> None:
     import mlflow
     from mlflow.tracking import MlflowClient
 
+    from . import cache_dir
+
     db = _sqlite_path(uri)
     if db is None or db.exists() or not db.parent.is_dir() or db.name == ":memory:":
         return
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "suite"
+    cache = cache_dir()
     template = cache / f"mlflow-{mlflow.__version__}-empty.db"
     if not template.exists():
         try:

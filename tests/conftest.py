@@ -5,7 +5,6 @@ need a dataset that is not there are skipped with the reason.
 """
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -49,26 +48,17 @@ def data_dir() -> Path:
     return DATA_DIR
 
 
-_TEMPLATE: list[Path] = []
-
-
 def store_at(path: Path) -> str:
-    """The sqlite URI of the MLflow store at `path`; where there is none yet, it starts as a copy of
-    an empty store that MLflow itself created once in this test session (a new sqlite store runs
-    MLflow's ~50 schema migrations: 2-4 s each time, for ~40 tests)."""
+    """The sqlite URI of the MLflow store at `path`; where there is none yet, it starts as the suite's own
+    new stores do, as a copy of the empty store cached once per machine (suite.tracking: a new sqlite
+    store otherwise runs MLflow's ~50 schema migrations, 2-4 s each time, for ~40 tests)."""
+    from suite.tracking import _start_from_template
+
     path = Path(path)
-    if not path.exists():
-        if not _TEMPLATE:
-            import tempfile
-
-            from mlflow.tracking import MlflowClient
-
-            template = Path(tempfile.mkdtemp(prefix="suite-test-store-")) / "mlflow.db"
-            MlflowClient(f"sqlite:///{template}").search_experiments()
-            _TEMPLATE.append(template)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(_TEMPLATE[0], path)
-    return f"sqlite:///{path}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    uri = f"sqlite:///{path}"
+    _start_from_template(uri)
+    return uri
 
 
 @pytest.fixture

@@ -133,34 +133,34 @@ class LocalPool:
     def run(self, next_task, handle) -> None:
         try:
             self.start()
-            self._loop(self.ctx, self.slots, next_task, handle)
+            self._loop(next_task, handle)
         finally:
             self.stop()
 
-    def _loop(self, ctx, slots, next_task, handle) -> None:
-        exhausted = False
+    def _loop(self, next_task, handle) -> None:
+        slots, exhausted = self.slots, False
         while True:
             for i, slot in enumerate(slots):
                 if slot.task is None and not exhausted:
                     task = next_task()
                     exhausted = task is None
                     if not exhausted:
-                        slots[i] = self._hand(ctx, slot, task)
+                        slots[i] = self._hand(slot, task)
             busy = [s for s in slots if s.task is not None]
             if not busy:
                 return
             ready = connection.wait([s.conn for s in busy] + [s.process.sentinel for s in busy])
             for slot in busy:
                 if (slot.conn in ready or slot.process.sentinel in ready) and not self._receive(slot, handle):
-                    self._died(ctx, slots, slot, handle)
+                    self._died(slot, handle)
 
-    def _hand(self, ctx, slot: _Slot, task) -> _Slot:
+    def _hand(self, slot: _Slot, task) -> _Slot:
         """Send `task` to the slot's worker; one that died while idle is replaced first."""
         try:
             slot.conn.send(task)
         except OSError:  # its process is gone (killed between two tasks)
             slot.process.join()
-            slot = _Slot(ctx, self.threads)
+            slot = _Slot(self.ctx, self.threads)
             slot.conn.send(task)
         slot.task, slot.used = task, True
         return slot
@@ -178,13 +178,13 @@ class LocalPool:
             slot.task = None
         return True
 
-    def _died(self, ctx, slots, slot: _Slot, handle) -> None:
+    def _died(self, slot: _Slot, handle) -> None:
         slot.process.join()
         code = slot.process.exitcode
         how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
         task = slot.task
         handle(task, "done", Record(task.id, FAILED, reason=f"worker process {slot.process.pid} died ({how})"))
-        slots[slots.index(slot)] = _Slot(ctx, self.threads)
+        self.slots[self.slots.index(slot)] = _Slot(self.ctx, self.threads)
 
 
 def _stop(slots) -> None:

@@ -77,17 +77,11 @@ def run_study(study: Study, *, smoke: bool, uri: str, data_dir: Path, force: boo
 
 
 def _units_at_most(specs: list[RunSpec], settings: Settings) -> int:
-    """How many tasks the workers can get at most: on a GPU a packed group is one pack (or --pack-size's split), else each run."""
-    from ..spec.config import pack_group
-
-    groups: dict[str, int] = {}
-    alone = 0
-    for spec in specs:
-        if spec.config.execution.packed and spec.config.execution.device != "cpu":
-            groups[pack_group(spec.config)] = groups.get(pack_group(spec.config), 0) + 1
-        else:
-            alone += 1
-    return max(1, alone + sum(math.ceil(n / (settings.pack_size or n)) for n in groups.values()))
+    """How many tasks `units` can make of these runs at most, without asking the device how many members fit:
+    a group on a GPU is one pack (or --pack-size's split), on a CPU up to one per run."""
+    alone, groups = _grouped(list(enumerate(specs)))
+    return max(1, len(alone) + sum(len(g) if g[0][0][1].config.execution.device == "cpu" else math.ceil(len(g) / (settings.pack_size or len(g)))
+                                   for g in groups))
 
 
 def _run_study(study: Study, specs: list[RunSpec], since: float, pool, *, smoke: bool, uri: str, data_dir: Path, force: bool,
@@ -235,14 +229,9 @@ def units(left: list[tuple[int, RunSpec]], settings: Settings, datasets) -> list
     On a CPU a group is split across the workers (each pack trains on one worker's threads); on
     CUDA it stays as few packs as memory allows. Which runs share a pack never changes their numbers.
     """
-    from ..spec.config import pack_group
-
-    groups: dict[str, list] = {}
-    alone = []
-    for i, spec in left:
-        (groups.setdefault(pack_group(spec.config), []) if spec.config.execution.packed else alone).append([(i, spec)])
+    alone, groups = _grouped(left)
     out = list(alone)
-    for members in groups.values():
+    for members in groups:
         config = members[0][0][1].config
         size = settings.pack_size or _fitting_pack(config)
         count = math.ceil(len(members) / size)
@@ -250,6 +239,17 @@ def units(left: list[tuple[int, RunSpec]], settings: Settings, datasets) -> list
             count = max(count, min(len(members), settings.workers or default_workers(settings.threads, datasets, len(left))))
         out += [sum(members[k::count], []) for k in range(count)]
     return sorted(out, key=lambda unit: unit[0][0])
+
+
+def _grouped(left: list[tuple[int, RunSpec]]) -> tuple[list, list[list]]:
+    """The unpacked runs, one unit each, and the packed ones grouped by `config.pack_group` (lists of one-run units)."""
+    from ..spec.config import pack_group
+
+    groups: dict[str, list] = {}
+    alone = []
+    for i, spec in left:
+        (groups.setdefault(pack_group(spec.config), []) if spec.config.execution.packed else alone).append([(i, spec)])
+    return alone, list(groups.values())
 
 
 def _fitting_pack(config) -> int:

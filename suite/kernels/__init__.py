@@ -28,6 +28,8 @@ from pathlib import Path
 
 import torch
 
+from .. import cache_dir
+
 SOURCE = Path(__file__).with_name("adam.c")
 FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-shared", "-fPIC"]
 _state: dict = {}  # "lib": the loaded library or None, "why": why not
@@ -39,7 +41,7 @@ def _compile() -> ctypes.CDLL:
         raise OSError("no C compiler (cc)")
     source = SOURCE.read_bytes()
     key = hashlib.sha256(source + " ".join([*cc, *FLAGS, platform.machine(), torch.__version__]).encode()).hexdigest()[:16]
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "suite"
+    cache = cache_dir()
     lib = cache / f"adam-{key}.so"
     if not lib.exists():
         cache.mkdir(parents=True, exist_ok=True)
