@@ -9,6 +9,11 @@ from pathlib import Path
 __version__ = "0.1.0"
 
 
+def data_root(cli_value: str | None = None) -> Path:
+    """Where datasets are read (and downloaded to when online): --data-dir, else $SUITE_DATA_DIR, else ./data."""
+    return Path(cli_value or os.environ.get("SUITE_DATA_DIR") or "data")
+
+
 def cache_dir() -> Path:
     """Where the suite keeps what it makes once per machine (adam.c's library, the empty MLflow store):
     $XDG_CACHE_HOME/suite, by default ~/.cache/suite."""

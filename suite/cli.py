@@ -248,7 +248,7 @@ def cmd_validate(args) -> int:
 
 def _run(name: str, args, smoke: bool, uri: str) -> int:
     from . import tracking
-    from .components.data import data_root
+    from . import data_root
     from .execute import execution
     from .execute.plan import run_study
     from .spec.study import load_study
@@ -335,8 +335,7 @@ def cmd_check(args) -> int:
 
 
 def cmd_tune(args) -> int:
-    from . import report, tune
-    from .components.data import data_root
+    from . import data_root, report, tracking, tune
     from .spec.study import load_study
     from .tracking import tracking_uri
 
@@ -344,7 +343,7 @@ def cmd_tune(args) -> int:
         raise SuiteError("--trials takes a positive number")
     study = load_study(args.name, Path(args.studies_dir))
     target = tune.search_target(study, args.smoke)
-    storage = tune.storage_url(args.storage)
+    storage = tracking.storage_url(args.storage)
     search = tune.run_search(target, uri=tracking_uri(args.tracking_uri), storage=storage, data_dir=data_root(args.data_dir),
                              trials=args.trials, settings=settings(args))
     out = report.build_search(target, search, Path(args.reports_dir), storage, tracking_uri(args.tracking_uri))
@@ -360,7 +359,7 @@ def cmd_evaluate(args) -> int:
 
     from . import components, tracking
     from .spec.config import RunConfig
-    from .components.data import data_root
+    from . import data_root
     from .execute.recorder import WEIGHTS
     from .execute.worker import evaluate_weights
 

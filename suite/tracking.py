@@ -23,6 +23,7 @@ from .spec.config import METRIC_ALIASES, METRIC_DIRECTIONS
 from .errors import SuiteError
 
 DEFAULT_URI = "sqlite:///mlflow.db"
+DEFAULT_STORAGE = "sqlite:///optuna.db"
 FINISHED = "FINISHED"
 INTERRUPTED = "interrupted"  # a trial's fail_reason (Optuna user attr, tag suite.fail_reason) when a kill, not the trial, ended it
 ERRORS = "test_errors.json"  # a classification run's artifact: test confusion matrix, first misclassified examples
@@ -31,6 +32,11 @@ NOTE = "mlflow.note.content"  # an experiment's description, a run's note: markd
 
 def tracking_uri(cli_value: str | None = None) -> str:
     return cli_value or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+
+
+def storage_url(cli_value: str | None = None) -> str:
+    """The Optuna storage (searches, tuning, and a team store's run claims): --storage, else $OPTUNA_STORAGE."""
+    return cli_value or os.environ.get("OPTUNA_STORAGE") or DEFAULT_STORAGE
 
 
 def _sqlite_path(uri: str) -> Path | None:

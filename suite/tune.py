@@ -21,7 +21,6 @@ import hashlib
 import itertools
 import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,13 +41,7 @@ from .execute.worker import DIVERGED, FAILED, FINISHED, PRUNED, Record, Task
 from .spec.study import (Search, Study, override, search_variant, smoke_config, smoke_scale, tuning_name, tuning_targets,
                          with_execution, with_tuned)
 
-DEFAULT_STORAGE = "sqlite:///optuna.db"
-
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
-def storage_url(cli_value: str | None = None) -> str:
-    return cli_value or os.environ.get("OPTUNA_STORAGE") or DEFAULT_STORAGE
 
 
 def make_sampler(block: Search, resumed_at: int = 0) -> optuna.samplers.BaseSampler:

@@ -1,7 +1,9 @@
-"""Fashion-MNIST from Debian's `dataset-fashion-mnist` package reads exactly what torchvision reads from the same files."""
+"""MNIST-layout files are read exactly as torchvision reads them: extracted MNIST/raw and Fashion-MNIST (also from Debian's `dataset-fashion-mnist`)."""
 
 import gzip
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -10,21 +12,33 @@ from suite import components
 from suite.components import data
 from suite.errors import DataError
 
+from conftest import needs_mnist
+
 debian = pytest.mark.skipif(not data.debian_fashion_installed(),
                             reason=f"Debian's dataset-fashion-mnist is not installed ({data.DEBIAN_FASHION})")
 
 
+def torchvision_reads(cls, root) -> dict:
+    """What torchvision's own dataset class reads from `root` (its `<cls>/raw` layout)."""
+    train, test = cls(str(root), train=True), cls(str(root), train=False)
+    return {"train_x": train.data.unsqueeze(1), "train_y": train.targets.long(), "test_x": test.data.unsqueeze(1),
+            "test_y": test.targets.long()}
+
+
 @debian
 def test_debian_fashion_mnist_equals_torchvision_on_the_same_files(tmp_path):
+    from torchvision.datasets import FashionMNIST
+
     raw = tmp_path / "FashionMNIST" / "raw"
     raw.mkdir(parents=True)
     for name in data.IDX_FILES:
         (raw / name.removesuffix(".gz")).write_bytes(gzip.decompress((data.DEBIAN_FASHION / name).read_bytes()))
-    ours = data._idx_gz(data.DEBIAN_FASHION, data.FASHION_STATS)
-    theirs = data.load_raw("fashion_mnist", str(tmp_path))  # a root with FashionMNIST/raw: torchvision's reader
-    assert theirs.files[0].parent == raw
-    for field in ("train_x", "train_y", "test_x", "test_y"):
-        assert torch.equal(getattr(ours, field), getattr(theirs, field)), field
+    ours = data._idx(data.DEBIAN_FASHION, data.IDX_FILES, data.FASHION_STATS)
+    extracted = data.load_raw("fashion_mnist", str(tmp_path))  # a root with FashionMNIST/raw: read there, as torchvision does
+    assert extracted.files[0].parent == raw
+    for field, theirs in torchvision_reads(FashionMNIST, tmp_path).items():
+        assert torch.equal(getattr(ours, field), theirs), field
+        assert torch.equal(getattr(extracted, field), theirs), field
     assert ours.train_x.shape == (60000, 1, 28, 28) and torch.equal(ours.train_y.bincount(), torch.full((10,), 6000))
     # the published normalisation statistics are those of these images
     pixels = ours.train_x.float() / 255
@@ -42,8 +56,23 @@ def test_a_damaged_idx_file_is_one_line(tmp_path):
     for name in data.IDX_FILES:
         (tmp_path / name).write_bytes(gzip.compress(b"\x00\x00\x08\x03" + b"\x00" * 12))
     with pytest.raises(DataError, match=r"is not an IDX file of shape \(60000, 28, 28\)") as err:
-        data._idx_gz(tmp_path, data.FASHION_STATS)
+        data._idx(tmp_path, data.IDX_FILES, data.FASHION_STATS)
     assert "\n" not in str(err.value)
+
+
+@needs_mnist
+def test_extracted_mnist_is_read_as_torchvision_reads_it_without_importing_torchvision(data_dir):
+    """Workers read MNIST/raw's IDX files themselves: importing torchvision took ~3 s of each worker's start."""
+    from torchvision.datasets import MNIST
+
+    ours = data.mnist(data_dir)
+    for field, theirs in torchvision_reads(MNIST, data_dir).items():
+        assert torch.equal(getattr(ours, field), theirs), field
+    assert ours.files == tuple(sorted(p for p in (data_dir / "MNIST" / "raw").iterdir() if p.suffix != ".gz"))
+    probe = ("import sys; from pathlib import Path; from suite.components import data; "
+             f"data.load_raw('mnist', {str(data_dir)!r}); print('torchvision' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stderr
 
 
 def test_missing_fashion_mnist_names_every_place_it_looked(tmp_path, monkeypatch):

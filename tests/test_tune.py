@@ -9,7 +9,8 @@ import pytest
 
 from suite.spec.study import load_study
 from suite.provenance import redact
-from suite.tune import counted, run_search, search_target, storage_url
+from suite.tracking import storage_url
+from suite.tune import counted, run_search, search_target
 
 from conftest import TINY_STUDY, needs_mnist
 

@@ -13,8 +13,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
-import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,17 +23,12 @@ import torch.nn.functional as F
 from ..spec.config import Augment, DataConfig
 from ..errors import DataError
 
-DEFAULT_DATA_DIR = "data"
 SPLIT_SEED = 20240101  # fixes which training images form the validation split, in every run
 
 # Per-channel statistics of the training sets, in [0, 1] pixel units (the usual published values).
 MNIST_STATS = ((0.1307,), (0.3081,))
 FASHION_STATS = ((0.2860,), (0.3530,))
 CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
-
-
-def data_root(cli_value: str | None = None) -> Path:
-    return Path(cli_value or os.environ.get("SUITE_DATA_DIR") or DEFAULT_DATA_DIR)
 
 
 @dataclass(frozen=True)
@@ -192,20 +186,26 @@ def _torchvision_pair(cls, name: str, root: Path, expected: str):
         raise _missing(name, root, expected, reason[-1][:160] if reason else type(err).__name__) from None
 
 
-def _mnist_like(cls, name, root, stats):
-    import torchvision  # noqa: F401  (the datasets module needs the package initialised)
+def _mnist_like(folder: str, name: str, root: Path, stats) -> Raw:
+    """torchvision's `<folder>/raw` layout under the data root. Where its four IDX files are already there (extracted),
+    they are read here, as torchvision reads them, without importing torchvision (~3 s of every worker's start);
+    otherwise torchvision's class finds, extracts or downloads them."""
+    raw_dir = root / folder / "raw"
+    extracted = tuple(f.removesuffix(".gz") for f in IDX_FILES)
+    if all((raw_dir / f).is_file() for f in extracted):
+        raw = _idx(raw_dir, extracted, stats)
+    else:
+        import torchvision.datasets
 
-    train, test = _torchvision_pair(cls, name, root, f"{cls.__name__}/raw")
-    raw_dir = Path(train.raw_folder)
-    files = tuple(sorted(p for p in raw_dir.iterdir() if p.suffix != ".gz"))
-    return Raw(train.data.unsqueeze(1), train.targets.long(), test.data.unsqueeze(1), test.targets.long(),
-               stats[0], stats[1], 255.0, files)
+        train, test = _torchvision_pair(getattr(torchvision.datasets, folder), name, root, f"{folder}/raw")
+        raw_dir = Path(train.raw_folder)
+        raw = Raw(train.data.unsqueeze(1), train.targets.long(), test.data.unsqueeze(1), test.targets.long(),
+                  stats[0], stats[1], 255.0, ())
+    return replace(raw, files=tuple(sorted(p for p in raw_dir.iterdir() if p.suffix != ".gz")))
 
 
 def mnist(root: Path) -> Raw:
-    from torchvision.datasets import MNIST
-
-    return _mnist_like(MNIST, "MNIST", root, MNIST_STATS)
+    return _mnist_like("MNIST", "MNIST", root, MNIST_STATS)
 
 
 # Debian's `dataset-fashion-mnist` installs the original files here (gzip-recompressed, so their
@@ -220,40 +220,38 @@ def debian_fashion_installed() -> bool:
 
 def fashion_mnist(root: Path) -> Raw:
     """torchvision's `FashionMNIST/raw` under the data root; else Debian's package; else download."""
-    from torchvision.datasets import FashionMNIST
-
     if not (root / "FashionMNIST" / "raw").is_dir() and debian_fashion_installed():
-        return _idx_gz(DEBIAN_FASHION, FASHION_STATS)
+        return _idx(DEBIAN_FASHION, IDX_FILES, FASHION_STATS)
     try:
-        return _mnist_like(FashionMNIST, "Fashion-MNIST", root, FASHION_STATS)
+        return _mnist_like("FashionMNIST", "Fashion-MNIST", root, FASHION_STATS)
     except DataError as err:
         raise DataError(f"{err}, or install Debian's dataset-fashion-mnist ({DEBIAN_FASHION})") from None
 
 
-def _idx_gz(folder: Path, stats) -> Raw:
-    """The four gzipped IDX files of an MNIST-layout dataset (60,000 + 10,000 28x28 images, labels 0-9)."""
+def _idx(folder: Path, names: tuple[str, ...], stats) -> Raw:
+    """The four IDX files (gzipped where a name ends in .gz) of an MNIST-layout dataset: 60,000 + 10,000 28x28 images,
+    labels 0-9; `names` in the order of IDX_FILES."""
     import gzip
 
     def read(name: str, magic: int, shape: tuple[int, ...]) -> torch.Tensor:
-        blob = gzip.decompress((folder / name).read_bytes())
+        blob = (folder / name).read_bytes()
+        blob = gzip.decompress(blob) if name.endswith(".gz") else blob
         header = 4 * (1 + len(shape))
         dims = tuple(int.from_bytes(blob[4 + 4 * i: 8 + 4 * i], "big") for i in range(len(shape)))
         if int.from_bytes(blob[:4], "big") != magic or dims != shape or len(blob) != header + math.prod(shape):
             raise DataError(f"{folder / name} is not an IDX file of shape {shape}; reinstall it or point --data-dir elsewhere")
         return torch.from_numpy(np.frombuffer(blob, dtype=np.uint8, offset=header).reshape(shape).copy())
 
-    train_x, train_y = read(IDX_FILES[0], 2051, (60000, 28, 28)), read(IDX_FILES[1], 2049, (60000,))
-    test_x, test_y = read(IDX_FILES[2], 2051, (10000, 28, 28)), read(IDX_FILES[3], 2049, (10000,))
+    train_x, train_y = read(names[0], 2051, (60000, 28, 28)), read(names[1], 2049, (60000,))
+    test_x, test_y = read(names[2], 2051, (10000, 28, 28)), read(names[3], 2049, (10000,))
     if int(max(train_y.max(), test_y.max())) > 9:
         raise DataError(f"labels in {folder} go beyond 0-9; reinstall the files or point --data-dir elsewhere")
     return Raw(train_x.unsqueeze(1), train_y.long(), test_x.unsqueeze(1), test_y.long(), stats[0], stats[1], 255.0,
-               tuple(folder / f for f in IDX_FILES))
+               tuple(folder / f for f in names))
 
 
 def cifar10(root: Path) -> Raw:
     """torchvision's pickled batches when present, else `cifar10/cifar10.npz`, else download."""
-    from torchvision.datasets import CIFAR10
-
     npz = root / "cifar10" / "cifar10.npz"
     if not (root / "cifar-10-batches-py").is_dir() and npz.is_file():
         with np.load(npz, allow_pickle=False) as arrays:
@@ -261,6 +259,8 @@ def cifar10(root: Path) -> Raw:
         tx, ty, vx, vy = parts
         return Raw(tx.permute(0, 3, 1, 2).contiguous(), ty.long(), vx.permute(0, 3, 1, 2).contiguous(), vy.long(),
                    *CIFAR10_STATS, 255.0, (npz,))
+    from torchvision.datasets import CIFAR10
+
     train, test = _torchvision_pair(CIFAR10, "CIFAR-10", root, "cifar-10-batches-py (or cifar10/cifar10.npz)")
     folder = root / "cifar-10-batches-py"
     files = tuple(sorted(p for p in folder.iterdir() if "batch" in p.name))

@@ -10,7 +10,9 @@ computed (part of their config and keys); `backend(settings, ...)` builds where 
 
 from __future__ import annotations
 
+import glob
 import os
+import sys
 from dataclasses import dataclass
 
 from ..spec.config import Execution
@@ -70,6 +72,8 @@ def execution(settings: Settings) -> Execution:
     so `auto` is the CPU there and `--device cuda` asks the cluster for one GPU per worker.
     """
     device = settings.device
+    if device == "auto" and settings.executor != "ray" and _no_gpu_here():
+        device = "cpu"
     if settings.executor != "ray" and device != "cpu":
         import torch
 
@@ -80,6 +84,13 @@ def execution(settings: Settings) -> Execution:
     # packing is off by default on a CPU: measured here, the catalogue's 3M-parameter MLP trains slower packed
     packed = settings.pack if settings.pack is not None else device == "cuda"
     return Execution(device=device, threads=settings.threads, fused_optimizer=settings.fused_optimizer, packed=packed)
+
+
+def _no_gpu_here() -> bool:
+    """Linux with no GPU device node (NVIDIA's /dev/nvidia0..., WSL's /dev/dxg, ROCm's /dev/kfd): torch.cuda cannot
+    find one here, and the driver need not import torch (~3 s of its start) to hear so."""
+    return sys.platform.startswith("linux") and not glob.glob("/dev/nvidia[0-9]*") and not any(
+        os.path.exists(node) for node in ("/dev/dxg", "/dev/kfd"))
 
 
 def backend(settings: Settings, datasets=(), tasks: int = 1):

@@ -61,7 +61,7 @@ def run_study(study: Study, *, smoke: bool, uri: str, data_dir: Path, force: boo
     if study.tune is not None:  # each variant gets the same tuning budget; cached in the Optuna store
         from .. import tune
 
-        study = tune.tuned_study(study, smoke, tune.storage_url(storage),
+        study = tune.tuned_study(study, smoke, tracking.storage_url(storage),
                                  run={"uri": uri, "data_dir": data_dir, "settings": settings})
     specs = expand(study, smoke, execution(settings))
     since = time.time()
@@ -88,9 +88,8 @@ def _run_study(study: Study, specs: list[RunSpec], since: float, pool, *, smoke:
                storage: str | None, settings: Settings, keep_weights: bool, report: Callable[[], None] | None) -> Outcome:
     from .. import leases as lease_store
     from ..provenance import redact
-    from ..tune import storage_url
 
-    with tracking.store_lock(uri), lease_store.open_leases(uri, storage_url(storage)) as leases:
+    with tracking.store_lock(uri), lease_store.open_leases(uri, tracking.storage_url(storage)) as leases:
         client = tracking.connect(uri)
         exp_id = tracking.experiment_id(client, tracking.experiment_name(study.name, smoke), description=describe(study, smoke),
                                         metric=study.metric, columns=study.scientific())
@@ -191,8 +190,8 @@ def _run_study(study: Study, specs: list[RunSpec], since: float, pool, *, smoke:
                     first = next_task(pending)  # claimed before any worker starts
                     if first is not None:
                         queue = itertools.chain([first], iter(lambda: next_task(pending), None))
-                        if report is not None:  # its imports (pandas, matplotlib, seaborn: seconds) run while the workers train
-                            threading.Thread(target=importlib.import_module, args=("suite.report",), daemon=True).start()
+                        if report is not None:  # its imports (pandas, scipy, matplotlib, seaborn: seconds) run while the workers train
+                            threading.Thread(target=importlib.import_module, args=("suite.report.plots",), daemon=True).start()
                         pool.run(lambda: next(queue, None), unpacking(handle))
                     elif not leases.alive(lease(s) for _, s in left):
                         break  # nothing left that anyone holds: done by others (or failed here)

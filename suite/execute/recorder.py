@@ -129,16 +129,15 @@ class Recorder:
         self.flushed.pop(run_id, None)
         return run_id
 
-    def _log_weights(self, run_id: str, weights: dict) -> None:
-        """The tested state_dict as `weights.pt` (tensors only: `torch.load(..., weights_only=True)` reads it)."""
+    def _log_weights(self, run_id: str, weights: bytes) -> None:
+        """The tested state_dict as `weights.pt`, the file the worker saved (tensors only: `torch.load(...,
+        weights_only=True)` reads it)."""
         import tempfile
         from pathlib import Path
 
-        import torch
-
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / WEIGHTS
-            torch.save(weights, path)
+            path.write_bytes(weights)
             tracking.log_files(self.client, run_id, [path])
 
     def _log_errors(self, run_id: str, errors: dict) -> None:

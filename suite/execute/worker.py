@@ -49,7 +49,7 @@ class Record:
     where: dict = field(default_factory=dict)  # host, pid, device, threads, cpu
     seconds: float = 0.0  # wall time in the worker, data loading included
     fatal: bool = False  # a user-level error (missing data, no CUDA) that every other run would hit too
-    weights: dict | None = None  # the tested state_dict, on the CPU, when the task keeps weights
+    weights: bytes | None = None  # the tested state_dict as a weights.pt file's bytes (`saved`), when the task keeps weights
     errors: dict | None = None  # classification: the test confusion matrix and the first misclassified examples (`test_errors`)
     members: list["Record"] = field(default_factory=list)  # a pack's record: one per member (empty: the pack failed as a whole)
 
@@ -97,11 +97,17 @@ def _splits(config: RunConfig, data_dir: str, device):
 def warm(task: Task) -> None:
     """Load the data `task` will train on (on a GPU: start CUDA too) before it comes: a pool worker does this
     while the driver opens its store. A failure is left for the task itself to meet and report."""
-    from ..train import resolve_device
+    import torch
+
+    from ..train import make_optimizer, resolve_device
 
     try:
         components.load_plugins(task.plugins)
-        _splits(task.config, task.data_dir, resolve_device(task.config.execution.device))
+        device = resolve_device(task.config.execution.device)
+        _splits(task.config, task.data_dir, device)
+        # a process's first optimizer imports torch._dynamo (~2 s here) and, for Adam on a CPU, builds and checks adam.c
+        make_optimizer(task.config.optimizer, [torch.nn.Parameter(torch.zeros(1, device=device))],
+                       task.config.execution.fused_optimizer)
     except Exception:
         pass
 
@@ -216,7 +222,7 @@ def _finish(task: Task, record: Record, result, data) -> None:
         record.errors = test_errors(result.test_predictions, truth, raw.test_x[:len(truth)], data.num_outputs)
         record.final.update(class_shares(result.test_predictions, truth, data.num_outputs))
     if task.keep_weights:
-        record.weights = {k: v.detach().to("cpu", copy=True) for k, v in result.state.items()}
+        record.weights = saved({k: v.detach().to("cpu", copy=True) for k, v in result.state.items()})
     record.status, record.reason = (DIVERGED, result.reason) if result.diverged else (FINISHED, "")
 
 
@@ -263,6 +269,26 @@ def core_slots(threads: int):
     finally:
         for handle in held:
             handle.close()
+
+
+def saved(state: dict) -> bytes:
+    """`state` as the bytes of a `torch.save` file: the driver writes them as they come, without importing torch."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def loaded(blob: bytes) -> dict:
+    """The state_dict of `saved` bytes (tensors only: nothing unpickles code)."""
+    import io
+
+    import torch
+
+    return torch.load(io.BytesIO(blob), weights_only=True)
 
 
 def evaluate_weights(config: RunConfig, weights: dict, data_dir: str) -> dict:

@@ -131,7 +131,7 @@ def build_tuning_searches(study: Study, smoke: bool, reports_dir: Path, storage:
     """The search report of every variant's tuning (a `tune` block), from the Optuna store."""
     from .. import tune
 
-    storage = tune.storage_url(storage)
+    storage = tracking.storage_url(storage)
     for target in tune.tune_targets(study, smoke):
         search = tune.load_search(target, storage)
         if search is not None:
