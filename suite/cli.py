@@ -51,7 +51,8 @@ def _executor(p: argparse.ArgumentParser, runs: bool = True) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="auto: CUDA when this machine has it (on Ray: cpu unless cuda); part of a run's identity")
     p.add_argument("--fused-optimizer", action="store_true",
-                   help="PyTorch's fused sgd/adam/adamw kernels: faster, last-bit different numbers (other run keys)")
+                   help="PyTorch's fused sgd/adam/adamw kernels for every run (a study may fix this: base.execution."
+                        "fused_optimizer): faster, last-bit different numbers (other run keys)")
     p.add_argument("--pack", action=argparse.BooleanOptionalAction, default=None,
                    help="train MLP runs that differ only in seed, lr, weight decay, dropout, augmentation, label noise or smoothing, "
                         "patience as one "

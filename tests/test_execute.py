@@ -272,12 +272,50 @@ def test_threads_and_device_enter_the_run_key_only_away_from_their_legacy_values
     assert with_execution(explicit, Execution(device="cuda")).execution.device == "cpu"
 
 
+def test_the_driver_needs_no_torch_to_find_no_gpu():
+    """Without a GPU device node `--device auto` means the CPU, decided without importing torch (~3 s of a driver's start)."""
+    from suite.execute import _no_gpu_here
+
+    if not _no_gpu_here():
+        pytest.skip("this machine has a GPU device node: torch decides")
+    probe = ("import sys; from suite.execute import Settings, execution; "
+             "print(execution(Settings()).device, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT)
+    assert out.stdout.split() == ["cpu", "False"], out.stderr
+
+
 def test_study_files_cannot_set_how_runs_are_computed(tmp_path):
     from suite.errors import StudyError
 
-    path = study_file(tmp_path, 2, "variants:\n  a: {execution: {threads: 2}}\n")
-    with pytest.raises(StudyError, match="variants.a.execution: how runs are computed is chosen when running"):
+    path = study_file(tmp_path, 2, "variants:\n  a: {execution: {fused_optimizer: true}}\n")
+    with pytest.raises(StudyError, match="variants.a.execution: a study computes all its runs alike; set execution.fused_optimizer in base"):
         load_study(str(path))
+    for block, says in [("{threads: 2}", "base.execution.threads: how runs are computed is chosen when running"),
+                        ("{fused_optimizer: maybe}", "base.execution.fused_optimizer: Input should be a valid boolean"),
+                        ("fused", "base.execution: a mapping")]:
+        path.write_text(FAULTY.replace("EPOCHS", "1").replace("  train:", f"  execution: {block}\n  train:"))
+        with pytest.raises(StudyError, match=says):
+            load_study(str(path))
+
+
+def test_a_study_may_fix_the_fused_optimizer_for_all_its_runs(tmp_path):
+    """base.execution.fused_optimizer: every run with a fused kernel gets it (and another key), the others keep theirs;
+    --fused-optimizer does the same for a study without it; packed runs step their own optimizer."""
+    from suite.spec.study import expand
+
+    path = study_file(tmp_path, 1, "variants:\n  sgd: {}\n  rmsprop: {optimizer: {name: rmsprop, lr: 0.01}}\n")
+    plain = {s.run_name: s for s in expand(load_study(str(path)))}
+    by_flag = {s.run_name: s.run_key for s in expand(load_study(str(path)), execution=Execution(fused_optimizer=True))}
+    path.write_text(path.read_text().replace("  train:", "  execution: {fused_optimizer: true}\n  train:"))
+    study = load_study(str(path))
+    fixed = {s.run_name: s for s in expand(study)}
+    assert fixed["sgd/seed=0"].config.execution.fused_optimizer and fixed["sgd/seed=0"].run_key != plain["sgd/seed=0"].run_key
+    assert not fixed["rmsprop/seed=0"].config.execution.fused_optimizer  # no fused kernel: the flag is dropped, the key kept
+    assert fixed["rmsprop/seed=0"].run_key == plain["rmsprop/seed=0"].run_key
+    assert by_flag == {name: s.run_key for name, s in fixed.items()}
+    packed = {s.run_name: s.config.execution for s in expand(study, execution=Execution(packed=True))}
+    assert packed["sgd/seed=0"].packed and not packed["sgd/seed=0"].fused_optimizer
+    assert "execution.fused_optimizer" not in study.scientific()  # not a difference between variants: no report column
 
 
 def test_threads_are_recorded_by_the_worker_and_change_the_key(tmp_path):

@@ -291,7 +291,8 @@ class TrainConfig(Strict):
 
 
 class Execution(Strict):
-    """How a run is computed, not what it is: set by the executor (`--device`, `--threads`), not by study files.
+    """How a run is computed, not what it is: set by the executor (`--device`, `--threads`, `--pack`), except
+    `fused_optimizer`, which a study may also fix for all its runs (`base.execution`, see StudyExecution).
 
     Each changes a run's numbers (CUDA kernels; the order of floating-point sums over threads; a
     fused optimizer step rounds differently), so each is part of the resolved config and enters
@@ -304,6 +305,15 @@ class Execution(Strict):
                                                      "3x faster steps on a CPU, last-bit different numbers")
     packed: bool = Field(False, description="trained as a member of a packed model (suite.packed): batched matmuls and "
                                             "one optimizer step over the stacked members, last-bit different numbers")
+
+
+class StudyExecution(Strict):
+    """The part of `execution` a study file may set, in `base` only: every run of a study is computed alike."""
+
+    fused_optimizer: bool = Field(False, description="train every run with PyTorch's fused optimizer kernel (sgd, momentum, adam, "
+                                                     "adamw; the others ignore it): faster steps, last-bit different numbers "
+                                                     "than the default kernel, so other run keys; `--fused-optimizer` sets it "
+                                                     "for one call")
 
 
 # Optimizers that PyTorch has a fused kernel for (on the CPU and CUDA); for the others the flag is dropped.

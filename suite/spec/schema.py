@@ -32,6 +32,9 @@ SECTIONS = [
       for kind in ("model", "optimizer") for c in components.records(kind) if c.source == components.BUILTIN),
     ("train", config.TrainConfig, "How a run trains."),
     ("train.schedule", config.Schedule, "The learning rate over training, as a factor of `optimizer.lr`."),
+    ("execution", config.StudyExecution, "`base.execution` only: how every run of the study is computed, where the study fixes "
+                                         "it. Device, threads and packing are chosen when running (`--device`, `--threads`, "
+                                         "`--pack`)."),
 ]
 
 

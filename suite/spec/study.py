@@ -36,6 +36,7 @@ from .config import (
     REGRESSION_ONLY,
     Execution,
     RunConfig,
+    StudyExecution,
     flatten,
     packable,
     task_of,
@@ -420,7 +421,7 @@ def _resolve(top: StudyFile, path: Path, sha: str) -> Study:
         if isinstance(tree.get("data"), dict) and "name" in tree["data"]:
             fail(f"{where}.data.name: set the dataset with the top-level key 'datasets'")
         if "execution" in tree:
-            fail(f"{where}.execution: how runs are computed is chosen when running (--threads, --device), not in the study file")
+            _check_execution(where, tree["execution"], fail)
     seeds = _seed_list(top.seeds, "seeds", fail)
     _seed_list(top.smoke.seeds, "smoke.seeds", fail)
     runs = len(top.datasets) * max(len(top.variants), 1) * math.prod(len(values) for values in top.grid.values()) * len(seeds)
@@ -572,6 +573,22 @@ def _seed_list(seeds, key, fail) -> tuple[int, ...]:
     if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
         fail(f"{key}: a list of distinct non-negative integers (got {_shown(seeds)})")
     return tuple(seeds)
+
+
+def _check_execution(where: str, block, fail) -> None:
+    """`base.execution` may fix `fused_optimizer` for the whole study; the rest is chosen when running."""
+    if where != "base":
+        fail(f"{where}.execution: a study computes all its runs alike; set execution.fused_optimizer in base")
+    if not isinstance(block, dict):
+        fail("base.execution: a mapping, e.g. {fused_optimizer: true}")
+    for key in block:
+        if key not in StudyExecution.model_fields:
+            fail(f"base.execution.{key}: how runs are computed is chosen when running (--threads, --device, --pack), "
+                 f"not in the study file; a study may fix only execution.fused_optimizer")
+    try:
+        StudyExecution.model_validate(block)
+    except ValidationError as err:
+        fail(describe(err, StudyExecution, block, origin=lambda loc: f"base.execution.{loc}"))
 
 
 def _conditions(top: StudyFile, fail) -> dict:
@@ -853,8 +870,9 @@ def with_execution(config: RunConfig, execution: Execution) -> RunConfig:
     """`config` as the executor computes it; a study that asks for a device explicitly keeps it."""
     if config.train.device != "auto":
         execution = execution.model_copy(update={"device": config.train.device})
-    if config.optimizer.name not in FUSED_OPTIMIZERS:
-        execution = execution.model_copy(update={"fused_optimizer": False})
+    # fused: where this call asks for it (--fused-optimizer) or the study fixes it (base.execution)
+    fused = (execution.fused_optimizer or config.execution.fused_optimizer) and config.optimizer.name in FUSED_OPTIMIZERS
+    execution = execution.model_copy(update={"fused_optimizer": fused})
     if execution.packed:  # packed runs step their own optimizer over the stacked members; unpackable ones train alone
         execution = execution.model_copy(update={"fused_optimizer": False, "packed": packable(config)})
     return config.model_copy(update={"execution": execution})
