@@ -96,6 +96,8 @@ def _run_study(study: Study, specs: list[RunSpec], since: float, pool, *, smoke:
         recorder = Recorder(client, exp_id, {"suite.kind": "run", "suite.study": study.name, "suite.smoke": smoke,
                                              "suite.study_sha256": study.file_sha256, "mlflow.source.name": source_name(study)})
         todo = {s.run_key for s in partition(specs, tracking.search(client, exp_id, "run"), force)}
+        if not todo and isinstance(pool, LocalPool):  # every run is done: the warming workers would only slow the report
+            pool.stop()
         outcome = Outcome(len(specs), len(specs) - len(todo))
         bar = tqdm(total=len(specs), initial=outcome.skipped, desc=study.name, unit="run", disable=None, dynamic_ncols=True)
         fatal: list[str] = []
