@@ -356,19 +356,17 @@ def cmd_evaluate(args) -> int:
     """Rebuild the run's model from its resolved config, load its weights, evaluate the test split."""
     import json
 
-    import torch
-
     from . import components, tracking
     from .spec.config import RunConfig
     from . import data_root
     from .execute.recorder import WEIGHTS
-    from .execute.worker import evaluate_weights
+    from .execute.worker import evaluate_weights, loaded
 
     client = tracking.connect(tracking.tracking_uri(args.tracking_uri))
     run = tracking.find_run(client, args.run)
     with tempfile.TemporaryDirectory() as tmp:
         config = json.loads(tracking.download(client, run.info.run_id, "resolved_config.json", Path(tmp)).read_text())
-        weights = torch.load(tracking.download(client, run.info.run_id, WEIGHTS, Path(tmp)), weights_only=True)
+        weights = loaded(tracking.download(client, run.info.run_id, WEIGHTS, Path(tmp)).read_bytes())
     components.load_plugins(config.get("plugins", []))  # the study's `plugins:` modules (entry points load by themselves)
     try:
         resolved = RunConfig(**config["config"])

@@ -69,7 +69,7 @@ def test_extracted_mnist_is_read_as_torchvision_reads_it_without_importing_torch
     for field, theirs in torchvision_reads(MNIST, data_dir).items():
         assert torch.equal(getattr(ours, field), theirs), field
     assert ours.files == tuple(sorted(p for p in (data_dir / "MNIST" / "raw").iterdir() if p.suffix != ".gz"))
-    probe = ("import sys; from pathlib import Path; from suite.components import data; "
+    probe = ("import sys; from suite.components import data; "
              f"data.load_raw('mnist', {str(data_dir)!r}); print('torchvision' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False", out.stderr
