@@ -343,8 +343,8 @@ def cmd_tune(args) -> int:
     if args.trials is not None and args.trials < 1:
         raise SuiteError("--trials takes a positive number")
     study = load_study(args.name, Path(args.studies_dir))
-    target = tune.search_target(study, args.smoke)
     storage = tracking.storage_url(args.storage)
+    target = tune.search_target(study, args.smoke, storage)
     search = tune.run_search(target, uri=tracking_uri(args.tracking_uri), storage=storage, data_dir=data_root(args.data_dir),
                              trials=args.trials, settings=settings(args))
     out = report.build_search(target, search, Path(args.reports_dir), storage, tracking_uri(args.tracking_uri))

@@ -271,13 +271,15 @@ def histories(client, run_ids, keys) -> list[tuple[str, str, int, float]]:
 
 
 def searches(client, exp_id: str) -> dict:
-    """(search name, dataset) -> (trials counted, best values or None, best objective or None), from the parent runs."""
+    """(search name, dataset) -> (trials counted, best values or None, best objective or None, fingerprint or None),
+    from the parent runs (the fingerprint of the configuration searched; None on a parent from before fingerprints)."""
     found = {}
     for run in search(client, exp_id, "search"):
         tags, metrics = run.data.tags, run.data.metrics
         best = json.loads(tags["suite.best_params"]) if "suite.best_params" in tags else None
         value = next((v for k, v in metrics.items() if k.startswith("best_") and k != "best_trial"), None)
-        found[tags.get("suite.search"), tags.get("suite.dataset")] = (int(metrics.get("trials", 0)), best, value)
+        found[tags.get("suite.search"), tags.get("suite.dataset")] = (int(metrics.get("trials", 0)), best, value,
+                                                                     tags.get("suite.search_fingerprint"))
     return found
 
 

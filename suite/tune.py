@@ -12,15 +12,20 @@ Trials live in an Optuna RDB store (`--storage`, $OPTUNA_STORAGE, default sqlite
 under the name `<study>` (a `tune` block: `<study>/<variant>`), loaded if it exists, so a
 rerun continues to the requested total (its sampler seed is derived from the search's seed and
 the trials already stored, so it proposes new points rather than replaying the first run's). A trial left RUNNING by a killed process is marked
-FAILED as interrupted and does not count towards the total.
+FAILED as interrupted and does not count towards the total. A search holds the trials of one
+configuration (`placed`): after a change to what its trials are a function of (the base config,
+space, objective, sampler, pruner or seed) it continues as `<name>@<fingerprint>`, apart from the
+earlier trials, which stay where they are.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +43,7 @@ from .execute import Settings, backend, execution
 from .execute.plan import describe, source_name
 from .execute.recorder import Recorder
 from .execute.worker import DIVERGED, FAILED, FINISHED, PRUNED, Record, Task
-from .spec.study import (Search, Study, override, search_variant, smoke_config, smoke_scale, tuning_name, tuning_targets,
+from .spec.study import (Search, Study, override, search_base, search_fingerprint, search_variant, tuning_name, tuning_targets,
                          with_execution, with_tuned)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -86,32 +91,57 @@ class Target:
     variant: str
     dataset: str
     smoke: bool
+    apart: bool = False  # kept apart from an earlier search of another configuration under the plain name (`placed`)
 
     @property
-    def name(self) -> str:
+    def plain_name(self) -> str:
         if self.block is not self.study.search:
             return tuning_name(self.study, self.variant, self.smoke)
         return self.study.name + ("/smoke" if self.smoke else "")
+
+    @property
+    def name(self) -> str:
+        """Where its trials are kept (Optuna study name, MLflow tag `suite.search`): the plain name, or `<plain>@<fingerprint>`."""
+        return self.plain_name + (f"@{self.fingerprint[:8]}" if self.apart else "")
+
+    @property
+    def fingerprint(self) -> str:
+        return search_fingerprint(self.study, self.block, self.variant, self.dataset, self.smoke)
 
     @property
     def budget(self) -> int:
         return self.study.smoke.trials if self.smoke else self.block.trials
 
     def base_config(self) -> RunConfig:
-        config = self.study.configs[self.dataset, self.variant]
-        return smoke_config(config, smoke_scale(self.study)) if self.smoke else config
+        return search_base(self.study, self.variant, self.dataset, self.smoke)
 
 
-def search_target(study: Study, smoke: bool) -> Target:
+def search_target(study: Study, smoke: bool, storage: str | None = None) -> Target:
+    """The study's `search` block as a target (`placed` in `storage` when given)."""
     if study.search is None:
         raise SuiteError(f"study '{study.name}' has no search block; add one (see README, 'Searching hyperparameters')")
     block = study.search
-    return Target(study, block, search_variant(block, study.baseline, study.variants), block.dataset or study.datasets[0], smoke)
+    target = Target(study, block, search_variant(block, study.baseline, study.variants), block.dataset or study.datasets[0], smoke)
+    return placed(target, storage) if storage else target
 
 
-def tune_targets(study: Study, smoke: bool) -> list[Target]:
+def tune_targets(study: Study, smoke: bool, storage: str | None = None) -> list[Target]:
     """One search per variant and dataset, each with the same budget and sampler seed (not for `@tuned` variants)."""
-    return [Target(study, study.tune, v, d, smoke) for d, v in tuning_targets(study)]
+    targets = [Target(study, study.tune, v, d, smoke) for d, v in tuning_targets(study)]
+    return [placed(t, storage) for t in targets] if storage else targets
+
+
+FINGERPRINT = "suite.fingerprint"  # Optuna study user attribute; the parent run's tag is suite.search_fingerprint
+
+
+def placed(target: Target, storage: str) -> Target:
+    """The target under the name its trials are kept: the plain name, unless a search stored there was run with
+    another configuration (another fingerprint: its base config, space, objective, sampler, pruner or seed changed);
+    then `<plain name>@<fingerprint>`, so trials of two configurations never mix and both stay. A search stored
+    before fingerprints existed takes the fingerprint of the first configuration that opens it (run_search)."""
+    found = load_search(dataclasses.replace(target, apart=False), storage)
+    stamped = found.user_attrs.get(FINGERPRINT) if found is not None else None
+    return dataclasses.replace(target, apart=stamped is not None and stamped != target.fingerprint)
 
 
 def open_search(target: Target, storage: str) -> optuna.Study:
@@ -172,6 +202,10 @@ def run_search(target: Target, *, uri: str, storage: str, data_dir: Path, trials
     from .leases import open_leases
 
     settings = settings or Settings()
+    target = placed(target, storage)
+    if target.apart:
+        print(f"search '{target.plain_name}' in {redact(storage)} holds trials of another configuration of it (its base config, "
+              f"space, objective, sampler, pruner or seed changed since): this one is kept apart as '{target.name}'", file=sys.stderr)
     total = trials or target.budget
     how = execution(settings)
     base = with_execution(target.base_config(), how)
@@ -183,6 +217,8 @@ def run_search(target: Target, *, uri: str, storage: str, data_dir: Path, trials
         search = open_search(target, storage)
         lock = f"search/{target.name}"
         with leases.mutex(lock):
+            if FINGERPRINT not in search.user_attrs:  # new, or stored before fingerprints: this configuration's from now on
+                search.set_user_attr(FINGERPRINT, target.fingerprint)
             fail_stale(search, leases, target.name, client, exp_id, storage)
             stored = search.get_trials(deepcopy=False)
             search.sampler = make_sampler(target.block, resumed_at=len(stored))
@@ -317,10 +353,12 @@ def _parent_run(client, exp_id: str, target: Target, storage: str) -> str:
     for run in tracking.search(client, exp_id, "search"):
         if run.data.tags.get("suite.search") == target.name:
             client.update_run(run.info.run_id, status="RUNNING")
+            client.set_tag(run.info.run_id, "suite.search_fingerprint", target.fingerprint)  # a parent from before fingerprints
             return run.info.run_id
     space = {path: p.model_dump(exclude_none=True) for path, p in target.block.space.items()}
     tags = {"suite.kind": "search", "suite.study": target.study.name, "suite.search": target.name, "suite.variant": target.variant,
-            "suite.dataset": target.dataset, "suite.smoke": target.smoke, "suite.optuna_storage": redact(storage)}
+            "suite.dataset": target.dataset, "suite.smoke": target.smoke, "suite.optuna_storage": redact(storage),
+            "suite.search_fingerprint": target.fingerprint}
     # no trial budget here: a rerun may raise it (--trials), and params cannot change; the trial counts are metrics
     params = {"objective": target.block.objective, "direction": target.block.direction, "sampler": target.block.sampler,
               "pruner": target.block.pruner, "sampler_seed": target.block.seed,
@@ -383,7 +421,7 @@ def tuned_study(study: Study, smoke: bool, storage: str, run: dict | None = None
     if study.tune is None:
         return study
     tuned = {}
-    for target in tune_targets(study, smoke):
+    for target in tune_targets(study, smoke, storage):
         if run is not None:
             run_search(target, storage=storage, **run)
         best = best_overrides(target, storage)

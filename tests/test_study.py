@@ -186,6 +186,47 @@ def test_search_objective_is_never_a_test_metric(tmp_path):
     assert "search.objective: Input should be 'val_acc', 'val_loss' or 'val_mse' (got 'test_acc')" in error_of(path)
 
 
+TUNED = "tune:\n  space:\n    optimizer.lr: {type: float, low: 0.001, high: 0.1, log: true}\n  trials: 4\n"
+
+
+def test_a_search_fingerprint_follows_what_its_trials_depend_on(tmp_path):
+    from suite.spec.study import search_fingerprint
+
+    def fingerprint(extra: str = "", base: str = BASE, variant: str = "a", smoke: bool = False, tune: str = TUNED) -> str:
+        study = load_study(str(write(tmp_path, tune + extra, base)))
+        return search_fingerprint(study, study.tune, variant, "mnist", smoke)
+
+    first = fingerprint()
+    assert len(first) == 16 and first == fingerprint()
+    # not a base value the space overrides, nor the budget (a rerun may raise it), nor another variant's settings
+    assert fingerprint(base=BASE.replace("lr: 0.01", "lr: 0.05")) == first
+    assert fingerprint("  trials: 9\n") == first
+    assert fingerprint(base=BASE.replace("weight_decay: 0.1", "weight_decay: 0.2")) == first
+    # but the config its trials train, the space, the objective, the sampler, the pruner and the seed
+    changed = [fingerprint(base=BASE.replace("hidden: [10]", "hidden: [12]")), fingerprint(variant="b"), fingerprint(smoke=True),
+               fingerprint(tune=TUNED.replace("low: 0.001", "low: 0.002")),
+               fingerprint("  objective: val_loss\n"), fingerprint("  sampler: random\n"), fingerprint("  pruner: none\n"),
+               fingerprint("  seed: 1\n")]
+    assert len({first, *changed}) == 1 + len(changed), [first, *changed]
+
+
+def test_a_report_takes_the_tuning_of_the_configuration_as_it_is_now(tmp_path):
+    from suite.report.search import tuned_search
+    from suite.spec.study import search_fingerprint
+
+    study = load_study(str(write(tmp_path, TUNED)))
+    now = search_fingerprint(study, study.tune, "b", "mnist", False)
+    before = {("t/b", "mnist"): (4, {"optimizer.lr": 0.01}, 0.9, "0" * 16)}  # searched with another configuration
+    assert tuned_search(before, study, "b", "mnist", False) == (0, None, None)
+    apart = {**before, (f"t/b@{now[:8]}", "mnist"): (4, {"optimizer.lr": 0.02}, 0.8, now)}
+    assert tuned_search(apart, study, "b", "mnist", False) == (4, {"optimizer.lr": 0.02}, 0.8)
+    same = {("t/b", "mnist"): (4, {"optimizer.lr": 0.03}, 0.7, now)}
+    assert tuned_search(same, study, "b", "mnist", False) == (4, {"optimizer.lr": 0.03}, 0.7)
+    # a parent run from before fingerprints, or a search read from a report's files: as before
+    legacy = {("t/b", "mnist"): (4, {"optimizer.lr": 0.04}, 0.6, None)}
+    assert tuned_search(legacy, study, "b", "mnist", False) == (4, {"optimizer.lr": 0.04}, 0.6)
+
+
 def test_list_aligns_its_columns_and_counts_tuned_runs_and_trials(capsys):
     from suite.cli import main
 

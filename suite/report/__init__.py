@@ -27,12 +27,12 @@ from .. import analysis, provenance, tracking
 from ..spec.config import Execution
 from ..errors import SuiteError
 from ..results import Results, collect, from_report
-from ..spec.study import Study, expand, tuning_budget, tuning_name, tuning_targets, with_tuned
+from ..spec.study import Study, expand, tuning_budget, tuning_targets, with_tuned
 from . import content
 from .content import out_dir, ui_url
 from .figures import error_figures, study_figures
 from .render import bold_verdict, render_html, render_markdown
-from .search import build_search, build_tuning_searches, searches_from_report, tuning_blocks
+from .search import build_search, build_tuning_searches, searches_from_report, tuned_search, tuning_blocks
 
 __all__ = ["build", "build_search", "build_tuning_searches", "claim_table", "out_dir", "ui_url", "verdict_record", "write_index"]
 
@@ -51,7 +51,7 @@ def _with_tuning(study: Study, smoke: bool, uri: str) -> Study:
     found = _searches(study, smoke, uri)
     tuned = {}
     for dataset, variant in tuning_targets(study):
-        trials, best, _ = found.get((tuning_name(study, variant, smoke), dataset), (0, None, None))
+        trials, best, _ = tuned_search(found, study, variant, dataset, smoke)
         if trials >= budget and best is not None:
             tuned[dataset, variant] = best
     return with_tuned(study, tuned)

@@ -11,14 +11,14 @@ from pathlib import Path
 from .. import tracking
 from ..provenance import redact
 from ..results import plain
-from ..spec.study import Study, tuning_budget, tuning_name, tuning_targets
+from ..spec.study import Study, search_fingerprint, tuning_budget, tuning_name, tuning_targets
 from .content import out_dir
 from .figures import save
 from .render import render_html, render_markdown
 
 def searches_from_report(study: Study, smoke: bool, reports_dir: Path) -> dict:
     """As `tracking.searches`, read from the committed search reports' trials.csv instead of the store (a report rebuilt
-    `--from-runs`): (search name, dataset) -> (trials counted, best values, best objective), values to 6 significant digits."""
+    `--from-runs`): (search name, dataset) -> (trials counted, best values, best objective, None), values to 6 significant digits."""
     import pandas as pd
 
     found, folder = {}, out_dir(study, smoke, reports_dir) / "search"
@@ -32,8 +32,21 @@ def searches_from_report(study: Study, smoke: bool, reports_dir: Path) -> dict:
         best = complete.loc[complete["value"].idxmin() if study.tune.direction == "minimize" else complete["value"].idxmax()] if len(complete) else None
         found[tuning_name(study, variant, smoke), dataset] = (
             len(counted), None if best is None else {p: plain(best[p]) for p in study.tune.space},
-            None if best is None else float(best["value"]))
+            None if best is None else float(best["value"]), None)
     return found
+
+
+def tuned_search(found: dict, study: Study, variant: str, dataset: str, smoke: bool) -> tuple:
+    """(trials counted, best values, best objective) of the search behind `variant`'s tuning on `dataset`, from `found`
+    (`tracking.searches`): the one run with the study's configuration as it is now, under its plain name or kept apart
+    as `<name>@<fingerprint>` (tune.placed); (0, None, None) when there is none. A search recorded without a fingerprint
+    (from before them, or read from a report's files) counts as this configuration's."""
+    plain, fingerprint = tuning_name(study, variant, smoke), search_fingerprint(study, study.tune, variant, dataset, smoke)
+    for name in (f"{plain}@{fingerprint[:8]}", plain):
+        trials, best, value, stamped = found.get((name, dataset), (0, None, None, None))
+        if trials and stamped in (None, fingerprint):
+            return trials, best, value
+    return 0, None, None
 
 
 def build_search(target, search, reports_dir: Path, storage: str, uri: str) -> Path:
@@ -132,7 +145,7 @@ def build_tuning_searches(study: Study, smoke: bool, reports_dir: Path, storage:
     from .. import tune
 
     storage = tracking.storage_url(storage)
-    for target in tune.tune_targets(study, smoke):
+    for target in tune.tune_targets(study, smoke, storage):
         search = tune.load_search(target, storage)
         if search is not None:
             build_search(target, search, reports_dir, storage, uri)
@@ -144,7 +157,7 @@ def tuning_blocks(study: Study, smoke: bool, reports_dir: Path, searches: dict) 
     budget = tuning_budget(study, smoke)
     rows = []
     for dataset, variant in tuning_targets(study):
-        trials, best, value = searches.get((tuning_name(study, variant, smoke), dataset), (0, None, None))
+        trials, best, value = tuned_search(searches, study, variant, dataset, smoke)
         if not trials:
             rows.append([dataset, variant, 0, "not tuned yet", "", ""])
             continue

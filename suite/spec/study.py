@@ -845,6 +845,29 @@ def tuning_name(study: Study, variant: str, smoke: bool) -> str:
     return f"{study.name}/{variant}" + ("/smoke" if smoke else "")
 
 
+def search_base(study: Study, variant: str, dataset: str, smoke: bool) -> RunConfig:
+    """The config a search's trials start from: the variant's on the dataset (shrunk in smoke mode), before the space sets its paths."""
+    config = study.configs[dataset, variant]
+    return smoke_config(config, smoke_scale(study)) if smoke else config
+
+
+def search_fingerprint(study: Study, block: Search, variant: str, dataset: str, smoke: bool) -> str:
+    """What a search's trials are a function of, hashed: the config they start from, less the paths the space sets
+    and the fields at their legacy value (as in run keys), and the block's space, objective, sampler, pruner and seed.
+    Not the trial budget, which a rerun may raise. A search keeps only trials of one fingerprint (`tune.placed`)."""
+    tree = search_base(study, variant, dataset, smoke).key_view()
+    for path in block.space:  # a base value the space overrides never reaches a trial
+        *parents, last = path.split(".")
+        node = tree
+        for part in parents:
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(last, None)
+    what = {"config": tree, "space": {path: p.model_dump(mode="json", exclude_defaults=True) for path, p in block.space.items()},
+            "objective": block.objective, "sampler": block.sampler, "pruner": block.pruner, "seed": block.seed}
+    return hashlib.sha256(json.dumps(what, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
 def tuning_targets(study: Study) -> list[tuple[str, str]]:
     """(dataset, variant) pairs a `tune` block tunes: every variant on every dataset, `@tuned` ones excepted."""
     return [(d, v) for d in study.datasets for v in study.variants if not v.endswith(TUNED)]
