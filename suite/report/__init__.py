@@ -38,17 +38,16 @@ __all__ = ["build", "build_search", "build_tuning_searches", "claim_table", "out
 
 
 def claim_table(study: Study, smoke: bool, uri: str, execution: Execution | None = None) -> pd.DataFrame:
-    study = _with_tuning(study, smoke, uri)
+    study = _with_tuning(study, smoke, _searches(study, smoke, uri))
     results = _collect(study, smoke, uri, execution)
     return analysis.family(results.runs, study).claims
 
 
-def _with_tuning(study: Study, smoke: bool, uri: str) -> Study:
-    """With a `tune` block: the study plus its `@tuned` variants, at the best values the searches' parent runs hold."""
+def _with_tuning(study: Study, smoke: bool, found: dict) -> Study:
+    """With a `tune` block: the study plus its `@tuned` variants, at the best values the searches' parent runs hold (`found`)."""
     if study.tune is None:
         return study
     budget = tuning_budget(study, smoke)
-    found = _searches(study, smoke, uri)
     tuned = {}
     for dataset, variant in tuning_targets(study):
         trials, best, _ = tuned_search(found, study, variant, dataset, smoke)
@@ -58,6 +57,9 @@ def _with_tuning(study: Study, smoke: bool, uri: str) -> Study:
 
 
 def _searches(study: Study, smoke: bool, uri: str) -> dict:
+    """`tracking.searches` of the study's experiment ({} without a `tune` block: nothing to read)."""
+    if study.tune is None:
+        return {}
     client = tracking.connect(uri)
     exp_id = tracking.experiment_id(client, tracking.experiment_name(study.name, smoke), create=False)
     return tracking.searches(client, exp_id) if exp_id else {}
@@ -83,10 +85,12 @@ def build(study: Study, smoke: bool, uri: str, reports_dir: Path,
     whose runs live in another store); nothing is written to the store then.
     """
     if from_runs:
+        found = searches_from_report(study, smoke, reports_dir) if study.tune is not None else {}
         study, results = from_report(study, out_dir(study, smoke, reports_dir), smoke)
         results.runs["collapsed"] = analysis.collapsed(results.runs)
     else:
-        study = _with_tuning(study, smoke, uri)
+        found = _searches(study, smoke, uri)
+        study = _with_tuning(study, smoke, found)
         results = _collect(study, smoke, uri, execution)
     runs, metric = results.runs, study.metric
     summary = _with_parameters(study, smoke, runs, analysis.summarize(runs, metric, study.grid_axes))
@@ -108,7 +112,6 @@ def build(study: Study, smoke: bool, uri: str, reports_dir: Path,
     blocks[at:at] = content.error_blocks(study, smoke, results, classes, errors)
     if study.tune is not None:
         at = blocks.index(("h2", "Provenance"))
-        found = searches_from_report(study, smoke, reports_dir) if from_runs else _searches(study, smoke, uri)
         blocks[at:at] = tuning_blocks(study, smoke, reports_dir, found)
     (folder / "report.md").write_text(render_markdown(blocks))
     (folder / "report.html").write_text(render_html(blocks, folder, title=f"{study.name}: {study.question}"))
