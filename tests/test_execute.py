@@ -315,6 +315,12 @@ def test_a_study_may_fix_the_fused_optimizer_for_all_its_runs(tmp_path):
     assert by_flag == {name: s.run_key for name, s in fixed.items()}
     packed = {s.run_name: s.config.execution for s in expand(study, execution=Execution(packed=True))}
     assert packed["sgd/seed=0"].packed and not packed["sgd/seed=0"].fused_optimizer
+    # a run that cannot be packed trains alone in a packed call, with the fused kernel its study fixes
+    cnn = study_file(tmp_path, 1, "variants:\n  cnn: {model: {name: cnn, channels: [2], hidden: []}}\n").read_text()
+    path.write_text(cnn.replace("  train:", "  execution: {fused_optimizer: true}\n  train:"))
+    alone = expand(load_study(str(path)), execution=Execution(packed=True))[0]
+    assert not alone.config.execution.packed and alone.config.execution.fused_optimizer
+    assert alone.run_key == expand(load_study(str(path)))[0].run_key
     assert "execution.fused_optimizer" not in study.scientific()  # not a difference between variants: no report column
 
 

@@ -895,9 +895,10 @@ def with_execution(config: RunConfig, execution: Execution) -> RunConfig:
         execution = execution.model_copy(update={"device": config.train.device})
     # fused: where this call asks for it (--fused-optimizer) or the study fixes it (base.execution)
     fused = (execution.fused_optimizer or config.execution.fused_optimizer) and config.optimizer.name in FUSED_OPTIMIZERS
-    execution = execution.model_copy(update={"fused_optimizer": fused})
     if execution.packed:  # packed runs step their own optimizer over the stacked members; unpackable ones train alone
-        execution = execution.model_copy(update={"fused_optimizer": False, "packed": packable(config)})
+        execution = execution.model_copy(update={"packed": packable(config)})
+    # fused where asked and the run is not packed (an unpackable run of a packed call trains alone, as asked)
+    execution = execution.model_copy(update={"fused_optimizer": fused and not execution.packed})
     return config.model_copy(update={"execution": execution})
 
 
