@@ -92,6 +92,27 @@ def test_a_member_gets_the_same_bits_whichever_runs_share_its_pack(data_dir):
 
 
 @needs_mnist
+def test_a_pack_that_does_not_fit_trains_in_parts_with_the_same_bits(data_dir):
+    """What a worker does with a GPU pack larger than its free memory (worker.Pack.fit): the members in consecutive
+    packs of `size`, each member's callbacks under its own index, its numbers those of the whole pack."""
+    from suite.execute.worker import _splits, _train
+
+    tasks = tuple(members(data_dir, packed=True))
+    data, device = _splits(tasks[0].config, tasks[0].data_dir, torch.device("cpu")), torch.device("cpu")
+    seen: dict = {}
+    calls = dict(on_epoch=lambda i, epoch, metrics: seen.setdefault(i, []).append(metrics["train_loss"]),
+                 on_step=lambda i, step, loss: None)
+    whole = _train(tasks, data, device, size=4, **calls)
+    whole_seen, seen = seen, {}
+    parts = _train(tasks, data, device, size=3, **calls)  # a pack of 3, then one of 1
+    assert seen == whole_seen and sorted(seen) == [0, 1, 2, 3]
+    for a, b in zip(whole, parts):
+        timed = {"train_seconds"}
+        assert {k: v for k, v in a.final.items() if k not in timed} == {k: v for k, v in b.final.items() if k not in timed}
+        assert untimed(a.history) == untimed(b.history) and all(torch.equal(a.state[k], b.state[k]) for k in a.state)
+
+
+@needs_mnist
 def test_divergence_and_early_stopping_are_per_member(data_dir):
     changes = {"train": {"epochs": 6, "patience": 1}, "optimizer": {"name": "sgd", "lr": 0.05}}
     lrs = (0.05, 1e4, 0.002)  # the second diverges at once

@@ -87,10 +87,11 @@ def execution(settings: Settings) -> Execution:
 
 
 def _no_gpu_here() -> bool:
-    """Linux with no GPU device node (NVIDIA's /dev/nvidia0..., WSL's /dev/dxg, ROCm's /dev/kfd): torch.cuda cannot
+    """Linux with no GPU device node (NVIDIA's /dev/nvidia0..., WSL's /dev/dxg, ROCm's /dev/kfd) and no NVIDIA driver
+    that knows a GPU (/proc/driver/nvidia/gpus: the nodes may appear only at the first CUDA call): torch.cuda cannot
     find one here, and the driver need not import torch (~3 s of its start) to hear so."""
     return sys.platform.startswith("linux") and not glob.glob("/dev/nvidia[0-9]*") and not any(
-        os.path.exists(node) for node in ("/dev/dxg", "/dev/kfd"))
+        os.path.exists(node) for node in ("/dev/dxg", "/dev/kfd")) and not glob.glob("/proc/driver/nvidia/gpus/*")
 
 
 def backend(settings: Settings, datasets=(), tasks: int = 1):

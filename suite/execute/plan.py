@@ -147,7 +147,7 @@ def _run_study(study: Study, specs: list[RunSpec], since: float, pool, *, smoke:
                 _progress(bar, outcome, len(recorder.run_ids))
                 if len(tasks) == 1:
                     return tasks[0]
-                return Pack(len(specs) + tasks[0].id, f"pack of {len(tasks)}", tasks)
+                return Pack(len(specs) + tasks[0].id, f"pack of {len(tasks)}", tasks, fit=settings.pack_size is None)
             return None
 
         def handle(task: Task, kind: str, payload):
@@ -228,13 +228,15 @@ def units(left: list[tuple[int, RunSpec]], settings: Settings, datasets) -> list
     """What the workers get: packed runs grouped by `config.pack_group` into packs that fit, every other run alone.
 
     On a CPU a group is split across the workers (each pack trains on one worker's threads); on
-    CUDA it stays as few packs as memory allows. Which runs share a pack never changes their numbers.
+    CUDA it goes to one worker whole, which trains it in as few packs as the GPU's free memory allows
+    (worker.Pack.fit: the driver starts no CUDA). `--pack-size` sizes the packs here. Which runs share a
+    pack never changes their numbers.
     """
     alone, groups = _grouped(left)
     out = list(alone)
     for members in groups:
         config = members[0][0][1].config
-        size = settings.pack_size or _fitting_pack(config)
+        size = settings.pack_size or (len(members) if config.execution.device == "cuda" else _fitting_pack(config))
         count = math.ceil(len(members) / size)
         if config.execution.device == "cpu":
             count = max(count, min(len(members), settings.workers or default_workers(settings.threads, datasets, len(left))))
@@ -254,7 +256,7 @@ def _grouped(left: list[tuple[int, RunSpec]]) -> tuple[list, list[list]]:
 
 
 def _fitting_pack(config) -> int:
-    """Members of this config one pack holds on its device (suite.packed.pack_size)."""
+    """Members of this config one pack holds on a CPU (suite.packed.pack_size: its last-level cache)."""
     import torch
 
     from ..components import get

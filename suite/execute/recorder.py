@@ -86,7 +86,8 @@ class Recorder:
                                                     "suite.pid": payload["pid"], "suite.threads": payload["threads"],
                                                     "suite.cpu": payload["cpu"],
                                                     "suite.data_fingerprint": payload["data_fingerprint"],
-                                                    **({"suite.adam_kernel": payload["adam_kernel"]} if "adam_kernel" in payload else {})})
+                                                    **({"suite.adam_kernel": payload["adam_kernel"]} if "adam_kernel" in payload else {}),
+                                                    **({"suite.pack_size": payload["pack_size"]} if "pack_size" in payload else {})})
             data = payload["data"]
             tracking.log_dataset(self.client, run_id, data["name"], payload["data_fingerprint"], data["root"], data["splits"])
         elif kind == "steps":

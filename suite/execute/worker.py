@@ -105,9 +105,14 @@ def warm(task: Task) -> None:
         components.load_plugins(task.plugins)
         device = resolve_device(task.config.execution.device)
         _splits(task.config, task.data_dir, device)
-        # a process's first optimizer imports torch._dynamo (~2 s here) and, for Adam on a CPU, builds and checks adam.c
-        make_optimizer(task.config.optimizer, [torch.nn.Parameter(torch.zeros(1, device=device))],
-                       task.config.execution.fused_optimizer)
+        if not task.config.execution.packed:  # (packed runs step their own optimizer, suite.packed.Stacked)
+            # a process's first optimizer imports torch._dynamo (~2 s here) and, for Adam on a CPU, builds and checks adam.c
+            make_optimizer(task.config.optimizer, [torch.nn.Parameter(torch.zeros(1, device=device))],
+                           task.config.execution.fused_optimizer)
+        if device.type == "cuda":  # cuBLAS's handle and the first kernels load on first use: here, not in the first step
+            w = torch.zeros(2, 4, 4, device=device, requires_grad=True)
+            torch.baddbmm(torch.zeros(2, 1, 4, device=device), torch.ones(2, 1, 4, device=device), w).sum().backward()
+            torch.cuda.synchronize(device)
     except Exception:
         pass
 
@@ -126,6 +131,7 @@ class Pack:
     id: int  # unique within one executor call, like a task's
     name: str
     members: tuple[Task, ...]  # same data, architecture and schedule (config.pack_group); each config packed
+    fit: bool = False  # on a GPU, train the members in as many packs as its free memory needs (the driver did not size it)
 
 
 def execute(task: Task | Pack, emit: Callable[[str, Any], None], ask: Callable[[str, Any], bool] | None = None) -> Record:
@@ -160,9 +166,11 @@ def execute(task: Task | Pack, emit: Callable[[str, Any], None], ask: Callable[[
 
             here["adam_kernel"] = kernels.kernel_name()  # adam.c or torch: the same numbers, not the same speed
         splits = {"train": len(data.train_y), "val": len(data.val_y), "test": len(data.test_y)}
+        size = _fitting(tasks, data, device) if packed and task.fit and device.type == "cuda" else len(tasks)
         for i, record in enumerate(records):
             record.where = here
-            say(i, "started", {**here, "data": {"name": first.config.data.name, "root": first.data_dir, "splits": splits}})
+            sized = {"pack_size": min(size, len(tasks) - i // size * size)} if packed else {}  # the members of its own pack
+            say(i, "started", {**here, **sized, "data": {"name": first.config.data.name, "root": first.data_dir, "splits": splits}})
 
         def on_epoch(i: int, epoch: int, metrics: dict) -> None:
             records[i].history.append(metrics)
@@ -177,7 +185,7 @@ def execute(task: Task | Pack, emit: Callable[[str, Any], None], ask: Callable[[
             say(i, "steps", [(step, loss)])
 
         with core_slots(first.config.execution.threads if device.type == "cpu" else 1):
-            results = _train(tasks, data, device, on_epoch, on_step)
+            results = _train(tasks, data, device, on_epoch, on_step, size)
         for t, record, result in zip(tasks, records, results):
             _finish(t, record, result, data)
     except Stop as stop:
@@ -197,13 +205,31 @@ def execute(task: Task | Pack, emit: Callable[[str, Any], None], ask: Callable[[
     return Record(task.id, FINISHED, where=records[0].where, seconds=seconds, members=records)
 
 
-def _train(tasks: tuple[Task, ...], data, device, on_epoch, on_step) -> list:
-    """Each task's `RunResult`: packed configs through `suite.packed` (a single one as a pack of one), others through train_run."""
+def _fitting(tasks: tuple[Task, ...], data, device) -> int:
+    """How many of these packed members one pack holds on `device` (`packed.pack_size`): measured here, where CUDA
+    is started anyway, so that the driver never starts CUDA (a context: ~0.5 GB and a second or two) to size packs."""
+    from ..components.models import parameter_count
+    from ..packed import pack_size
+
+    config, n = tasks[0].config, len(data.train_x)
+    batch = n if config.train.batch_size == "full" else min(config.train.batch_size, n)
+    return max(1, min(len(tasks), pack_size(config, parameter_count(config.model, data.in_shape, data.num_outputs), batch, device)))
+
+
+def _train(tasks: tuple[Task, ...], data, device, on_epoch, on_step, size: int = 1) -> list:
+    """Each task's `RunResult`: packed configs through `suite.packed`, `size` members per pack, one pack after the
+    other (a single one as a pack of one); others through train_run."""
     config = tasks[0].config
     if config.execution.packed:
         from ..packed import train_packed
 
-        return train_packed([t.config for t in tasks], [t.seed for t in tasks], data, device, on_epoch, on_step, test=tasks[0].test)
+        results = []
+        for at in range(0, len(tasks), size):  # which members share a pack never changes their numbers
+            part = tasks[at:at + size]
+            results += train_packed([t.config for t in part], [t.seed for t in part], data, device,
+                                    lambda i, epoch, metrics, at=at: on_epoch(at + i, epoch, metrics),
+                                    lambda i, step, loss, at=at: on_step(at + i, step, loss), test=part[0].test)
+        return results
     from ..train import train_run
 
     (task,) = tasks
@@ -288,7 +314,7 @@ def loaded(blob: bytes) -> dict:
 
     import torch
 
-    return torch.load(io.BytesIO(blob), weights_only=True)
+    return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
 
 
 def evaluate_weights(config: RunConfig, weights: dict, data_dir: str) -> dict:
