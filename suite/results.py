@@ -44,13 +44,14 @@ def collect(study: Study, smoke: bool, uri: str, execution: Execution | None = N
     client = tracking.connect(uri)
     exp_id = tracking.experiment_id(client, tracking.experiment_name(study.name, smoke), create=False)
     found = tracking.search(client, exp_id, "run", status=tracking.FINISHED) if exp_id else []
-    rows, unmatched = [], 0
+    rows, unmatched, artifacts = [], 0, {}
     for run in found:
         spec = specs.get(run.data.tags.get("suite.run_key"))
         if spec is None:
             unmatched += 1
             continue
         rows.append(_row(spec, run))
+        artifacts[run.info.run_id] = run.info.artifact_uri
     runs = pd.DataFrame(rows, columns=_columns(study, rows))
     runs["variant"] = pd.Categorical(runs["variant"], categories=list(study.variants), ordered=True)
     runs = _in_study_order(runs, study, ["dataset", "variant", "seed"])
@@ -60,7 +61,7 @@ def collect(study: Study, smoke: bool, uri: str, execution: Execution | None = N
     summary = next((r.info.run_id for r in summaries if r.data.tags.get("suite.smoke") == str(smoke)), None)
     steps = _in_study_order(_steps(client, runs), study, ["dataset", "variant", "seed", "step"])
     packed = sum(specs[key].config.execution.packed for key in runs["run_key"]) if "run_key" in runs else 0
-    return Results(runs, curves, len(specs), unmatched, summary, exp_id, _errors(client, runs["run_id"]), steps, packed=packed)
+    return Results(runs, curves, len(specs), unmatched, summary, exp_id, _errors({r: artifacts[r] for r in runs["run_id"]}), steps, packed=packed)
 
 
 def _steps(client, runs: pd.DataFrame) -> pd.DataFrame:
@@ -69,21 +70,22 @@ def _steps(client, runs: pd.DataFrame) -> pd.DataFrame:
     return runs[["run_id", "dataset", "variant", "seed"]].merge(steps, on="run_id")
 
 
-def _errors(client, run_ids) -> dict:
-    """Each run's `test_errors.json` with its gallery images; runs recorded before they were logged have none."""
+def _errors(artifacts: dict) -> dict:
+    """Each run's `test_errors.json` with its gallery images ({run id: its artifact URI} in); runs recorded before
+    they were logged have none."""
     import tempfile
 
     import numpy as np
 
     found = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for run_id in run_ids:
-            names = {a.path for a in client.list_artifacts(run_id)}
+        for run_id, uri in artifacts.items():
+            names = tracking.artifact_names(uri)
             if tracking.ERRORS not in names or tracking.GALLERY_FILE not in names:
                 continue
             folder = Path(tmp) / run_id
-            table = json.loads(tracking.download(client, run_id, tracking.ERRORS, folder).read_text())
-            with np.load(tracking.download(client, run_id, tracking.GALLERY_FILE, folder)) as gallery:
+            table = json.loads(tracking.download_at(uri, tracking.ERRORS, folder).read_text())
+            with np.load(tracking.download_at(uri, tracking.GALLERY_FILE, folder)) as gallery:
                 table["images"] = gallery["images"]
             found[run_id] = table
     return found
