@@ -393,7 +393,9 @@ def importances(search: optuna.Study) -> dict[str, float]:
     if len(complete) < 2 or len(search.best_params) < 1:
         return {}
     try:
-        return optuna.importance.get_param_importances(search)
+        # PED-ANOVA (Optuna 5's default, named so that another Optuna's default cannot change it): no random forest, so
+        # a rebuild gives the same importances
+        return optuna.importance.get_param_importances(search, evaluator=optuna.importance.PedAnovaImportanceEvaluator())
     except (RuntimeError, ValueError):  # too few distinct values to fit the evaluator
         return {}
 

@@ -98,6 +98,7 @@ def test_study_logs_runs_writes_report_and_resumes(tiny_study, tmp_path, store, 
     assert {"metrics.`test_acc`", "params.`optimizer.weight_decay`"} <= set(view["selectedColumns"])
     assert (tmp_path / "reports" / "index.md").read_text().count("tiny") >= 2
     first_tables = {n: (folder / n).read_text() for n in ("summary.csv", "comparisons.csv", "claims.csv", "runs.csv")}
+    first_files = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
 
     # the kept weights, reloaded into a fresh model, give the logged test metrics exactly (by run id or run key) ...
     capsys.readouterr()
@@ -120,6 +121,11 @@ def test_study_logs_runs_writes_report_and_resumes(tiny_study, tmp_path, store, 
     # the report rebuilt from the store alone is identical
     assert cli("report", "tiny", study_dir=tiny_study.parent, tmp_path=tmp_path, store=store) == 0
     assert {n: (folder / n).read_text() for n in first_tables} == first_tables
+    # every file of it, figures too (their points' jitter is seeded), byte for byte; the text alone differs: the first
+    # call linked its runs to a UI (--ui-url), this one gives the commands that recreate them
+    rebuilt = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    assert rebuilt.keys() == first_files.keys()
+    assert sorted(n for n in rebuilt if rebuilt[n] != first_files[n]) == ["report.html", "report.md"]
     # --force reruns and replaces, still no duplicates
     assert cli("study", "tiny", "--force", study_dir=tiny_study.parent, tmp_path=tmp_path, store=store) == 0
     again = finished_runs(store)

@@ -9,6 +9,7 @@ at random on every rebuild. Only this module imports seaborn.
 from __future__ import annotations
 
 import textwrap
+from contextlib import contextmanager
 
 import matplotlib
 
@@ -62,14 +63,27 @@ def _facets(n: int, width: float = 6.0, height: float = 4.2):
     return fig, axes[0]
 
 
+@contextmanager
+def _seeded_jitter():
+    """seaborn's stripplot jitters its points with NumPy's global generator: seeded here (and put back after), so that
+    a report rebuilt from the same runs draws the same figures, byte for byte."""
+    state = np.random.get_state()
+    np.random.seed(0)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
 def final_metric(runs: pd.DataFrame, summary: pd.DataFrame, metric: str, title: str):
     """Every seed as a point; the mean and its 95% CI drawn over them."""
     datasets = list(summary["dataset"].unique())
     fig, axes = _facets(len(datasets), width=max(5.0, 0.9 * runs["variant"].nunique() + 2.5))
     for ax, dataset in zip(axes, datasets):
         part = runs[runs["dataset"] == dataset].assign(value=lambda d: scaled(d[metric], metric))
-        sns.stripplot(data=part, x="variant", y="value", hue="diverged", palette={False: "tab:blue", True: "tab:red"},
-                      alpha=0.55, size=6, jitter=0.12, ax=ax, legend=bool(part["diverged"].any()))
+        with _seeded_jitter():
+            sns.stripplot(data=part, x="variant", y="value", hue="diverged", palette={False: "tab:blue", True: "tab:red"},
+                          alpha=0.55, size=6, jitter=0.12, ax=ax, legend=bool(part["diverged"].any()))
         s = summary[summary["dataset"] == dataset]
         x = np.arange(len(s))
         mean = scaled(s["mean"].to_numpy(), metric)
@@ -127,7 +141,8 @@ def generalisation_gap(runs: pd.DataFrame):
     for ax, dataset in zip(axes, datasets):
         part = data[data["dataset"] == dataset]
         sns.barplot(data=part, x="variant", y="gap", errorbar=t_interval, color="lightsteelblue", ax=ax)
-        sns.stripplot(data=part, x="variant", y="gap", color="tab:blue", size=5, jitter=0.12, ax=ax)
+        with _seeded_jitter():
+            sns.stripplot(data=part, x="variant", y="gap", color="tab:blue", size=5, jitter=0.12, ax=ax)
         ax.axhline(0, color="grey", linewidth=1)
         ax.set(title=f"{dataset}: generalisation gap", xlabel="variant", ylabel=label("gap"))
         ax.tick_params(axis="x", rotation=30 if part["variant"].nunique() > 4 else 0)
@@ -216,7 +231,7 @@ def importances(values: dict):
     fig, ax = plt.subplots(figsize=(7, 1.2 + 0.5 * len(values)))
     names = list(values)[::-1]
     ax.barh(names, [values[n] for n in names], color="tab:blue")
-    ax.set(title="Parameter importances", xlabel="importance (fANOVA, sums to 1)")
+    ax.set(title="Parameter importances", xlabel="importance (PED-ANOVA, sums to 1)")
     fig.tight_layout()
     return fig
 

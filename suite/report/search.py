@@ -102,7 +102,7 @@ def build_search(target, search, reports_dir: Path, storage: str, uri: str) -> P
                  plots.search_history(trials, target.block.objective, target.block.direction))]
         imp = tune.importances(search)
         if imp:
-            made.append(("importances.png", "Parameter importances (Optuna's fANOVA evaluator).", plots.importances(imp)))
+            made.append(("importances.png", "Parameter importances (Optuna's PED-ANOVA evaluator).", plots.importances(imp)))
         made.append(("slice.png", "The objective against each parameter (log axes where the range is log-scaled).",
                      plots.search_slices(trials, target.block.objective, {k: p.log for k, p in target.block.space.items()})))
         figures = [("img", name, caption) for name, caption in save(made, folder)]
