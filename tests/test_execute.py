@@ -108,6 +108,21 @@ def test_every_backend_trains_the_same_numbers_in_the_processes_it_says(data_dir
         assert [records[i].where.get("adam_kernel") for i in range(4)] == [kernel_name()] * 2 + [None] * 2
 
 
+@needs_mnist
+def test_a_pool_takes_over_the_workers_spawned_before_it_and_stops_the_rest(data_dir):
+    """What a driver on a GPU machine does while torch checks CUDA: a worker spawned first; the pool trains on it."""
+    from suite.execute.backends import spawn_early
+
+    early = spawn_early(1) + spawn_early(1)
+    pool = LocalPool(1, 1)
+    pool.start(spawned=early)
+    assert pool.slots == early[:1] and not early[1].process.is_alive()  # the pool's size: the second one is stopped
+    records, _ = run_all(pool, tiny_tasks(data_dir)[:2])
+    assert [r.status for r in records.values()] == [FINISHED, FINISHED]
+    assert {r.where["pid"] for r in records.values()} == {early[0].process.pid}
+    assert not early[0].process.is_alive()  # run() stops the pool's workers when it is done
+
+
 FAULTY = """
 name: faulty
 question: Does a run that raises take the study down?

@@ -72,9 +72,9 @@ def execution(settings: Settings) -> Execution:
     so `auto` is the CPU there and `--device cuda` asks the cluster for one GPU per worker.
     """
     device = settings.device
-    if device == "auto" and settings.executor != "ray" and _no_gpu_here():
+    if device == "auto" and not checks_cuda(settings):
         device = "cpu"
-    if settings.executor != "ray" and device != "cpu":
+    if checks_cuda(settings):
         import torch
 
         if device == "cuda" and not torch.cuda.is_available():
@@ -84,6 +84,12 @@ def execution(settings: Settings) -> Execution:
     # packing is off by default on a CPU: measured here, the catalogue's 3M-parameter MLP trains slower packed
     packed = settings.pack if settings.pack is not None else device == "cuda"
     return Execution(device=device, threads=settings.threads, fused_optimizer=settings.fused_optimizer, packed=packed)
+
+
+def checks_cuda(settings: Settings) -> bool:
+    """Whether `execution(settings)` asks torch about CUDA (importing torch in the driver, ~2-3 s): not on Ray (the
+    cluster's workers decide), not for --device cpu, not for `auto` on a machine with no GPU to find."""
+    return settings.executor != "ray" and settings.device != "cpu" and not (settings.device == "auto" and _no_gpu_here())
 
 
 def _no_gpu_here() -> bool:

@@ -114,14 +114,18 @@ class LocalPool:
         self.ctx = get_context("spawn")
         self.slots: list[_Slot] = []
 
-    def start(self, warm: Task | None = None) -> None:
+    def start(self, warm: Task | None = None, spawned: list[_Slot] = ()) -> None:
+        """Spawn the workers (taking over those `spawn_early` made, up to the pool's size; the others are stopped)."""
         if self.slots:
+            _stop(spawned)
             return
+        self.slots, extra = list(spawned[:self.workers]), spawned[self.workers:]
+        _stop(extra)
         try:
-            for _ in range(self.workers):
+            while len(self.slots) < self.workers:
                 self.slots.append(_Slot(self.ctx, self.threads))
-                if warm is not None:
-                    self.slots[-1].conn.send(Warm(warm))
+            for slot in self.slots if warm is not None else ():
+                slot.conn.send(Warm(warm))
         except BaseException:
             self.stop()
             raise
@@ -185,6 +189,17 @@ class LocalPool:
         task = slot.task
         handle(task, "done", Record(task.id, FAILED, reason=f"worker process {slot.process.pid} died ({how})"))
         self.slots[self.slots.index(slot)] = _Slot(self.ctx, self.threads)
+
+
+def spawn_early(threads: int) -> list[_Slot]:
+    """One pool worker spawned before the driver knows its plan: it imports torch while the driver does too (on a
+    machine that may have a GPU, the driver's CUDA check imports torch, ~2 s, before it can size the pool).
+    `LocalPool.start(spawned=...)` takes it over; `stop_early` stops it when no pool does."""
+    return [_Slot(get_context("spawn"), threads)]
+
+
+def stop_early(slots) -> None:
+    _stop(slots)
 
 
 def _stop(slots) -> None:

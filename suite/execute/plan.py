@@ -26,8 +26,8 @@ from tqdm import tqdm
 from .. import tracking
 from ..errors import SuiteError
 from ..spec.study import RunSpec, Study, commands, expand
-from . import Settings, backend, default_workers, execution
-from .backends import LocalPool
+from . import Settings, backend, checks_cuda, default_workers, execution
+from .backends import LocalPool, spawn_early, stop_early
 from .recorder import Recorder
 from .worker import DIVERGED, FAILED, Pack, Record, Task
 
@@ -63,15 +63,21 @@ def run_study(study: Study, *, smoke: bool, uri: str, data_dir: Path, force: boo
 
         study = tune.tuned_study(study, smoke, tracking.storage_url(storage),
                                  run={"uri": uri, "data_dir": data_dir, "settings": settings})
-    specs = expand(study, smoke, execution(settings))
-    since = time.time()
-    pool = backend(settings, study.datasets, _units_at_most(specs, settings))
+    # on a machine that may have a GPU the plan waits for torch's CUDA check: a first worker imports torch meanwhile
+    early = spawn_early(settings.threads) if settings.executor == "local" and study.tune is None and checks_cuda(settings) else []
+    pool = None
     try:
+        specs = expand(study, smoke, execution(settings))
+        since = time.time()
+        pool = backend(settings, study.datasets, _units_at_most(specs, settings))
         if isinstance(pool, LocalPool) and specs:  # its workers import torch and load the data while this process opens the store
-            pool.start(warm=Task(-1, "warm", specs[0].config, specs[0].seed, str(Path(data_dir).resolve()), plugins=study.plugins))
+            pool.start(warm=Task(-1, "warm", specs[0].config, specs[0].seed, str(Path(data_dir).resolve()), plugins=study.plugins),
+                       spawned=early)
+            early = []
         return _run_study(study, specs, since, pool, smoke=smoke, uri=uri, data_dir=data_dir, force=force, storage=storage,
                           settings=settings, keep_weights=keep_weights, report=report)
     finally:
+        stop_early(early)
         if isinstance(pool, LocalPool):
             pool.stop()
 
