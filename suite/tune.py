@@ -145,6 +145,7 @@ def placed(target: Target, storage: str) -> Target:
 
 
 def open_search(target: Target, storage: str) -> optuna.Study:
+    _with_schema(storage)
     try:
         try:
             return optuna.create_study(storage=storage, study_name=target.name, direction=target.block.direction,
@@ -370,10 +371,38 @@ def _parent_run(client, exp_id: str, target: Target, storage: str) -> str:
 
 
 def load_search(target: Target, storage: str) -> optuna.Study | None:
+    _with_schema(storage)
     try:
         return optuna.load_study(study_name=target.name, storage=storage)
     except KeyError:
         return None
+
+
+_schemas: set[str] = set()  # storage URLs whose Optuna tables this process has seen made
+
+
+def _with_schema(storage: str) -> None:
+    """Optuna's tables in `storage`, made before the first use. Optuna makes them when it first opens a storage, and on
+    PostgreSQL two drivers starting at once collide there (CREATE TYPE ... already exists): there it is done under an
+    advisory lock, one driver after the other; the later ones find the tables made."""
+    if storage in _schemas:
+        return
+    try:
+        if storage.startswith("postgresql"):
+            import sqlalchemy as sa
+
+            engine = sa.create_engine(storage)
+            try:
+                with engine.begin() as conn:  # the lock is held until this transaction ends
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('suite optuna schema'))"))
+                    optuna.storages.RDBStorage(storage).engine.dispose()
+            finally:
+                engine.dispose()
+        else:
+            optuna.storages.RDBStorage(storage).engine.dispose()
+    except Exception as err:  # a bad URL, an unreachable server
+        raise SuiteError(f"cannot open the Optuna storage {redact(storage)}: {str(err).splitlines()[0][:200]}") from None
+    _schemas.add(storage)
 
 
 def trials_frame(search: optuna.Study) -> pd.DataFrame:
