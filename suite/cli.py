@@ -344,9 +344,10 @@ def cmd_tune(args) -> int:
         raise SuiteError("--trials takes a positive number")
     study = load_study(args.name, Path(args.studies_dir))
     storage = tracking.storage_url(args.storage)
-    target = tune.search_target(study, args.smoke, storage)
+    target = tune.search_target(study, args.smoke)
     search = tune.run_search(target, uri=tracking_uri(args.tracking_uri), storage=storage, data_dir=data_root(args.data_dir),
                              trials=args.trials, settings=settings(args))
+    target = tune.placed(target, storage)  # under the name run_search kept its trials
     out = report.build_search(target, search, Path(args.reports_dir), storage, tracking_uri(args.tracking_uri))
     print(f"{target.name}: {tune.counted(search.get_trials(deepcopy=False))} trials; report: {out}")
     return 0

@@ -48,8 +48,7 @@ class RunResult:
 
 def resolve_device(name: str) -> torch.device:
     """The torch device of a run's `execution.device` (cpu or cuda). On CUDA, cuDNN keeps to its deterministic
-    algorithms (some of its convolution backward passes otherwise add in a varying order): a run's numbers are
-    a function of its config and seed there too."""
+    convolution algorithms (some of the others add in a varying order from one run to the next)."""
     if name == "cuda" and not torch.cuda.is_available():
         raise SuiteError("this run is to be computed on CUDA, but its worker has no CUDA device")
     if name == "cuda":

@@ -9,12 +9,12 @@ objective each epoch (the pruner may stop it: state PRUNED), and is an MLflow ch
 one parent run per search. A diverged trial is FAILED with its reason; the search goes on.
 
 Trials live in an Optuna RDB store (`--storage`, $OPTUNA_STORAGE, default sqlite:///optuna.db)
-under the name `<study>` (a `tune` block: `<study>/<variant>`), loaded if it exists, so a
+under the name `<study>` (a `tune` block: `<study>/<variant>`, `<study>/<variant>/<dataset>` with several datasets), loaded if it exists, so a
 rerun continues to the requested total (its sampler seed is derived from the search's seed and
 the trials already stored, so it proposes new points rather than replaying the first run's). A trial left RUNNING by a killed process is marked
 FAILED as interrupted and does not count towards the total. A search holds the trials of one
 configuration (`placed`): after a change to what its trials are a function of (the base config,
-space, objective, sampler, pruner or seed) it continues as `<name>@<fingerprint>`, apart from the
+space, objective, sampler, pruner or seed) it continues as `<name>@<8 hex digits of the fingerprint>`, apart from the
 earlier trials, which stay where they are.
 """
 
@@ -96,7 +96,7 @@ class Target:
     @property
     def plain_name(self) -> str:
         if self.block is not self.study.search:
-            return tuning_name(self.study, self.variant, self.smoke)
+            return tuning_name(self.study, self.variant, self.smoke, self.dataset)
         return self.study.name + ("/smoke" if self.smoke else "")
 
     @property
@@ -203,10 +203,6 @@ def run_search(target: Target, *, uri: str, storage: str, data_dir: Path, trials
     from .leases import open_leases
 
     settings = settings or Settings()
-    target = placed(target, storage)
-    if target.apart:
-        print(f"search '{target.plain_name}' in {redact(storage)} holds trials of another configuration of it (its base config, "
-              f"space, objective, sampler, pruner or seed changed since): this one is kept apart as '{target.name}'", file=sys.stderr)
     total = trials or target.budget
     how = execution(settings)
     base = with_execution(target.base_config(), how)
@@ -215,11 +211,16 @@ def run_search(target: Target, *, uri: str, storage: str, data_dir: Path, trials
         exp_id = tracking.experiment_id(client, tracking.experiment_name(target.study.name, target.smoke),
                                         description=describe(target.study, target.smoke), metric=target.study.metric,
                                         columns=target.study.scientific())
-        search = open_search(target, storage)
-        lock = f"search/{target.name}"
-        with leases.mutex(lock):
+        with leases.mutex(f"search/{target.plain_name}"):  # placed and stamped by one driver at a time
+            target = placed(target, storage)
+            search = open_search(target, storage)
             if FINGERPRINT not in search.user_attrs:  # new, or stored before fingerprints: this configuration's from now on
                 search.set_user_attr(FINGERPRINT, target.fingerprint)
+        if target.apart:
+            print(f"search '{target.plain_name}' in {redact(storage)} holds trials of another configuration of it (its base config, "
+                  f"space, objective, sampler, pruner or seed changed since): this one is kept apart as '{target.name}'", file=sys.stderr)
+        lock = f"search/{target.name}"
+        with leases.mutex(lock):
             fail_stale(search, leases, target.name, client, exp_id, storage)
             stored = search.get_trials(deepcopy=False)
             search.sampler = make_sampler(target.block, resumed_at=len(stored))
@@ -463,7 +464,7 @@ def tuned_study(study: Study, smoke: bool, storage: str, run: dict | None = None
 
 def best_overrides(target: Target, storage: str) -> dict | None:
     """The best trial's values as {path: value}, or None while the search has not used its budget."""
-    search = load_search(target, storage)
+    search = load_search(placed(target, storage), storage)
     if search is None or counted(search.get_trials(deepcopy=False)) < target.budget:
         return None
     try:

@@ -210,6 +210,15 @@ def test_a_search_fingerprint_follows_what_its_trials_depend_on(tmp_path):
     assert len({first, *changed}) == 1 + len(changed), [first, *changed]
 
 
+def test_each_dataset_of_a_tuned_study_has_its_own_search(tmp_path):
+    from suite.spec.study import tuning_name
+
+    one = load_study(str(write(tmp_path, TUNED)))
+    assert tuning_name(one, "b", False, "mnist") == "t/b" and tuning_name(one, "b", True, "mnist") == "t/b/smoke"
+    two = load_study(str(write(tmp_path, TUNED + "datasets: [mnist, fashion_mnist]\n")))
+    assert [tuning_name(two, "b", True, d) for d in two.datasets] == ["t/b/mnist/smoke", "t/b/fashion_mnist/smoke"]
+
+
 def test_a_report_takes_the_tuning_of_the_configuration_as_it_is_now(tmp_path):
     from suite.report.search import tuned_search
     from suite.spec.study import search_fingerprint

@@ -216,14 +216,14 @@ def _fitting(tasks: tuple[Task, ...], data, device) -> int:
     return max(1, min(len(tasks), pack_size(config, parameter_count(config.model, data.in_shape, data.num_outputs), batch, device)))
 
 
-def _train(tasks: tuple[Task, ...], data, device, on_epoch, on_step, size: int = 1) -> list:
-    """Each task's `RunResult`: packed configs through `suite.packed`, `size` members per pack, one pack after the
-    other (a single one as a pack of one); others through train_run."""
+def _train(tasks: tuple[Task, ...], data, device, on_epoch, on_step, size: int | None = None) -> list:
+    """Each task's `RunResult`: packed configs through `suite.packed`, `size` members per pack (default: all), one pack
+    after the other (a single one as a pack of one); others through train_run."""
     config = tasks[0].config
     if config.execution.packed:
         from ..packed import train_packed
 
-        results = []
+        size, results = size or len(tasks), []
         for at in range(0, len(tasks), size):  # which members share a pack never changes their numbers
             part = tasks[at:at + size]
             results += train_packed([t.config for t in part], [t.seed for t in part], data, device,

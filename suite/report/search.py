@@ -30,7 +30,7 @@ def searches_from_report(study: Study, smoke: bool, reports_dir: Path) -> dict:
         counted = trials[trials["state"].isin(["COMPLETE", "PRUNED", "FAIL"]) & (trials.get("fail_reason", pd.Series("", index=trials.index)) != tracking.INTERRUPTED)]
         complete = trials[trials["state"] == "COMPLETE"]
         best = complete.loc[complete["value"].idxmin() if study.tune.direction == "minimize" else complete["value"].idxmax()] if len(complete) else None
-        found[tuning_name(study, variant, smoke), dataset] = (
+        found[tuning_name(study, variant, smoke, dataset), dataset] = (
             len(counted), None if best is None else {p: plain(best[p]) for p in study.tune.space},
             None if best is None else float(best["value"]), None)
     return found
@@ -41,7 +41,7 @@ def tuned_search(found: dict, study: Study, variant: str, dataset: str, smoke: b
     (`tracking.searches`): the one run with the study's configuration as it is now, under its plain name or kept apart
     as `<name>@<fingerprint>` (tune.placed); (0, None, None) when there is none. A search recorded without a fingerprint
     (from before them, or read from a report's files) counts as this configuration's."""
-    plain, fingerprint = tuning_name(study, variant, smoke), search_fingerprint(study, study.tune, variant, dataset, smoke)
+    plain, fingerprint = tuning_name(study, variant, smoke, dataset), search_fingerprint(study, study.tune, variant, dataset, smoke)
     for name in (f"{plain}@{fingerprint[:8]}", plain):
         trials, best, value, stamped = found.get((name, dataset), (0, None, None, None))
         if trials and stamped in (None, fingerprint):

@@ -840,9 +840,10 @@ def tuning_budget(study: Study, smoke: bool) -> int:
     return study.smoke.trials if smoke else study.tune.trials
 
 
-def tuning_name(study: Study, variant: str, smoke: bool) -> str:
-    """The name of the search that tunes `variant` of a study with a `tune` block (Optuna study, MLflow tag `suite.search`)."""
-    return f"{study.name}/{variant}" + ("/smoke" if smoke else "")
+def tuning_name(study: Study, variant: str, smoke: bool, dataset: str) -> str:
+    """The name of the search that tunes `variant` of a study with a `tune` block on `dataset` (Optuna study, MLflow tag
+    `suite.search`); the dataset is named when the study has several (each dataset is searched on its own)."""
+    return f"{study.name}/{variant}" + (f"/{dataset}" if len(study.datasets) > 1 else "") + ("/smoke" if smoke else "")
 
 
 def search_base(study: Study, variant: str, dataset: str, smoke: bool) -> RunConfig:
