@@ -30,7 +30,7 @@ from torch import nn
 
 from .spec.config import RunConfig, pack_group, packable
 from .components.data import Splits, augment_batch
-from .components.models import ACTIVATIONS, build_model
+from .components.models import ACTIVATIONS, build_model, parameter_count
 from .train import STEP_EVERY, RunResult, evaluate, finish_run, generators, noisy_labels, schedule_of
 
 CPU_CACHE_FALLBACK = 32 * 2**20  # bytes of last-level cache when the OS does not say (this project's EPYC: 32 MiB)
@@ -342,13 +342,14 @@ def member_bytes(config: RunConfig, parameters: int, batch: int) -> int:
     return 4 * ((2 + states) * parameters + 3 * batch * sum(config.model.hidden))
 
 
-def pack_size(config: RunConfig, parameters: int, batch: int, device: torch.device) -> int:
-    """How many members of this shape one pack holds: half the GPU's free memory, or on the CPU its last-level cache."""
+def pack_size(config: RunConfig, in_shape, outputs: int, batch: int, device: torch.device) -> int:
+    """How many members of this config (on data of `in_shape` with `outputs` outputs, `batch` examples a step) one pack
+    holds: half the GPU's free memory, or on the CPU its last-level cache."""
     if device.type == "cuda":
         budget = torch.cuda.mem_get_info(device)[0] // 2
     else:
         budget = cpu_cache_bytes()
-    return max(1, budget // member_bytes(config, parameters, batch))
+    return max(1, budget // member_bytes(config, parameter_count(config.model, in_shape, outputs), batch))
 
 
 def cpu_cache_bytes() -> int:

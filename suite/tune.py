@@ -116,13 +116,12 @@ class Target:
         return search_base(self.study, self.variant, self.dataset, self.smoke)
 
 
-def search_target(study: Study, smoke: bool, storage: str | None = None) -> Target:
-    """The study's `search` block as a target (`placed` in `storage` when given)."""
+def search_target(study: Study, smoke: bool) -> Target:
+    """The study's `search` block as a target, under its plain name (`placed` says where its trials are)."""
     if study.search is None:
         raise SuiteError(f"study '{study.name}' has no search block; add one (see README, 'Searching hyperparameters')")
     block = study.search
-    target = Target(study, block, search_variant(block, study.baseline, study.variants), block.dataset or study.datasets[0], smoke)
-    return placed(target, storage) if storage else target
+    return Target(study, block, search_variant(block, study.baseline, study.variants), block.dataset or study.datasets[0], smoke)
 
 
 def tune_targets(study: Study, smoke: bool, storage: str | None = None) -> list[Target]:
@@ -453,7 +452,7 @@ def tuned_study(study: Study, smoke: bool, storage: str, run: dict | None = None
     if study.tune is None:
         return study
     tuned = {}
-    for target in tune_targets(study, smoke, storage):
+    for target in tune_targets(study, smoke):  # (run_search and best_overrides place each target themselves)
         if run is not None:
             run_search(target, storage=storage, **run)
         best = best_overrides(target, storage)

@@ -10,7 +10,7 @@ import pytest
 from suite.spec.study import load_study
 from suite.provenance import redact
 from suite.tracking import storage_url
-from suite.tune import counted, run_search, search_target
+from suite.tune import counted, placed, run_search, search_target
 
 from conftest import TINY_STUDY, needs_mnist
 
@@ -102,12 +102,12 @@ def test_an_interrupted_trial_does_not_count_and_is_not_redone(searched, tmp_pat
 
 def test_a_search_whose_configuration_changed_is_kept_apart_and_the_earlier_trials_stay(searched, tmp_path, store, data_dir, capsys):
     storage = f"sqlite:///{tmp_path}/optuna.db"
-    run_search(search_target(searched, False, storage), uri=store, storage=storage, data_dir=data_dir, trials=1)
+    run_search(placed(search_target(searched, False), storage), uri=store, storage=storage, data_dir=data_dir, trials=1)
     # the study file changes what its trials train (hidden 32 -> 16): the old trials must not answer for it
     path = tmp_path / "changed" / "tiny.yaml"
     path.parent.mkdir()
     path.write_text(searched.path.read_text().replace("hidden: [32]", "hidden: [16]"))
-    changed = search_target(load_study(str(path)), False, storage)
+    changed = placed(search_target(load_study(str(path)), False), storage)
     assert changed.apart and changed.name == f"tiny@{changed.fingerprint[:8]}"
     capsys.readouterr()
     search = run_search(changed, uri=store, storage=storage, data_dir=data_dir, trials=1)
@@ -122,7 +122,7 @@ def test_a_search_whose_configuration_changed_is_kept_apart_and_the_earlier_tria
     assert set(parents["tags.suite.search_fingerprint"]) == {earlier.user_attrs["suite.fingerprint"], changed.fingerprint}
     assert sorted(children(store)["tags.suite.search"]) == sorted(["tiny", changed.name])
     # back to the first configuration: its search continues where it was
-    again = search_target(searched, False, storage)
+    again = placed(search_target(searched, False), storage)
     assert not again.apart and again.name == "tiny"
     assert counted(run_search(again, uri=store, storage=storage, data_dir=data_dir, trials=2).trials) == 2
 

@@ -71,10 +71,10 @@ def execution(settings: Settings) -> Execution:
     `auto` is CUDA when this machine has it; on Ray the driver cannot see the workers' devices,
     so `auto` is the CPU there and `--device cuda` asks the cluster for one GPU per worker.
     """
-    device = settings.device
-    if device == "auto" and not checks_cuda(settings):
+    device, cuda = settings.device, checks_cuda(settings)
+    if device == "auto" and not cuda:
         device = "cpu"
-    if checks_cuda(settings):
+    if cuda:
         import torch
 
         if device == "cuda" and not torch.cuda.is_available():

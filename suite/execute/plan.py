@@ -266,12 +266,11 @@ def _fitting_pack(config) -> int:
     import torch
 
     from ..components import get
-    from ..components.models import parameter_count
     from ..packed import pack_size
 
     in_shape, outputs = get("dataset", config.data.name).inputs
     batch = config.train.batch_size if config.train.batch_size != "full" else 60000
-    return pack_size(config, parameter_count(config.model, in_shape, outputs), batch, torch.device(config.execution.device))
+    return pack_size(config, in_shape, outputs, batch, torch.device(config.execution.device))
 
 
 def unpacking(handle: Callable) -> Callable:
