@@ -112,6 +112,62 @@ def test_a_pack_that_does_not_fit_trains_in_parts_with_the_same_bits(data_dir):
         assert untimed(a.history) == untimed(b.history) and all(torch.equal(a.state[k], b.state[k]) for k in a.state)
 
 
+def failing_packs(monkeypatch, fails):
+    """train_packed as it is, except that a pack for which `fails(configs)` gives an exception raises it first
+    (a fault put into this project's own function: no GPU here runs out of memory on cue). Returns the pack sizes tried."""
+    import suite.packed
+
+    real, sizes = suite.packed.train_packed, []
+
+    def train_packed(configs, *args, **kwargs):
+        sizes.append(len(configs))
+        error = fails(configs)
+        if error is not None:
+            raise error
+        return real(configs, *args, **kwargs)
+
+    monkeypatch.setattr(suite.packed, "train_packed", train_packed)
+    return sizes
+
+
+@needs_mnist
+def test_a_pack_out_of_memory_before_its_first_step_trains_again_in_halves(data_dir, monkeypatch):
+    tasks = members(data_dir, packed=True)
+    whole = run(Pack(100, "pack of 4", tuple(tasks)))
+    oom = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    # more than two members do not fit, nor does the member with dropout (task 2) even alone
+    sizes = failing_packs(monkeypatch, lambda configs: oom if len(configs) > 2 or any(c.model.dropout for c in configs) else None)
+    events: list = []
+    split = run(Pack(100, "pack of 4", tuple(tasks)), events)
+    assert sizes == [4, 2, 2, 1, 1]  # 4 fails; [0, 1] trains; [2, 3] fails; [2] fails alone; [3] trains
+    assert [m.status for m in split.members] == [FINISHED, FINISHED, "failed", FINISHED]
+    assert split.members[2].reason == "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
+    assert not split.members[2].fatal and split.members[2].history == []
+    for i in (0, 1, 3):  # the same bits as in the pack of 4
+        a, b = whole.members[i], split.members[i]
+        assert untimed(a.history) == untimed(b.history) and a.final["test_loss"] == b.final["test_loss"]
+    # each member's last started event names the pack it trained in, and comes before anything it streamed
+    last = {member: payload["pack_size"] for kind, (member, payload) in events if kind == "started"}
+    assert last == {0: 2, 1: 2, 2: 1, 3: 1}
+    for task in (tasks[0], tasks[1], tasks[3]):
+        kinds = [kind for kind, (member, _) in events if member == task.id]
+        assert kinds.index("steps") > max(i for i, kind in enumerate(kinds) if kind == "started")
+
+
+@needs_mnist
+def test_a_failing_pack_gives_its_members_the_error_and_the_other_packs_go_on(data_dir, monkeypatch):
+    from suite.execute.worker import _splits, _train
+
+    tasks = tuple(members(data_dir, packed=True))
+    data, device = _splits(tasks[0].config, tasks[0].data_dir, torch.device("cpu")), torch.device("cpu")
+    error = RuntimeError("CUDA error: an illegal memory access was encountered")
+    sizes = failing_packs(monkeypatch, lambda configs: error if any(c.model.dropout for c in configs) else None)
+    results = _train(tasks, data, device, lambda *a: None, lambda *a: None, size=2)
+    assert sizes == [2, 2]  # no second try: only running out of memory splits a pack
+    assert results[2] is error and results[3] is error
+    assert [r.final["epochs_trained"] for r in results[:2]] == [2, 2]
+
+
 @needs_mnist
 def test_divergence_and_early_stopping_are_per_member(data_dir):
     changes = {"train": {"epochs": 6, "patience": 1}, "optimizer": {"name": "sgd", "lr": 0.05}}

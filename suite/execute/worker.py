@@ -167,10 +167,14 @@ def execute(task: Task | Pack, emit: Callable[[str, Any], None], ask: Callable[[
             here["adam_kernel"] = kernels.kernel_name()  # adam.c or torch: the same numbers, not the same speed
         splits = {"train": len(data.train_y), "val": len(data.val_y), "test": len(data.test_y)}
         size = _fitting(tasks, data, device) if packed and task.fit and device.type == "cuda" else len(tasks)
-        for i, record in enumerate(records):
+        started = {**here, "data": {"name": first.config.data.name, "root": first.data_dir, "splits": splits}}
+        for record in records:
             record.where = here
-            sized = {"pack_size": min(size, len(tasks) - i // size * size)} if packed else {}  # the members of its own pack
-            say(i, "started", {**here, **sized, "data": {"name": first.config.data.name, "root": first.data_dir, "splits": splits}})
+
+        def announce(at: int, n: int) -> None:
+            """Tasks at..at+n-1 start now, as one pack of n (a packed member's tag suite.pack_size)."""
+            for i in range(at, at + n):
+                say(i, "started", {**started, "pack_size": n} if packed else started)
 
         def on_epoch(i: int, epoch: int, metrics: dict) -> None:
             records[i].history.append(metrics)
@@ -185,9 +189,12 @@ def execute(task: Task | Pack, emit: Callable[[str, Any], None], ask: Callable[[
             say(i, "steps", [(step, loss)])
 
         with core_slots(first.config.execution.threads if device.type == "cpu" else 1):
-            results = _train(tasks, data, device, on_epoch, on_step, size)
+            results = _train(tasks, data, device, on_epoch, on_step, size, announce)
         for t, record, result in zip(tasks, records, results):
-            _finish(t, record, result, data)
+            if isinstance(result, Exception):  # its part of the pack failed; the other parts' members stand
+                record.status, record.reason = FAILED, error_line(result)
+            else:
+                _finish(t, record, result, data)
     except Stop as stop:
         for record in records:
             record.status, record.reason = PRUNED, str(stop)
@@ -215,23 +222,55 @@ def _fitting(tasks: tuple[Task, ...], data, device) -> int:
     return min(len(tasks), pack_size(config, data.in_shape, data.num_outputs, batch, device))
 
 
-def _train(tasks: tuple[Task, ...], data, device, on_epoch, on_step, size: int | None = None) -> list:
+def _train(tasks: tuple[Task, ...], data, device, on_epoch, on_step, size: int | None = None,
+           announce: Callable[[int, int], None] = lambda at, n: None) -> list:
     """Each task's `RunResult`: packed configs through `suite.packed`, `size` members per pack (default: all), one pack
-    after the other (a single one as a pack of one); others through train_run."""
+    after the other (a single one as a pack of one); others through train_run. `announce(at, n)` just before tasks
+    at..at+n-1 train together.
+
+    A pack that runs out of GPU memory before its first step (the size estimate of `packed.pack_size` is one) is
+    split in two and tried again, down to packs of one; a pack that fails otherwise gives its members the exception
+    as their result, and the other packs go on. Which members share a pack never changes their numbers."""
+    import torch
+
     config = tasks[0].config
     if config.execution.packed:
         from ..packed import train_packed
 
-        size, results = size or len(tasks), []
-        for at in range(0, len(tasks), size):  # which members share a pack never changes their numbers
-            part = tasks[at:at + size]
-            results += train_packed([t.config for t in part], [t.seed for t in part], data, device,
-                                    lambda i, epoch, metrics, at=at: on_epoch(at + i, epoch, metrics),
-                                    lambda i, step, loss, at=at: on_step(at + i, step, loss), test=part[0].test)
+        size, results, at = size or len(tasks), [], 0
+        while at < len(tasks):
+            part, heard = tasks[at:at + size], []
+
+            def epoch_of(i, epoch, metrics, at=at):
+                heard.append(True)
+                on_epoch(at + i, epoch, metrics)
+
+            def step_of(i, step, loss, at=at):
+                heard.append(True)
+                on_step(at + i, step, loss)
+
+            announce(at, len(part))
+            try:
+                results += train_packed([t.config for t in part], [t.seed for t in part], data, device, epoch_of, step_of,
+                                        test=part[0].test)
+            except (Stop, SuiteError):
+                raise
+            except torch.OutOfMemoryError as err:
+                if len(part) == 1 or heard:
+                    results += [err] * len(part)
+                else:  # nothing of this pack was recorded yet: the same members again, in smaller packs
+                    if device.type == "cuda":
+                        torch.cuda.empty_cache()
+                    size = (len(part) + 1) // 2
+                    continue
+            except Exception as err:
+                results += [err] * len(part)
+            at += len(part)
         return results
     from ..train import train_run
 
     (task,) = tasks
+    announce(0, 1)
     return [train_run(config, task.seed, data, device, lambda epoch, metrics: on_epoch(0, epoch, metrics),
                       lambda step, loss: on_step(0, step, loss), test=task.test)]
 
