@@ -1,0 +1,91 @@
+"""Take `make bench` to an offline GPU machine that has its own PyTorch: the wheels it lacks, and MNIST.
+
+    .venv/bin/python bench/carry.py --to .carry [--python-version 3.12] [--have names.txt] [--data-dir ../shared/data]
+
+Here (a machine that reaches PyPI): downloads, for the other machine's Python, one wheel per package
+that `suite` needs at run time and that the other machine lacks, at the versions installed in this
+environment (constraints.txt's), into DIR/wheels; copies MNIST's four .gz files into DIR/data/MNIST/raw.
+PyTorch, torchvision and their CUDA libraries are never taken: the other machine's own build is the
+point. `--have` names a file of the packages already there (names separated by commas, spaces or
+newlines, e.g. that machine's `pip list`'s first column), which are not taken either.
+
+There, from a copy of this repo with DIR beside the code (python3 being the one with CUDA PyTorch):
+
+    bash bench/gpu.sh DIR [OUT]
+
+A tool for measuring, not part of the product: the figures it prints go into the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+NEVER = re.compile(r"^(torch|torchvision|torchaudio|triton|nvidia-.*|cuda-.*|setuptools|pip|wheel)$")
+PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
+             "manylinux1_x86_64", "manylinux_2_24_x86_64", "manylinux_2_31_x86_64", "manylinux_2_34_x86_64"]
+
+
+def norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def closure(root: str = "suite") -> dict[str, str]:
+    """{normalised name: installed version} of every distribution `root` needs at run time (no extras), itself excluded."""
+    seen, todo = {}, [root]
+    while todo:
+        dist = metadata.distribution(todo.pop())
+        for req in dist.requires or []:
+            name, _, marker = req.partition(";")
+            if "extra" in marker:
+                continue
+            if marker.strip() and not _marker_holds(marker):
+                continue
+            key = norm(re.split(r"[\s<>=!~\[(]", name.strip(), maxsplit=1)[0])
+            if key in seen:
+                continue
+            try:
+                seen[key] = metadata.version(key)
+            except metadata.PackageNotFoundError:
+                continue  # not needed on this platform (pip did not install it)
+            todo.append(key)
+    return seen
+
+
+def _marker_holds(marker: str) -> bool:
+    from packaging.markers import Marker
+
+    return Marker(marker.strip()).evaluate()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--to", type=Path, default=ROOT / ".carry")
+    p.add_argument("--python-version", default="3.12")
+    p.add_argument("--have", type=Path, help="file naming the packages the other machine has already")
+    p.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
+    args = p.parse_args()
+    have = {norm(n.strip(".;:")) for n in re.split(r"[\s,]+", args.have.read_text()) if n.strip(".;:")} if args.have else set()
+    wanted = {name: version for name, version in sorted(closure().items()) if not NEVER.match(name) and name not in have}
+    wheels = args.to / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    flags = ["--no-deps", "--only-binary=:all:", "--python-version", args.python_version, "--implementation", "cp",
+             *[f for plat in PLATFORMS for f in ("--platform", plat)], "-d", str(wheels)]
+    print(f"{len(wanted)} packages for Python {args.python_version}: {', '.join(wanted)}", flush=True)
+    subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", *flags, *[f"{n}=={v}" for n, v in wanted.items()]], check=True)
+    raw = args.to / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for gz in sorted((args.data_dir / "MNIST" / "raw").glob("*.gz")):
+        shutil.copy2(gz, raw / gz.name)
+    size = sum(f.stat().st_size for f in args.to.rglob("*") if f.is_file())
+    print(f"{args.to}: {len(list(wheels.glob('*.whl')))} wheels and {len(list(raw.glob('*.gz')))} MNIST files, {size / 2**20:.1f} MiB")
+
+
+if __name__ == "__main__":
+    main()
