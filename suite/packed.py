@@ -30,11 +30,8 @@ from torch import nn
 
 from .spec.config import RunConfig, pack_group, packable
 from .components.data import Splits, augment_batch
-from .components.models import ACTIVATIONS, build_model, parameter_count
+from .components.models import ACTIVATIONS, build_model
 from .train import STEP_EVERY, RunResult, evaluate, finish_run, generators, noisy_labels, schedule_of
-
-CPU_CACHE_FALLBACK = 32 * 2**20  # bytes of last-level cache when the OS does not say (this project's EPYC: 32 MiB)
-
 
 class Stacked:
     """One optimizer over stacked parameters (dim 0: the member), each member with its own lr and weight decay.
@@ -334,34 +331,3 @@ def _stops_early(m: Member, score: float, higher_is_better: bool, epoch: int) ->
         return False
     m.stale += 1
     return bool(patience and m.stale >= patience)
-
-
-def member_bytes(config: RunConfig, parameters: int, batch: int) -> int:
-    """Memory one member needs while training: weights, gradients and optimizer state, and its activations."""
-    states = {"adam": 2, "adamw": 2, "momentum": 1}.get(config.optimizer.name, 0)
-    return 4 * ((2 + states) * parameters + 3 * batch * sum(config.model.hidden))
-
-
-def pack_size(config: RunConfig, in_shape, outputs: int, batch: int, device: torch.device) -> int:
-    """How many members of this config (on data of `in_shape` with `outputs` outputs, `batch` examples a step) one pack
-    holds: half the GPU's free memory, or on the CPU its last-level cache."""
-    if device.type == "cuda":
-        budget = torch.cuda.mem_get_info(device)[0] // 2
-    else:
-        budget = cpu_cache_bytes()
-    return max(1, budget // member_bytes(config, parameter_count(config.model, in_shape, outputs), batch))
-
-
-def cpu_cache_bytes() -> int:
-    """The largest CPU cache the OS reports (Linux sysfs), else CPU_CACHE_FALLBACK."""
-    import glob
-
-    sizes = []
-    for path in glob.glob("/sys/devices/system/cpu/cpu0/cache/index*/size"):
-        try:
-            text = open(path).read().strip()
-        except OSError:
-            continue
-        units = {"K": 2**10, "M": 2**20, "G": 2**30}
-        sizes.append(int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text))
-    return max(sizes, default=CPU_CACHE_FALLBACK)

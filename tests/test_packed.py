@@ -267,6 +267,26 @@ def test_units_pack_runs_that_differ_only_in_per_member_fields():
     assert sorted(len(u) for u in units(same, Settings(pack_size=8, workers=2), ["mnist"])) == [2, 2]
 
 
+def test_pack_size_counts_what_a_member_holds_and_the_driver_needs_no_torch_for_it():
+    """A member needs 4 bytes per weight, gradient and optimizer state value and per kept activation; the driver
+    sizes a CPU pack by arithmetic, without importing torch (~1.5 s of its start-up, before any worker has a task)."""
+    from suite.components.models import parameter_count
+    from suite.execute import pack_size
+
+    for optimizer, states in (("adam", 2), ("momentum", 1), ("sgd", 0)):
+        cfg = config(True, optimizer={"name": optimizer})
+        need = 4 * ((2 + states) * parameter_count(cfg.model, (1, 28, 28), 10) + 3 * 20 * (32 + 16))
+        assert pack_size(cfg, 20, 7 * need) == 7 and pack_size(cfg, 20, 7 * need - 1) == 6 and pack_size(cfg, 20, 0) == 1
+    probe = ("import sys; from suite.execute import Settings; from suite.execute.plan import units; "
+             "from suite.spec.config import Execution, RunConfig; from suite.spec.study import RunSpec, run_key, with_execution; "
+             "cfgs = [with_execution(RunConfig(model={'name': 'mlp', 'hidden': [64]}, optimizer={'name': 'adam', 'lr': 10.0 ** -i}), "
+             "Execution(packed=True)) for i in range(4)]; "
+             "got = units([(i, RunSpec('s', f'v{i}', 'mnist', i, {}, c, run_key(c, i))) for i, c in enumerate(cfgs)], "
+             "Settings(workers=1), ['mnist']); print(sorted(len(u) for u in got), 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT)
+    assert out.stdout.split() == ["[4]", "False"], out.stderr
+
+
 @needs_mnist
 def test_a_pack_whose_worker_is_killed_fails_every_member(data_dir):
     tasks = members(data_dir, packed=True)[:2]

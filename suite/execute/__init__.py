@@ -15,12 +15,13 @@ import os
 import sys
 from dataclasses import dataclass
 
-from ..spec.config import Execution
+from ..spec.config import Execution, RunConfig
 from ..errors import SuiteError
 
 EXECUTORS = ("serial", "local", "ray")
 WORKER_BYTES = {"cifar10": 0.75e9}  # tensors a worker holds per dataset (CIFAR-10 normalised: ~0.75 GB)
 DEFAULT_WORKER_BYTES = 0.3e9
+CPU_CACHE_FALLBACK = 32 * 2**20  # bytes of last-level cache when the OS does not say (this project's EPYC: 32 MiB)
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,30 @@ def default_workers(threads: int, datasets, tasks: int) -> int:
     per_worker = max(WORKER_BYTES.get(d, DEFAULT_WORKER_BYTES) for d in datasets) if datasets else DEFAULT_WORKER_BYTES
     by_memory = int(0.8 * available_memory() // per_worker)
     return max(1, min(cores() // threads, by_memory, tasks))
+
+
+def pack_size(config: RunConfig, batch: int, budget: int) -> int:
+    """How many members of this packed run's config (`batch` examples a step) fit in `budget` bytes: on a GPU half its
+    free memory (the worker that trains the pack measures it), on a CPU its last-level cache (`cpu_cache_bytes`).
+    By arithmetic (`spec.study.model_size`, no torch): the driver sizes CPU packs without importing torch."""
+    from ..spec.study import model_size
+
+    states = {"adam": 2, "adamw": 2, "momentum": 1}.get(config.optimizer.name, 0)  # optimizer state per parameter
+    need = 4 * ((2 + states) * model_size(config)[0] + 3 * batch * sum(config.model.hidden))  # + weights, gradients, activations
+    return max(1, budget // need)
+
+
+def cpu_cache_bytes() -> int:
+    """The largest CPU cache the OS reports (Linux sysfs), else CPU_CACHE_FALLBACK."""
+    sizes = []
+    for path in glob.glob("/sys/devices/system/cpu/cpu0/cache/index*/size"):
+        try:
+            text = open(path).read().strip()
+        except OSError:
+            continue
+        units = {"K": 2**10, "M": 2**20, "G": 2**30}
+        sizes.append(int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text))
+    return max(sizes, default=CPU_CACHE_FALLBACK)
 
 
 def execution(settings: Settings) -> Execution:

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from .. import tracking
 from ..errors import SuiteError
 from ..spec.study import RunSpec, Study, commands, expand
-from . import Settings, backend, checks_cuda, default_workers, execution
+from . import Settings, backend, checks_cuda, cpu_cache_bytes, default_workers, execution, pack_size
 from .backends import LocalPool, spawn_early, stop_early
 from .recorder import Recorder
 from .worker import DIVERGED, FAILED, Pack, Record, Task
@@ -262,15 +262,9 @@ def _grouped(left: list[tuple[int, RunSpec]]) -> tuple[list, list[list]]:
 
 
 def _fitting_pack(config) -> int:
-    """Members of this config one pack holds on a CPU (suite.packed.pack_size: its last-level cache)."""
-    import torch
-
-    from ..components import get
-    from ..packed import pack_size
-
-    in_shape, outputs = get("dataset", config.data.name).inputs
+    """Members of this config one pack holds on a CPU: as many as its last-level cache holds (no torch imported here)."""
     batch = config.train.batch_size if config.train.batch_size != "full" else 60000
-    return pack_size(config, in_shape, outputs, batch, torch.device(config.execution.device))
+    return pack_size(config, batch, cpu_cache_bytes())
 
 
 def unpacking(handle: Callable) -> Callable:

@@ -213,13 +213,15 @@ def execute(task: Task | Pack, emit: Callable[[str, Any], None], ask: Callable[[
 
 
 def _fitting(tasks: tuple[Task, ...], data, device) -> int:
-    """How many of these packed members one pack holds on `device` (`packed.pack_size`): measured here, where CUDA
-    is started anyway, so that the driver never starts CUDA (a context: ~0.5 GB and a second or two) to size packs."""
-    from ..packed import pack_size
+    """How many of these packed members one pack holds on this GPU: as many as half its free memory holds, measured
+    here, where CUDA is started anyway, so that the driver never starts CUDA (a context: ~0.5 GB and a second or two)."""
+    import torch
+
+    from . import pack_size
 
     config, n = tasks[0].config, len(data.train_x)
     batch = n if config.train.batch_size == "full" else min(config.train.batch_size, n)
-    return min(len(tasks), pack_size(config, data.in_shape, data.num_outputs, batch, device))
+    return min(len(tasks), pack_size(config, batch, torch.cuda.mem_get_info(device)[0] // 2))
 
 
 def _train(tasks: tuple[Task, ...], data, device, on_epoch, on_step, size: int | None = None,
