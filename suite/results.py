@@ -98,7 +98,7 @@ def _in_study_order(frame: pd.DataFrame, study: Study, by: list[str]) -> pd.Data
     return frame.sort_values(by, kind="stable", key=key).reset_index(drop=True)
 
 
-def from_report(study: Study, folder: Path, smoke: bool = False) -> tuple[Study, Results]:
+def from_report(study: Study, folder: Path, smoke: bool = False, execution: Execution | None = None) -> tuple[Study, Results]:
     """The runs of a report read back from its own `runs.csv` and `curves.csv`, for a store that no longer holds them,
     and the study they answer (with a `tune` block: plus its `@tuned` variants).
 
@@ -110,7 +110,7 @@ def from_report(study: Study, folder: Path, smoke: bool = False) -> tuple[Study,
     """
     table, curves = _report_tables(folder)
     study = _tuned(study, table)
-    specs = {s.run_key: s for s in expand(study, smoke)}
+    specs = {s.run_key: s for s in expand(study, smoke, execution)}
     by_cell = {(s.dataset, s.variant, s.seed): s for s in specs.values() if s.variant.endswith(TUNED)}
     records = table.to_dict("records")
     # a tuned row counts only where its untuned twin (same dataset, variant, seed) still matches by key:
@@ -128,12 +128,22 @@ def from_report(study: Study, folder: Path, smoke: bool = False) -> tuple[Study,
         tags = {f"suite.{k}": str(record[k]) for k in ("git_commit", "git_dirty", "device", "data_fingerprint")}
         row = _row_of(spec, metrics, tags, record["run_id"], record["run_name"], pd.Timestamp(record["start_time"]))
         rows.append({**row, "run_key": record["run_key"]})
+    if not rows:
+        raise SuiteError(f"none of the {len(records)} runs in {folder / 'runs.csv'} is a run that study '{study.name}' defines now, "
+                         f"computed {_how(execution)}: were they computed another way (--threads, --device, --pack, "
+                         "--fused-optimizer) or under another version of the study file?")
     runs = pd.DataFrame(rows, columns=_columns(study, rows))
     runs["variant"] = pd.Categorical(runs["variant"], categories=list(study.variants), ordered=True)
     runs = _in_study_order(runs, study, ["dataset", "variant", "seed"])
     curves = runs[["run_id", "dataset", "variant", "seed"]].merge(curves[["run_id", "metric", "epoch", "value"]], on="run_id")
     curves = _in_study_order(curves, study, ["dataset", "variant", "seed", "metric", "epoch"])
     return study, Results(_at_tested_epoch(runs, curves), curves, len(specs), unmatched, None, None, source="runs.csv")
+
+
+def _how(execution: Execution | None) -> str:
+    e = execution or Execution()
+    return (f"on {e.device} with {e.threads} thread{'s' if e.threads > 1 else ''}" + (", packed" if e.packed else "")
+            + (", fused optimizer" if e.fused_optimizer else ""))
 
 
 def _report_tables(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -57,8 +57,12 @@ def store_lock(uri: str):
     if db is None or db.resolve() in _locked:
         yield
         return
-    db.parent.mkdir(parents=True, exist_ok=True)
-    with open(f"{db}.lock", "w") as handle:
+    try:
+        db.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(f"{db}.lock", "w")
+    except OSError as err:
+        raise SuiteError(f"cannot open the MLflow store {uri}: {err.strerror or err}: {err.filename or db}") from None
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -82,11 +86,30 @@ def connect(uri: str):
     # its SQL store logs every database error with a traceback before raising it; the raised error is ours to report, in one line
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     mlflow.set_tracking_uri(uri)
+    _reachable(uri)
     try:
         _start_from_template(uri)
         return MlflowClient(tracking_uri=uri)
     except Exception as err:  # a bad URI or an unreachable server
         raise SuiteError(f"cannot open the MLflow store {uri}: {str(err).splitlines()[0][:200]}") from None
+
+
+def _reachable(uri: str, timeout: float = 10.0) -> None:
+    """A tracking server's URI that no server answers fails here, in one line, at once: MLflow itself retries each
+    request for minutes. Any HTTP answer (even an error: a login, a missing /health) means a server is there."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout).close()
+    except urllib.error.HTTPError:
+        pass
+    except (urllib.error.URLError, OSError) as err:  # refused, unknown host, timed out
+        why = getattr(err, "reason", None) or err
+        raise SuiteError(f"cannot reach the MLflow tracking server at {uri} ({why}); start it (`make server` for a "
+                         "team store here) or pass another --tracking-uri") from None
 
 
 def _start_from_template(uri: str) -> None:

@@ -226,3 +226,42 @@ def test_a_full_disk_mid_study_is_one_line_and_the_next_call_resumes(tiny_study,
         assert len(after) == 4 and set(after["status"]) == {"FINISHED"} and set(before["run_id"]) <= set(after["run_id"])
     finally:
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def test_a_store_that_cannot_be_opened_or_reached_is_one_line_at_once(tiny_study, tmp_path, capsys):
+    """A sqlite store where no file can be made, and a tracking server that no one answers (MLflow alone would retry
+    for minutes): one line each, at once; so is asking for more threads than the machine has cores."""
+    import socket
+    import time
+
+    from suite.execute import cores
+
+    (tmp_path / "file").write_text("not a folder")
+    free = socket.socket()
+    free.bind(("127.0.0.1", 0))
+    port = free.getsockname()[1]
+    free.close()  # nothing listens there now
+    for store, says in [(f"sqlite:///{tmp_path}/file/mlflow.db", "cannot open the MLflow store"),
+                        (f"http://127.0.0.1:{port}", f"cannot reach the MLflow tracking server at http://127.0.0.1:{port}")]:
+        start = time.monotonic()
+        code = cli("study", "tiny", "--smoke", study_dir=tiny_study.parent, tmp_path=tmp_path, store=store)
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if line.startswith("error:")]
+        assert code == 1 and len(lines) == 1 and says in lines[0] and "Traceback" not in err, err
+        assert time.monotonic() - start < 30
+    code = cli("study", "tiny", "--smoke", "--threads", str(cores() + 1), study_dir=tiny_study.parent, tmp_path=tmp_path,
+               store=f"sqlite:///{tmp_path}/mlflow.db")
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and f"--threads {cores() + 1} is more than this machine's {cores()} cores" in err
+
+
+def test_a_report_rebuilt_from_runs_computed_another_way_says_so_in_one_line(tmp_path, capsys):
+    """`--from-runs` reads the runs computed the way the call asks for: the committed regularization runs took 1 thread."""
+    import shutil
+
+    shutil.copytree(ROOT / "reports" / "regularization", tmp_path / "reports" / "regularization")
+    args = ["report", "regularization", "--from-runs", "--studies-dir", str(ROOT / "studies"), "--reports-dir", str(tmp_path / "reports")]
+    assert main([*args, "--threads", "2"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "none of the 10 runs in" in err and "computed on cpu with 2 threads" in err
+    assert main(args) == 0  # the way they were computed: the report is rebuilt

@@ -128,6 +128,9 @@ def _no_gpu_here() -> bool:
 def backend(settings: Settings, datasets=(), tasks: int = 1):
     from .backends import LocalPool, RayBackend, Serial
 
+    if settings.executor != "ray" and settings.threads > cores():  # (Ray places each actor's threads on a node that has them)
+        raise SuiteError(f"--threads {settings.threads} is more than this machine's {cores()} cores: threads beyond the cores "
+                         "run 4-10x slower; use at most that many here, or a machine (--executor ray) that has them")
     if settings.executor == "serial":
         return Serial()
     if settings.executor == "local":

@@ -86,7 +86,7 @@ def build(study: Study, smoke: bool, uri: str, reports_dir: Path,
     """
     if from_runs:
         found = searches_from_report(study, smoke, reports_dir) if study.tune is not None else {}
-        study, results = from_report(study, out_dir(study, smoke, reports_dir), smoke)
+        study, results = from_report(study, out_dir(study, smoke, reports_dir), smoke, execution)
         results.runs["collapsed"] = analysis.collapsed(results.runs)
     else:
         found = _searches(study, smoke, uri)
