@@ -262,7 +262,7 @@ def _run(name: str, args, smoke: bool, uri: str) -> int:
         from . import report  # imported while the workers trained (plan.run_study)
 
         if study.tune is not None:  # search reports come from the Optuna store; the study's report reads MLflow alone
-            report.build_tuning_searches(study, smoke, reports_dir, args.storage, tracking.tracking_uri(uri))
+            report.build_tuning_searches(study, smoke, reports_dir, args.storage, tracking.tracking_uri(uri), execution(chosen))
         out = report.build(study, smoke=smoke, uri=tracking.tracking_uri(uri), reports_dir=reports_dir,
                            execution=execution(chosen), ui=report.ui_url(args.ui_url))
         print(f"report: {out}")
@@ -337,6 +337,7 @@ def cmd_check(args) -> int:
 
 def cmd_tune(args) -> int:
     from . import data_root, report, tracking, tune
+    from .execute import execution
     from .spec.study import load_study
     from .tracking import tracking_uri
 
@@ -344,9 +345,10 @@ def cmd_tune(args) -> int:
         raise SuiteError("--trials takes a positive number")
     study = load_study(args.name, Path(args.studies_dir))
     storage = tracking.storage_url(args.storage)
-    target = tune.search_target(study, args.smoke)
+    chosen = settings(args)
+    target = tune.search_target(study, args.smoke, execution(chosen))  # (trials computed another way are another search)
     search = tune.run_search(target, uri=tracking_uri(args.tracking_uri), storage=storage, data_dir=data_root(args.data_dir),
-                             trials=args.trials, settings=settings(args))
+                             trials=args.trials, settings=chosen)
     target = tune.placed(target, storage)  # under the name run_search kept its trials
     out = report.build_search(target, search, Path(args.reports_dir), storage, tracking_uri(args.tracking_uri))
     print(f"{target.name}: {tune.counted(search.get_trials(deepcopy=False))} trials; report: {out}")

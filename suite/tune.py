@@ -14,7 +14,7 @@ rerun continues to the requested total (its sampler seed is derived from the sea
 the trials already stored, so it proposes new points rather than replaying the first run's). A trial left RUNNING by a killed process is marked
 FAILED as interrupted and does not count towards the total. A search holds the trials of one
 configuration (`placed`): after a change to what its trials are a function of (the base config,
-space, objective, sampler, pruner or seed) it continues as `<name>@<8 hex digits of the fingerprint>`, apart from the
+space, objective, sampler, pruner or seed, or how the call computes them: --threads, --device, --pack) it continues as `<name>@<8 hex digits of the fingerprint>`, apart from the
 earlier trials, which stay where they are.
 """
 
@@ -37,7 +37,7 @@ from tqdm import tqdm
 from . import tracking
 from .provenance import redact
 from .tracking import INTERRUPTED
-from .spec.config import RunConfig
+from .spec.config import Execution, RunConfig
 from .errors import SuiteError
 from .execute import Settings, backend, execution
 from .execute.plan import describe, source_name
@@ -92,6 +92,7 @@ class Target:
     dataset: str
     smoke: bool
     apart: bool = False  # kept apart from an earlier search of another configuration under the plain name (`placed`)
+    how: Execution | None = None  # how this call computes its trials (None: the default, 1 CPU thread)
 
     @property
     def plain_name(self) -> str:
@@ -106,7 +107,7 @@ class Target:
 
     @property
     def fingerprint(self) -> str:
-        return search_fingerprint(self.study, self.block, self.variant, self.dataset, self.smoke)
+        return search_fingerprint(self.study, self.block, self.variant, self.dataset, self.smoke, self.how)
 
     @property
     def budget(self) -> int:
@@ -116,17 +117,18 @@ class Target:
         return search_base(self.study, self.variant, self.dataset, self.smoke)
 
 
-def search_target(study: Study, smoke: bool) -> Target:
+def search_target(study: Study, smoke: bool, how: Execution | None = None) -> Target:
     """The study's `search` block as a target, under its plain name (`placed` says where its trials are)."""
     if study.search is None:
         raise SuiteError(f"study '{study.name}' has no search block; add one (see README, 'Searching hyperparameters')")
     block = study.search
-    return Target(study, block, search_variant(block, study.baseline, study.variants), block.dataset or study.datasets[0], smoke)
+    return Target(study, block, search_variant(block, study.baseline, study.variants), block.dataset or study.datasets[0], smoke,
+                  how=how)
 
 
-def tune_targets(study: Study, smoke: bool, storage: str | None = None) -> list[Target]:
+def tune_targets(study: Study, smoke: bool, storage: str | None = None, how: Execution | None = None) -> list[Target]:
     """One search per variant and dataset, each with the same budget and sampler seed (not for `@tuned` variants)."""
-    targets = [Target(study, study.tune, v, d, smoke) for d, v in tuning_targets(study)]
+    targets = [Target(study, study.tune, v, d, smoke, how=how) for d, v in tuning_targets(study)]
     return [placed(t, storage) for t in targets] if storage else targets
 
 
@@ -135,7 +137,8 @@ FINGERPRINT = "suite.fingerprint"  # Optuna study user attribute; the parent run
 
 def placed(target: Target, storage: str) -> Target:
     """The target under the name its trials are kept: the plain name, unless a search stored there was run with
-    another configuration (another fingerprint: its base config, space, objective, sampler, pruner or seed changed);
+    another configuration (another fingerprint: its base config, space, objective, sampler, pruner or seed changed, or
+    this call computes trials another way: --threads, --device, --pack);
     then `<plain name>@<fingerprint>`, so trials of two configurations never mix and both stay. A search stored
     before fingerprints existed takes the fingerprint of the first configuration that opens it (run_search)."""
     found = load_search(dataclasses.replace(target, apart=False), storage)
@@ -204,6 +207,7 @@ def run_search(target: Target, *, uri: str, storage: str, data_dir: Path, trials
     settings = settings or Settings()
     total = trials or target.budget
     how = execution(settings)
+    target = dataclasses.replace(target, how=how)  # trials computed another way (threads, device, packed) are another search
     base = with_execution(target.base_config(), how)
     with tracking.store_lock(uri), open_leases(uri, storage) as leases:
         client = tracking.connect(uri)
@@ -217,7 +221,8 @@ def run_search(target: Target, *, uri: str, storage: str, data_dir: Path, trials
                 search.set_user_attr(FINGERPRINT, target.fingerprint)
         if target.apart:
             print(f"search '{target.plain_name}' in {redact(storage)} holds trials of another configuration of it (its base config, "
-                  f"space, objective, sampler, pruner or seed changed since): this one is kept apart as '{target.name}'", file=sys.stderr)
+                  f"space, objective, sampler, pruner or seed, or how its trials were computed: --threads, --device, --pack): "
+                  f"this one is kept apart as '{target.name}'", file=sys.stderr)
         lock = f"search/{target.name}"
         with leases.mutex(lock):
             fail_stale(search, leases, target.name, client, exp_id, storage)
@@ -452,7 +457,8 @@ def tuned_study(study: Study, smoke: bool, storage: str, run: dict | None = None
     if study.tune is None:
         return study
     tuned = {}
-    for target in tune_targets(study, smoke):  # (run_search and best_overrides place each target themselves)
+    how = execution(run["settings"]) if run is not None and run.get("settings") is not None else None
+    for target in tune_targets(study, smoke, how=how):  # (run_search and best_overrides place each target themselves)
         if run is not None:
             run_search(target, storage=storage, **run)
         best = best_overrides(target, storage)

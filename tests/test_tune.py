@@ -7,6 +7,7 @@ import mlflow
 import optuna
 import pytest
 
+from suite.spec.config import Execution
 from suite.spec.study import load_study
 from suite.provenance import redact
 from suite.tracking import storage_url
@@ -103,6 +104,10 @@ def test_an_interrupted_trial_does_not_count_and_is_not_redone(searched, tmp_pat
 def test_a_search_whose_configuration_changed_is_kept_apart_and_the_earlier_trials_stay(searched, tmp_path, store, data_dir, capsys):
     storage = f"sqlite:///{tmp_path}/optuna.db"
     run_search(placed(search_target(searched, False), storage), uri=store, storage=storage, data_dir=data_dir, trials=1)
+    # trials computed another way (2 threads, or packed) are another search; the default way is this one
+    assert not placed(search_target(searched, False, Execution()), storage).apart
+    assert placed(search_target(searched, False, Execution(threads=2)), storage).apart
+    assert placed(search_target(searched, False, Execution(packed=True)), storage).apart
     # the study file changes what its trials train (hidden 32 -> 16): the old trials must not answer for it
     path = tmp_path / "changed" / "tiny.yaml"
     path.parent.mkdir()

@@ -38,19 +38,20 @@ __all__ = ["build", "build_search", "build_tuning_searches", "claim_table", "out
 
 
 def claim_table(study: Study, smoke: bool, uri: str, execution: Execution | None = None) -> pd.DataFrame:
-    study = _with_tuning(study, smoke, _searches(study, smoke, uri))
+    study = _with_tuning(study, smoke, _searches(study, smoke, uri), execution)
     results = _collect(study, smoke, uri, execution)
     return analysis.family(results.runs, study).claims
 
 
-def _with_tuning(study: Study, smoke: bool, found: dict) -> Study:
-    """With a `tune` block: the study plus its `@tuned` variants, at the best values the searches' parent runs hold (`found`)."""
+def _with_tuning(study: Study, smoke: bool, found: dict, execution: Execution | None = None) -> Study:
+    """With a `tune` block: the study plus its `@tuned` variants, at the best values the searches' parent runs hold (`found`):
+    those of the searches whose trials were computed as `execution` computes the runs."""
     if study.tune is None:
         return study
     budget = tuning_budget(study, smoke)
     tuned = {}
     for dataset, variant in tuning_targets(study):
-        trials, best, _ = tuned_search(found, study, variant, dataset, smoke)
+        trials, best, _ = tuned_search(found, study, variant, dataset, smoke, execution)
         if trials >= budget and best is not None:
             tuned[dataset, variant] = best
     return with_tuned(study, tuned)
@@ -90,7 +91,7 @@ def build(study: Study, smoke: bool, uri: str, reports_dir: Path,
         results.runs["collapsed"] = analysis.collapsed(results.runs)
     else:
         found = _searches(study, smoke, uri)
-        study = _with_tuning(study, smoke, found)
+        study = _with_tuning(study, smoke, found, execution)
         results = _collect(study, smoke, uri, execution)
     runs, metric = results.runs, study.metric
     summary = _with_parameters(study, smoke, runs, analysis.summarize(runs, metric, study.grid_axes))
@@ -112,7 +113,7 @@ def build(study: Study, smoke: bool, uri: str, reports_dir: Path,
     blocks[at:at] = content.error_blocks(study, smoke, results, classes, errors)
     if study.tune is not None:
         at = blocks.index(("h2", "Provenance"))
-        blocks[at:at] = tuning_blocks(study, smoke, reports_dir, found)
+        blocks[at:at] = tuning_blocks(study, smoke, reports_dir, found, execution)
     (folder / "report.md").write_text(render_markdown(blocks))
     (folder / "report.html").write_text(render_html(blocks, folder, title=f"{study.name}: {study.question}"))
     meta = {"name": study.name, "question": study.question, "runs": len(runs), "expected": results.expected,

@@ -11,6 +11,7 @@ from pathlib import Path
 from .. import tracking
 from ..provenance import redact
 from ..results import plain
+from ..spec.config import Execution
 from ..spec.study import Study, search_fingerprint, tuning_budget, tuning_name, tuning_targets
 from .content import out_dir
 from .figures import save
@@ -36,12 +37,14 @@ def searches_from_report(study: Study, smoke: bool, reports_dir: Path) -> dict:
     return found
 
 
-def tuned_search(found: dict, study: Study, variant: str, dataset: str, smoke: bool) -> tuple:
+def tuned_search(found: dict, study: Study, variant: str, dataset: str, smoke: bool, execution: Execution | None = None) -> tuple:
     """(trials counted, best values, best objective) of the search behind `variant`'s tuning on `dataset`, from `found`
     (`tracking.searches`): the one run with the study's configuration as it is now, under its plain name or kept apart
     as `<name>@<fingerprint>` (tune.placed); (0, None, None) when there is none. A search recorded without a fingerprint
-    (from before them, or read from a report's files) counts as this configuration's."""
-    plain, fingerprint = tuning_name(study, variant, smoke, dataset), search_fingerprint(study, study.tune, variant, dataset, smoke)
+    (from before them, or read from a report's files) counts as this configuration's. `execution`: how the runs that the
+    tuned values are for were computed (the search's trials were computed so too)."""
+    plain = tuning_name(study, variant, smoke, dataset)
+    fingerprint = search_fingerprint(study, study.tune, variant, dataset, smoke, execution)
     for name in (f"{plain}@{fingerprint[:8]}", plain):
         trials, best, value, stamped = found.get((name, dataset), (0, None, None, None))
         if trials and stamped in (None, fingerprint):
@@ -140,24 +143,25 @@ def _variant_yaml(name: str, params: dict) -> str:
     return f"variants:\n  {name}: {flow(tree)}"
 
 
-def build_tuning_searches(study: Study, smoke: bool, reports_dir: Path, storage: str | None, uri: str) -> None:
-    """The search report of every variant's tuning (a `tune` block), from the Optuna store."""
+def build_tuning_searches(study: Study, smoke: bool, reports_dir: Path, storage: str | None, uri: str,
+                          execution: Execution | None = None) -> None:
+    """The search report of every variant's tuning (a `tune` block), from the Optuna store: the searches of `execution`."""
     from .. import tune
 
     storage = tracking.storage_url(storage)
-    for target in tune.tune_targets(study, smoke, storage):
+    for target in tune.tune_targets(study, smoke, storage, how=execution):
         search = tune.load_search(target, storage)
         if search is not None:
             build_search(target, search, reports_dir, storage, uri)
 
 
-def tuning_blocks(study: Study, smoke: bool, reports_dir: Path, searches: dict) -> list[tuple]:
+def tuning_blocks(study: Study, smoke: bool, reports_dir: Path, searches: dict, execution: Execution | None = None) -> list[tuple]:
     """The tuned settings of each variant (equal budgets), read from the searches' parent runs in MLflow."""
     block, folder = study.tune, out_dir(study, smoke, reports_dir)
     budget = tuning_budget(study, smoke)
     rows = []
     for dataset, variant in tuning_targets(study):
-        trials, best, value = tuned_search(searches, study, variant, dataset, smoke)
+        trials, best, value = tuned_search(searches, study, variant, dataset, smoke, execution)
         if not trials:
             rows.append([dataset, variant, 0, "not tuned yet", "", ""])
             continue

@@ -852,11 +852,15 @@ def search_base(study: Study, variant: str, dataset: str, smoke: bool) -> RunCon
     return smoke_config(config, smoke_scale(study)) if smoke else config
 
 
-def search_fingerprint(study: Study, block: Search, variant: str, dataset: str, smoke: bool) -> str:
+def search_fingerprint(study: Study, block: Search, variant: str, dataset: str, smoke: bool,
+                       execution: Execution | None = None) -> str:
     """What a search's trials are a function of, hashed: the config they start from, less the paths the space sets
-    and the fields at their legacy value (as in run keys), and the block's space, objective, sampler, pruner and seed.
+    and the fields at their legacy value (as in run keys), the block's space, objective, sampler, pruner and seed, and
+    how the call computes its trials (`execution`: device, threads, packed, fused) where that differs from the default
+    for this config (so a search run the default way keeps the fingerprint it had before this entered it).
     Not the trial budget, which a rerun may raise. A search keeps only trials of one fingerprint (`tune.placed`)."""
-    tree = search_base(study, variant, dataset, smoke).key_view()
+    base = search_base(study, variant, dataset, smoke)
+    tree = base.key_view()
     for path in block.space:  # a base value the space overrides never reaches a trial
         *parents, last = path.split(".")
         node = tree
@@ -866,6 +870,11 @@ def search_fingerprint(study: Study, block: Search, variant: str, dataset: str, 
             node.pop(last, None)
     what = {"config": tree, "space": {path: p.model_dump(mode="json", exclude_defaults=True) for path, p in block.space.items()},
             "objective": block.objective, "sampler": block.sampler, "pruner": block.pruner, "seed": block.seed}
+    if execution is not None:  # resolved for this config: --pack on an unpackable model, say, changes nothing
+        asked, plain = (with_execution(base, e).execution.model_dump(mode="json") for e in (execution, Execution()))
+        changed = {k: v for k, v in asked.items() if plain.get(k) != v}
+        if changed:
+            what["execution"] = changed
     return hashlib.sha256(json.dumps(what, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
