@@ -81,9 +81,16 @@ def make_optimizer(cfg, params, fused: bool = False) -> torch.optim.Optimizer:
     params = [dict(p, params=list(p["params"])) if isinstance(p, dict) else p for p in params]
     tensors = [t for p in params for t in (p["params"] if isinstance(p, dict) else [p])]
     # a GPU run never takes adam.c's step: no compiling it, no checking it, for nothing
-    if cls in kernels.ONE_PASS and all(t.device.type == "cpu" for t in tensors) and kernels.available():
+    if steps_adam_c(cfg, fused, all(t.device.type == "cpu" for t in tensors)) and kernels.available():
         cls = kernels.ONE_PASS[cls]
     return cls(params, **args)
+
+
+def steps_adam_c(cfg, fused: bool, cpu: bool) -> bool:
+    """Whether `make_optimizer` steps this optimizer with adam.c where adam.c is available (what the worker's
+    `suite.adam_kernel` tag reports on): unfused Adam or AdamW, without amsgrad, on CPU tensors."""
+    return (cpu and not (fused and cfg.name in FUSED_OPTIMIZERS) and not getattr(cfg, "amsgrad", False)
+            and get("optimizer", cfg.name).load() in kernels.ONE_PASS)
 
 
 def parameter_groups(model, decay: str):

@@ -51,7 +51,9 @@ def ray_cluster(tmp_path_factory):
     ray_bin = str(Path(sys.executable).parent / "ray")
     port = free_port()
     temp = tmp_path_factory.mktemp("ray")
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    # without token authentication, which Ray >= 2.59 turns on where ~/.ray/auth_token exists (any local Ray leaves one),
+    # while this driver joins by explicit address (README: `auto` on the head's machine sends the token)
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
     subprocess.run([ray_bin, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
                     f"--temp-dir={temp}", "--disable-usage-stats"], check=True, capture_output=True, env=env, timeout=120)
     try:

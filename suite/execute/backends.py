@@ -310,6 +310,11 @@ class RayBackend:
                     replies.put(reply)
 
 
+def _ray_token(home) -> bool:
+    """Whether Ray would find an authentication token here: $RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token."""
+    return bool(os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") or (home / ".ray" / "auth_token").exists())
+
+
 def init(address: str | None) -> None:
     """Connect to (or, with None, start) Ray, shipping the suite package to the workers."""
     import logging
@@ -324,4 +329,10 @@ def init(address: str | None) -> None:
     except (ConnectionError, RuntimeError, ValueError) as err:
         from ..errors import SuiteError
 
-        raise SuiteError(f"cannot reach Ray at {address or 'a new local instance'}: {error_line(err)}") from None
+        hint = ""
+        if address not in (None, "auto") and "RAY_AUTH_MODE" not in os.environ and _ray_token(Path.home()):
+            # Ray >= 2.59 starts a head with token authentication where a token exists (any local Ray makes one), and
+            # sends the token to an explicit address only in token mode (`auto` finds the local head and sends it)
+            hint = ("; a head started where a Ray token exists (~/.ray/auth_token) wants it: set RAY_AUTH_MODE=token, "
+                    "or use --ray-address auto on the head's machine")
+        raise SuiteError(f"cannot reach Ray at {address or 'a new local instance'}: {error_line(err)}{hint}") from None

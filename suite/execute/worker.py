@@ -142,7 +142,7 @@ def execute(task: Task | Pack, emit: Callable[[str, Any], None], ask: Callable[[
     import torch
 
     from ..components.data import fingerprint
-    from ..train import resolve_device
+    from ..train import resolve_device, steps_adam_c
 
     packed = isinstance(task, Pack)
     tasks = task.members if packed else (task,)
@@ -160,8 +160,7 @@ def execute(task: Task | Pack, emit: Callable[[str, Any], None], ask: Callable[[
         data = _splits(first.config, first.data_dir, device)
         here = where(device, torch.get_num_threads())
         here["data_fingerprint"] = fingerprint(first.config.data.name, Path(first.data_dir))
-        if device.type == "cpu" and not packed and first.config.optimizer.name in ("adam", "adamw") \
-                and not first.config.execution.fused_optimizer and not first.config.optimizer.amsgrad:
+        if not packed and steps_adam_c(first.config.optimizer, first.config.execution.fused_optimizer, device.type == "cpu"):
             from .. import kernels
 
             here["adam_kernel"] = kernels.kernel_name()  # adam.c or torch: the same numbers, not the same speed
