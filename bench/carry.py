@@ -7,7 +7,8 @@ that `suite` needs at run time and that the other machine lacks, at the versions
 environment (constraints.txt's), into DIR/wheels; copies MNIST's four .gz files into DIR/data/MNIST/raw.
 PyTorch, torchvision and their CUDA libraries are never taken: the other machine's own build is the
 point. `--have` names a file of the packages already there (names separated by commas, spaces or
-newlines, e.g. that machine's `pip list`'s first column), which are not taken either.
+newlines, e.g. that machine's `pip list`'s first column), which are not taken either. py-spy comes too
+(PROFILER): gpu.sh records one more study under it, and bench/timeline.py says where its seconds went.
 
 There, from a copy of this repo with DIR beside the code (python3 being the one with CUDA PyTorch):
 
@@ -28,6 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 NEVER = re.compile(r"^(torch|torchvision|torchaudio|triton|nvidia-.*|cuda-.*|setuptools|pip|wheel)$")
+PROFILER = "py-spy==0.4.3"  # a sampling profiler of every process of a study (bench/gpu.sh, bench/timeline.py)
 PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
              "manylinux1_x86_64", "manylinux_2_24_x86_64", "manylinux_2_31_x86_64", "manylinux_2_34_x86_64"]
 
@@ -78,7 +80,8 @@ def main() -> None:
     flags = ["--no-deps", "--only-binary=:all:", "--python-version", args.python_version, "--implementation", "cp",
              *[f for plat in PLATFORMS for f in ("--platform", plat)], "-d", str(wheels)]
     print(f"{len(wanted)} packages for Python {args.python_version}: {', '.join(wanted)}", flush=True)
-    subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", *flags, *[f"{n}=={v}" for n, v in wanted.items()]], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", *flags, *[f"{n}=={v}" for n, v in wanted.items()], PROFILER],
+                   check=True)
     raw = args.to / "data" / "MNIST" / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     for gz in sorted((args.data_dir / "MNIST" / "raw").glob("*.gz")):

@@ -7,8 +7,10 @@
 # 1. `suite study regularization --pack` into a fresh store, three times: wall seconds end to end, and
 #    the 10 runs' training seconds (one pack: its members share the pack's time) from the report's runs.csv;
 # 2. `bench/packed.py --device cuda`: seconds per run unpacked vs packed, one step batched vs vmap;
-# 3. `bench/run.py --skip-tutorial`: (b) the study with the default executor, (c) --pack --pack-size 10.
-# SMOKE=1 tries the script out on any machine in a minute: step 1 once with --smoke, nothing else.
+# 3. `bench/run.py --skip-tutorial`: (b) the study with the default executor, (c) --pack --pack-size 10;
+# 4. the study once more under py-spy (every process, idle time too) into spy.json: `bench/timeline.py spy.json`
+#    says, half a second at a time, what each process did (where py-spy cannot attach, this step says so and ends).
+# SMOKE=1 tries the script out on any machine in a minute: steps 1 (once) and 4 with --smoke.
 set -euo pipefail
 dir=$(cd "${1:?usage: bash bench/gpu.sh DIR [OUT]}" && pwd)
 out=${2:-${OUT:-/tmp/gpu-bench}}
@@ -45,7 +47,13 @@ print(f"study --pack #{i}: {end - start:.1f} s end to end; {len(runs)} runs; tra
 EOF
 done
 cat "$out/study-1.txt"
-[ -n "${SMOKE:-}" ] && exit 0
 
-"$py" bench/packed.py --device cuda --threads 1 --train-size 20000 --data-dir /tmp/data
-"$py" bench/run.py --skip-tutorial --data-dir /tmp/data
+if [ -z "${SMOKE:-}" ]; then
+  "$py" bench/packed.py --device cuda --threads 1 --train-size 20000 --data-dir /tmp/data
+  "$py" bench/run.py --skip-tutorial --data-dir /tmp/data
+fi
+
+s=/tmp/gpu-study-spy; rm -rf "$s"
+/tmp/site/bin/py-spy record --subprocesses --idle -r 50 -f speedscope -o "$out/spy.json" -- "$py" -m suite study regularization \
+  --pack --data-dir /tmp/data --tracking-uri "sqlite:///$s/mlflow.db" --storage "sqlite:///$s/optuna.db" --reports-dir "$s/reports" "${smoke[@]}" \
+  > /tmp/spy-study.txt 2>&1 && "$py" bench/timeline.py "$out/spy.json" || { echo "py-spy: no timeline here"; tail -3 /tmp/spy-study.txt; }
