@@ -1,10 +1,12 @@
-"""Take `make bench` to an offline GPU machine that has its own PyTorch: the wheels it lacks, and MNIST.
+"""Take `make bench` to an offline GPU machine that has its own PyTorch: the packages it lacks, and MNIST.
 
     .venv/bin/python bench/carry.py --to .carry [--python-version 3.12] [--have names.txt] [--data-dir ../shared/data]
 
-Here (a machine that reaches PyPI): downloads, for the other machine's Python, one wheel per package
+Here (a machine that reaches PyPI): installs, for the other machine's Python and platform, each package
 that `suite` needs at run time and that the other machine lacks, at the versions installed in this
-environment (constraints.txt's), into DIR/wheels; copies MNIST's four .gz files into DIR/data/MNIST/raw.
+environment (constraints.txt's), into one folder, less MLflow's web UI (27 MB the study never serves), packed
+as DIR/site.tar.xz (~16 MiB where the wheels take ~37: the device tool carries 64 MiB with the repo); copies
+MNIST's four .gz files into DIR/data/MNIST/raw.
 PyTorch, torchvision and their CUDA libraries are never taken: the other machine's own build is the
 point. `--have` names a file of the packages already there (names separated by commas, spaces or
 newlines, e.g. that machine's `pip list`'s first column), which are not taken either. py-spy comes too
@@ -75,19 +77,23 @@ def main() -> None:
     args = p.parse_args()
     have = {norm(n.strip(".;:")) for n in re.split(r"[\s,]+", args.have.read_text()) if n.strip(".;:")} if args.have else set()
     wanted = {name: version for name, version in sorted(closure().items()) if not NEVER.match(name) and name not in have}
-    wheels = args.to / "wheels"
-    wheels.mkdir(parents=True, exist_ok=True)
-    flags = ["--no-deps", "--only-binary=:all:", "--python-version", args.python_version, "--implementation", "cp",
-             *[f for plat in PLATFORMS for f in ("--platform", plat)], "-d", str(wheels)]
-    print(f"{len(wanted)} packages for Python {args.python_version}: {', '.join(wanted)}", flush=True)
-    subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", *flags, *[f"{n}=={v}" for n, v in wanted.items()], PROFILER],
+    args.to.mkdir(parents=True, exist_ok=True)
+    site = args.to / "site"
+    shutil.rmtree(site, ignore_errors=True)
+    flags = ["--no-deps", "--no-compile", "--only-binary=:all:", "--python-version", args.python_version, "--implementation", "cp",
+             *[f for plat in PLATFORMS for f in ("--platform", plat)], "--target", str(site)]
+    print(f"{len(wanted)} packages for Python {args.python_version}: {', '.join(wanted)}, and {PROFILER}", flush=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", *flags, *[f"{n}=={v}" for n, v in wanted.items()], PROFILER],
                    check=True)
+    shutil.rmtree(site / "mlflow" / "server" / "js", ignore_errors=True)  # the UI's build: `suite study` serves no UI
+    subprocess.run(["tar", "-cJf", str(args.to / "site.tar.xz"), "-C", str(args.to), "site"], check=True)
+    shutil.rmtree(site)
     raw = args.to / "data" / "MNIST" / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     for gz in sorted((args.data_dir / "MNIST" / "raw").glob("*.gz")):
         shutil.copy2(gz, raw / gz.name)
     size = sum(f.stat().st_size for f in args.to.rglob("*") if f.is_file())
-    print(f"{args.to}: {len(list(wheels.glob('*.whl')))} wheels and {len(list(raw.glob('*.gz')))} MNIST files, {size / 2**20:.1f} MiB")
+    print(f"{args.to}: site.tar.xz and {len(list(raw.glob('*.gz')))} MNIST files, {size / 2**20:.1f} MiB")
 
 
 if __name__ == "__main__":
