@@ -99,6 +99,7 @@ def _reachable(uri: str, timeout: float = 10.0) -> None:
     request for minutes. Any HTTP answer (even an error: a login, a missing /health) means a server is there."""
     if not uri.startswith(("http://", "https://")):
         return
+    import ssl
     import urllib.error
     import urllib.request
 
@@ -108,6 +109,8 @@ def _reachable(uri: str, timeout: float = 10.0) -> None:
         pass
     except (urllib.error.URLError, OSError) as err:  # refused, unknown host, timed out
         why = getattr(err, "reason", None) or err
+        if isinstance(why, ssl.SSLError) or isinstance(err, ssl.SSLError):  # a server answered; its TLS is MLflow's to
+            return                                                          # check, with its own settings (MLFLOW_TRACKING_*)
         raise SuiteError(f"cannot reach the MLflow tracking server at {uri} ({why}); start it (`make server` for a "
                          "team store here) or pass another --tracking-uri") from None
 
