@@ -17,7 +17,8 @@ out=${2:-${OUT:-/tmp/gpu-bench}}
 py=${PYTHON:-python3}  # PYTHON=.venv/bin/python tries it out here (with bench/carry.py --python-version of that one)
 mkdir -p "$out" /tmp/site /tmp/data/MNIST/raw
 exec > >(tee "$out/gpu.log") 2>&1
-rm -rf /tmp/site && tar -xJf "$dir/site.tar.xz" -C /tmp   # -> /tmp/site: what bench/carry.py installed there
+rm -rf /tmp/site   # -> /tmp/site: what bench/carry.py installed there (Python's tarfile: no xz binary needed)
+"$py" -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall("/tmp", filter="tar")' "$dir/site.tar.xz"
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 for f in "$dir"/data/MNIST/raw/*.gz; do gunzip -c "$f" > "/tmp/data/MNIST/raw/$(basename "${f%.gz}")"; done
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
