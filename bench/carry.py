@@ -40,8 +40,10 @@ def norm(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def closure(root: str = "suite") -> dict[str, str]:
-    """{normalised name: installed version} of every distribution `root` needs at run time (no extras), itself excluded."""
+def closure(root: str = "suite", python: str = "3.12") -> dict[str, str]:
+    """{normalised name: installed version} of every distribution `root` needs at run time (no extras) under Python
+    `python`, itself excluded, and not through the packages the other machine brings its own of (NEVER: torch's needs
+    come with its torch)."""
     seen, todo = {}, [root]
     while todo:
         dist = metadata.distribution(todo.pop())
@@ -49,10 +51,10 @@ def closure(root: str = "suite") -> dict[str, str]:
             name, _, marker = req.partition(";")
             if "extra" in marker:
                 continue
-            if marker.strip() and not _marker_holds(marker):
+            if marker.strip() and not _marker_holds(marker, python):
                 continue
             key = norm(re.split(r"[\s<>=!~\[(]", name.strip(), maxsplit=1)[0])
-            if key in seen:
+            if key in seen or NEVER.match(key):
                 continue
             try:
                 seen[key] = metadata.version(key)
@@ -62,10 +64,10 @@ def closure(root: str = "suite") -> dict[str, str]:
     return seen
 
 
-def _marker_holds(marker: str) -> bool:
+def _marker_holds(marker: str, python: str) -> bool:
     from packaging.markers import Marker
 
-    return Marker(marker.strip()).evaluate()
+    return Marker(marker.strip()).evaluate({"python_version": python, "python_full_version": f"{python}.0"})
 
 
 def main() -> None:
@@ -76,7 +78,7 @@ def main() -> None:
     p.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
     args = p.parse_args()
     have = {norm(n.strip(".;:")) for n in re.split(r"[\s,]+", args.have.read_text()) if n.strip(".;:")} if args.have else set()
-    wanted = {name: version for name, version in sorted(closure().items()) if not NEVER.match(name) and name not in have}
+    wanted = {name: version for name, version in sorted(closure(python=args.python_version).items()) if name not in have}
     args.to.mkdir(parents=True, exist_ok=True)
     site = args.to / "site"
     shutil.rmtree(site, ignore_errors=True)

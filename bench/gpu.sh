@@ -57,4 +57,4 @@ fi
 s=/tmp/gpu-study-spy; rm -rf "$s"
 /tmp/site/bin/py-spy record --subprocesses --idle -r 50 -f speedscope -o "$out/spy.json" -- "$py" -m suite study regularization \
   --pack --data-dir /tmp/data --tracking-uri "sqlite:///$s/mlflow.db" --storage "sqlite:///$s/optuna.db" --reports-dir "$s/reports" "${smoke[@]}" \
-  > /tmp/spy-study.txt 2>&1 && "$py" bench/timeline.py "$out/spy.json" || { echo "py-spy: no timeline here"; tail -3 /tmp/spy-study.txt; }
+  > /tmp/spy-study.txt 2>&1 && "$py" bench/timeline.py "$out/spy.json" || { echo "no timeline: py-spy, or the study under it, failed"; tail -3 /tmp/spy-study.txt; }

@@ -19,6 +19,7 @@ work could not be done, 130 when interrupted.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import sys
@@ -314,8 +315,11 @@ def cmd_report(args) -> int:
     from .execute import execution
 
     study = load_study(args.name, Path(args.studies_dir))
+    chosen = settings(args)
+    if args.from_runs and chosen.device == "auto":  # a report's own files: the runs they hold, not this machine's device
+        chosen = dataclasses.replace(chosen, device="cpu")
     out = report.build(study, smoke=args.smoke, uri=tracking_uri(args.tracking_uri), reports_dir=Path(args.reports_dir),
-                       execution=execution(settings(args)), ui=report.ui_url(args.ui_url), from_runs=args.from_runs)
+                       execution=execution(chosen), ui=report.ui_url(args.ui_url), from_runs=args.from_runs)
     print(f"report: {out}")
     return 0
 

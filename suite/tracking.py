@@ -91,28 +91,43 @@ def connect(uri: str):
         _start_from_template(uri)
         return MlflowClient(tracking_uri=uri)
     except Exception as err:  # a bad URI or an unreachable server
-        raise SuiteError(f"cannot open the MLflow store {uri}: {str(err).splitlines()[0][:200]}") from None
+        from .provenance import redact
+
+        raise SuiteError(f"cannot open the MLflow store {redact(uri)}: {str(err).splitlines()[0][:200]}") from None
 
 
 def _reachable(uri: str, timeout: float = 10.0) -> None:
     """A tracking server's URI that no server answers fails here, in one line, at once: MLflow itself retries each
-    request for minutes. Any HTTP answer (even an error: a login, a missing /health) means a server is there."""
+    request for minutes. Any HTTP answer (even an error: a login, a missing /health) or a TLS handshake that this
+    machine cannot verify (MLflow checks certificates with its own settings) means a server is there."""
     if not uri.startswith(("http://", "https://")):
         return
+    import http.client
     import ssl
     import urllib.error
     import urllib.request
 
+    from .provenance import redact
+
     try:
-        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout).close()
+        parts = urllib.parse.urlsplit(uri)
+        host = f"[{parts.hostname}]" if parts.hostname and ":" in parts.hostname else parts.hostname
+        netloc = f"{host}:{parts.port}" if parts.port else host  # without user:password@ (that is MLflow's to send)
+        if not netloc:
+            raise ValueError("no host")
+        urllib.request.urlopen(urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/") + "/health", "", "")),
+                               timeout=timeout).close()
     except urllib.error.HTTPError:
-        pass
-    except (urllib.error.URLError, OSError) as err:  # refused, unknown host, timed out
+        return
+    except (ValueError, http.client.InvalidURL) as err:  # a port that is no number, a malformed address
+        raise SuiteError(f"cannot open the MLflow store {redact(uri)}: not a valid URL ({err})") from None
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as err:  # refused, unknown host, timed out, not HTTP
         why = getattr(err, "reason", None) or err
-        if isinstance(why, ssl.SSLError) or isinstance(err, ssl.SSLError):  # a server answered; its TLS is MLflow's to
-            return                                                          # check, with its own settings (MLFLOW_TRACKING_*)
-        raise SuiteError(f"cannot reach the MLflow tracking server at {uri} ({why}); start it (`make server` for a "
-                         "team store here) or pass another --tracking-uri") from None
+        if isinstance(why, ssl.SSLError) or isinstance(err, ssl.SSLError):
+            return
+        why = " ".join(str(why).split())[:150] or type(err).__name__  # one line, whatever the other end sent
+        raise SuiteError(f"cannot reach the MLflow tracking server at {redact(uri)} ({why}); start it "
+                         "(`make server` for a team store here) or pass another --tracking-uri") from None
 
 
 def _start_from_template(uri: str) -> None:

@@ -7,7 +7,7 @@ import mlflow
 import optuna
 import pytest
 
-from suite.spec.config import Execution
+from suite.execute import Settings, execution
 from suite.spec.study import load_study
 from suite.provenance import redact
 from suite.tracking import storage_url
@@ -103,16 +103,17 @@ def test_an_interrupted_trial_does_not_count_and_is_not_redone(searched, tmp_pat
 
 def test_a_search_whose_configuration_changed_is_kept_apart_and_the_earlier_trials_stay(searched, tmp_path, store, data_dir, capsys):
     storage = f"sqlite:///{tmp_path}/optuna.db"
-    run_search(placed(search_target(searched, False), storage), uri=store, storage=storage, data_dir=data_dir, trials=1)
-    # trials computed another way (2 threads, or packed) are another search; the default way is this one
-    assert not placed(search_target(searched, False, Execution()), storage).apart
-    assert placed(search_target(searched, False, Execution(threads=2)), storage).apart
-    assert placed(search_target(searched, False, Execution(packed=True)), storage).apart
+    here = execution(Settings())  # how run_search computes trials by default on this machine
+    run_search(placed(search_target(searched, False, here), storage), uri=store, storage=storage, data_dir=data_dir, trials=1)
+    # trials computed another way (2 threads, or packed or not) are another search; this call's way is this one
+    assert not placed(search_target(searched, False, here), storage).apart
+    assert placed(search_target(searched, False, here.model_copy(update={"threads": 2})), storage).apart
+    assert placed(search_target(searched, False, here.model_copy(update={"packed": not here.packed})), storage).apart
     # the study file changes what its trials train (hidden 32 -> 16): the old trials must not answer for it
     path = tmp_path / "changed" / "tiny.yaml"
     path.parent.mkdir()
     path.write_text(searched.path.read_text().replace("hidden: [32]", "hidden: [16]"))
-    changed = placed(search_target(load_study(str(path)), False), storage)
+    changed = placed(search_target(load_study(str(path)), False, here), storage)
     assert changed.apart and changed.name == f"tiny@{changed.fingerprint[:8]}"
     capsys.readouterr()
     search = run_search(changed, uri=store, storage=storage, data_dir=data_dir, trials=1)
@@ -120,14 +121,14 @@ def test_a_search_whose_configuration_changed_is_kept_apart_and_the_earlier_tria
     assert search.study_name == changed.name and counted(search.trials) == 1
     assert search.user_attrs["suite.fingerprint"] == changed.fingerprint
     earlier = optuna.load_study(study_name="tiny", storage=storage)
-    assert counted(earlier.trials) == 1 and earlier.user_attrs["suite.fingerprint"] == search_target(searched, False).fingerprint
+    assert counted(earlier.trials) == 1 and earlier.user_attrs["suite.fingerprint"] == search_target(searched, False, here).fingerprint
     # two parent runs, one per configuration, each trial under its own
     parents = mlflow.search_runs(experiment_names=["tiny"], filter_string="tags.`suite.kind` = 'search'")
     assert set(parents["tags.suite.search"]) == {"tiny", changed.name}
     assert set(parents["tags.suite.search_fingerprint"]) == {earlier.user_attrs["suite.fingerprint"], changed.fingerprint}
     assert sorted(children(store)["tags.suite.search"]) == sorted(["tiny", changed.name])
     # back to the first configuration: its search continues where it was
-    again = placed(search_target(searched, False), storage)
+    again = placed(search_target(searched, False, here), storage)
     assert not again.apart and again.name == "tiny"
     assert counted(run_search(again, uri=store, storage=storage, data_dir=data_dir, trials=2).trials) == 2
 

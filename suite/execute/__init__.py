@@ -33,7 +33,7 @@ class Settings:
     ray_address: str | None = None
     fused_optimizer: bool = False
     pack: bool | None = None  # train packable runs as packed models; None: on CUDA yes, on a CPU no (README: Speed)
-    pack_size: int | None = None  # members per packed model; None: as many as fit (suite.packed.pack_size)
+    pack_size: int | None = None  # members per packed model; None: as many as fit (execute.pack_size)
 
     def __post_init__(self):
         if self.executor not in EXECUTORS:

@@ -160,7 +160,8 @@ def execute(task: Task | Pack, emit: Callable[[str, Any], None], ask: Callable[[
         data = _splits(first.config, first.data_dir, device)
         here = where(device, torch.get_num_threads())
         here["data_fingerprint"] = fingerprint(first.config.data.name, Path(first.data_dir))
-        if not packed and steps_adam_c(first.config.optimizer, first.config.execution.fused_optimizer, device.type == "cpu"):
+        if not first.config.execution.packed and steps_adam_c(first.config.optimizer, first.config.execution.fused_optimizer,
+                                                              device.type == "cpu"):  # (packed runs step suite.packed.Stacked)
             from .. import kernels
 
             here["adam_kernel"] = kernels.kernel_name()  # adam.c or torch: the same numbers, not the same speed
@@ -229,7 +230,7 @@ def _train(tasks: tuple[Task, ...], data, device, on_epoch, on_step, size: int |
     after the other (a single one as a pack of one); others through train_run. `announce(at, n)` just before tasks
     at..at+n-1 train together.
 
-    A pack that runs out of GPU memory before its first step (the size estimate of `packed.pack_size` is one) is
+    A pack that runs out of GPU memory before its first step (the size estimate of `execute.pack_size` is one) is
     split in two and tried again, down to packs of one; a pack that fails otherwise gives its members the exception
     as their result, and the other packs go on. Which members share a pack never changes their numbers."""
     import torch

@@ -856,11 +856,12 @@ def search_fingerprint(study: Study, block: Search, variant: str, dataset: str, 
                        execution: Execution | None = None) -> str:
     """What a search's trials are a function of, hashed: the config they start from, less the paths the space sets
     and the fields at their legacy value (as in run keys), the block's space, objective, sampler, pruner and seed, and
-    how the call computes its trials (`execution`: device, threads, packed, fused) where that differs from the default
-    for this config (so a search run the default way keeps the fingerprint it had before this entered it).
+    how the call computes its trials (`execution`: device, threads, packed, fused) where that differs from the default,
+    1 CPU thread (so a search run the default way keeps the fingerprint it had before this entered it). As the call
+    asks, not as the base config resolves it: a sampled optimizer or norm can make a trial packable or fused that the
+    base is not, so a search on a model that never packs is kept apart under --pack too (searched again, never mixed).
     Not the trial budget, which a rerun may raise. A search keeps only trials of one fingerprint (`tune.placed`)."""
-    base = search_base(study, variant, dataset, smoke)
-    tree = base.key_view()
+    tree = search_base(study, variant, dataset, smoke).key_view()
     for path in block.space:  # a base value the space overrides never reaches a trial
         *parents, last = path.split(".")
         node = tree
@@ -870,8 +871,8 @@ def search_fingerprint(study: Study, block: Search, variant: str, dataset: str, 
             node.pop(last, None)
     what = {"config": tree, "space": {path: p.model_dump(mode="json", exclude_defaults=True) for path, p in block.space.items()},
             "objective": block.objective, "sampler": block.sampler, "pruner": block.pruner, "seed": block.seed}
-    if execution is not None:  # resolved for this config: --pack on an unpackable model, say, changes nothing
-        asked, plain = (with_execution(base, e).execution.model_dump(mode="json") for e in (execution, Execution()))
+    if execution is not None:
+        asked, plain = execution.model_dump(mode="json"), Execution().model_dump(mode="json")
         changed = {k: v for k, v in asked.items() if plain.get(k) != v}
         if changed:
             what["execution"] = changed
