@@ -39,7 +39,7 @@ from .provenance import redact
 from .tracking import INTERRUPTED
 from .spec.config import Execution, RunConfig
 from .errors import SuiteError
-from .execute import Settings, backend, execution
+from .execute import Settings, backend, check_threads, execution
 from .execute.plan import describe, source_name
 from .execute.recorder import Recorder
 from .execute.worker import DIVERGED, FAILED, FINISHED, PRUNED, Record, Task
@@ -205,6 +205,7 @@ def run_search(target: Target, *, uri: str, storage: str, data_dir: Path, trials
     from .leases import open_leases
 
     settings = settings or Settings()
+    check_threads(settings)
     total = trials or target.budget
     how = execution(settings)
     target = dataclasses.replace(target, how=how)  # trials computed another way (threads, device, packed) are another search

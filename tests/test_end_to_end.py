@@ -255,6 +255,24 @@ def test_a_store_that_cannot_be_opened_or_reached_is_one_line_at_once(tiny_study
     assert code == 1 and err.count("\n") == 1 and f"--threads {cores() + 1} is more than this machine's {cores()} cores" in err
 
 
+def test_more_threads_than_cores_are_refused_only_where_something_would_train(tiny_study, tmp_path, data_dir, monkeypatch, capsys):
+    """Runs computed with more threads elsewhere (here: this machine said to have more cores while they trained) can be
+    reported by `suite study` where nothing is left to train; anything to train is refused in one line."""
+    from suite.execute import cores
+
+    os.environ["SUITE_DATA_DIR"] = str(data_dir)
+    store, threads = f"sqlite:///{tmp_path}/mlflow.db", cores() + 1
+    args = ("study", "tiny", "--smoke", "--threads", str(threads))
+    with monkeypatch.context() as bigger:
+        bigger.setattr("suite.execute.cores", lambda: threads)
+        assert cli(*args, study_dir=tiny_study.parent, tmp_path=tmp_path, store=store) == 0
+    capsys.readouterr()
+    assert cli(*args, study_dir=tiny_study.parent, tmp_path=tmp_path, store=store) == 0  # every run is there: the report
+    assert "0 trained" in capsys.readouterr().out
+    assert cli(*args, "--force", study_dir=tiny_study.parent, tmp_path=tmp_path, store=store) == 1
+    assert f"--threads {threads} is more than this machine's {cores()} cores" in capsys.readouterr().err
+
+
 def test_a_report_rebuilt_from_runs_computed_another_way_says_so_in_one_line(tmp_path, capsys):
     """`--from-runs` reads the runs computed the way the call asks for: the committed regularization runs took 1 thread."""
     import shutil

@@ -125,12 +125,17 @@ def _no_gpu_here() -> bool:
         os.path.exists(node) for node in ("/dev/dxg", "/dev/kfd")) and not glob.glob("/proc/driver/nvidia/gpus/*")
 
 
+def check_threads(settings: Settings) -> None:
+    """Before anything trains: no more threads per run than this machine has cores (local and serial executors; Ray
+    places each actor's threads on a node that has them). A call with nothing left to train never asks."""
+    if settings.executor != "ray" and settings.threads > cores():
+        raise SuiteError(f"--threads {settings.threads} is more than this machine's {cores()} cores: threads beyond the cores "
+                         "run 4-10x slower; use at most that many here, or a machine (--executor ray) that has them")
+
+
 def backend(settings: Settings, datasets=(), tasks: int = 1):
     from .backends import LocalPool, RayBackend, Serial
 
-    if settings.executor != "ray" and settings.threads > cores():  # (Ray places each actor's threads on a node that has them)
-        raise SuiteError(f"--threads {settings.threads} is more than this machine's {cores()} cores: threads beyond the cores "
-                         "run 4-10x slower; use at most that many here, or a machine (--executor ray) that has them")
     if settings.executor == "serial":
         return Serial()
     if settings.executor == "local":

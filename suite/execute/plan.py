@@ -26,7 +26,7 @@ from tqdm import tqdm
 from .. import tracking
 from ..errors import SuiteError
 from ..spec.study import RunSpec, Study, commands, expand
-from . import Settings, backend, checks_cuda, cpu_cache_bytes, default_workers, execution, pack_size
+from . import Settings, backend, check_threads, checks_cuda, cpu_cache_bytes, default_workers, execution, pack_size
 from .backends import LocalPool, spawn_early, stop_early
 from .recorder import Recorder
 from .worker import DIVERGED, FAILED, Pack, Record, Task
@@ -104,6 +104,8 @@ def _run_study(study: Study, specs: list[RunSpec], since: float, pool, *, smoke:
         todo = {s.run_key for s in partition(specs, tracking.search(client, exp_id, "run"), force)}
         if not todo and isinstance(pool, LocalPool):  # every run is done: the warming workers would only slow the report
             pool.stop()
+        if todo:
+            check_threads(settings)
         outcome = Outcome(len(specs), len(specs) - len(todo))
         bar = tqdm(total=len(specs), initial=outcome.skipped, desc=study.name, unit="run", disable=None, dynamic_ncols=True)
         fatal: list[str] = []
