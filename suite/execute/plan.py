@@ -223,7 +223,10 @@ def _run_study(study: Study, specs: list[RunSpec], since: float, pool, *, smoke:
         if report is not None:
             finished = sorted(r.info.run_id for r in tracking.search(client, exp_id, "run", tracking.FINISHED))
             key = f"report/{where}/" + hashlib.sha256(" ".join(finished).encode()).hexdigest()[:16]
-            token = leases.claim(key)
+            # while another driver holds the claim it is writing this report, or was killed doing so: wait until it is
+            # done (then it is reported) or its claim expires (then take it), never leave with the report unwritten
+            while (token := leases.claim(key)) is None and leases.alive([key]):
+                time.sleep(min(2.0, leases.seconds / 4))
             if token is None:
                 outcome.reported_elsewhere = True
             else:
