@@ -33,6 +33,7 @@ from .components.data import Splits, augment_batch
 from .components.models import ACTIVATIONS, build_model
 from .train import STEP_EVERY, RunResult, evaluate, finish_run, generators, noisy_labels, schedule_of
 
+
 class Stacked:
     """One optimizer over stacked parameters (dim 0: the member), each member with its own lr and weight decay.
 

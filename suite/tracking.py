@@ -96,11 +96,14 @@ def connect(uri: str):
         raise SuiteError(f"cannot open the MLflow store {redact(uri)}: {str(err).splitlines()[0][:200]}") from None
 
 
+_reached: set[str] = set()  # tracking-server URIs that answered `_reachable` in this process
+
+
 def _reachable(uri: str, timeout: float = 10.0) -> None:
     """A tracking server's URI that no server answers fails here, in one line, at once: MLflow itself retries each
     request for minutes. Any HTTP answer (even an error: a login, a missing /health) or a TLS handshake that this
     machine cannot verify (MLflow checks certificates with its own settings) means a server is there."""
-    if not uri.startswith(("http://", "https://")):
+    if not uri.startswith(("http://", "https://")) or uri in _reached:
         return
     import http.client
     import ssl
@@ -118,16 +121,16 @@ def _reachable(uri: str, timeout: float = 10.0) -> None:
         urllib.request.urlopen(urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/") + "/health", "", "")),
                                timeout=timeout).close()
     except urllib.error.HTTPError:
-        return
+        pass
     except (ValueError, http.client.InvalidURL) as err:  # a port that is no number, a malformed address
         raise SuiteError(f"cannot open the MLflow store {redact(uri)}: not a valid URL ({err})") from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as err:  # refused, unknown host, timed out, not HTTP
         why = getattr(err, "reason", None) or err
-        if isinstance(why, ssl.SSLError) or isinstance(err, ssl.SSLError):
-            return
-        why = " ".join(str(why).split())[:150] or type(err).__name__  # one line, whatever the other end sent
-        raise SuiteError(f"cannot reach the MLflow tracking server at {redact(uri)} ({why}); start it "
-                         "(`make server` for a team store here) or pass another --tracking-uri") from None
+        if not (isinstance(why, ssl.SSLError) or isinstance(err, ssl.SSLError)):
+            why = " ".join(str(why).split())[:150] or type(err).__name__  # one line, whatever the other end sent
+            raise SuiteError(f"cannot reach the MLflow tracking server at {redact(uri)} ({why}); start it "
+                             "(`make server` for a team store here) or pass another --tracking-uri") from None
+    _reached.add(uri)  # once per process: a study connects several times (MLflow's own retries cover a server lost later)
 
 
 def _start_from_template(uri: str) -> None:

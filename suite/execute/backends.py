@@ -310,9 +310,11 @@ class RayBackend:
                     replies.put(reply)
 
 
-def _ray_token(home) -> bool:
+def _ray_token() -> bool:
     """Whether Ray would find an authentication token here: $RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token."""
-    return bool(os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") or (home / ".ray" / "auth_token").exists())
+    from pathlib import Path
+
+    return bool(os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") or (Path.home() / ".ray" / "auth_token").exists())
 
 
 def init(address: str | None) -> None:
@@ -330,7 +332,7 @@ def init(address: str | None) -> None:
         from ..errors import SuiteError
 
         hint = ""
-        if address not in (None, "auto") and "RAY_AUTH_MODE" not in os.environ and _ray_token(Path.home()):
+        if address not in (None, "auto") and "RAY_AUTH_MODE" not in os.environ and _ray_token():
             # Ray >= 2.59 starts a head with token authentication where a token exists (any local Ray makes one), and
             # sends the token to an explicit address only in token mode (`auto` finds the local head and sends it)
             hint = ("; a head started where a Ray token exists (~/.ray/auth_token) wants it: set RAY_AUTH_MODE=token, "
