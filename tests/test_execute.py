@@ -301,6 +301,38 @@ def test_the_driver_needs_no_torch_to_find_no_gpu():
     assert out.stdout.split() == ["cpu", "False"], out.stderr
 
 
+def test_on_a_machine_that_may_have_a_gpu_a_first_worker_answers_the_cuda_check(tmp_path):
+    """Where a GPU device node exists the driver does not import torch (~2-3 s) to ask about CUDA: the worker it spawns
+    first imports torch anyway and answers, while the driver imports MLflow. Played here by hiding that there is none."""
+    path = study_file(tmp_path, 1, "variants:\n  mlp: {}\n")
+    probe = ("import sys; import suite.execute as e; e._no_gpu_here = lambda: False; from suite.cli import main; "
+             f"code = main({suite_cmd(path, tmp_path)[3:]!r}); print('driver torch', 'torch' in sys.modules, e._cuda); sys.exit(code)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert "faulty: 2 trained" in out.stdout and "driver torch False [False]" in out.stdout
+    runs = runs_of(tmp_path)
+    assert list(runs["status"]) == ["FINISHED"] * 2 and set(runs["tags.suite.device"].str[:3]) == {"cpu"}
+
+
+def test_an_early_worker_that_dies_before_it_answers_leaves_the_cuda_check_to_the_driver(monkeypatch):
+    import torch
+
+    from suite import execute
+    from suite.execute.backends import cuda_answer, spawn_early, stop_early
+
+    early, dead = spawn_early(1), spawn_early(1)
+    try:
+        assert cuda_answer(early) is torch.cuda.is_available()
+        dead[0].process.kill()
+        dead[0].process.join()
+        assert cuda_answer(dead) is None
+        monkeypatch.setattr(execute, "_cuda", [])
+        assert execute.cuda_here(lambda: cuda_answer(dead)) is torch.cuda.is_available()  # torch in this process
+        assert execute.cuda_here(lambda: not torch.cuda.is_available()) is torch.cuda.is_available()  # asked once
+    finally:
+        stop_early(early + dead)
+
+
 def test_study_files_cannot_set_how_runs_are_computed(tmp_path):
     from suite.errors import StudyError
 

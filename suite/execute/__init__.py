@@ -14,6 +14,7 @@ import glob
 import os
 import sys
 from dataclasses import dataclass
+from typing import Callable
 
 from ..spec.config import Execution, RunConfig
 from ..errors import SuiteError
@@ -96,24 +97,36 @@ def execution(settings: Settings) -> Execution:
     `auto` is CUDA when this machine has it; on Ray the driver cannot see the workers' devices,
     so `auto` is the CPU there and `--device cuda` asks the cluster for one GPU per worker.
     """
-    device, cuda = settings.device, checks_cuda(settings)
-    if device == "auto" and not cuda:
-        device = "cpu"
-    if cuda:
-        import torch
-
-        if device == "cuda" and not torch.cuda.is_available():
+    device = settings.device
+    if checks_cuda(settings):
+        if device == "cuda" and not cuda_here():
             raise SuiteError("--device cuda, but this machine has no CUDA device")
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = "cuda" if cuda_here() else "cpu"
     device = "cpu" if device == "auto" else device
     # packing is off by default on a CPU: measured here, the catalogue's 3M-parameter MLP trains slower packed
     packed = settings.pack if settings.pack is not None else device == "cuda"
     return Execution(device=device, threads=settings.threads, fused_optimizer=settings.fused_optimizer, packed=packed)
 
 
+_cuda: list[bool] = []  # this process's answer to "does torch find a CUDA device here?", once known
+
+
+def cuda_here(ask: Callable[[], bool | None] | None = None) -> bool:
+    """Whether torch finds a CUDA device on this machine, asked once per process: of `ask` where given (a pool worker
+    that imports torch anyway answers while the driver imports MLflow; None: it could not), else of torch here."""
+    if not _cuda:
+        answer = ask() if ask is not None else None
+        if answer is None:
+            import torch
+
+            answer = torch.cuda.is_available()
+        _cuda.append(answer)
+    return _cuda[0]
+
+
 def checks_cuda(settings: Settings) -> bool:
-    """Whether `execution(settings)` asks torch about CUDA (importing torch in the driver, ~2-3 s): not on Ray (the
-    cluster's workers decide), not for --device cpu, not for `auto` on a machine with no GPU to find."""
+    """Whether `execution(settings)` asks torch about CUDA (`cuda_here`: a first worker, or torch in the driver): not on
+    Ray (the cluster's workers decide), not for --device cpu, not for `auto` on a machine with no GPU to find."""
     return settings.executor != "ray" and settings.device != "cpu" and not (settings.device == "auto" and _no_gpu_here())
 
 

@@ -40,13 +40,16 @@ class Warm:
     task: Task
 
 
-def _serve(conn, threads: int) -> None:
-    """A pool worker: take tasks from the driver's pipe until it sends None or goes away."""
+def _serve(conn, threads: int, tells_cuda: bool = False) -> None:
+    """A pool worker: take tasks from the driver's pipe until it sends None or goes away (`tells_cuda`: first tell
+    it whether torch finds a CUDA device, `cuda_answer`)."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the driver decides
     import torch
 
     torch.set_num_threads(threads)
+    if tells_cuda:
+        _send(conn, ("cuda", torch.cuda.is_available()))
     while True:
         try:
             task = conn.recv()
@@ -85,9 +88,9 @@ def _die_with_parent() -> None:
 
 
 class _Slot:
-    def __init__(self, ctx, threads: int):
+    def __init__(self, ctx, threads: int, tells_cuda: bool = False):
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_serve, args=(child, threads), daemon=True)
+        self.process = ctx.Process(target=_serve, args=(child, threads, tells_cuda), daemon=True)
         # the spawned interpreter reads these before torch starts its thread pools
         env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
         saved = {k: os.environ.get(k) for k in env}
@@ -175,6 +178,8 @@ class LocalPool:
             kind, payload = slot.conn.recv()
         except (EOFError, OSError):
             return False
+        if kind == "cuda":  # an early worker's answer no one asked for (spawn_early)
+            return True
         reply = handle(slot.task, kind, payload)
         if kind == "ask":
             slot.conn.send(reply)
@@ -192,10 +197,19 @@ class LocalPool:
 
 
 def spawn_early(threads: int) -> list[_Slot]:
-    """One pool worker spawned before the driver knows its plan: it imports torch while the driver does too (on a
-    machine that may have a GPU, the driver's CUDA check imports torch, ~2 s, before it can size the pool).
-    `LocalPool.start(spawned=...)` takes it over; `stop_early` stops it when no pool does."""
-    return [_Slot(get_context("spawn"), threads)]
+    """One pool worker spawned before the driver knows its plan, on a machine that may have a GPU: it imports torch
+    and tells whether CUDA is there (`cuda_answer`) while the driver imports MLflow, instead of the driver importing
+    torch (~2-3 s) for it. `LocalPool.start(spawned=...)` takes it over; `stop_early` stops it when no pool does."""
+    return [_Slot(get_context("spawn"), threads, tells_cuda=True)]
+
+
+def cuda_answer(slots) -> bool | None:
+    """What the first of `spawn_early`'s workers says of CUDA; None when it died first (the driver asks torch itself)."""
+    try:
+        kind, answer = slots[0].conn.recv()
+    except (EOFError, OSError):
+        return None
+    return answer if kind == "cuda" else None
 
 
 def stop_early(slots) -> None:

@@ -26,8 +26,8 @@ from tqdm import tqdm
 from .. import tracking
 from ..errors import SuiteError
 from ..spec.study import RunSpec, Study, commands, expand
-from . import Settings, backend, check_threads, checks_cuda, cpu_cache_bytes, default_workers, execution, pack_size
-from .backends import LocalPool, spawn_early, stop_early
+from . import Settings, backend, check_threads, checks_cuda, cpu_cache_bytes, cuda_here, default_workers, execution, pack_size
+from .backends import LocalPool, cuda_answer, spawn_early, stop_early
 from .recorder import Recorder
 from .worker import DIVERGED, FAILED, Pack, Record, Task
 
@@ -63,10 +63,14 @@ def run_study(study: Study, *, smoke: bool, uri: str, data_dir: Path, force: boo
 
         study = tune.tuned_study(study, smoke, tracking.storage_url(storage),
                                  run={"uri": uri, "data_dir": data_dir, "settings": settings})
-    # on a machine that may have a GPU the plan waits for torch's CUDA check: a first worker imports torch meanwhile
+    # on a machine that may have a GPU the plan waits for torch's CUDA check: a first worker imports torch and answers
+    # it while this process imports MLflow, which it needs next
     early = spawn_early(settings.threads) if settings.executor == "local" and study.tune is None and checks_cuda(settings) else []
     pool = None
     try:
+        if early:
+            importlib.import_module("mlflow")
+            cuda_here(lambda: cuda_answer(early))
         specs = expand(study, smoke, execution(settings))
         since = time.time()
         pool = backend(settings, study.datasets, _units_at_most(specs, settings))
