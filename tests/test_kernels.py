@@ -2,6 +2,8 @@
 
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -10,7 +12,7 @@ from suite import kernels
 from suite.components.data import load_splits
 from suite.train import make_optimizer, train_run
 
-from conftest import needs_mnist
+from conftest import ROOT, needs_mnist
 from test_train import CPU, config
 
 # In CI a C compiler is installed (`make system-deps`), so the fast step must be there, not skipped.
@@ -122,6 +124,20 @@ def test_a_kernel_that_rounds_otherwise_is_refused(tmp_path, monkeypatch):
     opt = kernels.Adam(p, lr=0.1)
     opt.step()  # PyTorch's step
     assert torch.allclose(p[0], torch.full((2,), -0.1))
+
+
+@needs_kernel
+def test_a_cached_library_that_does_not_load_is_built_again(tmp_path, monkeypatch):
+    """A damaged adam-*.so in the cache (a full disk, a copied home folder) would leave every later process on PyTorch's
+    slower step: the first process that cannot load it builds it again."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    built = subprocess.run([sys.executable, "-c", "from suite import kernels; print(kernels.kernel_name())"],
+                           capture_output=True, text=True, cwd=ROOT)  # (not here: rewriting a library this process maps kills it)
+    assert built.stdout.split() == ["adam.c"], built.stderr
+    [lib] = (tmp_path / "cache").rglob("adam-*.so")
+    lib.write_bytes(b"not a shared library")
+    monkeypatch.setattr(kernels, "_state", {})
+    assert kernels.kernel_name() == "adam.c" and lib.read_bytes().startswith(b"\x7fELF")
 
 
 @needs_kernel

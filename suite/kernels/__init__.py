@@ -41,25 +41,32 @@ def _compile() -> ctypes.CDLL:
         raise OSError("no C compiler (cc)")
     source = SOURCE.read_bytes()
     key = hashlib.sha256(source + " ".join([*cc, *FLAGS, platform.machine(), torch.__version__]).encode()).hexdigest()[:16]
-    cache = cache_dir()
-    lib = cache / f"adam-{key}.so"
+    lib = cache_dir() / f"adam-{key}.so"
     if not lib.exists():
-        cache.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=cache)
-        os.close(fd)
-        try:
-            done = subprocess.run([*cc, *FLAGS, str(SOURCE), "-o", tmp, "-lm"], capture_output=True, text=True, timeout=120)
-            if done.returncode:
-                raise OSError(f"{' '.join(cc)} failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
-            os.replace(tmp, lib)  # atomic: workers compiling at once each leave a whole file
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    dll = ctypes.CDLL(str(lib))
+        _build(cc, lib)
+    try:
+        dll = ctypes.CDLL(str(lib))
+    except OSError:  # a cached file that does not load (damaged, or written by another system): build it again, once
+        _build(cc, lib)
+        dll = ctypes.CDLL(str(lib))
     P, L, I, F = ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_float
     dll.adam_step.argtypes = [P, P, P, P, L, I, F, I, F, F, I, F, F, F, F, F, P, ctypes.c_longlong]
     dll.adam_step.restype = None
     return dll
+
+
+def _build(cc: list[str], lib: Path) -> None:
+    lib.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=lib.parent)
+    os.close(fd)
+    try:
+        done = subprocess.run([*cc, *FLAGS, str(SOURCE), "-o", tmp, "-lm"], capture_output=True, text=True, timeout=120)
+        if done.returncode:
+            raise OSError(f"{' '.join(cc)} failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
+        os.replace(tmp, lib)  # atomic: workers compiling at once each leave a whole file
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def _mkl() -> tuple[int, object]:
