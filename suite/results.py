@@ -150,8 +150,13 @@ def _report_tables(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     try:
         table = pd.read_csv(folder / "runs.csv", dtype={"run_key": str, "run_id": str, "git_commit": str, "data_fingerprint": str})
         curves = pd.read_csv(folder / "curves.csv", dtype={"run_id": str})
-    except (OSError, pd.errors.ParserError) as err:
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         raise SuiteError(f"cannot read the runs of {folder}: {str(err).splitlines()[0]}") from None
+    for name, frame, needed in [("runs.csv", table, ("run_key", "run_id", "run_name", "dataset", "variant", "seed", "start_time")),
+                                ("curves.csv", curves, ("run_id", "metric", "epoch", "value"))]:
+        if lacking := [c for c in needed if c not in frame.columns]:
+            raise SuiteError(f"{folder / name} has no column {', '.join(lacking)}: not a table this suite wrote; "
+                             "rebuild it from the store (without --from-runs)")
     return table, curves
 
 

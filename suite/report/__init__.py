@@ -18,7 +18,9 @@ that imports seaborn), `render` turns content into markdown and HTML through `te
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -76,6 +78,34 @@ def _collect(study: Study, smoke: bool, uri: str, execution: Execution | None) -
     return results
 
 
+KEPT_FROM_STORE = ("per_class.csv", "confusion.png", "misclassified.png", "training_loss.png")  # (what --from-runs cannot draw)
+STAGING = ".building"
+
+
+def _staging(folder: Path) -> Path:
+    """An empty folder inside the report's for the files of this build (one a killed build left is cleared)."""
+    new = folder / STAGING
+    shutil.rmtree(new, ignore_errors=True)
+    try:
+        new.mkdir(parents=True)
+    except OSError as err:
+        raise SuiteError(f"cannot write the report into {folder}: {err.strerror or err}") from None
+    return new
+
+
+
+def _publish(new: Path, folder: Path) -> None:
+    """Move the built files into the report's folder (each rename atomic), then remove figures and the optional table
+    that this build did not make; other files (a search's folder) stay."""
+    made = {path.name for path in new.iterdir()}
+    for name in sorted(made):
+        os.replace(new / name, folder / name)
+    new.rmdir()
+    for stale in [*folder.glob("*.png"), folder / "per_class.csv"]:
+        if stale.name not in made:
+            stale.unlink(missing_ok=True)
+
+
 def build(study: Study, smoke: bool, uri: str, reports_dir: Path,
           execution: Execution | None = None, ui: str | None = None, from_runs: bool = False) -> Path:
     """Collect, analyse, plot and write everything; returns the path of report.md.
@@ -98,27 +128,30 @@ def build(study: Study, smoke: bool, uri: str, reports_dir: Path,
     tests = analysis.family(runs, study)  # comparisons and claims: one Holm family
     comparisons, claims = tests.comparisons, tests.claims
     folder = out_dir(study, smoke, reports_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    for stale in [*folder.glob("*.png"), folder / "per_class.csv"]:  # figures and an optional table a rebuild may not make
-        stale.unlink(missing_ok=True)
-    classes = analysis.per_class(runs, results.errors)
+    new = _staging(folder)  # every file is written here first: an interrupted or failed build leaves the report as it was
+    # runs.csv holds no test predictions or step losses: a rebuild from it keeps the files drawn from them as they are
+    kept = [name for name in KEPT_FROM_STORE if (folder / name).is_file()] if from_runs else []
+    for name in kept:
+        shutil.copy2(folder / name, new / name)
+    classes = pd.read_csv(new / "per_class.csv") if "per_class.csv" in kept else analysis.per_class(runs, results.errors)
     tables = {"summary": summary, "comparisons": comparisons, "claims": claims, "runs": runs, "curves": results.curves,
-              **({"per_class": classes} if not classes.empty else {})}
+              **({"per_class": classes} if not classes.empty and "per_class.csv" not in kept else {})}
     for name, table in tables.items():
-        table.to_csv(folder / f"{name}.csv", index=False, float_format="%.6g")
-    figures = study_figures(study, results, summary, comparisons, folder)
+        table.to_csv(new / f"{name}.csv", index=False, float_format="%.6g")
+    figures = study_figures(study, results, summary, comparisons, new, kept)
     blocks = content.blocks(study, smoke, results, summary, comparisons, claims, figures, ui)
     at = blocks.index(("h2", "Provenance"))
-    errors = error_figures(runs, results.errors, folder) if not classes.empty else []
-    blocks[at:at] = content.error_blocks(study, smoke, results, classes, errors)
+    errors = [] if classes.empty else error_figures(runs, results.errors, new, kept)
+    blocks[at:at] = content.error_blocks(study, smoke, results, classes, errors, kept="per_class.csv" in kept)
     if study.tune is not None:
         at = blocks.index(("h2", "Provenance"))
         blocks[at:at] = tuning_blocks(study, smoke, reports_dir, found, execution)
-    (folder / "report.md").write_text(render_markdown(blocks))
-    (folder / "report.html").write_text(render_html(blocks, folder, title=f"{study.name}: {study.question}"))
+    (new / "report.md").write_text(render_markdown(blocks))
+    (new / "report.html").write_text(render_html(blocks, new, title=f"{study.name}: {study.question}"))
     meta = {"name": study.name, "question": study.question, "runs": len(runs), "expected": results.expected,
             "headline": content.headline(study, comparisons, claims)}
-    (folder / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+    (new / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+    _publish(new, folder)
     if not from_runs:
         _attach(study, smoke, uri, folder, comparisons, claims)
     if not smoke:

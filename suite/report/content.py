@@ -165,13 +165,14 @@ def headline(study: Study, comparisons: pd.DataFrame, claims: pd.DataFrame) -> l
     return lines + [f"claim '{r.claim}' ({r.dataset}): {r.verdict}" for r in claims.itertuples()]
 
 
-def error_blocks(study, smoke, results, classes: pd.DataFrame, figures: list[tuple[str, str]]) -> list[tuple]:
-    """'Where the errors are': per-class test accuracy, confusion matrices and misclassified images, over seeds."""
+def error_blocks(study, smoke, results, classes: pd.DataFrame, figures: list[tuple[str, str]], kept: bool = False) -> list[tuple]:
+    """'Where the errors are': per-class test accuracy, confusion matrices and misclassified images, over seeds.
+    `kept`: `classes` and the figures are the report's own, kept by a rebuild from its runs.csv (which has no predictions)."""
     runs = results.runs
     if "test_acc" not in runs or not runs["test_acc"].notna().any():
         return []  # regression: no classes
     blocks = [("h2", "Where the errors are")]
-    missing = int((~runs["run_id"].isin(results.errors)).sum())
+    missing = 0 if kept else int((~runs["run_id"].isin(results.errors or {})).sum())
     if classes.empty:
         return blocks + [("p", f"None of these {len(runs)} runs logged its test predictions (runs recorded before the suite kept "
                                f"them do not): `{commands(study, smoke, '--force')[0]}` retrains them with per-class accuracy, "
@@ -183,6 +184,7 @@ def error_blocks(study, smoke, results, classes: pd.DataFrame, figures: list[tup
             for worst in [group.loc[group["confused_share"].idxmax()]]]
     blocks.append(("p", "Test accuracy per true class, over every seed's test predictions (`per_class.csv`); the last column "
                         "names the most frequent confusion (true → predicted, share of that class's test examples)."
-                        + (f" {missing} of {len(runs)} runs logged no predictions (recorded before the suite kept them) and are left out." if missing else "")))
+                        + (f" {missing} of {len(runs)} runs logged no predictions (recorded before the suite kept them) and are left out." if missing else "")
+                        + (" Kept as this report had them: its runs.csv, which this rebuild read, holds no test predictions." if kept else "")))
     blocks.append(("table", ["dataset", "variant", "seeds", *[f"class {c}" for c in labels], "most confused"], rows))
     return blocks + [("img", name, caption) for name, caption in figures]

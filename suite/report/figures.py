@@ -16,13 +16,23 @@ def save(made: list[tuple], folder: Path) -> list[tuple[str, str]]:
     from . import plots
 
     for name, _, fig in made:
-        fig.savefig(folder / name, dpi=FIG_DPI, metadata={"Software": None})
-        plots.plt.close(fig)
+        if fig is not None:  # (None: kept as it is)
+            fig.savefig(folder / name, dpi=FIG_DPI, metadata={"Software": None})
+            plots.plt.close(fig)
     return [(name, caption) for name, caption, _ in made]
 
 
-def study_figures(study, results, summary, comparisons, folder: Path) -> list[tuple[str, str]]:
-    """Render and save every figure; returns (file name, caption) pairs."""
+CAPTIONS = {
+    "training_loss.png": "Training loss of every 50th batch (the batch's own loss, before its update): mean over seeds per variant, "
+                         "band = Student-t 95% CI.",
+    "confusion.png": "Test confusion matrices over seeds: row = true class, column = predicted, in percent of the row.",
+    "misclassified.png": "Misclassified test images (true → predicted), the first ones of each variant's seeds in order.",
+}
+
+
+def study_figures(study, results, summary, comparisons, folder: Path, kept=()) -> list[tuple[str, str]]:
+    """Render and save every figure; returns (file name, caption) pairs. `kept`: figures already in `folder` that these
+    results cannot draw (a report rebuilt from its runs.csv keeps its training loss figure)."""
     from . import plots  # seaborn is imported only when figures are drawn
 
     runs, metric = results.runs, study.metric
@@ -34,8 +44,9 @@ def study_figures(study, results, summary, comparisons, folder: Path) -> list[tu
                      "Where runs stopped early, later epochs average only the runs still training.",
                      plots.learning_curves(results.curves, task)))
     if results.steps is not None and results.steps["step"].nunique() > 1:
-        made.append(("training_loss.png", "Training loss of every 50th batch (the batch's own loss, before its update): mean over "
-                     "seeds per variant, band = Student-t 95% CI.", plots.step_curves(results.steps)))
+        made.append(("training_loss.png", CAPTIONS["training_loss.png"], plots.step_curves(results.steps)))
+    elif "training_loss.png" in kept:
+        made.append(("training_loss.png", CAPTIONS["training_loss.png"], None))
     if task == "classification" and runs["train_eval_acc"].notna().any():
         made.append(("generalisation_gap.png", "Generalisation gap: accuracy on 5,000 training images minus test accuracy, both on the "
                      "tested weights (eval mode, no augmentation); bar = mean with Student-t 95% CI, points = seeds.",
@@ -49,9 +60,13 @@ def study_figures(study, results, summary, comparisons, folder: Path) -> list[tu
     return save(made, folder)
 
 
-def error_figures(runs: pd.DataFrame, errors: dict, folder: Path) -> list[tuple[str, str]]:
-    """Confusion matrices and a gallery of misclassified test images, per variant over seeds (runs that logged them)."""
+def error_figures(runs: pd.DataFrame, errors: dict, folder: Path, kept=()) -> list[tuple[str, str]]:
+    """Confusion matrices and a gallery of misclassified test images, per variant over seeds (runs that logged them);
+    `kept`: those already in `folder`, from the predictions of a store these results were not read from."""
     from . import plots
+
+    if "confusion.png" in kept:
+        return [(name, CAPTIONS[name]) for name in ("confusion.png", "misclassified.png") if name in kept]
 
     examples = {}
     for (dataset, variant), group in runs.groupby(["dataset", "variant"], observed=True, sort=False):
@@ -60,9 +75,7 @@ def error_figures(runs: pd.DataFrame, errors: dict, folder: Path) -> list[tuple[
                 if getattr(image, "ndim", 0) == 3]  # images (C, H, W): a plug-in's vector data has no picture
         if kept:
             examples[dataset, variant] = kept[:8]
-    made = [("confusion.png", "Test confusion matrices over seeds: row = true class, column = predicted, in percent of the row.",
-             plots.confusion_grid(analysis.confusions(runs, errors)))]
+    made = [("confusion.png", CAPTIONS["confusion.png"], plots.confusion_grid(analysis.confusions(runs, errors)))]
     if examples:
-        made.append(("misclassified.png", "Misclassified test images (true → predicted), the first ones of each variant's seeds in order.",
-                     plots.gallery(examples)))
+        made.append(("misclassified.png", CAPTIONS["misclassified.png"], plots.gallery(examples)))
     return save(made, folder)
