@@ -283,3 +283,64 @@ def test_a_report_rebuilt_from_runs_computed_another_way_says_so_in_one_line(tmp
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "none of the 10 runs in" in err and "computed on cpu with 2 threads" in err
     assert main(args) == 0  # the way they were computed: the report is rebuilt
+
+
+def test_a_report_rebuilt_from_runs_keeps_what_runs_csv_cannot_redraw(tmp_path):
+    """runs.csv holds no test predictions or step losses: --from-runs keeps per_class.csv and the figures drawn from them,
+    and says so, instead of deleting them and telling the reader to retrain."""
+    import shutil
+
+    committed = ROOT / "reports" / "label_noise"
+    shutil.copytree(committed, tmp_path / "reports" / "label_noise")
+    assert main(["report", "label_noise", "--from-runs", "--studies-dir", str(ROOT / "studies"), "--reports-dir", str(tmp_path / "reports")]) == 0
+    folder = tmp_path / "reports" / "label_noise"
+    for name in ("per_class.csv", "confusion.png", "misclassified.png", "training_loss.png"):
+        assert (folder / name).read_bytes() == (committed / name).read_bytes(), name
+    report = (folder / "report.md").read_text()
+    assert "![" in report and "training_loss.png" in report and "confusion.png" in report and "misclassified.png" in report
+    assert "Kept as this report had them" in report and "retrains them" not in report
+    assert not (folder / ".building").exists()
+
+
+def test_a_report_build_that_fails_midway_leaves_the_report_as_it_was(tmp_path, monkeypatch):
+    """Every file is written beside the report first and moved in at the end: a failure (or Ctrl-C) halfway leaves the
+    previous report whole, and the next build clears what the failed one left."""
+    import shutil
+
+    from suite import report
+
+    committed = ROOT / "reports" / "regularization"
+    shutil.copytree(committed, tmp_path / "reports" / "regularization")
+    folder = tmp_path / "reports" / "regularization"
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "render_html", interrupted)
+    args = ["report", "regularization", "--from-runs", "--studies-dir", str(ROOT / "studies"), "--reports-dir", str(tmp_path / "reports")]
+    assert main(args) == 130
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
+    assert (folder / ".building").is_dir()  # what the interrupted build had written
+    monkeypatch.undo()
+    assert main(args) == 0
+    assert not (folder / ".building").exists() and (folder / "search").is_dir()  # (a search's folder stays)
+    assert {p.name for p in folder.iterdir() if p.is_file()} == set(before)
+
+
+def test_a_forced_retrain_that_fails_keeps_the_runs_it_was_to_replace(tiny_study, tmp_path, store, monkeypatch, capsys):
+    """--force deletes a finished run only once its replacement has finished: with the data gone, every retrain fails
+    and the store still holds the runs it had, which the report still shows."""
+    assert cli("study", "tiny", "--smoke", study_dir=tiny_study.parent, tmp_path=tmp_path, store=store) == 0
+    mlflow.set_tracking_uri(store)
+    smoke = lambda: mlflow.search_runs(experiment_names=["tiny/smoke"], filter_string="tags.`suite.kind` = 'run'")  # noqa: E731
+    done = smoke()
+    monkeypatch.setenv("SUITE_DATA_DIR", str(tmp_path / "no-data"))
+    capsys.readouterr()
+    assert cli("study", "tiny", "--smoke", "--force", study_dir=tiny_study.parent, tmp_path=tmp_path, store=store) == 1
+    assert "MNIST" in capsys.readouterr().err
+    after = smoke()
+    assert set(done["run_id"]) <= set(after[after["status"] == "FINISHED"]["run_id"])
+    monkeypatch.undo()
+    assert cli("study", "tiny", "--smoke", study_dir=tiny_study.parent, tmp_path=tmp_path, store=store) == 0  # nothing to train
+    assert "0 trained, 4 already done" in capsys.readouterr().out

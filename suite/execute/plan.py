@@ -120,6 +120,7 @@ def _run_study(study: Study, specs: list[RunSpec], since: float, pool, *, smoke:
 
         ours: set[str] = set()  # keys this call trained or saw fail: not tried again here
         tokens: dict[int, tuple[str, int]] = {}  # task id -> (run key, lease token)
+        replaced: dict[str, list[str]] = {}  # a run's lease -> its finished runs that --force retrains: deleted once the new one is done
 
         def claim(spec: RunSpec) -> int | None:
             """The run's lease, with the key's stale runs deleted; None when another driver has it or it is done."""
@@ -127,11 +128,13 @@ def _run_study(study: Study, specs: list[RunSpec], since: float, pool, *, smoke:
             if token is None:
                 return None
             runs = tracking.runs_with_key(client, exp_id, spec.run_key)
-            if not force and any(r.info.status == tracking.FINISHED for r in runs):
+            finished = [r.info.run_id for r in runs if r.info.status == tracking.FINISHED]
+            if not force and finished:
                 leases.complete(lease(spec), token)  # finished by a driver killed before it said so
                 ours.add(spec.run_key)
                 return None
-            tracking.delete_runs(client, [r.info.run_id for r in runs])  # left by a dead driver, or replaced (--force)
+            replaced[lease(spec)] = finished  # (kept until their replacement finishes: a failed retrain loses nothing)
+            tracking.delete_runs(client, [r.info.run_id for r in runs if r.info.run_id not in finished])  # left by a dead driver
             return token
 
         def task_of(i: int, spec: RunSpec, pack: int = 1) -> Task:
@@ -178,6 +181,7 @@ def _run_study(study: Study, specs: list[RunSpec], since: float, pool, *, smoke:
             if payload.status == FAILED:
                 leases.release(key, token)  # the next driver (or call) tries it again
             else:
+                tracking.delete_runs(client, replaced.pop(key, []))
                 leases.complete(key, token)
             outcome.trained += payload.status != FAILED
             outcome.diverged += payload.status == DIVERGED
@@ -224,8 +228,8 @@ def _run_study(study: Study, specs: list[RunSpec], since: float, pool, *, smoke:
                 raise
         if fatal:
             raise SuiteError(fatal[0])
-        if report is not None:
-            finished = sorted(r.info.run_id for r in tracking.search(client, exp_id, "run", tracking.FINISHED))
+        finished = sorted(r.info.run_id for r in tracking.search(client, exp_id, "run", tracking.FINISHED)) if report else []
+        if finished:  # (none: every run failed, and the caller says so; there is nothing to report)
             key = f"report/{where}/" + hashlib.sha256(" ".join(finished).encode()).hexdigest()[:16]
             # while another driver holds the claim it is writing this report, or was killed doing so: wait until it is
             # done (then it is reported) or its claim expires (then take it), never leave with the report unwritten
