@@ -113,7 +113,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db); "
                                          "an http(s):// tracking server: print its links, start nothing")
     p.add_argument("--host", default=os.environ.get("SUITE_UI_HOST", "127.0.0.1"), help="address to listen on (default: $SUITE_UI_HOST or 127.0.0.1)")
-    p.add_argument("--port", type=int, default=int(os.environ.get("SUITE_UI_PORT", "5000")), help="port (default: $SUITE_UI_PORT or 5000)")
+    p.add_argument("--port", type=int, default=os.environ.get("SUITE_UI_PORT") or "5000", help="port (default: $SUITE_UI_PORT or 5000)")
 
     p = sub.add_parser("push", help="copy a study's finished runs (params, metrics, tags, artifacts) to another MLflow store")
     p.add_argument("name", help="study name (studies/NAME.yaml) or path to a YAML file")
@@ -258,6 +258,7 @@ def _run(name: str, args, smoke: bool, uri: str) -> int:
     study = load_study(name, Path(args.studies_dir))
     chosen = settings(args)
     reports_dir = Path(args.reports_dir)
+    _writable(reports_dir)  # before anything trains
 
     def write_report() -> None:
         from . import report  # imported while the workers trained (plan.run_study)
@@ -282,6 +283,16 @@ def _run(name: str, args, smoke: bool, uri: str) -> int:
     if outcome.failed:
         raise SuiteError(f"{len(outcome.failed)} runs failed (first: {outcome.failed[0]}); run the same command again to retrain them")
     return 0
+
+
+def _writable(reports_dir: Path) -> None:
+    """A folder reports can be written into (made if missing), else a one-line error."""
+    try:
+        reports_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise SuiteError(f"cannot write reports into {reports_dir}: {err.strerror or err}; pass another --reports-dir") from None
+    if not os.access(reports_dir, os.W_OK | os.X_OK):
+        raise SuiteError(f"cannot write reports into {reports_dir}: permission denied; pass another --reports-dir")
 
 
 def _ui_base(args, uri: str) -> str:
@@ -351,6 +362,7 @@ def cmd_tune(args) -> int:
     study = load_study(args.name, Path(args.studies_dir))
     storage = tracking.storage_url(args.storage)
     chosen = settings(args)
+    _writable(Path(args.reports_dir))  # before anything trains
     target = tune.search_target(study, args.smoke, execution(chosen))  # (trials computed another way are another search)
     search = tune.run_search(target, uri=tracking_uri(args.tracking_uri), storage=storage, data_dir=data_root(args.data_dir),
                              trials=args.trials, settings=chosen)

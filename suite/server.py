@@ -120,7 +120,10 @@ def start(folder: Path = Path(DEFAULT_DIR), port: int | None = None, pg_port: in
     except ImportError:
         raise SuiteError("the team server needs psycopg: pip install -e '.[server]'") from None
     bindir = pg_bin()
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise SuiteError(f"cannot make the server's folder {folder}: {err.strerror or err}; pass another --dir") from None
     data = folder / "pg"
     state = {"password": state.get("password") or secrets.token_urlsafe(18), "pg_port": pg_port or state.get("pg_port") or free_port(),
              "port": port or state.get("port") or free_port()}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -254,8 +255,12 @@ def cifar10(root: Path) -> Raw:
     """torchvision's pickled batches when present, else `cifar10/cifar10.npz`, else download."""
     npz = root / "cifar10" / "cifar10.npz"
     if not (root / "cifar-10-batches-py").is_dir() and npz.is_file():
-        with np.load(npz, allow_pickle=False) as arrays:
-            parts = [torch.from_numpy(arrays[k]) for k in ("train_images", "train_labels", "test_images", "test_labels")]
+        try:
+            with np.load(npz, allow_pickle=False) as arrays:
+                parts = [torch.from_numpy(arrays[k]) for k in ("train_images", "train_labels", "test_images", "test_labels")]
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
+            raise DataError(f"{npz} is not a readable CIFAR-10 archive ({str(err).splitlines()[0][:120]}); "
+                            "restore it or point --data-dir elsewhere") from None
         tx, ty, vx, vy = parts
         return Raw(tx.permute(0, 3, 1, 2).contiguous(), ty.long(), vx.permute(0, 3, 1, 2).contiguous(), vy.long(),
                    *CIFAR10_STATS, 255.0, (npz,))
