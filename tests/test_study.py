@@ -176,9 +176,48 @@ def test_datasets_may_carry_their_own_overrides(tmp_path):
     ("optimizer.lr: {type: float, low: 0.1, high: 0.01}", "takes 'low' < 'high'"),
     ("model.dropout: {type: float, low: 0.1, high: 1.0}", "search.space.model.dropout: Input should be less than 1 (got 1.0)"),
     ("model.hidden: {type: categorical, choices: [[16], [32]]}", "search.space.model.hidden.choices.0"),
+    # a float range over a whole-number field, whose corners alone would pass
+    ("train.epochs: {type: float, low: 1, high: 3}",
+     "search.space.train.epochs: train.epochs takes whole numbers, but a float range samples fractions (such as 2.5); use type: int"),
+    ("train.batch_size: {type: float, low: 16, high: 128, log: true}", "search.space.train.batch_size: train.batch_size takes whole numbers"),
+    ("optimizer.lr: {type: int, low: 0.5, high: 2}", "search.space.optimizer.lr: an int parameter takes whole-number 'low' and 'high'"),
+    ("train.batch_size: {type: categorical, choices: [32, '64']}", "search.space.train.batch_size: the choice '64' would train as 64; write 64"),
+    ("train.epochs: {type: categorical, choices: [1, true]}", "search.space.train.epochs: the choice True would train as 1; write 1"),
+    ("optimizer.lr: {type: categorical, choices: [1e-3, 0.01]}", "search.space.optimizer.lr: the choice '1e-3' would train as 0.001"),
+    ("train.epochs: {type: categorical, choices: [1, big]}", "search.space.train.epochs: Input should be a valid integer"),
 ])
 def test_bad_search_spaces_are_one_line(tmp_path, space, expected):
     assert expected in error_of(write(tmp_path, f"search:\n  space:\n    {space}\n"))
+    assert expected.replace("search.", "tune.", 1) in error_of(write(tmp_path, f"tune:\n  space:\n    {space}\n"))
+
+
+@pytest.mark.parametrize("space", [
+    "train.epochs: {type: int, low: 1, high: 3}",
+    "optimizer.lr: {type: int, low: 1, high: 2}",  # whole numbers are floats too
+    "optimizer.lr: {type: float, low: 1, high: 3}",
+    "train.batch_size: {type: categorical, choices: [32, full]}",
+])
+def test_search_spaces_whose_every_point_is_a_config_load(tmp_path, space):
+    assert load_study(str(write(tmp_path, f"search:\n  space:\n    {space}\n"))).search is not None
+
+
+def test_variants_that_differ_only_in_what_tune_searches_are_refused(tmp_path):
+    tune = TUNED.replace("optimizer.lr:", "optimizer.weight_decay:")
+    assert ("variants 'a' and 'b' differ only in what tune.space searches (optimizer.weight_decay), so tuned they are the same "
+            "config; drop one of them") in error_of(write(tmp_path, tune))
+    assert load_study(str(write(tmp_path, TUNED))).tune is not None  # a searched path they share: their tuned runs differ
+    assert load_study(str(write(tmp_path, tune.replace("tune:", "search:")))).search is not None  # a search tunes one variant
+
+
+def test_a_tuned_variant_that_lands_on_another_condition_is_refused(tmp_path):
+    from suite.spec.study import with_tuned
+
+    study = load_study(str(write(tmp_path, TUNED)))
+    tuned = with_tuned(study, {("mnist", "a"): {"optimizer.lr": 0.02}, ("mnist", "b"): {"optimizer.lr": 0.03}})
+    assert tuned.variants == ("a", "b", "a@tuned", "b@tuned")
+    with pytest.raises(StudyError) as err:  # its own settings: a@tuned would repeat a's runs (the same run keys)
+        with_tuned(study, {("mnist", "a"): {"optimizer.lr": 0.01}, ("mnist", "b"): {"optimizer.lr": 0.03}})
+    assert "tuning 'a' on mnist found optimizer.lr = 0.01, which makes 'a@tuned' the same config as 'a'; change tune.space" in str(err.value)
 
 
 def test_search_objective_is_never_a_test_metric(tmp_path):

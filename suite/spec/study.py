@@ -92,6 +92,8 @@ class Param(BaseModel):
             raise ValueError(f"a {self.type} parameter takes 'low' < 'high' and no choices")
         elif self.log and self.low <= 0:
             raise ValueError("a log-scaled range needs low > 0")
+        elif self.type == "int" and not (self.low.is_integer() and self.high.is_integer()):
+            raise ValueError("an int parameter takes whole-number 'low' and 'high'; use type: float for fractions")
         return self
 
 
@@ -450,12 +452,19 @@ def _resolve(top: StudyFile, path: Path, sha: str) -> Study:
         baseline = baselines[variants[0]]
     claims = tuple(parse_claim(text, variants, top, fail) for text in top.claims)
     for dataset in top.datasets:
-        seen = {}
+        seen, tuned = {}, {}
         for variant in variants:
             canon = json.dumps(configs[dataset, variant].canonical(), sort_keys=True)
             if canon in seen:
                 fail(f"variants '{seen[canon]}' and '{variant}' resolve to the same config; one of them is redundant")
             seen[canon] = variant
+            if top.tune is not None:  # tuning sets the searched paths alike: their @tuned runs would be the same runs
+                canon = json.dumps(_without(configs[dataset, variant].canonical(), top.tune.space), sort_keys=True)
+                if canon in tuned:
+                    fail(f"variants '{tuned[canon]}' and '{variant}' differ only in what tune.space searches "
+                         f"({', '.join(top.tune.space)}), so tuned they are the same config; drop one of them, "
+                         f"or take the paths they differ in out of tune.space")
+                tuned[canon] = variant
     for key in ("search", "tune"):
         block = getattr(top, key)
         if block is not None:
@@ -490,6 +499,20 @@ def _check_search(key: str, block: Search, top: StudyFile, configs: dict, varian
                 except ValidationError as err:
                     fail(f"{key}.space.{describe(err, RunConfig, tree)}")
                 _check_size(corner, f"{key}.space.{path} = {_shown(value)} on {dataset}", fail)
+                got = _at(corner.canonical(), path, value)
+                if param.type == "categorical" and (got != value or isinstance(got, bool) != isinstance(value, bool)):  # '64' as 64
+                    fail(f"{key}.space.{path}: the choice {_shown(value)} would train as {_shown(got)}; write {_shown(got)}")
+            if param.type == "float":  # the corners may be whole numbers where the range between them is not
+                half = (param.low + param.high) / 2
+                value = half + min(0.5, (param.high - param.low) / 4) if half.is_integer() else half
+                tree = deep_merge(config.canonical(), _nest(path, value))
+                try:
+                    RunConfig.model_validate(tree)
+                except ValidationError as err:
+                    if any(e["type"] == "int_from_float" for e in err.errors()):
+                        fail(f"{key}.space.{path}: {path} takes whole numbers, but a float range samples fractions "
+                             f"(such as {value:g}); use type: int")
+                    fail(f"{key}.space.{describe(err, RunConfig, tree)}")
 
 
 def model_size(config: RunConfig) -> tuple[int, int]:
@@ -626,6 +649,27 @@ def format_value(value) -> str:
     if isinstance(value, list):
         return "x".join(format_value(v) for v in value)
     return str(value)
+
+
+def _without(tree: dict, paths) -> dict:
+    """`tree` (changed in place) less the values at the dotted `paths`."""
+    for path in paths:
+        *parents, last = path.split(".")
+        node = tree
+        for part in parents:
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(last, None)
+    return tree
+
+
+def _at(tree, dotted: str, default=None):
+    """The value at a dotted path of `tree`, or `default` where there is none."""
+    for key in dotted.split("."):
+        if not isinstance(tree, dict) or key not in tree:
+            return default
+        tree = tree[key]
+    return tree
 
 
 def _nest(dotted: str, value) -> dict:
@@ -819,8 +863,16 @@ def with_tuned(study: Study, tuned: dict) -> Study:
     ready = [v for v in study.variants if all((d, v) in tuned for d in study.datasets)]
     configs = dict(study.configs)
     for dataset in study.datasets:
+        seen = {json.dumps(c.canonical(), sort_keys=True): v for (d, v), c in study.configs.items() if d == dataset}
         for variant in ready:
             configs[dataset, variant + TUNED] = override(study.configs[dataset, variant], tuned[dataset, variant])
+            canon = json.dumps(configs[dataset, variant + TUNED].canonical(), sort_keys=True)
+            if canon in seen:  # the same run keys: their runs would collide
+                values = ", ".join(f"{path} = {_shown(value)}" for path, value in tuned[dataset, variant].items())
+                raise StudyError(f"{study.path}: tuning '{variant}' on {dataset} found {values}, which makes "
+                                 f"'{variant}{TUNED}' the same config as '{seen[canon]}'; change tune.space (or that variant) "
+                                 f"so that tuning cannot land on it")
+            seen[canon] = variant + TUNED
     points = {**study.points, **{v + TUNED: study.points[v] for v in ready}}
     return dataclasses.replace(study, variants=study.variants + tuple(v + TUNED for v in ready), configs=configs, points=points)
 
@@ -861,14 +913,7 @@ def search_fingerprint(study: Study, block: Search, variant: str, dataset: str, 
     asks, not as the base config resolves it: a sampled optimizer or norm can make a trial packable or fused that the
     base is not, so a search on a model that never packs is kept apart under --pack too (searched again, never mixed).
     Not the trial budget, which a rerun may raise. A search keeps only trials of one fingerprint (`tune.placed`)."""
-    tree = search_base(study, variant, dataset, smoke).key_view()
-    for path in block.space:  # a base value the space overrides never reaches a trial
-        *parents, last = path.split(".")
-        node = tree
-        for part in parents:
-            node = node.get(part, {}) if isinstance(node, dict) else {}
-        if isinstance(node, dict):
-            node.pop(last, None)
+    tree = _without(search_base(study, variant, dataset, smoke).key_view(), block.space)  # base values no trial sees
     what = {"config": tree, "space": {path: p.model_dump(mode="json", exclude_defaults=True) for path, p in block.space.items()},
             "objective": block.objective, "sampler": block.sampler, "pruner": block.pruner, "seed": block.seed}
     if execution is not None:
