@@ -29,12 +29,14 @@ from pathlib import Path
 from .errors import SuiteError
 
 
-def _common(p: argparse.ArgumentParser, store: bool = True, optuna: bool = True) -> None:
+def _common(p: argparse.ArgumentParser, store: bool = True, optuna: bool = True, throwaway: bool = False) -> None:
     p.add_argument("--studies-dir", default="studies", help="where study files live (default: studies)")
     if store:
-        p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+        p.add_argument("--tracking-uri", help="MLflow store (default: " + ("a throw-away one)" if throwaway else
+                                              "$MLFLOW_TRACKING_URI or sqlite:///mlflow.db)"))
         if optuna:
-            p.add_argument("--storage", help="Optuna storage for searches and tuning (default: $OPTUNA_STORAGE or sqlite:///optuna.db)")
+            p.add_argument("--storage", help="Optuna storage for searches and tuning (default: " + ("a throw-away one)" if throwaway else
+                                             "$OPTUNA_STORAGE or sqlite:///optuna.db)"))
         p.add_argument("--reports-dir", default="reports", help="where reports are written (default: reports)")
         p.add_argument("--ui-url", help="MLflow UI that reports link runs to, e.g. http://127.0.0.1:5000 (default: $SUITE_UI_URL; "
                                         "unset: reports name run keys, no links)")
@@ -94,7 +96,7 @@ def parser() -> argparse.ArgumentParser:
                        help="final: log each run's tested weights as its artifact weights.pt (default); none: keep none")
         p.add_argument("--data-dir", help="dataset root (default: $SUITE_DATA_DIR or ./data)")
         _executor(p)
-        _common(p)
+        _common(p, throwaway=name == "smoke")
 
     p = sub.add_parser("tune", help="search hyperparameters with Optuna (the study's search block)")
     p.add_argument("name")
@@ -309,11 +311,12 @@ def cmd_study(args) -> int:
 
 
 def cmd_smoke(args) -> int:
-    """Every study, smoke mode; a temporary store unless --tracking-uri names one."""
+    """Every study, smoke mode; a temporary store and Optuna storage unless --tracking-uri / --storage name them."""
     from .spec.study import list_studies
 
     with tempfile.TemporaryDirectory(prefix="suite-smoke-") as tmp:
         uri = args.tracking_uri or f"sqlite:///{tmp}/mlflow.db"
+        args.storage = args.storage or f"sqlite:///{tmp}/optuna.db"
         for path in list_studies(Path(args.studies_dir)):
             _run(str(path), args, True, uri)
     return 0

@@ -89,6 +89,7 @@ def connect(uri: str):
     _reachable(uri)
     try:
         _start_from_template(uri)
+        _artifacts_beside(uri)
         return MlflowClient(tracking_uri=uri)
     except Exception as err:  # a bad URI or an unreachable server
         from .provenance import redact
@@ -131,6 +132,27 @@ def _reachable(uri: str, timeout: float = 10.0) -> None:
             raise SuiteError(f"cannot reach the MLflow tracking server at {redact(uri)} ({why}); start it "
                              "(`make server` for a team store here) or pass another --tracking-uri") from None
     _reached.add(uri)  # once per process: a study connects several times (MLflow's own retries cover a server lost later)
+
+
+def _artifacts_beside(uri: str) -> None:
+    """A sqlite store keeps the artifacts of the experiments it creates in `mlruns/` beside its database file, whatever
+    the folder the command runs in (MLflow's default is `./mlruns` of the current folder: a store elsewhere scattered
+    its artifacts over the folders it was used from). MLflow builds one store object per URI and process and reads
+    the root then, from the variable its server sets; for the default store, ./mlflow.db, this is ./mlruns as before."""
+    from mlflow.tracking._tracking_service import utils
+
+    db = _sqlite_path(uri)
+    if db is None or db.name == ":memory:":
+        return
+    saved = os.environ.get(utils._SERVER_ARTIFACT_ROOT_ENV_VAR)
+    os.environ[utils._SERVER_ARTIFACT_ROOT_ENV_VAR] = str(db.resolve().parent / "mlruns")  # (a path, as MLflow makes its default)
+    try:
+        utils._get_store(uri)
+    finally:
+        if saved is None:
+            os.environ.pop(utils._SERVER_ARTIFACT_ROOT_ENV_VAR)
+        else:
+            os.environ[utils._SERVER_ARTIFACT_ROOT_ENV_VAR] = saved
 
 
 def _start_from_template(uri: str) -> None:

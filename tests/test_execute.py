@@ -174,6 +174,8 @@ def test_a_raising_run_fails_alone_and_the_next_call_retries_it(tmp_path):
     assert by_status == {"FAILED": ["cnn", "cnn"], "FINISHED": ["mlp", "mlp"]}
     assert runs[runs["status"] == "FAILED"]["tags.suite.error"].str.contains("ValueError: a CNN needs image inputs").all()
     assert (tmp_path / "reports" / "faulty" / "report.md").exists()  # the report shows what finished
+    # the store keeps its artifacts beside its database file, not in the folder the command ran in (ROOT)
+    assert runs["artifact_uri"].str.startswith(f"{tmp_path}/mlruns/").all(), runs["artifact_uri"][0]
     # the next call retrains the failed runs only (and they fail again, replacing the old records)
     again = subprocess.run(suite_cmd(path, tmp_path, "--workers", "2"), capture_output=True, text=True, cwd=ROOT)
     assert again.returncode == 1 and "0 trained, 2 already done, 0 diverged, 2 failed" in again.stdout

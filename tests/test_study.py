@@ -329,3 +329,11 @@ def test_smoke_of_a_single_valued_field_is_the_smoke_block_value(tmp_path):
     study = load_study(str(write(tmp_path, "smoke: {seeds: 1, epochs: 1, train_size: 300}\n")))
     (spec,) = [s for s in expand(study, smoke=True) if s.variant == study.variants[0]][:1]
     assert spec.config.train.epochs == 1 and spec.config.data.train_size == 300
+
+
+def test_a_studies_dir_without_study_files_is_one_line(tmp_path, capsys):
+    from suite.cli import main
+
+    for command in (["list"], ["smoke"]):
+        assert main([*command, "--studies-dir", str(tmp_path / "nowhere")]) == 2
+        assert capsys.readouterr().err == f"error: no study files (*.yaml) in {tmp_path / 'nowhere'}; pass --studies-dir the folder that holds them\n"

@@ -972,4 +972,7 @@ def expand(study: Study, smoke: bool = False, execution: Execution | None = None
 
 
 def list_studies(studies_dir: Path = STUDIES_DIR) -> list[Path]:
-    return sorted(studies_dir.glob("*.yaml"))
+    found = sorted(studies_dir.glob("*.yaml"))
+    if not found:
+        raise StudyError(f"no study files (*.yaml) in {studies_dir}; pass --studies-dir the folder that holds them")
+    return found
