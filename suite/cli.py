@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
-        print("\ninterrupted: finished runs are kept; run the same command again to resume", file=sys.stderr)
+        print(f"\ninterrupted: {INTERRUPTED.get(args.command, 'nothing was changed')}", file=sys.stderr)
         return 130
     except Exception as err:
         message = store_failure(err)
@@ -165,6 +165,12 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(sig, handler)
 
 
+INTERRUPTED = {  # what an interrupted command leaves (read-only commands: nothing was changed)
+    **dict.fromkeys(("study", "smoke", "tune", "push"), "finished runs are kept; run the same command again to resume"),
+    "report": "the report is left as it was; run the same command again to rebuild it",
+    "ui": "the UI stopped", "server": "`suite server stop` (with the same --dir) stops what it had started"}
+
+
 def run() -> None:
     """The `suite` command: main(), then out without the interpreter's final teardown.
 
@@ -175,7 +181,11 @@ def run() -> None:
     import atexit
     import threading
 
-    code = main()
+    try:
+        code = main()
+    except KeyboardInterrupt:  # before main's own handling began (Ctrl-C during the first imports)
+        print("\ninterrupted", file=sys.stderr)
+        code = 130
     if sys.getprofile() or sys.gettrace():  # a profiler or debugger writes its results in the teardown
         raise SystemExit(code)
     threading._shutdown()  # what the interpreter does first at exit: wait for non-daemon threads
@@ -261,6 +271,10 @@ def _run(name: str, args, smoke: bool, uri: str) -> int:
     chosen = settings(args)
     reports_dir = Path(args.reports_dir)
     _writable(reports_dir)  # before anything trains
+    if args.ui_url or os.environ.get("SUITE_UI_URL"):  # (the report module's imports take seconds: only to check one)
+        from . import report
+
+        report.ui_url(args.ui_url)
 
     def write_report() -> None:
         from . import report  # imported while the workers trained (plan.run_study)

@@ -44,12 +44,18 @@ def collect(study: Study, smoke: bool, uri: str, execution: Execution | None = N
     client = tracking.connect(uri)
     exp_id = tracking.experiment_id(client, tracking.experiment_name(study.name, smoke), create=False)
     found = tracking.search(client, exp_id, "run", status=tracking.FINISHED) if exp_id else []
-    rows, unmatched, artifacts = [], 0, {}
-    for run in found:
-        spec = specs.get(run.data.tags.get("suite.run_key"))
+    rows, unmatched, artifacts, seen = [], 0, {}, set()
+    # newest first: a key found twice (a --force driver killed between its new run's end and the old run's deletion)
+    # counts once, with its newer run
+    for run in sorted(found, key=lambda r: -r.info.start_time):
+        key = run.data.tags.get("suite.run_key")
+        spec = specs.get(key)
         if spec is None:
             unmatched += 1
             continue
+        if key in seen:
+            continue
+        seen.add(key)
         rows.append(_row(spec, run))
         artifacts[run.info.run_id] = run.info.artifact_uri
     runs = pd.DataFrame(rows, columns=_columns(study, rows))
@@ -130,7 +136,7 @@ def from_report(study: Study, folder: Path, smoke: bool = False, execution: Exec
         rows.append({**row, "run_key": record["run_key"]})
     if not rows:
         raise SuiteError(f"none of the {len(records)} runs in {folder / 'runs.csv'} is a run that study '{study.name}' defines now, "
-                         f"computed {_how(execution)}: were they computed another way (--threads, --device, --pack, "
+                         f"computed {how_computed(execution)}: were they computed another way (--threads, --device, --pack, "
                          "--fused-optimizer) or under another version of the study file?")
     runs = pd.DataFrame(rows, columns=_columns(study, rows))
     runs["variant"] = pd.Categorical(runs["variant"], categories=list(study.variants), ordered=True)
@@ -140,7 +146,7 @@ def from_report(study: Study, folder: Path, smoke: bool = False, execution: Exec
     return study, Results(_at_tested_epoch(runs, curves), curves, len(specs), unmatched, None, None, source="runs.csv")
 
 
-def _how(execution: Execution | None) -> str:
+def how_computed(execution: Execution | None) -> str:
     e = execution or Execution()
     return (f"on {e.device} with {e.threads} thread{'s' if e.threads > 1 else ''}" + (", packed" if e.packed else "")
             + (", fused optimizer" if e.fused_optimizer else ""))

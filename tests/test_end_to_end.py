@@ -253,6 +253,10 @@ def test_a_store_that_cannot_be_opened_or_reached_is_one_line_at_once(tiny_study
                store=f"sqlite:///{tmp_path}/mlflow.db")
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1 and f"--threads {cores() + 1} is more than this machine's {cores()} cores" in err
+    code = cli("study", "tiny", "--smoke", "--workers", str(cores() + 1), study_dir=tiny_study.parent, tmp_path=tmp_path,
+               store=f"sqlite:///{tmp_path}/mlflow.db")
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and f"--workers {cores() + 1} x --threads 1 is more than this machine's" in err
 
 
 def test_more_threads_than_cores_are_refused_only_where_something_would_train(tiny_study, tmp_path, data_dir, monkeypatch, capsys):
@@ -344,3 +348,17 @@ def test_a_forced_retrain_that_fails_keeps_the_runs_it_was_to_replace(tiny_study
     monkeypatch.undo()
     assert cli("study", "tiny", "--smoke", study_dir=tiny_study.parent, tmp_path=tmp_path, store=store) == 0  # nothing to train
     assert "0 trained, 4 already done" in capsys.readouterr().out
+
+
+def test_a_run_key_finished_twice_is_reported_once_with_its_newer_run(tiny_study, tmp_path, store, monkeypatch):
+    """A --force driver killed between its new runs' end and the old ones' deletion leaves each key finished twice:
+    the report counts each key once, with its newer run."""
+    assert cli("study", "tiny", "--smoke", study_dir=tiny_study.parent, tmp_path=tmp_path, store=store) == 0
+    mlflow.set_tracking_uri(store)
+    smoke = lambda: mlflow.search_runs(experiment_names=["tiny/smoke"], filter_string="tags.`suite.kind` = 'run'")  # noqa: E731
+    old = smoke()
+    monkeypatch.setattr("suite.tracking.delete_runs", lambda client, run_ids: None)  # what the killed driver did not do
+    assert cli("study", "tiny", "--smoke", "--force", study_dir=tiny_study.parent, tmp_path=tmp_path, store=store) == 0
+    assert len(smoke()) == 2 * len(old)
+    table = pd.read_csv(tmp_path / "reports" / "smoke" / "tiny" / "runs.csv", dtype={"run_id": str})
+    assert len(table) == len(old) and set(table["run_id"]).isdisjoint(old["run_id"])

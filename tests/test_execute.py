@@ -176,6 +176,12 @@ def test_a_raising_run_fails_alone_and_the_next_call_retries_it(tmp_path):
     assert (tmp_path / "reports" / "faulty" / "report.md").exists()  # the report shows what finished
     # the store keeps its artifacts beside its database file, not in the folder the command ran in (ROOT)
     assert runs["artifact_uri"].str.startswith(f"{tmp_path}/mlruns/").all(), runs["artifact_uri"][0]
+    # a report asked for runs computed another way says so, not "run the study first"
+    report = [sys.executable, "-m", "suite", "report", str(path), "--pack", "--tracking-uri", store_at(tmp_path / "m.db"),
+              "--reports-dir", str(tmp_path / "reports")]
+    other = subprocess.run(report, capture_output=True, text=True, cwd=ROOT)
+    assert other.returncode == 1 and other.stderr.count("\n") == 1, other.stderr
+    assert "none of the 2 finished runs of study 'faulty'" in other.stderr and "computed on cpu with 1 thread, packed" in other.stderr
     # the next call retrains the failed runs only (and they fail again, replacing the old records)
     again = subprocess.run(suite_cmd(path, tmp_path, "--workers", "2"), capture_output=True, text=True, cwd=ROOT)
     assert again.returncode == 1 and "0 trained, 2 already done, 0 diverged, 2 failed" in again.stdout

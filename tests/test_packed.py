@@ -351,3 +351,17 @@ def test_suite_study_pack_records_each_member_and_says_so(tmp_path, data_dir):
     assert all("train_loss_step" in r.data.metrics and "val_acc" in r.data.metrics for r in found)
     report = (tmp_path / "reports" / "packs" / "report.md").read_text()
     assert "Packed: 6 of these runs" in report
+
+
+def test_options_that_would_change_nothing_are_refused_in_one_line():
+    """--pack-size where nothing packs, --ray-address without Ray: a user who passes them expects them to act."""
+    from suite.errors import SuiteError
+    from suite.execute import execution
+
+    with pytest.raises(SuiteError, match="--pack-size sizes packed runs: drop it, or --no-pack"):
+        Settings(pack=False, pack_size=4)
+    with pytest.raises(SuiteError, match=r"--ray-address is for --executor ray \(this call's executor: local\)"):
+        Settings(ray_address="auto")
+    with pytest.raises(SuiteError, match="packing is off on a CPU by default: add --pack"):
+        execution(Settings(device="cpu", pack_size=4))
+    assert execution(Settings(device="cpu", pack=True, pack_size=4)).packed

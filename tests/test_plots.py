@@ -54,3 +54,18 @@ def test_learning_curve_legend_sits_beside_the_plots():
         assert not box.overlaps(ax.get_window_extent(renderer))
     assert box.x1 <= fig.bbox.x1  # and still inside the figure
     plots.plt.close(fig)
+
+
+def test_the_ui_url_reports_link_to_is_an_http_address(monkeypatch):
+    """Reports put it into every run link: a javascript: or typo'd value is one line, not a report of broken links."""
+    from suite.errors import SuiteError
+    from suite.report import ui_url
+
+    monkeypatch.delenv("SUITE_UI_URL", raising=False)
+    assert ui_url(None) is None and ui_url("http://127.0.0.1:5000/") == "http://127.0.0.1:5000"
+    for bad in ("javascript:alert(1)", "127.0.0.1:5000"):
+        with pytest.raises(SuiteError, match="must start with http:// or https://"):
+            ui_url(bad)
+    monkeypatch.setenv("SUITE_UI_URL", "ftp://x")
+    with pytest.raises(SuiteError, match=r"\$SUITE_UI_URL"):
+        ui_url(None)

@@ -43,6 +43,10 @@ class Settings:
             raise SuiteError("--workers and --threads take a positive number")
         if self.pack_size is not None and self.pack_size < 1:
             raise SuiteError("--pack-size takes a positive number")
+        if self.pack_size is not None and self.pack is False:
+            raise SuiteError("--pack-size sizes packed runs: drop it, or --no-pack")
+        if self.ray_address is not None and self.executor != "ray":
+            raise SuiteError(f"--ray-address is for --executor ray (this call's executor: {self.executor})")
 
 
 def cores() -> int:
@@ -105,6 +109,8 @@ def execution(settings: Settings) -> Execution:
     device = "cpu" if device == "auto" else device
     # packing is off by default on a CPU: measured here, the catalogue's 3M-parameter MLP trains slower packed
     packed = settings.pack if settings.pack is not None else device == "cuda"
+    if settings.pack_size is not None and not packed:
+        raise SuiteError("--pack-size sizes packed runs, and packing is off on a CPU by default: add --pack")
     return Execution(device=device, threads=settings.threads, fused_optimizer=settings.fused_optimizer, packed=packed)
 
 
@@ -139,11 +145,14 @@ def _no_gpu_here() -> bool:
 
 
 def check_threads(settings: Settings) -> None:
-    """Before anything trains: no more threads per run than this machine has cores (local and serial executors; Ray
-    places each actor's threads on a node that has them). A call with nothing left to train never asks."""
+    """Before anything trains: no more threads per run, nor workers x threads in a local pool, than this machine has
+    cores (Ray places each actor's threads on a node that has them). A call with nothing left to train never asks."""
     if settings.executor != "ray" and settings.threads > cores():
         raise SuiteError(f"--threads {settings.threads} is more than this machine's {cores()} cores: threads beyond the cores "
                          "run 4-10x slower; use at most that many here, or a machine (--executor ray) that has them")
+    if settings.executor == "local" and settings.workers and settings.workers * settings.threads > cores():
+        raise SuiteError(f"--workers {settings.workers} x --threads {settings.threads} is more than this machine's {cores()} cores: "
+                         f"threads beyond the cores run 4-10x slower; use --workers {cores() // settings.threads} or fewer here")
 
 
 def backend(settings: Settings, datasets=(), tasks: int = 1):
@@ -152,7 +161,8 @@ def backend(settings: Settings, datasets=(), tasks: int = 1):
     if settings.executor == "serial":
         return Serial()
     if settings.executor == "local":
-        return LocalPool(settings.workers or default_workers(settings.threads, datasets, tasks), settings.threads)
+        return LocalPool(min(settings.workers, tasks) if settings.workers else default_workers(settings.threads, datasets, tasks),
+                         settings.threads)
     try:
         import ray  # noqa: F401
     except ImportError:

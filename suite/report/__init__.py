@@ -28,7 +28,7 @@ import pandas as pd
 from .. import analysis, provenance, tracking
 from ..spec.config import Execution
 from ..errors import SuiteError
-from ..results import Results, collect, from_report
+from ..results import Results, collect, from_report, how_computed
 from ..spec.study import Study, expand, tuning_budget, tuning_targets, with_tuned
 from . import content
 from .content import out_dir, ui_url
@@ -72,9 +72,15 @@ def _collect(study: Study, smoke: bool, uri: str, execution: Execution | None) -
     """The study's finished runs, each marked `collapsed` or not (see analysis.collapsed)."""
     results = collect(study, smoke, uri, execution)
     results.runs["collapsed"] = analysis.collapsed(results.runs)
+    if results.runs.empty and results.unmatched:
+        raise SuiteError(f"none of the {results.unmatched} finished runs of study '{study.name}'{' (smoke)' if smoke else ''} in "
+                         f"{provenance.redact(uri)} is a run it defines now computed {how_computed(execution)}: were they computed another "
+                         "way (pass the same --threads, --device, --pack, --fused-optimizer as the study) or under another "
+                         "version of the study file?")
     if results.runs.empty:
         how = f"suite study {study.name}" + (" --smoke" if smoke else "")
-        raise SuiteError(f"no finished runs of study '{study.name}'{' (smoke)' if smoke else ''} in {uri}; run `{how}` first")
+        raise SuiteError(f"no finished runs of study '{study.name}'{' (smoke)' if smoke else ''} in {provenance.redact(uri)}; "
+                         f"run `{how}` first")
     return results
 
 
