@@ -399,8 +399,14 @@ def cmd_evaluate(args) -> int:
     from .execute.recorder import WEIGHTS
     from .execute.worker import evaluate_weights, loaded
 
-    client = tracking.connect(tracking.tracking_uri(args.tracking_uri))
+    client = tracking.connect(tracking.tracking_uri(args.tracking_uri), create=False)
     run = tracking.find_run(client, args.run)
+    kind = run.data.tags.get("suite.kind")
+    if kind != "run":
+        what = {"summary": "a study's report run", "search": "a search's parent run", "trial": "a search trial"}.get(kind, "not a suite run")
+        raise SuiteError(f"run {run.info.run_id} is {what}: `suite evaluate` takes a study's run (its id or run key)")
+    if run.info.status != tracking.FINISHED:
+        raise SuiteError(f"run {run.info.run_id} is {run.info.status}: only a finished run has tested weights")
     with tempfile.TemporaryDirectory() as tmp:
         config = json.loads(tracking.download(client, run.info.run_id, "resolved_config.json", Path(tmp)).read_text())
         weights = loaded(tracking.download(client, run.info.run_id, WEIGHTS, Path(tmp)).read_bytes())

@@ -29,7 +29,11 @@ class Pushed:
 def push(study: str, source: str, target: str) -> Pushed:
     if source == target:
         raise SuiteError("--to names the store the runs are read from; give another store")
-    src, dst = tracking.connect(source), tracking.connect(target)
+    src = tracking.connect(source, create=False)
+    try:
+        dst = tracking.connect(target)
+    except SuiteError as err:  # (its advice names the option this store came from)
+        raise SuiteError(str(err).replace("pass another --tracking-uri", "pass another --to")) from None
     outcome = Pushed()
     for name in (study, tracking.experiment_name(study, True)):
         found = src.get_experiment_by_name(name)

@@ -41,7 +41,7 @@ class Results:
 def collect(study: Study, smoke: bool, uri: str, execution: Execution | None = None) -> Results:
     """The study's finished runs computed with `execution` (default: 1 CPU thread); with a `tune` block, `study` should already carry its tuned variants."""
     specs = {s.run_key: s for s in expand(study, smoke, execution)}
-    client = tracking.connect(uri)
+    client = tracking.connect(uri, create=False)
     exp_id = tracking.experiment_id(client, tracking.experiment_name(study.name, smoke), create=False)
     found = tracking.search(client, exp_id, "run", status=tracking.FINISHED) if exp_id else []
     rows, unmatched, artifacts, seen = [], 0, {}, set()

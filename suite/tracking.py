@@ -74,8 +74,8 @@ def store_lock(uri: str):
             _locked.discard(db.resolve())
 
 
-def connect(uri: str):
-    """An MlflowClient on the store (created, with its schema, on first use)."""
+def connect(uri: str, create: bool = True):
+    """An MlflowClient on the store (created, with its schema, on first use; not by a reader: `create=False`)."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -85,6 +85,9 @@ def connect(uri: str):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # its SQL store logs every database error with a traceback before raising it; the raised error is ours to report, in one line
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+    db = _sqlite_path(uri)
+    if not create and db is not None and db.name != ":memory:" and not db.exists():
+        raise SuiteError(f"no MLflow store at {db}; run a study first (make study STUDY=...) or pass --tracking-uri")
     mlflow.set_tracking_uri(uri)
     _reachable(uri)
     try:

@@ -176,6 +176,15 @@ def test_a_raising_run_fails_alone_and_the_next_call_retries_it(tmp_path):
     assert (tmp_path / "reports" / "faulty" / "report.md").exists()  # the report shows what finished
     # the store keeps its artifacts beside its database file, not in the folder the command ran in (ROOT)
     assert runs["artifact_uri"].str.startswith(f"{tmp_path}/mlruns/").all(), runs["artifact_uri"][0]
+    # `suite evaluate` takes a finished run of a study: a failed one, or the report's own run, is one line
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/m.db")
+    summary = mlflow.search_runs(experiment_names=["faulty"], filter_string="tags.`suite.kind` = 'summary'")["run_id"][0]
+    failed = runs[runs["status"] == "FAILED"]["run_id"].iloc[0]
+    for run_id, says in [(failed, f"run {failed} is FAILED: only a finished run has tested weights"),
+                         (summary, f"run {summary} is a study's report run: `suite evaluate` takes a study's run")]:
+        out = subprocess.run([sys.executable, "-m", "suite", "evaluate", run_id, "--tracking-uri", store_at(tmp_path / "m.db")],
+                             capture_output=True, text=True, cwd=ROOT)
+        assert out.returncode == 1 and out.stderr.count("\n") == 1 and says in out.stderr, out.stderr
     # a report asked for runs computed another way says so, not "run the study first"
     report = [sys.executable, "-m", "suite", "report", str(path), "--pack", "--tracking-uri", store_at(tmp_path / "m.db"),
               "--reports-dir", str(tmp_path / "reports")]

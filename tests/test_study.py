@@ -43,6 +43,7 @@ def error_of(path) -> str:
     ("seedz: 3", "seedz: unknown key 'seedz' (allowed: name, question,"),
     ("datasets: [mnistt]", "datasets: unknown dataset 'mnistt' (allowed: mnist, fashion_mnist, cifar10, quadratic)"),
     ("grid: {model.dropout: [0, 1.2]}", "grid.model.dropout: Input should be less than 1 (got 1.2)"),
+    ("grid: {optimizer.lr: [0.1, 0.10, 0.01]}", "grid.optimizer.lr: the value 0.1 appears twice; list each value once"),
     ("baseline: z", "baseline: 'z' is not a variant (variants: a, b)"),
     ("claims: ['a > c']", "claims: 'a > c': 'c' is not a variant"),
     ("claims: ['a is better']", "claims: cannot read 'a is better'"),
@@ -337,3 +338,14 @@ def test_a_studies_dir_without_study_files_is_one_line(tmp_path, capsys):
     for command in (["list"], ["smoke"]):
         assert main([*command, "--studies-dir", str(tmp_path / "nowhere")]) == 2
         assert capsys.readouterr().err == f"error: no study files (*.yaml) in {tmp_path / 'nowhere'}; pass --studies-dir the folder that holds them\n"
+
+
+def test_reading_commands_do_not_create_a_store_where_there_is_none(tmp_path, capsys):
+    """A typo'd --tracking-uri for report, check or evaluate is one line; no empty store (or folder) appears there."""
+    from suite.cli import main
+
+    db = tmp_path / "typo" / "mlflow.db"
+    for command in (["report", "regularization"], ["check", "regularization"], ["evaluate", "0123abcd"]):
+        assert main([*command, "--tracking-uri", f"sqlite:///{db}"]) == 1
+        assert capsys.readouterr().err == f"error: no MLflow store at {db}; run a study first (make study STUDY=...) or pass --tracking-uri\n"
+    assert not (tmp_path / "typo").exists()

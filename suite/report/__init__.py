@@ -63,7 +63,7 @@ def _searches(study: Study, smoke: bool, uri: str) -> dict:
     """`tracking.searches` of the study's experiment ({} without a `tune` block: nothing to read)."""
     if study.tune is None:
         return {}
-    client = tracking.connect(uri)
+    client = tracking.connect(uri, create=False)
     exp_id = tracking.experiment_id(client, tracking.experiment_name(study.name, smoke), create=False)
     return tracking.searches(client, exp_id) if exp_id else {}
 

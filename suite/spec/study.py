@@ -623,6 +623,10 @@ def _conditions(top: StudyFile, fail) -> dict:
             fail(f"grid.{axis}: how runs are computed is chosen when running (--threads, --device), not in the study file")
         if not top.grid[axis]:
             fail(f"grid.{axis}: an axis needs at least one value")
+        shown = [format_value(v) for v in top.grid[axis]]
+        if len(set(shown)) < len(shown):  # 0.1 and 0.10: one condition twice
+            twice = next(v for v in shown if shown.count(v) > 1)
+            fail(f"grid.{axis}: the value {twice} appears twice; list each value once")
     labels = _axis_labels(axes)
     out = {}
     for (vname, overrides), values in itertools.product(variants.items(), itertools.product(*top.grid.values())):
