@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
 
 INTERRUPTED = {  # what an interrupted command leaves (read-only commands: nothing was changed)
     **dict.fromkeys(("study", "smoke", "tune", "push"), "finished runs are kept; run the same command again to resume"),
-    "report": "the report is left as it was; run the same command again to rebuild it",
+    "report": "the report's files are left whole; run the same command again to rebuild it",
     "ui": "the UI stopped", "server": "`suite server stop` (with the same --dir) stops what it had started"}
 
 

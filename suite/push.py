@@ -39,7 +39,10 @@ def push(study: str, source: str, target: str) -> Pushed:
         found = src.get_experiment_by_name(name)
         if found is None:
             continue
-        runs = tracking.search(src, found.experiment_id, "run", tracking.FINISHED)
+        newest = {}  # one run per key: a key finished twice (a --force driver killed mid-replacement) sends its newer run
+        for run in sorted(tracking.search(src, found.experiment_id, "run", tracking.FINISHED), key=lambda r: r.info.start_time):
+            newest[run.data.tags.get("suite.run_key")] = run
+        runs = list(newest.values())
         exp_id = tracking.experiment_id(dst, name)
         for key, value in found.tags.items():
             if not key.startswith("mlflow.") or key in (tracking.NOTE, tracking.VIEW_TAG):

@@ -198,13 +198,17 @@ def test_a_raising_run_fails_alone_and_the_next_call_retries_it(tmp_path):
 
 
 def test_a_study_whose_every_run_fails_says_so_and_writes_no_report(tmp_path):
-    """Nothing finished: the summary line and the failures, not a report error telling to run the command just run."""
+    """Nothing of the study as it is now finished: the summary line and the failures, not a report error telling to run
+    the command just run; the report of what an earlier version of the study file trained stays as it was."""
+    path = study_file(tmp_path, 1, "variants:\n  mlp: {}\n")
+    assert subprocess.run(suite_cmd(path, tmp_path), capture_output=True, text=True, cwd=ROOT).returncode == 0
+    earlier = (tmp_path / "reports" / "faulty" / "report.md").read_text()
     path = study_file(tmp_path, 1, "variants:\n  cnn: {model: {name: cnn, channels: [2], hidden: []}}\n")
     out = subprocess.run(suite_cmd(path, tmp_path), capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 1 and "faulty: 0 trained, 0 already done, 0 diverged, 2 failed" in out.stdout
     errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "2 runs failed" in errors[0] and "a CNN needs image inputs" in errors[0], out.stderr
-    assert not (tmp_path / "reports" / "faulty").exists()
+    assert (tmp_path / "reports" / "faulty" / "report.md").read_text() == earlier
 
 
 def wait_for(predicate, timeout=120.0, what="condition"):

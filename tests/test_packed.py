@@ -358,7 +358,7 @@ def test_options_that_would_change_nothing_are_refused_in_one_line():
     from suite.errors import SuiteError
     from suite.execute import execution
 
-    with pytest.raises(SuiteError, match="--pack-size sizes packed runs: drop it, or --no-pack"):
+    with pytest.raises(SuiteError, match="--pack-size sizes packed runs: drop it, or drop --no-pack"):
         Settings(pack=False, pack_size=4)
     with pytest.raises(SuiteError, match=r"--ray-address is for --executor ray \(this call's executor: local\)"):
         Settings(ray_address="auto")

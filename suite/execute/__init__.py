@@ -44,7 +44,7 @@ class Settings:
         if self.pack_size is not None and self.pack_size < 1:
             raise SuiteError("--pack-size takes a positive number")
         if self.pack_size is not None and self.pack is False:
-            raise SuiteError("--pack-size sizes packed runs: drop it, or --no-pack")
+            raise SuiteError("--pack-size sizes packed runs: drop it, or drop --no-pack")
         if self.ray_address is not None and self.executor != "ray":
             raise SuiteError(f"--ray-address is for --executor ray (this call's executor: {self.executor})")
 

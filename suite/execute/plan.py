@@ -228,7 +228,9 @@ def _run_study(study: Study, specs: list[RunSpec], since: float, pool, *, smoke:
                 raise
         if fatal:
             raise SuiteError(fatal[0])
-        finished = sorted(r.info.run_id for r in tracking.search(client, exp_id, "run", tracking.FINISHED)) if report else []
+        keys = {s.run_key for s in specs}  # (not the runs of an earlier version of the study file, or computed another way)
+        finished = sorted(r.info.run_id for r in tracking.search(client, exp_id, "run", tracking.FINISHED)
+                          if r.data.tags.get("suite.run_key") in keys) if report else []
         if finished:  # (none: every run failed, and the caller says so; there is nothing to report)
             key = f"report/{where}/" + hashlib.sha256(" ".join(finished).encode()).hexdigest()[:16]
             # while another driver holds the claim it is writing this report, or was killed doing so: wait until it is

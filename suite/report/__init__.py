@@ -21,6 +21,8 @@ import json
 import os
 import re
 import shutil
+import tempfile
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -85,19 +87,24 @@ def _collect(study: Study, smoke: bool, uri: str, execution: Execution | None) -
 
 
 KEPT_FROM_STORE = ("per_class.csv", "confusion.png", "misclassified.png", "training_loss.png")  # (what --from-runs cannot draw)
-STAGING = ".building"
+STAGING = ".building-"  # + a unique suffix: each build its own folder (two drivers, or `suite report` beside a study)
+STALE_STAGING = 3600  # seconds after which a staging folder is one a killed build left
 
 
 def _staging(folder: Path) -> Path:
-    """An empty folder inside the report's for the files of this build (one a killed build left is cleared)."""
-    new = folder / STAGING
-    shutil.rmtree(new, ignore_errors=True)
+    """An empty folder of this build's own inside the report's, for its files (those killed builds left are cleared)."""
+    now = time.time()
+    for old in folder.glob(STAGING + "*"):
+        try:
+            if now - old.stat().st_mtime > STALE_STAGING:
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError:
+            pass
     try:
-        new.mkdir(parents=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=STAGING, dir=folder))
     except OSError as err:
         raise SuiteError(f"cannot write the report into {folder}: {err.strerror or err}") from None
-    return new
-
 
 
 def _publish(new: Path, folder: Path) -> None:
@@ -135,29 +142,33 @@ def build(study: Study, smoke: bool, uri: str, reports_dir: Path,
     comparisons, claims = tests.comparisons, tests.claims
     folder = out_dir(study, smoke, reports_dir)
     new = _staging(folder)  # every file is written here first: an interrupted or failed build leaves the report as it was
-    # runs.csv holds no test predictions or step losses: a rebuild from it keeps the files drawn from them as they are
-    kept = [name for name in KEPT_FROM_STORE if (folder / name).is_file()] if from_runs else []
-    for name in kept:
-        shutil.copy2(folder / name, new / name)
-    classes = pd.read_csv(new / "per_class.csv") if "per_class.csv" in kept else analysis.per_class(runs, results.errors)
-    tables = {"summary": summary, "comparisons": comparisons, "claims": claims, "runs": runs, "curves": results.curves,
-              **({"per_class": classes} if not classes.empty and "per_class.csv" not in kept else {})}
-    for name, table in tables.items():
-        table.to_csv(new / f"{name}.csv", index=False, float_format="%.6g")
-    figures = study_figures(study, results, summary, comparisons, new, kept)
-    blocks = content.blocks(study, smoke, results, summary, comparisons, claims, figures, ui)
-    at = blocks.index(("h2", "Provenance"))
-    errors = [] if classes.empty else error_figures(runs, results.errors, new, kept)
-    blocks[at:at] = content.error_blocks(study, smoke, results, classes, errors, kept="per_class.csv" in kept)
-    if study.tune is not None:
+    try:
+        # runs.csv holds no test predictions or step losses: a rebuild from it keeps the files drawn from them as they are
+        kept = [name for name in KEPT_FROM_STORE if (folder / name).is_file()] if from_runs else []
+        for name in kept:
+            shutil.copy2(folder / name, new / name)
+        classes = pd.read_csv(new / "per_class.csv") if "per_class.csv" in kept else analysis.per_class(runs, results.errors)
+        tables = {"summary": summary, "comparisons": comparisons, "claims": claims, "runs": runs, "curves": results.curves,
+                  **({"per_class": classes} if not classes.empty and "per_class.csv" not in kept else {})}
+        for name, table in tables.items():
+            table.to_csv(new / f"{name}.csv", index=False, float_format="%.6g")
+        figures = study_figures(study, results, summary, comparisons, new, kept)
+        blocks = content.blocks(study, smoke, results, summary, comparisons, claims, figures, ui)
         at = blocks.index(("h2", "Provenance"))
-        blocks[at:at] = tuning_blocks(study, smoke, reports_dir, found, execution)
-    (new / "report.md").write_text(render_markdown(blocks))
-    (new / "report.html").write_text(render_html(blocks, new, title=f"{study.name}: {study.question}"))
-    meta = {"name": study.name, "question": study.question, "runs": len(runs), "expected": results.expected,
-            "headline": content.headline(study, comparisons, claims)}
-    (new / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
-    _publish(new, folder)
+        errors = [] if classes.empty else error_figures(runs, results.errors, new, kept)
+        blocks[at:at] = content.error_blocks(study, smoke, results, classes, errors, kept="per_class.csv" in kept)
+        if study.tune is not None:
+            at = blocks.index(("h2", "Provenance"))
+            blocks[at:at] = tuning_blocks(study, smoke, reports_dir, found, execution)
+        (new / "report.md").write_text(render_markdown(blocks))
+        (new / "report.html").write_text(render_html(blocks, new, title=f"{study.name}: {study.question}"))
+        meta = {"name": study.name, "question": study.question, "runs": len(runs), "expected": results.expected,
+                "headline": content.headline(study, comparisons, claims)}
+        (new / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+        _publish(new, folder)
+    except BaseException:  # (Ctrl-C too) the report stays as it was
+        shutil.rmtree(new, ignore_errors=True)
+        raise
     if not from_runs:
         _attach(study, smoke, uri, folder, comparisons, claims)
     if not smoke:
