@@ -26,7 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .errors import SuiteError
+from .errors import OptionError, SuiteError
 
 
 def _common(p: argparse.ArgumentParser, store: bool = True, optuna: bool = True, throwaway: bool = False) -> None:
@@ -375,7 +375,7 @@ def cmd_tune(args) -> int:
     from .tracking import tracking_uri
 
     if args.trials is not None and args.trials < 1:
-        raise SuiteError("--trials takes a positive number")
+        raise OptionError("--trials takes a positive number")
     study = load_study(args.name, Path(args.studies_dir))
     storage = tracking.storage_url(args.storage)
     chosen = settings(args)
@@ -439,7 +439,7 @@ def cmd_ui(args) -> int:
             raise SuiteError(f"cannot reach the tracking server {uri}: {str(err).splitlines()[0][:160]}") from None
         return 0
     if not 0 < args.port < 65536:
-        raise SuiteError(f"--port takes 1-65535, not {args.port}")
+        raise OptionError(f"--port takes 1-65535, not {args.port}")
     base = f"http://{args.host}:{args.port}"
     try:
         tracking.serve_ui(uri, args.host, args.port, lambda: _print_links(base, uri, ready=True))
@@ -469,7 +469,7 @@ def cmd_server(args) -> int:
         return 0
     for port in (args.port, args.pg_port):
         if port is not None and not 0 < port < 65536:
-            raise SuiteError(f"ports are 1-65535, not {port}")
+            raise OptionError(f"ports are 1-65535, not {port}")
     state = server.start(folder, args.port, args.pg_port)
     env = server.write_env(folder, state)
     shown = server.uris(state, password=False)

@@ -17,5 +17,11 @@ class StudyError(SuiteError):
     exit_code = 2
 
 
+class OptionError(SuiteError):
+    """A command-line option (or the variable standing for it) that cannot be honoured as given."""
+
+    exit_code = 2
+
+
 class DataError(SuiteError):
     """A dataset could not be found or downloaded."""

@@ -252,11 +252,11 @@ def test_a_store_that_cannot_be_opened_or_reached_is_one_line_at_once(tiny_study
     code = cli("study", "tiny", "--smoke", "--threads", str(cores() + 1), study_dir=tiny_study.parent, tmp_path=tmp_path,
                store=f"sqlite:///{tmp_path}/mlflow.db")
     err = capsys.readouterr().err
-    assert code == 1 and err.count("\n") == 1 and f"--threads {cores() + 1} is more than this machine's {cores()} cores" in err
+    assert code == 2 and err.count("\n") == 1 and f"--threads {cores() + 1} is more than this machine's {cores()} cores" in err
     code = cli("study", "tiny", "--smoke", "--workers", str(cores() + 1), study_dir=tiny_study.parent, tmp_path=tmp_path,
                store=f"sqlite:///{tmp_path}/mlflow.db")
     err = capsys.readouterr().err
-    assert code == 1 and err.count("\n") == 1 and f"--workers {cores() + 1} x --threads 1 is more than this machine's" in err
+    assert code == 2 and err.count("\n") == 1 and f"--workers {cores() + 1} x --threads 1 is more than this machine's" in err
 
 
 def test_more_threads_than_cores_are_refused_only_where_something_would_train(tiny_study, tmp_path, data_dir, monkeypatch, capsys):
@@ -273,7 +273,7 @@ def test_more_threads_than_cores_are_refused_only_where_something_would_train(ti
     capsys.readouterr()
     assert cli(*args, study_dir=tiny_study.parent, tmp_path=tmp_path, store=store) == 0  # every run is there: the report
     assert "0 trained" in capsys.readouterr().out
-    assert cli(*args, "--force", study_dir=tiny_study.parent, tmp_path=tmp_path, store=store) == 1
+    assert cli(*args, "--force", study_dir=tiny_study.parent, tmp_path=tmp_path, store=store) == 2
     assert f"--threads {threads} is more than this machine's {cores()} cores" in capsys.readouterr().err
 
 

@@ -356,7 +356,10 @@ def test_an_early_worker_that_dies_before_it_answers_leaves_the_cuda_check_to_th
         assert cuda_answer(early) is torch.cuda.is_available()
         dead[0].process.kill()
         dead[0].process.join()
-        assert cuda_answer(dead) is None
+        answers = []  # an answer it sent before it was killed (torch imports fast when cached) is read first
+        while (answer := cuda_answer(dead)) is not None:
+            answers.append(answer)
+        assert len(answers) <= 1
         monkeypatch.setattr(execute, "_cuda", [])
         assert execute.cuda_here(lambda: cuda_answer(dead)) is torch.cuda.is_available()  # torch in this process
         assert execute.cuda_here(lambda: not torch.cuda.is_available()) is torch.cuda.is_available()  # asked once

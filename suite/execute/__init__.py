@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..spec.config import Execution, RunConfig
-from ..errors import SuiteError
+from ..errors import OptionError, SuiteError
 
 EXECUTORS = ("serial", "local", "ray")
 WORKER_BYTES = {"cifar10": 0.75e9}  # tensors a worker holds per dataset (CIFAR-10 normalised: ~0.75 GB)
@@ -38,15 +38,15 @@ class Settings:
 
     def __post_init__(self):
         if self.executor not in EXECUTORS:
-            raise SuiteError(f"unknown executor '{self.executor}' (known: {', '.join(EXECUTORS)})")
+            raise OptionError(f"unknown executor '{self.executor}' (known: {', '.join(EXECUTORS)})")
         if self.threads < 1 or (self.workers is not None and self.workers < 1):
-            raise SuiteError("--workers and --threads take a positive number")
+            raise OptionError("--workers and --threads take a positive number")
         if self.pack_size is not None and self.pack_size < 1:
-            raise SuiteError("--pack-size takes a positive number")
+            raise OptionError("--pack-size takes a positive number")
         if self.pack_size is not None and self.pack is False:
-            raise SuiteError("--pack-size sizes packed runs: drop it, or drop --no-pack")
+            raise OptionError("--pack-size sizes packed runs: drop it, or drop --no-pack")
         if self.ray_address is not None and self.executor != "ray":
-            raise SuiteError(f"--ray-address is for --executor ray (this call's executor: {self.executor})")
+            raise OptionError(f"--ray-address is for --executor ray (this call's executor: {self.executor})")
 
 
 def cores() -> int:
@@ -110,7 +110,7 @@ def execution(settings: Settings) -> Execution:
     # packing is off by default on a CPU: measured here, the catalogue's 3M-parameter MLP trains slower packed
     packed = settings.pack if settings.pack is not None else device == "cuda"
     if settings.pack_size is not None and not packed:
-        raise SuiteError("--pack-size sizes packed runs, and packing is off on a CPU by default: add --pack")
+        raise OptionError("--pack-size sizes packed runs, and packing is off on a CPU by default: add --pack")
     return Execution(device=device, threads=settings.threads, fused_optimizer=settings.fused_optimizer, packed=packed)
 
 
@@ -148,10 +148,10 @@ def check_threads(settings: Settings) -> None:
     """Before anything trains: no more threads per run, nor workers x threads in a local pool, than this machine has
     cores (Ray places each actor's threads on a node that has them). A call with nothing left to train never asks."""
     if settings.executor != "ray" and settings.threads > cores():
-        raise SuiteError(f"--threads {settings.threads} is more than this machine's {cores()} cores: threads beyond the cores "
+        raise OptionError(f"--threads {settings.threads} is more than this machine's {cores()} cores: threads beyond the cores "
                          "run 4-10x slower; use at most that many here, or a machine (--executor ray) that has them")
     if settings.executor == "local" and settings.workers and settings.workers * settings.threads > cores():
-        raise SuiteError(f"--workers {settings.workers} x --threads {settings.threads} is more than this machine's {cores()} cores: "
+        raise OptionError(f"--workers {settings.workers} x --threads {settings.threads} is more than this machine's {cores()} cores: "
                          f"threads beyond the cores run 4-10x slower; use --workers {cores() // settings.threads} or fewer here")
 
 

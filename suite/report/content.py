@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import analysis, provenance, tracking
-from ..errors import SuiteError
+from ..errors import OptionError
 from ..spec.config import METRIC_DIRECTIONS
 from ..spec.study import Study, commands, format_value
 
@@ -19,7 +19,7 @@ def ui_url(cli_value: str | None = None) -> str | None:
     """The MLflow UI reports link to: --ui-url, else $SUITE_UI_URL, else none (committed reports carry no dead links)."""
     value = cli_value or os.environ.get(UI_URL_ENV) or None
     if value and not value.lower().startswith(("http://", "https://")):
-        raise SuiteError(f"the MLflow UI's URL must start with http:// or https://, not {value[:60]!r} (--ui-url or ${UI_URL_ENV})")
+        raise OptionError(f"the MLflow UI's URL must start with http:// or https://, not {value[:60]!r} (--ui-url or ${UI_URL_ENV})")
     return value.rstrip("/") if value else None
 
 
