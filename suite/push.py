@@ -39,10 +39,7 @@ def push(study: str, source: str, target: str) -> Pushed:
         found = src.get_experiment_by_name(name)
         if found is None:
             continue
-        newest = {}  # one run per key: a key finished twice (a --force driver killed mid-replacement) sends its newer run
-        for run in sorted(tracking.search(src, found.experiment_id, "run", tracking.FINISHED), key=lambda r: r.info.start_time):
-            newest[run.data.tags.get("suite.run_key")] = run
-        runs = list(newest.values())
+        runs = tracking.newest_per_key(tracking.search(src, found.experiment_id, "run", tracking.FINISHED))
         exp_id = tracking.experiment_id(dst, name)
         for key, value in found.tags.items():
             if not key.startswith("mlflow.") or key in (tracking.NOTE, tracking.VIEW_TAG):

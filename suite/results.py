@@ -44,20 +44,10 @@ def collect(study: Study, smoke: bool, uri: str, execution: Execution | None = N
     client = tracking.connect(uri, create=False)
     exp_id = tracking.experiment_id(client, tracking.experiment_name(study.name, smoke), create=False)
     found = tracking.search(client, exp_id, "run", status=tracking.FINISHED) if exp_id else []
-    rows, unmatched, artifacts, seen = [], 0, {}, set()
-    # newest first: a key found twice (a --force driver killed between its new run's end and the old run's deletion)
-    # counts once, with its newer run
-    for run in sorted(found, key=lambda r: -r.info.start_time):
-        key = run.data.tags.get("suite.run_key")
-        spec = specs.get(key)
-        if spec is None:
-            unmatched += 1
-            continue
-        if key in seen:
-            continue
-        seen.add(key)
-        rows.append(_row(spec, run))
-        artifacts[run.info.run_id] = run.info.artifact_uri
+    unmatched = sum(run.data.tags.get("suite.run_key") not in specs for run in found)
+    matched = tracking.newest_per_key(run for run in found if run.data.tags.get("suite.run_key") in specs)
+    rows = [_row(specs[run.data.tags["suite.run_key"]], run) for run in matched]
+    artifacts = {run.info.run_id: run.info.artifact_uri for run in matched}
     runs = pd.DataFrame(rows, columns=_columns(study, rows))
     runs["variant"] = pd.Categorical(runs["variant"], categories=list(study.variants), ordered=True)
     runs = _in_study_order(runs, study, ["dataset", "variant", "seed"])

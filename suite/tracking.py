@@ -276,6 +276,15 @@ def search(client, exp_id: str, kind: str = "run", status: str | None = None) ->
             return runs
 
 
+def newest_per_key(runs) -> list:
+    """One run per `suite.run_key`, the newest: a key finished twice (a --force driver killed between its new run's
+    end and the old run's deletion) counts once, with its newer run."""
+    newest = {}
+    for run in sorted(runs, key=lambda r: r.info.start_time):
+        newest[run.data.tags.get("suite.run_key")] = run
+    return list(newest.values())
+
+
 def runs_with_key(client, exp_id: str, run_key: str) -> list:
     """Every live run of one run key, in any state."""
     return client.search_runs([exp_id], filter_string=f"tags.`suite.run_key` = '{run_key}'", max_results=1000)

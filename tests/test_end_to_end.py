@@ -373,3 +373,11 @@ def test_a_run_key_finished_twice_is_reported_once_with_its_newer_run(tiny_study
     assert len(smoke()) == 2 * len(old)
     table = pd.read_csv(tmp_path / "reports" / "smoke" / "tiny" / "runs.csv", dtype={"run_id": str})
     assert len(table) == len(old) and set(table["run_id"]).isdisjoint(old["run_id"])
+    # push sends the same one run per key: the newer
+    newer = smoke().set_index("run_id").loc[table["run_id"]]
+    team = f"sqlite:///{tmp_path / 'team.db'}"
+    assert main(["push", "tiny", "--to", team, "--studies-dir", str(tiny_study.parent), "--tracking-uri", store]) == 0
+    mlflow.set_tracking_uri(team)
+    pushed = smoke()
+    assert len(pushed) == len(old)
+    assert sorted(zip(pushed["tags.suite.run_key"], pushed["start_time"])) == sorted(zip(newer["tags.suite.run_key"], newer["start_time"]))
