@@ -473,4 +473,25 @@ def serve_ui(uri: str, host: str, port: int, on_ready) -> None:
     except SystemExit:  # uvicorn exits when it cannot bind
         pass
     if not server.started:
-        raise SuiteError(f"the MLflow UI could not listen on {host}:{port} (in use? pick another with PORT=... / --port)")
+        raise SuiteError(f"the MLflow UI could not listen on {host}:{port}: {_why_not_listening(host, port)}")
+
+
+def _why_not_listening(host: str, port: int) -> str:
+    """What binding `host:port` says, in words a user can act on."""
+    import errno
+    import socket
+
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError):
+        return f"'{host}' is not a host name or address this machine knows (pass --host 127.0.0.1 or 0.0.0.0)"
+    with socket.socket(family, kind) as probe:
+        try:
+            probe.bind(address)
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                return "the port is in use (pick another with PORT=... / --port)"
+            if err.errno == errno.EADDRNOTAVAIL:
+                return f"{host} is not an address of this machine (pass --host 127.0.0.1 or 0.0.0.0)"
+            return err.strerror or str(err)
+    return "uvicorn did not start (in use? pick another port with PORT=... / --port)"

@@ -259,6 +259,26 @@ def test_a_store_that_cannot_be_opened_or_reached_is_one_line_at_once(tiny_study
     assert code == 2 and err.count("\n") == 1 and f"--workers {cores() + 1} x --threads 1 is more than this machine's" in err
 
 
+def test_the_ui_says_why_it_cannot_listen_in_one_line(tmp_path):
+    """`suite ui` on a port in use, an unknown host and an address of another machine: one line each, saying which."""
+    import socket
+
+    from suite import tracking
+
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    tracking.connect(store)
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    with taken:
+        for host, says in [("127.0.0.1", "the port is in use"), ("999.1.1.1", "not a host name or address this machine knows"),
+                           ("192.0.2.1", "192.0.2.1 is not an address of this machine")]:  # 192.0.2.0/24: TEST-NET-1
+            out = subprocess.run([sys.executable, "-m", "suite", "ui", "--host", host, "--port", str(port), "--tracking-uri", store],
+                                 capture_output=True, text=True, timeout=120)
+            assert out.returncode == 1 and out.stderr.count("\n") == 1 and says in out.stderr, out.stderr
+
+
 def test_more_threads_than_cores_are_refused_only_where_something_would_train(tiny_study, tmp_path, data_dir, monkeypatch, capsys):
     """Runs computed with more threads elsewhere (here: this machine said to have more cores while they trained) can be
     reported by `suite study` where nothing is left to train; anything to train is refused in one line."""
