@@ -186,6 +186,10 @@ def test_datasets_may_carry_their_own_overrides(tmp_path):
     ("train.epochs: {type: categorical, choices: [1, true]}", "search.space.train.epochs: the choice True would train as 1; write 1"),
     ("optimizer.lr: {type: categorical, choices: [1e-3, 0.01]}", "search.space.optimizer.lr: the choice '1e-3' would train as 0.001"),
     ("train.epochs: {type: categorical, choices: [1, big]}", "search.space.train.epochs: Input should be a valid integer"),
+    # switching the model under the base's MLP settings (it named dropout_layers, a key no one wrote, as unknown)
+    ("model.name: {type: categorical, choices: [mlp, cnn]}", "search.space.model.name: the choice 'cnn' does not take the settings of "
+     "this variant's 'mlp' (dropout_layers); a search cannot switch between models with settings of their own: make each one a variant"),
+    ("model.name: {type: categorical, choices: [mlp, nope]}", "search.space.model.name: unknown or missing name 'nope'"),
 ])
 def test_bad_search_spaces_are_one_line(tmp_path, space, expected):
     assert expected in error_of(write(tmp_path, f"search:\n  space:\n    {space}\n"))

@@ -497,6 +497,12 @@ def _check_search(key: str, block: Search, top: StudyFile, configs: dict, varian
                 try:
                     corner = RunConfig.model_validate(tree)
                 except ValidationError as err:
+                    section, _, leaf = path.rpartition(".")
+                    alien = sorted({str(e["loc"][-1]) for e in err.errors() if e["type"] == "extra_forbidden"})
+                    if leaf == "name" and alien and len(alien) == len(err.errors()):  # a union switched under settings of another kind
+                        fail(f"{key}.space.{path}: the choice {_shown(value)} does not take the settings of this variant's "
+                             f"{_shown(_at(config.canonical(), path, value))} ({', '.join(alien)}); a search cannot switch between "
+                             f"{section.split('.')[-1]}s with settings of their own: make each one a variant")
                     fail(f"{key}.space.{describe(err, RunConfig, tree)}")
                 _check_size(corner, f"{key}.space.{path} = {_shown(value)} on {dataset}", fail)
                 got = _at(corner.canonical(), path, value)
