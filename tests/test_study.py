@@ -47,6 +47,10 @@ def error_of(path) -> str:
     ("baseline: z", "baseline: 'z' is not a variant (variants: a, b)"),
     ("claims: ['a > c']", "claims: 'a > c': 'c' is not a variant"),
     ("claims: ['a is better']", "claims: cannot read 'a is better'"),
+    # thresholds and margins no accuracy can reach: decided before anything trains
+    ("claims: ['a >= 150%']", "claims: 'a >= 150%': test_acc lies between 0 and 1 (0-100%), so 1.5 decides this claim before anything trains"),
+    ("claims: ['a >= 97.5 on val_acc']", "claims: 'a >= 97.5 on val_acc': val_acc lies between 0 and 1"),
+    ("claims: ['b > a by at least 5']", "claims: 'b > a by at least 5': no two test_accs differ by more than 1 (100 points)"),
     ("metric: test_accuracy", "metric: unknown metric 'test_accuracy'"),
     ("seeds: 0", "seeds: give a positive count"),
     ("  c: {optimizer: {weight_decay: 0.1}}", "variants 'b' and 'c' resolve to the same config"),

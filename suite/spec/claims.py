@@ -3,7 +3,8 @@
     <variant> <op> <variant> [by at least <margin> [points|%]] [on <metric>] [in <dataset>]
     <variant> <op> <value>[%|points] [on <metric>] [in <dataset>]
 
-`op` is one of > >= < <=; percentages and points are read as fractions (97.5% = 0.975). Imports no torch.
+`op` is one of > >= < <=; percentages and points are read as fractions (97.5% = 0.975); an accuracy threshold
+outside 0..1 or an accuracy margin over 1 is refused (it would decide the claim before anything trains). Imports no torch.
 """
 
 from __future__ import annotations
@@ -59,11 +60,17 @@ def parse_claim(text: str, variants, top, fail) -> Claim:
         if g["margin"]:
             fail(f"claims: '{text}': 'by at least' goes with a comparison of two variants")
         value = threshold * (0.01 if g["runit"] else 1)
+        if metric.endswith("_acc") and not 0 <= value <= 1:
+            fail(f"claims: '{text}': {metric} lies between 0 and 1 (0-100%), so {value:g} decides this claim before anything "
+                 f"trains; write the threshold as a fraction or a percentage (e.g. 0.975 or 97.5%)")
         return Claim(text, g["left"], g["op"], None, value, metric, g["dataset"])
     margin = _number(g["margin"]) if g["margin"] else 0.0
     if margin is None or margin < 0:
         fail(f"claims: '{text}': the margin must be a non-negative number")
     value = margin * (0.01 if g["munit"] else 1)
+    if metric.endswith("_acc") and value > 1:
+        fail(f"claims: '{text}': no two {metric}s differ by more than 1 (100 points); write the margin as a fraction, "
+             f"in points or in % (e.g. 0.005, 0.5 points or 0.5%)")
     return Claim(text, g["left"], g["op"], g["right"], value, metric, g["dataset"])
 
 
