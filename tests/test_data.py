@@ -97,3 +97,23 @@ def test_full_test_split_sizes_and_largest_class_shares_are_those_of_the_files(n
     raw = data.load_raw(name, str(data_dir))
     size, share = components.get("dataset", name).test_split
     assert len(raw.test_y) == size and torch.bincount(raw.test_y).max().item() / size == share
+
+
+@pytest.mark.parametrize("name", [c.name for c in components.records("dataset") if c.train_split])
+def test_training_split_sizes_are_those_of_the_files(name, data_dir):
+    """The sizes study files are checked against at load (data.val_size, data.train_size)."""
+    from conftest import has_dataset
+
+    if not has_dataset(name) and os.environ.get("CI") != "true":
+        pytest.skip(f"{name} not found under {data_dir}")
+    assert len(data.load_raw(name, str(data_dir)).train_x) == components.get("dataset", name).train_split
+
+
+def test_a_training_size_beyond_the_data_is_one_line_not_fewer_examples(data_dir):
+    """Where the registry does not know the size (a plug-in's dataset), the run says so instead of training on fewer."""
+    from suite.errors import DataError
+    from suite.spec.config import DataConfig
+
+    with pytest.raises(DataError, match="data.train_size 5801 is more than the 5800 training examples quadratic has beside data.val_size 200"):
+        data.load_splits(DataConfig(name="quadratic", val_size=200, train_size=5801), data_dir, torch.device("cpu"))
+    assert len(data.load_splits(DataConfig(name="quadratic", val_size=200, train_size=5800), data_dir, torch.device("cpu")).train_x) == 5800

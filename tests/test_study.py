@@ -46,6 +46,9 @@ def error_of(path) -> str:
     ("grid: {optimizer.lr: [0.1, 0.10, 0.01]}", "grid.optimizer.lr: the value 0.1 appears twice; list each value once"),
     ("baseline: z", "baseline: 'z' is not a variant (variants: a, b)"),
     ("claims: ['a > c']", "claims: 'a > c': 'c' is not a variant"),
+    # sizes beyond the dataset (it trained on fewer examples than its key said, or failed every run)
+    ("  c: {data: {val_size: 60000}}", "variant 'c' on mnist: data.val_size 60,000 leaves no training data (mnist has 60,000 training examples)"),
+    ("  c: {data: {train_size: 56000}}", "variant 'c' on mnist: data.train_size 56,000 is more than the 55,000 training examples mnist has"),
     ("claims: ['a is better']", "claims: cannot read 'a is better'"),
     # thresholds and margins no accuracy can reach: decided before anything trains
     ("claims: ['a >= 150%']", "claims: 'a >= 150%': test_acc lies between 0 and 1 (0-100%), so 1.5 decides this claim before anything trains"),
@@ -194,6 +197,7 @@ def test_datasets_may_carry_their_own_overrides(tmp_path):
     ("model.name: {type: categorical, choices: [mlp, cnn]}", "search.space.model.name: the choice 'cnn' does not take the settings of "
      "this variant's 'mlp' (dropout_layers); a search cannot switch between models with settings of their own: make each one a variant"),
     ("model.name: {type: categorical, choices: [mlp, nope]}", "search.space.model.name: unknown or missing name 'nope'"),
+    ("data.train_size: {type: int, low: 1000, high: 60000}", "search.space.data.train_size = 60000 on mnist: data.train_size 60,000 is more than"),
 ])
 def test_bad_search_spaces_are_one_line(tmp_path, space, expected):
     assert expected in error_of(write(tmp_path, f"search:\n  space:\n    {space}\n"))

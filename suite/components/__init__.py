@@ -47,6 +47,7 @@ class Component:
     task: str | None = None  # dataset: "classification" or "regression"
     inputs: tuple | None = None  # dataset: (input shape, outputs)
     test_split: tuple | None = None  # dataset: (examples, share of the largest class) of its full test split, if known
+    train_split: int | None = None  # dataset: examples in its full training split (validation is carved from it), if known
     source: str = BUILTIN  # "package==version" of the plug-in that provides it
 
     def load(self):

@@ -16,13 +16,13 @@ MODELS = [
 # 10,000 images; CIFAR-10 and Fashion-MNIST 1,000 per class (tests/test_data.py counts them in the real files).
 DATASETS = [
     Component("dataset", "mnist", "suite.components.data:mnist", "handwritten digits, 28x28 grey, 60,000 + 10,000",
-              task="classification", inputs=((1, 28, 28), 10), test_split=(10000, 0.1135)),
+              task="classification", inputs=((1, 28, 28), 10), test_split=(10000, 0.1135), train_split=60000),
     Component("dataset", "fashion_mnist", "suite.components.data:fashion_mnist", "Zalando's clothing images, 28x28 grey, 60,000 + 10,000",
-              task="classification", inputs=((1, 28, 28), 10), test_split=(10000, 0.1)),
+              task="classification", inputs=((1, 28, 28), 10), test_split=(10000, 0.1), train_split=60000),
     Component("dataset", "cifar10", "suite.components.data:cifar10", "32x32 colour images in 10 classes, 50,000 + 10,000",
-              task="classification", inputs=((3, 32, 32), 10), test_split=(10000, 0.1)),
+              task="classification", inputs=((3, 32, 32), 10), test_split=(10000, 0.1), train_split=50000),
     Component("dataset", "quadratic", "suite.components.data:quadratic", "synthetic regression y = x^2 + noise (1-d input)",
-              task="regression", inputs=((1,), 1)),
+              task="regression", inputs=((1,), 1), train_split=6000),
 ]
 
 # Every field of an optimizer's config but `name` is a constructor argument (tests/test_train.py checks that each arrives).

@@ -74,6 +74,9 @@ def load_splits(config: DataConfig, root: Path, device: torch.device) -> Splits:
     order = torch.randperm(n, generator=torch.Generator().manual_seed(SPLIT_SEED))
     val_idx, train_idx = order[: config.val_size], order[config.val_size:]
     if config.train_size is not None:
+        if config.train_size > len(train_idx):  # (study files are checked at load where the registry knows the size)
+            raise DataError(f"data.train_size {config.train_size} is more than the {len(train_idx)} training examples "
+                            f"{config.name} has beside data.val_size {config.val_size}")
         train_idx = train_idx[: config.train_size]
     if config.train_fraction is not None:
         train_idx = train_idx[: max(1, round(len(train_idx) * config.train_fraction))]

@@ -441,6 +441,7 @@ def _resolve(top: StudyFile, path: Path, sha: str) -> Study:
                 fail(describe(err, RunConfig, merged, origin=_origin(top, variant, point, dataset)))
             _check_numbers(configs[dataset, variant].model_dump(), _origin(top, variant, point, dataset), fail)
             _check_size(configs[dataset, variant], f"variant '{variant}' on {dataset}", fail)
+            _check_split(configs[dataset, variant], f"variant '{variant}' on {dataset}", fail)
     _check_metric(top.metric, top.datasets, fail)
     variants = tuple(conditions)
     baseline, baselines = top.baseline, {}
@@ -505,6 +506,7 @@ def _check_search(key: str, block: Search, top: StudyFile, configs: dict, varian
                              f"{section.split('.')[-1]}s with settings of their own: make each one a variant")
                     fail(f"{key}.space.{describe(err, RunConfig, tree)}")
                 _check_size(corner, f"{key}.space.{path} = {_shown(value)} on {dataset}", fail)
+                _check_split(corner, f"{key}.space.{path} = {_shown(value)} on {dataset}", fail)
                 got = _at(corner.canonical(), path, value)
                 if param.type == "categorical" and (got != value or isinstance(got, bool) != isinstance(value, bool)):  # '64' as 64
                     fail(f"{key}.space.{path}: the choice {_shown(value)} would train as {_shown(got)}; write {_shown(got)}")
@@ -588,6 +590,19 @@ def _check_size(config: RunConfig, where: str, fail) -> None:
     if need > MAX_MODEL_BYTES:
         fail(f"{where}: model: needs about {need / 2**30:,.0f} GiB ({params:,} parameters, {acts:,} activations per example, "
              f"batches of {batch:,}); a study model may need at most {MAX_MODEL_BYTES // 2**30} GiB")
+
+
+def _check_split(config: RunConfig, where: str, fail) -> None:
+    """Refuse validation and training sets larger than the dataset's training split (where its registry record knows it)."""
+    data = config.data
+    total = components.get("dataset", data.name).train_split
+    if total is None:
+        return
+    if data.val_size >= total:
+        fail(f"{where}: data.val_size {data.val_size:,} leaves no training data ({data.name} has {total:,} training examples)")
+    if data.train_size is not None and data.train_size > total - data.val_size:
+        fail(f"{where}: data.train_size {data.train_size:,} is more than the {total - data.val_size:,} training examples "
+             f"{data.name} has beside data.val_size {data.val_size:,}")
 
 
 def search_variant(block: Search, baseline: str | None, variants) -> str:
