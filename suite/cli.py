@@ -465,7 +465,7 @@ def cmd_server(args) -> int:
 
     folder = Path(args.dir)
     if args.action == "stop":
-        print(f"stopped the team store in {folder}" if server.stop(folder) else f"no team store was started in {folder}")
+        print(f"stopped the team store in {folder}" if server.stop(folder) else f"no team store is running in {folder}")
         return 0
     for port in (args.port, args.pg_port):
         if port is not None and not 0 < port < 65536:

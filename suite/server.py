@@ -67,10 +67,33 @@ def _run(cmd: list[str], what: str) -> str:
 
 
 def _state(folder: Path) -> dict:
+    """What `start` wrote into folder/server.json ({} where there is none); a damaged file is one line."""
+    path = folder / "server.json"
     try:
-        return json.loads((folder / "server.json").read_text())
-    except (OSError, ValueError):
+        state = json.loads(path.read_text())
+    except FileNotFoundError:
         return {}
+    except (OSError, ValueError) as err:
+        raise SuiteError(f"{path} cannot be read ({getattr(err, 'strerror', None) or err}); stop the team store's processes "
+                         f"by hand and remove the file") from None
+    kinds = {"mlflow_pid": int, "port": int, "pg_port": int, "password": str}
+    if not isinstance(state, dict) or any(not isinstance(state.get(key), kind) or isinstance(state.get(key), bool)
+                                          for key, kind in kinds.items() if key in state or key != "mlflow_pid"):
+        raise SuiteError(f"{path} is not what `suite server start` writes; stop the team store's processes by hand and "
+                         f"remove the file")
+    return state
+
+
+def _ours(pid: int | None, folder: Path) -> bool:
+    """Whether `pid` is the MLflow server `start` launched for `folder`: after a reboot the pid in server.json may
+    belong to another program, which `stop` must not kill."""
+    if not pid or pid <= 1:
+        return False
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:  # (no /proc: macOS)
+        command = subprocess.run(["ps", "-o", "command=", "-p", str(pid)], capture_output=True, text=True).stdout
+    return "mlflow" in command and str(folder / "artifacts") in command
 
 
 def uris(state: dict, password: bool = True) -> dict:
@@ -89,18 +112,6 @@ def write_env(folder: Path, state: dict) -> Path:
     return path
 
 
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _healthy(port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
@@ -113,7 +124,7 @@ def start(folder: Path = Path(DEFAULT_DIR), port: int | None = None, pg_port: in
     """Start PostgreSQL and the MLflow server under `folder` (idempotent); returns the state with the URIs."""
     folder = folder.resolve()
     state = _state(folder)
-    if state and _alive(state.get("mlflow_pid")) and _healthy(state["port"]):
+    if state and _ours(state.get("mlflow_pid"), folder) and _healthy(state["port"]):
         return state
     try:
         import psycopg  # noqa: F401
@@ -217,22 +228,26 @@ def _kill_group(pid: int) -> None:
         pass
 
 
-def stop_mlflow(folder: Path = Path(DEFAULT_DIR)) -> None:
-    state = _state(folder.resolve())
-    if state.get("mlflow_pid"):
-        _kill_group(state["mlflow_pid"])
+def stop_mlflow(folder: Path = Path(DEFAULT_DIR)) -> bool:
+    """Stop the MLflow server `start` launched for `folder`; False where none runs."""
+    folder = folder.resolve()
+    state = _state(folder)
+    if not _ours(state.get("mlflow_pid"), folder):
+        return False
+    _kill_group(state["mlflow_pid"])
+    return True
 
 
 def stop(folder: Path = Path(DEFAULT_DIR)) -> bool:
     """Stop what `start` started under `folder`; False when nothing ran."""
     folder = folder.resolve()
-    state = _state(folder)
-    if not state:
+    if not _state(folder):
         return False
-    stop_mlflow(folder)
+    stopped = stop_mlflow(folder)
     data = folder / "pg"
     if (data / "PG_VERSION").exists():
         bindir = pg_bin()
         if _pg_running(bindir, data):
             _run(_as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]), "stopping PostgreSQL")
-    return True
+            stopped = True
+    return stopped

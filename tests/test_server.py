@@ -93,6 +93,27 @@ def test_server_prints_redacted_uris_and_keeps_the_password_in_a_private_file(te
     assert f"export OPTUNA_STORAGE={uris['OPTUNA_STORAGE']}" in env and (folder / "env").stat().st_mode & 0o077 == 0
 
 
+def test_server_stop_kills_only_the_server_it_started(tmp_path):
+    """A server.json whose pid now belongs to another program (after a reboot, a reused pid): `stop` leaves that
+    program alone; a damaged server.json is one line."""
+    other = subprocess.Popen(["sleep", "120"], start_new_session=True)
+    stop = [sys.executable, "-m", "suite", "server", "stop", "--dir", str(tmp_path)]
+    try:
+        state = {"mlflow_pid": other.pid, "port": 5999, "pg_port": 5998, "password": "x"}
+        (tmp_path / "server.json").write_text(json.dumps(state))
+        out = subprocess.run(stop, capture_output=True, text=True, cwd=ROOT, timeout=120)
+        assert out.returncode == 0 and "no team store is running" in out.stdout, out.stderr
+        time.sleep(0.5)
+        assert other.poll() is None, "stop killed a program that is not the team store's MLflow server"
+        for damaged in [json.dumps({**state, "mlflow_pid": "abc"}), "{", json.dumps([1])]:
+            (tmp_path / "server.json").write_text(damaged)
+            out = subprocess.run(stop, capture_output=True, text=True, cwd=ROOT, timeout=120)
+            assert out.returncode == 1 and out.stderr.count("\n") == 1 and "server.json" in out.stderr and "Traceback" not in out.stderr
+    finally:
+        other.kill()
+        other.wait()
+
+
 def _env(uris: dict) -> dict:
     return {**os.environ, "MLFLOW_TRACKING_URI": uris["MLFLOW_TRACKING_URI"], "OPTUNA_STORAGE": uris["OPTUNA_STORAGE"],
             "SUITE_DATA_DIR": str(DATA_DIR), "SUITE_LEASE_SECONDS": "4", "PYTHONPATH": str(ROOT)}
