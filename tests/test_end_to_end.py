@@ -259,6 +259,24 @@ def test_a_store_that_cannot_be_opened_or_reached_is_one_line_at_once(tiny_study
     assert code == 2 and err.count("\n") == 1 and f"--workers {cores() + 1} x --threads 1 is more than this machine's" in err
 
 
+def test_the_index_leaves_out_a_damaged_meta_json_with_a_warning(tmp_path, capsys):
+    """One unreadable or foreign meta.json among the reports (a crash, a hand edit) broke every study's report with a
+    traceback, after its training; the index now lists the others and names the one it left out."""
+    from suite.report import write_index
+
+    good = {"name": "fine", "question": "Does it work?", "runs": 4, "expected": 4, "headline": ["**supported**: a > b"]}
+    (tmp_path / "fine").mkdir()
+    (tmp_path / "fine" / "meta.json").write_text(json.dumps(good))
+    for name, text in [("broken", "{"), ("foreign", "{}"), ("binary", b"\xff".decode("latin-1"))]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "meta.json").write_text(text, encoding="latin-1")
+    write_index(tmp_path)
+    index, err = (tmp_path / "index.md").read_text(), capsys.readouterr().err
+    assert "[fine](fine/report.md)" in index and "Does it work?" in index and "4/4" in index
+    assert all(name not in index for name in ("broken", "foreign", "binary"))
+    assert all(f"warning: the index leaves out {name}" in err for name in ("broken", "foreign", "binary")), err
+
+
 def test_the_ui_says_why_it_cannot_listen_in_one_line(tmp_path):
     """`suite ui` on a port in use, an unknown host and an address of another machine: one line each, saying which."""
     import socket

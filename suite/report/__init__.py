@@ -21,6 +21,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -230,9 +231,23 @@ def _attach(study: Study, smoke: bool, uri: str, folder: Path, comparisons: pd.D
         tracking.end_run(client, run_id, tags=tags)
 
 
+def _meta(path: Path) -> dict | None:
+    """A report's meta.json, or None (with a warning) where that file is not one a report wrote."""
+    try:
+        meta = json.loads(path.read_text())
+        if (isinstance(meta, dict) and {"runs", "expected"} <= meta.keys() and isinstance(meta.get("headline"), list)
+                and all(isinstance(value, str) for value in [meta.get("name"), meta.get("question"), *meta["headline"]])):
+            return meta
+        why = "not what a report writes"
+    except (OSError, ValueError) as err:  # (UnicodeDecodeError is a ValueError)
+        why = getattr(err, "strerror", None) or str(err).splitlines()[0][:120]
+    print(f"warning: the index leaves out {path.parent.name}: its meta.json cannot be read ({why})", file=sys.stderr)
+    return None
+
+
 def write_index(reports_dir: Path) -> None:
     """reports/index.md and index.html: every study with its question, runs, verdicts (coloured in HTML) and links."""
-    metas = [json.loads(p.read_text()) for p in sorted(reports_dir.glob("*/meta.json"))]
+    metas = [m for m in map(_meta, sorted(reports_dir.glob("*/meta.json"))) if m is not None]
     blocks = [("h1", "Study reports"),
               ("p", "Every study with its question, its runs (finished / expected) and the verdict of each comparison and claim. "
                     "Rebuild one with `make report STUDY=name`; recreate its runs in an empty store with `make study STUDY=name`.")]
