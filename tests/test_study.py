@@ -46,6 +46,12 @@ def error_of(path) -> str:
     ("grid: {optimizer.lr: [0.1, 0.10, 0.01]}", "grid.optimizer.lr: the value 0.1 appears twice; list each value once"),
     ("baseline: z", "baseline: 'z' is not a variant (variants: a, b)"),
     ("claims: ['a > c']", "claims: 'a > c': 'c' is not a variant"),
+    ("claims: ['a > b on test_mse']", "claims: 'a > b on test_mse': 'test_mse' does not apply to mnist (classification)"),
+    ("search: {objective: val_mse, space: {optimizer.lr: {type: float, low: 0.001, high: 0.1}}}",
+     "search.objective: val_mse does not apply to mnist (classification); use val_acc or val_loss"),
+    ("search: {seed: 99999999999999999, space: {optimizer.lr: {type: float, low: 0.001, high: 0.1}}}",
+     "search.seed: Input should be less than or equal to 4294967295"),
+    ("seeds: [0, 4294967296]", "seeds: a list of distinct integers from 0 to 4,294,967,295"),
     # sizes beyond the dataset (it trained on fewer examples than its key said, or failed every run)
     ("  c: {data: {val_size: 60000}}", "variant 'c' on mnist: data.val_size 60,000 leaves no training data (mnist has 60,000 training examples)"),
     ("  c: {data: {train_size: 56000}}", "variant 'c' on mnist: data.train_size 56,000 is more than the 55,000 training examples mnist has"),
@@ -119,6 +125,13 @@ def test_deep_merge_recurses_and_replaces_lists():
     merged = deep_merge(base, {"model": {"hidden": [3]}})
     assert merged == {"model": {"hidden": [3], "dropout": 0.1}, "optimizer": {"lr": 1}}
     assert base["model"]["hidden"] == [1, 2]
+
+
+def test_a_claim_names_a_variant_whose_name_reads_as_a_number(tmp_path):
+    """`a > 0.5` with a variant named 0.5 compares the two variants (it became a threshold claim)."""
+    study = load_study(str(write(tmp_path, "  '0.5': {optimizer: {lr: 0.1}}\nclaims: ['a > 0.5', 'a > 50%']\n")))
+    (between, threshold) = study.claims
+    assert (between.right, between.value) == ("0.5", 0.0) and (threshold.right, threshold.value) == (None, 0.5)
 
 
 def test_claims_parse_margin_points_and_thresholds(tmp_path):
@@ -197,6 +210,8 @@ def test_datasets_may_carry_their_own_overrides(tmp_path):
     ("model.name: {type: categorical, choices: [mlp, cnn]}", "search.space.model.name: the choice 'cnn' does not take the settings of "
      "this variant's 'mlp' (dropout_layers); a search cannot switch between models with settings of their own: make each one a variant"),
     ("model.name: {type: categorical, choices: [mlp, nope]}", "search.space.model.name: unknown or missing name 'nope'"),
+    ("execution.threads: {type: int, low: 1, high: 2}", "search.space.execution.threads: how runs are computed is chosen when running"),
+    ("data.name: {type: categorical, choices: [mnist, cifar10]}", "search.space.data.name: the datasets are the study's `datasets:`"),
     ("data.train_size: {type: int, low: 1000, high: 60000}", "search.space.data.train_size = 60000 on mnist: data.train_size 60,000 is more than"),
 ])
 def test_bad_search_spaces_are_one_line(tmp_path, space, expected):

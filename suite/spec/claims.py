@@ -51,7 +51,7 @@ def parse_claim(text: str, variants, top, fail) -> Claim:
         fail(f"claims: '{text}': unknown metric '{metric}' (allowed: {', '.join(METRIC_DIRECTIONS)})")
     if g["dataset"] and g["dataset"] not in top.datasets:
         fail(f"claims: '{text}': dataset '{g['dataset']}' is not in this study (datasets: {', '.join(top.datasets)})")
-    threshold = _number(g["right"])
+    threshold = None if g["right"] in variants and not g["runit"] else _number(g["right"])  # a variant named 0.5 is that variant
     names = [g["left"]] + ([] if threshold is not None else [g["right"]])
     for name in names:
         if name not in variants:

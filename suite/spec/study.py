@@ -57,6 +57,7 @@ MAX_DEPTH = 30
 MAX_NUMBER = 2**63  # no setting takes a number this large (nor a NaN or an infinity)
 NOT_A_NUMBER = "is not a number any setting takes (finite, below 2**63 in size)"
 MAX_RUNS = 100_000
+MAX_SEED = 2**32 - 1  # what every seeded generator (Optuna's samplers, NumPy) takes
 MAX_MODEL_BYTES = 32 * 2**30  # float32 weights, gradients and two optimizer moments, plus a batch's activations
 MAX_TRAIN = 60_000  # the largest training split (MNIST, Fashion-MNIST)
 
@@ -106,7 +107,7 @@ class Search(BaseModel):
     trials: int = Field(20, ge=1)
     sampler: Literal["tpe", "random", "qmc"] = "tpe"
     pruner: Literal["median", "none"] = "median"
-    seed: int = Field(0, ge=0, description="the sampler's seed, and the training seed of every trial")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="the sampler's seed, and the training seed of every trial")
     variant: str | None = Field(None, description="whose config to search around (default: the baseline, else the first)")
     dataset: str | None = Field(None, description="default: the first dataset")
 
@@ -452,6 +453,8 @@ def _resolve(top: StudyFile, path: Path, sha: str) -> Study:
         baselines = {v: ",".join([baseline, *v.split(",")[1:]]) for v in variants}
         baseline = baselines[variants[0]]
     claims = tuple(parse_claim(text, variants, top, fail) for text in top.claims)
+    for claim in claims:
+        _check_metric(claim.metric, [claim.dataset] if claim.dataset else top.datasets, fail, f"claims: '{claim.text}'")
     for dataset in top.datasets:
         seen, tuned = {}, {}
         for variant in variants:
@@ -485,11 +488,19 @@ def _check_search(key: str, block: Search, top: StudyFile, configs: dict, varian
         fail(f"{key}.variant: '{block.variant}' is not a variant (variants: {', '.join(variants)})")
     if block.dataset is not None and block.dataset not in top.datasets:
         fail(f"{key}.dataset: '{block.dataset}' is not in this study (datasets: {', '.join(top.datasets)})")
+    for path in block.space:
+        if path.split(".")[0] == "execution":
+            fail(f"{key}.space.{path}: how runs are computed is chosen when running (--threads, --device, --pack), not searched")
+        if path == "data.name":
+            fail(f"{key}.space.data.name: the datasets are the study's `datasets:`, not searched (a search block names one "
+                 f"with `dataset:`)")
     for (dataset, variant), config in configs.items():
         if key == "search" and (variant != search_variant(block, top.baseline, variants) or dataset != (block.dataset or next(iter(top.datasets)))):
             continue
         if task_of(dataset) == "regression" and block.objective == "val_acc":
             fail(f"{key}.objective: val_acc does not apply to {dataset} (regression); use val_loss")
+        if task_of(dataset) == "classification" and block.objective in REGRESSION_ONLY:
+            fail(f"{key}.objective: {block.objective} does not apply to {dataset} (classification); use val_acc or val_loss")
         for path, param in block.space.items():
             for value in (param.choices or []) + [v for v in (param.low, param.high) if v is not None]:
                 if param.type == "int":
@@ -614,8 +625,8 @@ def _seed_list(seeds, key, fail) -> tuple[int, ...]:
         if not 1 <= seeds <= MAX_RUNS:
             fail(f"{key}: give a positive count (at most {MAX_RUNS:,}) or a list of seeds (got {seeds})")
         return tuple(range(seeds))
-    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        fail(f"{key}: a list of distinct non-negative integers (got {_shown(seeds)})")
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0 or max(seeds) > MAX_SEED:
+        fail(f"{key}: a list of distinct integers from 0 to {MAX_SEED:,} (got {_shown(seeds)})")
     return tuple(seeds)
 
 
@@ -715,11 +726,11 @@ def deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
-def _check_metric(metric: str, datasets, fail):
+def _check_metric(metric: str, datasets, fail, where: str = "metric"):
     for dataset in datasets:
         task = task_of(dataset)
         if (task == "regression" and metric in CLASSIFICATION_ONLY) or (task == "classification" and metric in REGRESSION_ONLY):
-            fail(f"metric: '{metric}' does not apply to {dataset} ({task}); use test_loss")
+            fail(f"{where}: '{metric}' does not apply to {dataset} ({task}); use test_loss")
 
 
 def _origin(top: StudyFile, variant: str, point, dataset: str) -> callable:
