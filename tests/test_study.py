@@ -52,6 +52,7 @@ def error_of(path) -> str:
     ("search: {seed: 99999999999999999, space: {optimizer.lr: {type: float, low: 0.001, high: 0.1}}}",
      "search.seed: Input should be less than or equal to 4294967295"),
     ("seeds: [0, 4294967296]", "seeds: a list of distinct integers from 0 to 4,294,967,295"),
+    ("  b: {optimizer: {lr: 0.5}}", "not valid YAML at line 10: the key 'b' appears twice in one mapping"),  # (the last one won)
     # sizes beyond the dataset (it trained on fewer examples than its key said, or failed every run)
     ("  c: {data: {val_size: 60000}}", "variant 'c' on mnist: data.val_size 60,000 leaves no training data (mnist has 60,000 training examples)"),
     ("  c: {data: {train_size: 56000}}", "variant 'c' on mnist: data.train_size 56,000 is more than the 55,000 training examples mnist has"),
@@ -267,7 +268,7 @@ def test_a_search_fingerprint_follows_what_its_trials_depend_on(tmp_path):
     assert len(first) == 16 and first == fingerprint()
     # not a base value the space overrides, nor the budget (a rerun may raise it), nor another variant's settings
     assert fingerprint(base=BASE.replace("lr: 0.01", "lr: 0.05")) == first
-    assert fingerprint("  trials: 9\n") == first
+    assert fingerprint(tune=TUNED.replace("trials: 4", "trials: 9")) == first
     assert fingerprint(base=BASE.replace("weight_decay: 0.1", "weight_decay: 0.2")) == first
     # but the config its trials train, the space, the objective, the sampler, the pruner and the seed
     changed = [fingerprint(base=BASE.replace("hidden: [10]", "hidden: [12]")), fingerprint(variant="b"), fingerprint(smoke=True),

@@ -279,6 +279,25 @@ def load_study(name_or_path: str, studies_dir: Path = STUDIES_DIR) -> Study:
         raise StudyError(_one_line(str(err))) from None
 
 
+class _UniqueKeys(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key written twice in one mapping (it kept the last one without a word)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` then overriding keys is what merging is for
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f"the key '{key}' appears twice in one mapping",
+                                                            key_node.start_mark)
+                seen.add(key)
+            except TypeError:  # an unhashable key: the base constructor says so
+                pass
+        return super().construct_mapping(node, deep)
+
+
 def _load(path: Path) -> Study:
     def fail(message: str):
         raise StudyError(f"{path}: {message}")
@@ -292,7 +311,7 @@ def _load(path: Path) -> Study:
     except OSError as err:
         fail(f"cannot read it ({err.strerror or err})")
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_UniqueKeys)
     except Exception as err:  # PyYAML's errors, and what its constructors raise (`!!int x`, a 30 February, too deep)
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
