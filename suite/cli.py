@@ -154,19 +154,44 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"\ninterrupted: {INTERRUPTED.get(args.command, 'nothing was changed')}", file=sys.stderr)
         return 130
-    except Exception as err:
-        message = store_failure(err)
-        if message is None:
-            raise  # a bug: the traceback is what we need
-        print(f"error: {message}; finished runs are kept, run the same command again to resume", file=sys.stderr)
+    except BrokenPipeError as err:
+        if not _output_closed():
+            return _failed(err)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (the exit's flush would fail again)
+        if args.command in WORKING:  # a reader that stops reading (`| head`) stops the work, as for any Unix tool
+            print(f"stopped: its output was closed; {INTERRUPTED[args.command]}", file=sys.stderr)
         return 1
+    except Exception as err:
+        return _failed(err)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
 
+def _failed(err: Exception) -> int:
+    """A store that failed under the command: one line; anything else is a bug, whose traceback is what we need."""
+    message = store_failure(err)
+    if message is None:
+        raise err
+    print(f"error: {message}; finished runs are kept, run the same command again to resume", file=sys.stderr)
+    return 1
+
+
+def _output_closed() -> bool:
+    """Whether standard output is a pipe whose reader has gone (as after `suite ... | head -1`)."""
+    import select
+
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLERR)
+        return any(events & select.POLLERR for _, events in poll.poll(0))
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+WORKING = ("study", "smoke", "tune", "push")  # the commands that record runs
 INTERRUPTED = {  # what an interrupted command leaves (read-only commands: nothing was changed)
-    **dict.fromkeys(("study", "smoke", "tune", "push"), "finished runs are kept; run the same command again to resume"),
+    **dict.fromkeys(WORKING, "finished runs are kept; run the same command again to resume"),
     "report": "the report's files are left whole; run the same command again to rebuild it",
     "ui": "the UI stopped", "server": "`suite server stop` (with the same --dir) stops what it had started"}
 
@@ -190,8 +215,9 @@ def run() -> None:
         raise SystemExit(code)
     threading._shutdown()  # what the interpreter does first at exit: wait for non-daemon threads
     atexit._run_exitfuncs()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):  # (None where the command started with the stream closed: `suite ... >&-`)
+        if stream is not None:
+            stream.flush()
     os._exit(code)
 
 

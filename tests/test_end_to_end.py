@@ -277,6 +277,25 @@ def test_the_index_leaves_out_a_damaged_meta_json_with_a_warning(tmp_path, capsy
     assert all(f"warning: the index leaves out {name}" in err for name in ("broken", "foreign", "binary")), err
 
 
+def test_a_study_whose_output_is_closed_stops_saying_so(tiny_study, tmp_path, data_dir):
+    """`suite study ... | head -1`: the reader's end closes, the study stops with one line that says so (it blamed an
+    unreachable tracking server), and the next call finishes what is left."""
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    command = [sys.executable, "-m", "suite", "study", "tiny", "--smoke", "--studies-dir", str(tiny_study.parent),
+               "--tracking-uri", store, "--reports-dir", str(tmp_path / "reports"), "--data-dir", str(data_dir)]
+    reader = os.pipe()
+    os.close(reader[0])  # a reader that has gone before the first line
+    with os.fdopen(reader[1], "wb") as closed:
+        out = subprocess.run(command, stdout=closed, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert "stopped: its output was closed; finished runs are kept" in out.stderr and "tracking server" not in out.stderr
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "already done" in again.stdout, again.stderr
+    for closed in (["schema"], ["list", "--studies-dir", str(tiny_study.parent)]):  # reading commands: silent, no traceback
+        out = subprocess.run(f"{sys.executable} -m suite {' '.join(closed)} >&-", shell=True, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0 and out.stderr == "", out.stderr
+
+
 def test_the_ui_says_why_it_cannot_listen_in_one_line(tmp_path):
     """`suite ui` on a port in use, an unknown host and an address of another machine: one line each, saying which."""
     import socket
