@@ -146,13 +146,21 @@ def _report_tables(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     try:
         table = pd.read_csv(folder / "runs.csv", dtype={"run_key": str, "run_id": str, "git_commit": str, "data_fingerprint": str})
         curves = pd.read_csv(folder / "curves.csv", dtype={"run_id": str})
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise SuiteError(f"cannot read the runs of {folder}: {str(err).splitlines()[0]}") from None
-    for name, frame, needed in [("runs.csv", table, ("run_key", "run_id", "run_name", "dataset", "variant", "seed", "start_time")),
-                                ("curves.csv", curves, ("run_id", "metric", "epoch", "value"))]:
+    except (OSError, ValueError) as err:  # (pandas' ParserError, EmptyDataError, and UnicodeDecodeError are ValueErrors)
+        raise SuiteError(f"cannot read the runs of {folder}: {str(err).splitlines()[0][:160]}") from None
+    advice = "not a table this suite wrote; rebuild it from the store (without --from-runs)"
+    metrics = [m for m in (*FINAL_METRICS, *METRIC_ALIASES) if m in table.columns]
+    for name, frame, needed, numeric in [
+            ("runs.csv", table, ("run_key", "run_id", "run_name", "dataset", "variant", "seed", "start_time"), ("seed", *metrics)),
+            ("curves.csv", curves, ("run_id", "metric", "epoch", "value"), ("epoch", "value"))]:
         if lacking := [c for c in needed if c not in frame.columns]:
-            raise SuiteError(f"{folder / name} has no column {', '.join(lacking)}: not a table this suite wrote; "
-                             "rebuild it from the store (without --from-runs)")
+            raise SuiteError(f"{folder / name} has no column {', '.join(lacking)}: {advice}")
+        for column in numeric:
+            if not pd.api.types.is_numeric_dtype(frame[column]):
+                bad = next(v for v in frame[column] if pd.isna(pd.to_numeric(v, errors="coerce")) and pd.notna(v))
+                raise SuiteError(f"{folder / name}: column {column} holds {str(bad)[:40]!r}, not a number: {advice}")
+    if pd.to_datetime(table["start_time"], errors="coerce", utc=True, format="ISO8601").isna().any():
+        raise SuiteError(f"{folder / 'runs.csv'}: column start_time holds a value that is not a time: {advice}")
     return table, curves
 
 

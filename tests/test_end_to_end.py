@@ -346,6 +346,31 @@ def test_a_report_rebuilt_from_runs_computed_another_way_says_so_in_one_line(tmp
     assert main(args) == 0  # the way they were computed: the report is rebuilt
 
 
+@pytest.mark.parametrize("table, column, value, says", [
+    ("runs.csv", "test_acc", "abc", "runs.csv: column test_acc holds 'abc', not a number"),
+    ("runs.csv", "start_time", "yesterday", "runs.csv: column start_time holds a value that is not a time"),
+    ("curves.csv", "value", "xyz", "curves.csv: column value holds 'xyz', not a number"),
+    ("runs.csv", None, None, "cannot read the runs of"),  # not UTF-8
+])
+def test_a_damaged_committed_table_is_one_line_and_the_report_stays(tmp_path, capsys, table, column, value, says):
+    """A hand-edited or damaged runs.csv/curves.csv: one line naming the file and what is wrong (were tracebacks)."""
+    import shutil
+
+    folder = tmp_path / "reports" / "regularization"
+    shutil.copytree(ROOT / "reports" / "regularization", folder)
+    if column is None:
+        (folder / table).write_bytes(b"\xff\xfe" + (folder / table).read_bytes())
+    else:
+        frame = pd.read_csv(folder / table, dtype=str)
+        frame.loc[1, column] = value
+        frame.to_csv(folder / table, index=False)
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    assert main(["report", "regularization", "--from-runs", "--studies-dir", str(ROOT / "studies"), "--reports-dir", str(tmp_path / "reports")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and says in err, err
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
+
+
 def test_a_report_rebuilt_from_runs_keeps_what_runs_csv_cannot_redraw(tmp_path):
     """runs.csv holds no test predictions or step losses: --from-runs keeps per_class.csv and the figures drawn from them,
     and says so, instead of deleting them and telling the reader to retrain."""
