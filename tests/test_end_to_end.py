@@ -371,6 +371,22 @@ def test_a_damaged_committed_table_is_one_line_and_the_report_stays(tmp_path, ca
     assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
 
 
+def test_a_folder_where_the_report_writes_a_file_is_one_line_and_the_report_stays(tmp_path, capsys):
+    """A folder named report.md (or any file the build writes) was found only halfway through publishing: some files
+    replaced, the rest not, and a traceback."""
+    import shutil
+
+    folder = tmp_path / "reports" / "regularization"
+    shutil.copytree(ROOT / "reports" / "regularization", folder)
+    (folder / "report.md").unlink()
+    (folder / "report.md").mkdir()
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    assert main(["report", "regularization", "--from-runs", "--studies-dir", str(ROOT / "studies"), "--reports-dir", str(tmp_path / "reports")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "report.md is a folder where the report writes a file" in err, err
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before and not list(folder.glob(".building*"))
+
+
 def test_a_report_rebuilt_from_runs_keeps_what_runs_csv_cannot_redraw(tmp_path):
     """runs.csv holds no test predictions or step losses: --from-runs keeps per_class.csv and the figures drawn from them,
     and says so, instead of deleting them and telling the reader to retrain."""

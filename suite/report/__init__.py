@@ -112,6 +112,9 @@ def _publish(new: Path, folder: Path) -> None:
     """Move the built files into the report's folder (each rename atomic), then remove figures and the optional table
     that this build did not make; other files (a search's folder) stay."""
     made = {path.name for path in new.iterdir()}
+    if blocked := sorted(name for name in made if (folder / name).is_dir() and not (folder / name).is_symlink()):
+        raise SuiteError(f"{folder / blocked[0]} is a folder where the report writes a file; move it away and run the same "
+                         "command again (the report is as it was)")
     for name in sorted(made):
         os.replace(new / name, folder / name)
     new.rmdir()
