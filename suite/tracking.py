@@ -13,6 +13,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import tempfile
 import time
 import urllib.parse
@@ -367,9 +368,11 @@ def find_run(client, run_id_or_key: str):
         return client.get_run(run_id_or_key)
     except Exception:  # not a run id of this store
         pass
-    query = f"tags.`suite.run_key` = '{run_id_or_key}' and attributes.status = '{FINISHED}'"
-    ids = [e.experiment_id for e in client.search_experiments()]
-    found = client.search_runs(ids, filter_string=query, max_results=1) if ids else []
+    found = []
+    if re.fullmatch(r"[0-9a-f]{16}", run_id_or_key):  # what a run key looks like (spec.study.run_key): nothing else goes into the filter
+        query = f"tags.`suite.run_key` = '{run_id_or_key}' and attributes.status = '{FINISHED}'"
+        ids = [e.experiment_id for e in client.search_experiments()]
+        found = client.search_runs(ids, filter_string=query, max_results=1) if ids else []
     if not found:
         raise SuiteError(f"no run with id or run key '{run_id_or_key}' in this store; `make ui` lists them")
     return found[0]

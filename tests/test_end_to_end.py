@@ -194,6 +194,9 @@ def test_evaluate_names_a_run_it_cannot_find_in_one_line(tmp_path, store, capsys
     code = main(["evaluate", "0123456789abcdef", "--tracking-uri", store])
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1 and "no run with id or run key '0123456789abcdef'" in err
+    code = main(["evaluate", "' OR 1=1 --", "--tracking-uri", store])  # (it went into a search filter as written)
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "no run with id or run key '' OR 1=1 --' in this store" in err, err
 
 
 @needs_mnist
