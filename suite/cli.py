@@ -152,7 +152,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
-        print(f"\ninterrupted: {INTERRUPTED.get(args.command, 'nothing was changed')}", file=sys.stderr)
+        left = INTERRUPTED.get(args.command, "nothing was changed")
+        if getattr(args, "force", False):  # the same command would retrain every run again
+            left = ("the runs retrained so far replaced their old ones, the others kept theirs; run the same command to "
+                    "retrain them all again, or drop --force to keep what is there")
+        print(f"\ninterrupted: {left}", file=sys.stderr)
         return 130
     except BrokenPipeError as err:
         if not _output_closed():
@@ -387,6 +391,9 @@ def cmd_check(args) -> int:
     from .execute import execution
 
     study = load_study(args.name, Path(args.studies_dir))
+    if not study.claims:
+        print(f"study '{study.name}' makes no claims (a `claims:` list in its file); nothing to check")
+        return 0
     claims = report.claim_table(study, smoke=args.smoke, uri=tracking_uri(args.tracking_uri),
                                 execution=execution(settings(args)))
     for row in claims.itertuples():

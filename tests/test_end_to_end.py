@@ -190,6 +190,24 @@ def test_missing_data_is_one_line_saying_where_it_looked(tiny_study, tmp_path, s
     assert len(line) == 1 and str(tmp_path / "nowhere") in line[0] and "SUITE_DATA_DIR" in line[0]
 
 
+def test_an_interrupted_force_says_what_the_same_command_would_do(tiny_study, tmp_path, store, monkeypatch, capsys):
+    """After Ctrl-C, `--force` again retrains every run (it said "run the same command again to resume")."""
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("suite.execute.plan.run_study", interrupted)
+    assert cli("study", "tiny", "--smoke", "--force", study_dir=tiny_study.parent, tmp_path=tmp_path, store=store) == 130
+    assert "run the same command to retrain them all again, or drop --force to keep what is there" in capsys.readouterr().err
+    assert cli("study", "tiny", "--smoke", study_dir=tiny_study.parent, tmp_path=tmp_path, store=store) == 130
+    assert "finished runs are kept; run the same command again to resume" in capsys.readouterr().err
+
+
+def test_check_of_a_study_without_claims_says_so(tiny_study, tmp_path, store, capsys):
+    tiny_study.write_text(tiny_study.read_text().replace("claims:\n  - wd > none\n", ""))
+    assert cli("check", "tiny", study_dir=tiny_study.parent, tmp_path=tmp_path, store=store) == 0
+    assert capsys.readouterr().out == "study 'tiny' makes no claims (a `claims:` list in its file); nothing to check\n"
+
+
 def test_evaluate_names_a_run_it_cannot_find_in_one_line(tmp_path, store, capsys):
     code = main(["evaluate", "0123456789abcdef", "--tracking-uri", store])
     err = capsys.readouterr().err
