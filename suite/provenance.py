@@ -8,13 +8,17 @@ import shlex
 import subprocess
 import sys
 from importlib import metadata
+from pathlib import Path
 
 PACKAGES = ("torch", "torchvision", "mlflow", "optuna", "numpy", "pandas", "scipy", "seaborn")
 
 
-def _git(*args: str) -> str:
+CODE = Path(__file__).resolve().parent.parent  # the checkout this suite's code runs from (in a pip install: site-packages)
+
+
+def _git(root: Path, *args: str) -> str:
     try:
-        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10)
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, cwd=root)
     except (OSError, subprocess.SubprocessError):
         return ""
     return out.stdout.strip() if out.returncode == 0 else ""
@@ -23,9 +27,13 @@ def _git(*args: str) -> str:
 NO_GIT = "not a git checkout"  # what runs record as their commit when trained outside one (e.g. a pip-installed suite)
 
 
-def git_commit() -> str:
-    """The commit of the working directory's checkout, or NO_GIT."""
-    return _git("rev-parse", "HEAD") or NO_GIT
+def git_commit(root: Path = CODE) -> str:
+    """The commit of the checkout the code runs from (wherever the command was started), or NO_GIT: a folder that is
+    not the top of a checkout (site-packages, even inside another project's repository) has none."""
+    top = _git(root, "rev-parse", "--show-toplevel")
+    if not top or Path(top).resolve() != root.resolve():
+        return NO_GIT
+    return _git(root, "rev-parse", "HEAD") or NO_GIT
 
 
 # Generated output, not code: `make study` rewrites committed reports, which must not mark the runs
@@ -33,10 +41,12 @@ def git_commit() -> str:
 GENERATED = ("reports",)
 
 
-def git_dirty() -> bool:
+def git_dirty(root: Path = CODE) -> bool:
     """True when tracked files other than generated reports differ from the commit (untracked files do not count)."""
+    if git_commit(root) == NO_GIT:
+        return False
     excluded = [f":(exclude){folder}" for folder in GENERATED]
-    return bool(_git("status", "--porcelain", "--untracked-files=no", "--", ".", *excluded))
+    return bool(_git(root, "status", "--porcelain", "--untracked-files=no", "--", ".", *excluded))
 
 
 def versions() -> dict[str, str]:

@@ -200,12 +200,11 @@ def test_list_names_every_invalid_file_and_still_lists_the_rest(tmp_path):
     assert "2 of 3 study files are invalid" in out.stderr
 
 
-def test_files_outside_studies_are_reproduced_by_path_and_runs_outside_git_say_so(tmp_path, monkeypatch):
+def test_files_outside_studies_are_reproduced_by_path_and_runs_outside_git_say_so(tmp_path):
     (tmp_path / "mine.yaml").write_text("name: mine\nquestion: q\n")
     assert commands(load_study(str(tmp_path / "mine.yaml")), False)[0] == f"make study STUDY={tmp_path / 'mine.yaml'}"
     assert commands(load_study("regularization"), False)[0] == "make study STUDY=regularization"
-    monkeypatch.chdir(tmp_path)
-    assert provenance.git_commit() == provenance.NO_GIT
+    assert provenance.git_commit(tmp_path) == provenance.NO_GIT
 
 
 # Every field added to the run config after the first reports were committed, at its legacy value.

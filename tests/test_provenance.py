@@ -16,9 +16,20 @@ def test_generated_reports_do_not_make_the_tree_dirty_but_code_does(tmp_path, mo
     git("init", "-q", cwd=tmp_path)
     git("add", ".", cwd=tmp_path)
     git("commit", "-qm", "c", cwd=tmp_path)
-    monkeypatch.chdir(tmp_path)
-    assert len(provenance.git_commit()) == 40 and not provenance.git_dirty()
+    assert len(provenance.git_commit(tmp_path)) == 40 and not provenance.git_dirty(tmp_path)
     (tmp_path / "reports" / "s" / "report.md").write_text("rebuilt\n")
-    assert not provenance.git_dirty()
+    assert not provenance.git_dirty(tmp_path)
     (tmp_path / "train.py").write_text("lr = 2\n")
-    assert provenance.git_dirty()
+    assert provenance.git_dirty(tmp_path)
+    # a folder inside a checkout is not one (a pip-installed suite's site-packages inside another project)
+    (tmp_path / "site-packages").mkdir()
+    assert provenance.git_commit(tmp_path / "site-packages") == provenance.NO_GIT
+    assert not provenance.git_dirty(tmp_path / "site-packages")
+
+
+def test_the_commit_is_that_of_the_code_wherever_the_command_runs(tmp_path, monkeypatch):
+    """Runs started from another folder (or another repository) record the commit of the suite's own checkout."""
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=provenance.CODE, capture_output=True, text=True).stdout.strip()
+    git("init", "-q", cwd=tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert provenance.git_commit() == (head or provenance.NO_GIT)
