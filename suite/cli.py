@@ -378,7 +378,7 @@ def cmd_report(args) -> int:
     if args.from_runs and chosen.device == "auto":  # a report's own files: the runs they hold, not this machine's device
         chosen = dataclasses.replace(chosen, device="cpu")
     out = report.build(study, smoke=args.smoke, uri=tracking_uri(args.tracking_uri), reports_dir=Path(args.reports_dir),
-                       execution=execution(chosen), ui=report.ui_url(args.ui_url), from_runs=args.from_runs)
+                       execution=execution(chosen, trains=False), ui=report.ui_url(args.ui_url), from_runs=args.from_runs)
     print(f"report: {out}")
     return 0
 
@@ -395,7 +395,7 @@ def cmd_check(args) -> int:
         print(f"study '{study.name}' makes no claims (a `claims:` list in its file); nothing to check")
         return 0
     claims = report.claim_table(study, smoke=args.smoke, uri=tracking_uri(args.tracking_uri),
-                                execution=execution(settings(args)))
+                                execution=execution(settings(args), trains=False))
     for row in claims.itertuples():
         print(f"{row.verdict:<13} {row.claim}  [{row.dataset}: {row.detail}]")
     return 1 if (claims["verdict"] == "contradicted").any() else 0

@@ -364,6 +364,10 @@ def test_a_report_rebuilt_from_runs_computed_another_way_says_so_in_one_line(tmp
     assert main([*args, "--threads", "2"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "none of the 10 runs in" in err and "computed on cpu with 2 threads" in err
+    # runs computed on a GPU are read on any machine (reading needs no CUDA here: it refused "this machine has no CUDA")
+    assert main([*args, "--device", "cuda"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "computed on cuda with 1 thread, packed" in err
     assert main(args) == 0  # the way they were computed: the report is rebuilt
 
 

@@ -95,14 +95,15 @@ def cpu_cache_bytes() -> int:
     return max(sizes, default=CPU_CACHE_FALLBACK)
 
 
-def execution(settings: Settings) -> Execution:
-    """The device and threads every run of this call is computed with.
+def execution(settings: Settings, trains: bool = True) -> Execution:
+    """The device and threads every run of this call is computed with (`trains` False: the runs a reading command
+    reads, which need no CUDA here to have been computed with it).
 
     `auto` is CUDA when this machine has it; on Ray the driver cannot see the workers' devices,
     so `auto` is the CPU there and `--device cuda` asks the cluster for one GPU per worker.
     """
     device = settings.device
-    if checks_cuda(settings):
+    if checks_cuda(settings) and (trains or device == "auto"):
         if device == "cuda" and not cuda_here():
             raise SuiteError("--device cuda, but this machine has no CUDA device")
         device = "cuda" if cuda_here() else "cpu"
