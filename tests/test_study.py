@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from suite.errors import StudyError
+from suite.spec.config import RunConfig
 from suite.spec.study import deep_merge, expand, list_studies, load_study, run_key
 
 BASE = """
@@ -53,6 +54,9 @@ def error_of(path) -> str:
      "search.seed: Input should be less than or equal to 4294967295"),
     ("seeds: [0, 4294967296]", "seeds: a list of distinct integers from 0 to 4,294,967,295"),
     ("  b: {optimizer: {lr: 0.5}}", "not valid YAML at line 10: the key 'b' appears twice in one mapping"),  # (the last one won)
+    ("  c: {optimizer.lr: 0.1}", "variants.c.optimizer.lr: a dotted key here is one unknown name; write it nested (optimizer: {lr: ...})"),
+    ("datasets: {mnist: 3}", "datasets.mnist: a mapping of settings for mnist"),  # (was "datasets.list[str]: ...")
+    ("grid: {optimizer.lr.foo: [1, 2]}", "grid.optimizer.lr.foo: Input should be a valid number"),  # (blamed base)
     # sizes beyond the dataset (it trained on fewer examples than its key said, or failed every run)
     ("  c: {data: {val_size: 60000}}", "variant 'c' on mnist: data.val_size 60,000 leaves no training data (mnist has 60,000 training examples)"),
     ("  c: {data: {train_size: 56000}}", "variant 'c' on mnist: data.train_size 56,000 is more than the 55,000 training examples mnist has"),
@@ -126,6 +130,17 @@ def test_deep_merge_recurses_and_replaces_lists():
     merged = deep_merge(base, {"model": {"hidden": [3]}})
     assert merged == {"model": {"hidden": [3], "dropout": 0.1}, "optimizer": {"lr": 1}}
     assert base["model"]["hidden"] == [1, 2]
+
+
+def test_an_unnamed_model_or_optimizer_block_adjusts_the_default_one(tmp_path):
+    """`optimizer: {lr: 0.1}` where nothing names an optimizer is the default Adam at 0.1 (it was refused for its
+    missing name, while a file writing no optimizer at all trains the default); `mnist:` alone has no settings."""
+    base = "name: t\nquestion: q?\ndatasets: {mnist: null}\nbase: {model: {hidden: [8]}}\n"
+    study = load_study(str(write(tmp_path, "variants:\n  plain: {}\n  fast: {optimizer: {lr: 0.1}}\ngrid: {model.dropout: [0, 0.5]}\n", base)))
+    plain, fast = study.configs["mnist", "plain,dropout=0"], study.configs["mnist", "fast,dropout=0.5"]
+    assert (plain.optimizer.name, plain.optimizer.lr, fast.optimizer.name, fast.optimizer.lr) == ("adam", 1e-3, "adam", 0.1)
+    assert plain.optimizer == RunConfig().optimizer and (plain.model.name, plain.model.hidden) == ("mlp", [8])
+    assert fast.model.dropout == 0.5
 
 
 def test_a_claim_names_a_variant_whose_name_reads_as_a_number(tmp_path):

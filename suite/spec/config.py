@@ -368,6 +368,18 @@ class RunConfig(Strict):
     train: TrainConfig = TrainConfig()
     execution: Execution = Execution()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _unnamed_blocks_refine_the_defaults(cls, data):
+        """A model or optimizer block without a name adjusts the default one (`optimizer: {lr: 0.1}`: Adam at 0.1),
+        as a file that writes no block at all gets it; it was refused for its missing name."""
+        if isinstance(data, dict):
+            for field in ("model", "optimizer"):
+                block = data.get(field)
+                if isinstance(block, dict) and "name" not in block:
+                    data = {**data, field: {**cls.model_fields[field].default.model_dump(mode="json"), **block}}
+        return data
+
     @model_validator(mode="after")
     def _fits_task(self):
         if self.task == "regression" and self.train.monitor == "val_acc" and self.train.patience:

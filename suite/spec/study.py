@@ -327,6 +327,10 @@ def _load(path: Path) -> Study:
         components.load_plugins(plugins)
     except components.ComponentError as err:
         fail(f"plugins: {err}")
+    if isinstance(raw.get("datasets"), dict):  # `mnist:` with nothing after it: no settings of its own
+        raw["datasets"] = {name: {} if value is None else value for name, value in raw["datasets"].items()}
+        if bad := next((name for name, value in raw["datasets"].items() if not isinstance(value, dict)), None):
+            fail(f"datasets.{bad}: a mapping of settings for {bad} (e.g. {{model: {{hidden: [512]}}}}), or nothing")
     try:
         top = StudyFile.model_validate(raw)
     except ValidationError as err:
@@ -432,6 +436,16 @@ def _shown(value) -> str:
     return _REPR.repr(value)
 
 
+def _dotted(tree, prefix: str = "") -> tuple[str, str] | None:
+    """(the path to it, the key) of the first key of a nested mapping that holds a dot; None where there is none."""
+    for key, value in tree.items() if isinstance(tree, dict) else ():
+        if isinstance(key, str) and "." in key:
+            return prefix, key
+        if found := _dotted(value, f"{prefix}{key}."):
+            return found
+    return None
+
+
 def _resolve(top: StudyFile, path: Path, sha: str) -> Study:
     def fail(message: str):
         raise StudyError(f"{path}: {message}")
@@ -444,6 +458,11 @@ def _resolve(top: StudyFile, path: Path, sha: str) -> Study:
             fail(f"{where}.data.name: set the dataset with the top-level key 'datasets'")
         if "execution" in tree:
             _check_execution(where, tree["execution"], fail)
+        if dotted := _dotted(tree):
+            inside, key = dotted
+            head, _, rest = key.partition(".")
+            fail(f"{where}.{inside}{key}: a dotted key here is one unknown name; write it nested ({head}: {{{rest}: ...}}): "
+                 f"dotted paths are for grid axes and search spaces")
     seeds = _seed_list(top.seeds, "seeds", fail)
     _seed_list(top.smoke.seeds, "smoke.seeds", fail)
     runs = len(top.datasets) * max(len(top.variants), 1) * math.prod(len(values) for values in top.grid.values()) * len(seeds)
@@ -768,7 +787,7 @@ def _origin(top: StudyFile, variant: str, point, dataset: str) -> callable:
 
     def origin(loc: str) -> str:
         for axis, _ in point:
-            if loc == axis or loc.startswith(axis + "."):
+            if loc == axis or loc.startswith(axis + ".") or axis.startswith(loc + "."):  # (an axis below a value)
                 return f"grid.{axis}"
         if vname and found(top.variants[vname], loc):
             return f"variants.{vname}.{loc}"
