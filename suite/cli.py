@@ -115,7 +115,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db); "
                                          "an http(s):// tracking server: print its links, start nothing")
     p.add_argument("--host", default=os.environ.get("SUITE_UI_HOST", "127.0.0.1"), help="address to listen on (default: $SUITE_UI_HOST or 127.0.0.1)")
-    p.add_argument("--port", type=int, default=os.environ.get("SUITE_UI_PORT") or "5000", help="port (default: $SUITE_UI_PORT or 5000)")
+    p.add_argument("--port", type=int, help="port (default: $SUITE_UI_PORT or 5000)")
 
     p = sub.add_parser("push", help="copy a study's finished runs (params, metrics, tags, artifacts) to another MLflow store")
     p.add_argument("name", help="study name (studies/NAME.yaml) or path to a YAML file")
@@ -471,6 +471,13 @@ def cmd_ui(args) -> int:
         except Exception as err:
             raise SuiteError(f"cannot reach the tracking server {uri}: {str(err).splitlines()[0][:160]}") from None
         return 0
+    if args.port is None:
+        try:
+            args.port = int(os.environ.get("SUITE_UI_PORT") or 5000)
+        except ValueError:
+            raise OptionError(f"SUITE_UI_PORT={os.environ['SUITE_UI_PORT']} is not a port number (1-65535)") from None
+        if not 0 < args.port < 65536:
+            raise OptionError(f"SUITE_UI_PORT takes 1-65535, not {args.port}")
     if not 0 < args.port < 65536:
         raise OptionError(f"--port takes 1-65535, not {args.port}")
     base = f"http://{args.host}:{args.port}"

@@ -335,6 +335,10 @@ def test_the_ui_says_why_it_cannot_listen_in_one_line(tmp_path):
             out = subprocess.run([sys.executable, "-m", "suite", "ui", "--host", host, "--port", str(port), "--tracking-uri", store],
                                  capture_output=True, text=True, timeout=120)
             assert out.returncode == 1 and out.stderr.count("\n") == 1 and says in out.stderr, out.stderr
+    for port, says in [("abc", "SUITE_UI_PORT=abc is not a port number (1-65535)"), ("70000", "SUITE_UI_PORT takes 1-65535, not 70000")]:
+        out = subprocess.run([sys.executable, "-m", "suite", "ui", "--tracking-uri", store], capture_output=True, text=True,
+                             timeout=120, env={**os.environ, "SUITE_UI_PORT": port})  # (it blamed an option no one gave)
+        assert out.returncode == 2 and out.stderr == f"error: {says}\n", out.stderr
 
 
 def test_more_threads_than_cores_are_refused_only_where_something_would_train(tiny_study, tmp_path, data_dir, monkeypatch, capsys):
