@@ -38,7 +38,7 @@ from . import tracking
 from .provenance import redact
 from .tracking import INTERRUPTED
 from .spec.config import Execution, RunConfig
-from .errors import SuiteError
+from .errors import StudyError, SuiteError
 from .execute import Settings, backend, check_threads, execution
 from .execute.plan import describe, source_name
 from .execute.recorder import Recorder
@@ -120,7 +120,7 @@ class Target:
 def search_target(study: Study, smoke: bool, how: Execution | None = None) -> Target:
     """The study's `search` block as a target, under its plain name (`placed` says where its trials are)."""
     if study.search is None:
-        raise SuiteError(f"study '{study.name}' has no search block; add one (see README, 'Searching hyperparameters')")
+        raise StudyError(f"study '{study.name}' has no search block; add one (see README, 'Searching hyperparameters')")
     block = study.search
     return Target(study, block, search_variant(block, study.baseline, study.variants), block.dataset or study.datasets[0], smoke,
                   how=how)

@@ -202,6 +202,11 @@ def test_an_interrupted_force_says_what_the_same_command_would_do(tiny_study, tm
     assert "finished runs are kept; run the same command again to resume" in capsys.readouterr().err
 
 
+def test_tune_of_a_study_without_a_search_is_bad_input(tiny_study, tmp_path, store, capsys):
+    assert cli("tune", "tiny", "--smoke", study_dir=tiny_study.parent, tmp_path=tmp_path, store=store) == 2  # (was 1)
+    assert "study 'tiny' has no search block" in capsys.readouterr().err
+
+
 def test_check_of_a_study_without_claims_says_so(tiny_study, tmp_path, store, capsys):
     tiny_study.write_text(tiny_study.read_text().replace("claims:\n  - wd > none\n", ""))
     assert cli("check", "tiny", study_dir=tiny_study.parent, tmp_path=tmp_path, store=store) == 0
