@@ -362,6 +362,8 @@ def test_options_that_would_change_nothing_are_refused_in_one_line():
         Settings(pack=False, pack_size=4)
     with pytest.raises(SuiteError, match=r"--ray-address is for --executor ray \(this call's executor: local\)"):
         Settings(ray_address="auto")
+    with pytest.raises(SuiteError, match="--workers 2: --executor serial trains one run at a time in this process"):
+        Settings(executor="serial", workers=2)
     with pytest.raises(SuiteError, match="packing is off on a CPU by default: add --pack"):
         execution(Settings(device="cpu", pack_size=4))
     assert execution(Settings(device="cpu", pack=True, pack_size=4)).packed

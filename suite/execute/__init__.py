@@ -45,6 +45,9 @@ class Settings:
             raise OptionError("--pack-size takes a positive number")
         if self.pack_size is not None and self.pack is False:
             raise OptionError("--pack-size sizes packed runs: drop it, or drop --no-pack")
+        if self.executor == "serial" and self.workers not in (None, 1):
+            raise OptionError(f"--workers {self.workers}: --executor serial trains one run at a time in this process; "
+                              "drop one of them")
         if self.ray_address is not None and self.executor != "ray":
             raise OptionError(f"--ray-address is for --executor ray (this call's executor: {self.executor})")
 
