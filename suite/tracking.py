@@ -87,8 +87,9 @@ def connect(uri: str, create: bool = True):
     # its SQL store logs every database error with a traceback before raising it; the raised error is ours to report, in one line
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     db = _sqlite_path(uri)
-    if not create and db is not None and db.name != ":memory:" and not db.exists():
-        raise SuiteError(f"no MLflow store at {db}; run a study first (make study STUDY=...) or pass --tracking-uri")
+    if not create and db is not None and db.name != ":memory:" and not (db.is_file() and db.stat().st_size):
+        empty = " (an empty file)" if db.is_file() else ""  # (MLflow would write a store's tables into it)
+        raise SuiteError(f"no MLflow store at {db}{empty}; run a study first (make study STUDY=...) or pass --tracking-uri")
     mlflow.set_tracking_uri(uri)
     _reachable(uri)
     try:

@@ -392,3 +392,9 @@ def test_reading_commands_do_not_create_a_store_where_there_is_none(tmp_path, ca
         assert main([*command, "--tracking-uri", f"sqlite:///{db}"]) == 1
         assert capsys.readouterr().err == f"error: no MLflow store at {db}; run a study first (make study STUDY=...) or pass --tracking-uri\n"
     assert not (tmp_path / "typo").exists()
+    empty = tmp_path / "empty.db"  # an empty file (touched, or the wrong path): MLflow wrote a store's tables into it
+    empty.touch()
+    for command in (["report", "regularization"], ["check", "regularization"], ["evaluate", "0123abcd"]):
+        assert main([*command, "--tracking-uri", f"sqlite:///{empty}"]) == 1
+        assert f"error: no MLflow store at {empty} (an empty file)" in capsys.readouterr().err
+    assert empty.stat().st_size == 0
