@@ -384,7 +384,15 @@ def download(client, run_id: str, name: str, folder: Path) -> Path:
     try:
         return Path(client.download_artifacts(run_id, name, str(folder)))
     except Exception:
-        raise SuiteError(f"run {run_id} has no artifact {name} (runs recorded with --keep-weights none, or before weights were kept, have none)") from None
+        pass
+    root = client.get_run(run_id).info.artifact_uri
+    parsed = urllib.parse.urlparse(root)
+    local = Path(urllib.parse.unquote(parsed.path)) if parsed.scheme in ("", "file") else None
+    if local is not None and not local.is_dir():
+        raise SuiteError(f"the artifacts of run {run_id} are not at {local}, where the store says they are (moved, or deleted "
+                         "with their mlruns/ folder?)")
+    why = " (runs recorded with --keep-weights none, or before weights were kept, have none)" if name == "weights.pt" else ""
+    raise SuiteError(f"run {run_id} has no artifact {name}{why}")
 
 
 def artifact_names(artifact_uri: str) -> set[str]:

@@ -112,6 +112,16 @@ def test_study_logs_runs_writes_report_and_resumes(tiny_study, tmp_path, store, 
     config = RunConfig(**json.loads(open(client.download_artifacts(runs["run_id"][0], "resolved_config.json", str(tmp_path))).read())["config"])
     weights["1.weight"] = weights["1.weight"] * 1.5
     assert evaluate_weights(config, weights, str(data_dir))["test_loss"] != runs["metrics.test_loss"][0]
+    # ... and where its artifacts are gone (an mlruns/ folder moved), evaluate says so (it blamed --keep-weights)
+    from pathlib import Path
+    from urllib.parse import unquote, urlparse
+
+    where = Path(unquote(urlparse(client.get_run(runs["run_id"][0]).info.artifact_uri).path))
+    where.rename(where.with_name("moved"))
+    capsys.readouterr()
+    assert main(["evaluate", runs["run_id"][0], "--tracking-uri", store, "--data-dir", str(data_dir)]) == 1
+    assert f"the artifacts of run {runs['run_id'][0]} are not at {where}, where the store says they are" in capsys.readouterr().err
+    where.with_name("moved").rename(where)
 
     # rerunning trains nothing and creates no duplicates
     capsys.readouterr()
