@@ -217,6 +217,17 @@ def test_tune_of_a_study_without_a_search_is_bad_input(tiny_study, tmp_path, sto
     assert "study 'tiny' has no search block" in capsys.readouterr().err
 
 
+def test_a_core_slots_folder_that_cannot_be_made_is_one_line_before_anything_trains(tiny_study, tmp_path, store, monkeypatch, capsys):
+    """SUITE_CORE_SLOTS naming a file: every run failed with FileExistsError and the advice to retrain them."""
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("SUITE_CORE_SLOTS", str(tmp_path / "a-file"))
+    assert cli("study", "tiny", "--smoke", study_dir=tiny_study.parent, tmp_path=tmp_path, store=store) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"runs cannot hold core slots in {tmp_path / 'a-file'}" in err and "point SUITE_CORE_SLOTS" in err
+    mlflow.set_tracking_uri(store)
+    assert mlflow.search_runs(experiment_names=["tiny/smoke"]).empty  # nothing was recorded as failed
+
+
 def test_check_of_a_study_without_claims_says_so(tiny_study, tmp_path, store, capsys):
     tiny_study.write_text(tiny_study.read_text().replace("claims:\n  - wd > none\n", ""))
     assert cli("check", "tiny", study_dir=tiny_study.parent, tmp_path=tmp_path, store=store) == 0

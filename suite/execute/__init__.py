@@ -150,13 +150,18 @@ def _no_gpu_here() -> bool:
 
 def check_threads(settings: Settings) -> None:
     """Before anything trains: no more threads per run, nor workers x threads in a local pool, than this machine has
-    cores (Ray places each actor's threads on a node that has them). A call with nothing left to train never asks."""
+    cores (Ray places each actor's threads on a node that has them), and a folder for the core slots that hold them.
+    A call with nothing left to train never asks."""
     if settings.executor != "ray" and settings.threads > cores():
         raise OptionError(f"--threads {settings.threads} is more than this machine's {cores()} cores: threads beyond the cores "
                          "run 4-10x slower; use at most that many here, or a machine (--executor ray) that has them")
     if settings.executor == "local" and settings.workers and settings.workers * settings.threads > cores():
         raise OptionError(f"--workers {settings.workers} x --threads {settings.threads} is more than this machine's {cores()} cores: "
                          f"threads beyond the cores run 4-10x slower; use --workers {cores() // settings.threads} or fewer here")
+    if settings.executor != "ray":  # (Ray's workers hold the slots of their own nodes)
+        from .worker import slots_folder
+
+        slots_folder()
 
 
 def backend(settings: Settings, datasets=(), tasks: int = 1):

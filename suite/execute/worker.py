@@ -295,6 +295,22 @@ def _finish(task: Task, record: Record, result, data) -> None:
 SLOTS_ENV = "SUITE_CORE_SLOTS"  # the folder of this host's core slots (default: <tmp>/suite-cores-<uid>)
 
 
+def slots_folder() -> Path:
+    """This host's folder of core slots, made where missing; a folder where lock files cannot be made is one line."""
+    import tempfile
+
+    from ..errors import OptionError
+
+    folder = Path(os.environ.get(SLOTS_ENV) or Path(tempfile.gettempdir()) / f"suite-cores-{os.getuid()}")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        open(folder / "0.lock", "a").close()
+    except OSError as err:
+        raise OptionError(f"runs cannot hold core slots in {folder} ({err.strerror or err}): "
+                          f"{'set' if SLOTS_ENV not in os.environ else 'point'} {SLOTS_ENV} to a writable folder") from None
+    return folder
+
+
 @contextmanager
 def core_slots(threads: int):
     """Hold `threads` of this host's cores while a run trains, across every driver and worker on the host.
@@ -305,12 +321,10 @@ def core_slots(threads: int):
     """
     import fcntl
     import random
-    import tempfile
 
     from . import cores
 
-    folder = Path(os.environ.get(SLOTS_ENV) or Path(tempfile.gettempdir()) / f"suite-cores-{os.getuid()}")
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = slots_folder()
     total = cores()
     need, held = min(threads, total), []
     while True:
