@@ -32,8 +32,13 @@ def push(study: str, source: str, target: str) -> Pushed:
     src = tracking.connect(source, create=False)
     try:
         dst = tracking.connect(target)
-    except SuiteError as err:  # (its advice names the option this store came from)
+        with tracking.store_lock(target):  # a sqlite target takes one writer at a time, as for `suite study`
+            return _push(study, source, src, dst)
+    except SuiteError as err:  # (the advice names the option this store came from)
         raise SuiteError(str(err).replace("pass another --tracking-uri", "pass another --to")) from None
+
+
+def _push(study: str, source: str, src, dst) -> Pushed:
     outcome = Pushed()
     for name in (study, tracking.experiment_name(study, True)):
         found = src.get_experiment_by_name(name)
@@ -44,8 +49,13 @@ def push(study: str, source: str, target: str) -> Pushed:
         for key, value in found.tags.items():
             if not key.startswith("mlflow.") or key in (tracking.NOTE, tracking.VIEW_TAG):
                 dst.set_experiment_tag(exp_id, key, value)
-        held = {r.data.tags.get("suite.run_key") for r in tracking.search(dst, exp_id, "run", tracking.FINISHED)}
+        there = tracking.search(dst, exp_id, "run")
+        held = {r.data.tags.get("suite.run_key") for r in there if r.info.status == tracking.FINISHED}
         todo = [r for r in runs if r.data.tags.get("suite.run_key") not in held]
+        # copies an interrupted push left unfinished (they carry their source run's id from the start): replaced
+        sources = {r.info.run_id for r in todo}
+        tracking.delete_runs(dst, [r.info.run_id for r in there if r.info.status != tracking.FINISHED
+                                   and r.data.tags.get("suite.pushed_from") in sources])
         outcome.present += len(runs) - len(todo)
         for run in tqdm(todo, desc=f"push {name}", unit="run", disable=None):
             _copy(src, dst, run, exp_id)
@@ -56,9 +66,9 @@ def push(study: str, source: str, target: str) -> Pushed:
 
 
 def _copy(src, dst, run, exp_id: str) -> None:
-    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.entities import Metric, Param
 
-    tags = {k: v for k, v in run.data.tags.items() if k not in ("mlflow.runName",)}
+    tags = {**{k: v for k, v in run.data.tags.items() if k not in ("mlflow.runName",)}, "suite.pushed_from": run.info.run_id}
     new = dst.create_run(exp_id, start_time=run.info.start_time, tags=tags, run_name=run.info.run_name)
     run_id = new.info.run_id
     params = [Param(k, v) for k, v in run.data.params.items()]
@@ -73,5 +83,4 @@ def _copy(src, dst, run, exp_id: str) -> None:
         if src.list_artifacts(run.info.run_id):
             local = src.download_artifacts(run.info.run_id, "", tmp)
             dst.log_artifacts(run_id, local)
-    dst.log_batch(run_id, tags=[RunTag("suite.pushed_from", run.info.run_id)])
     dst.set_terminated(run_id, status=run.info.status, end_time=run.info.end_time)

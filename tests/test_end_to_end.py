@@ -228,6 +228,45 @@ def test_a_core_slots_folder_that_cannot_be_made_is_one_line_before_anything_tra
     assert mlflow.search_runs(experiment_names=["tiny/smoke"]).empty  # nothing was recorded as failed
 
 
+def test_an_interrupted_push_is_finished_by_the_next_and_a_busy_target_waits(tiny_study, tmp_path, store, monkeypatch, capsys):
+    """A push stopped mid-copy left a RUNNING copy that the next push kept beside its new one; and push wrote into a
+    sqlite store while a study was writing to it."""
+    from mlflow.tracking import MlflowClient
+
+    assert cli("study", "tiny", "--smoke", study_dir=tiny_study.parent, tmp_path=tmp_path, store=store) == 0
+    team = f"sqlite:///{tmp_path / 'team.db'}"
+    push = ["push", "tiny", "--to", team, "--studies-dir", str(tiny_study.parent), "--tracking-uri", store]
+    real, calls = MlflowClient.log_artifacts, []
+
+    def stopped_at_the_second(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "log_artifacts", stopped_at_the_second)
+    assert main(push) == 130
+    monkeypatch.undo()
+    mlflow.set_tracking_uri(team)
+    runs = lambda: mlflow.search_runs(experiment_names=["tiny/smoke"], filter_string="tags.`suite.kind` = 'run'")  # noqa: E731
+    assert sorted(runs()["status"]) == ["FINISHED", "RUNNING"]
+    capsys.readouterr()
+    assert main(push) == 0
+    assert "3 runs copied" in capsys.readouterr().out
+    assert sorted(runs()["status"]) == ["FINISHED"] * 4 and runs()["tags.suite.run_key"].nunique() == 4
+    # a study writing to the target (its lock held by another process): one line, nothing written
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'w'); "
+                               "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)", f"{tmp_path / 'team.db'}.lock"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main(push) == 1
+        assert f"another suite process is writing to {tmp_path / 'team.db'}; wait for it to finish or pass another --to" in capsys.readouterr().err
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_check_of_a_study_without_claims_says_so(tiny_study, tmp_path, store, capsys):
     tiny_study.write_text(tiny_study.read_text().replace("claims:\n  - wd > none\n", ""))
     assert cli("check", "tiny", study_dir=tiny_study.parent, tmp_path=tmp_path, store=store) == 0
