@@ -298,6 +298,7 @@ def _run(name: str, args, smoke: bool, uri: str) -> int:
     from .spec.study import load_study
 
     study = load_study(name, Path(args.studies_dir))
+    tracking.check_separate(uri, tracking.storage_url(args.storage))  # (searches, tuning and a team store's claims use it)
     chosen = settings(args)
     reports_dir = Path(args.reports_dir)
     _writable(reports_dir)  # before anything trains
@@ -411,6 +412,7 @@ def cmd_tune(args) -> int:
         raise OptionError("--trials takes a positive number")
     study = load_study(args.name, Path(args.studies_dir))
     storage = tracking.storage_url(args.storage)
+    tracking.check_separate(tracking_uri(args.tracking_uri), storage)
     chosen = settings(args)
     _writable(Path(args.reports_dir))  # before anything trains
     target = tune.search_target(study, args.smoke, execution(chosen))  # (trials computed another way are another search)

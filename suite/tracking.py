@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .spec.config import METRIC_ALIASES, METRIC_DIRECTIONS
-from .errors import SuiteError
+from .errors import OptionError, SuiteError
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 DEFAULT_STORAGE = "sqlite:///optuna.db"
@@ -38,6 +38,15 @@ def tracking_uri(cli_value: str | None = None) -> str:
 def storage_url(cli_value: str | None = None) -> str:
     """The Optuna storage (searches, tuning, and a team store's run claims): --storage, else $OPTUNA_STORAGE."""
     return cli_value or os.environ.get("OPTUNA_STORAGE") or DEFAULT_STORAGE
+
+
+def check_separate(uri: str, storage: str) -> None:
+    """MLflow and Optuna each keep their own tables and schema versions: one sqlite file cannot be both (Optuna's
+    tables landed in the MLflow store, and each then blamed the other's schema version)."""
+    mlflow_db, optuna_db = _sqlite_path(uri), _sqlite_path(storage)
+    if mlflow_db is not None and optuna_db is not None and mlflow_db.resolve() == optuna_db.resolve():
+        raise OptionError(f"the MLflow store and the Optuna storage are one file, {mlflow_db}; give each its own "
+                          "(--tracking-uri / $MLFLOW_TRACKING_URI, --storage / $OPTUNA_STORAGE)")
 
 
 def _sqlite_path(uri: str) -> Path | None:

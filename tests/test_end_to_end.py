@@ -267,6 +267,19 @@ def test_an_interrupted_push_is_finished_by_the_next_and_a_busy_target_waits(tin
         holder.wait()
 
 
+def test_one_sqlite_file_as_both_stores_is_refused(tiny_study, tmp_path, store, capsys):
+    """--storage naming the MLflow store's file: Optuna's tables landed in it and Optuna blamed its schema version."""
+    same = store.removeprefix("sqlite:///")
+    for command in (["study", "tiny", "--smoke"], ["tune", "tiny", "--smoke"]):
+        assert cli(*command, "--storage", f"sqlite:///{same}", study_dir=tiny_study.parent, tmp_path=tmp_path, store=store) == 2
+        assert f"the MLflow store and the Optuna storage are one file, {same}" in capsys.readouterr().err
+    if os.path.exists(same):
+        import sqlite3
+
+        with sqlite3.connect(same) as db:
+            assert not db.execute("select name from sqlite_master where name = 'studies'").fetchall()
+
+
 def test_check_of_a_study_without_claims_says_so(tiny_study, tmp_path, store, capsys):
     tiny_study.write_text(tiny_study.read_text().replace("claims:\n  - wd > none\n", ""))
     assert cli("check", "tiny", study_dir=tiny_study.parent, tmp_path=tmp_path, store=store) == 0
