@@ -32,7 +32,12 @@ GALLERY_FILE = "misclassified.npz"  # ... and their raw images (uint8), labels a
 NOTE = "mlflow.note.content"  # an experiment's description, a run's note: markdown the UI shows
 
 def tracking_uri(cli_value: str | None = None) -> str:
-    return cli_value or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    uri = cli_value or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    if ("://" not in uri and not uri.startswith("databricks")) or uri.startswith("file:"):  # a folder: MLflow's deprecated file store
+        given = "--tracking-uri " if cli_value else "MLFLOW_TRACKING_URI="
+        raise OptionError(f"{given}{uri}: a store is sqlite:///PATH (a file; sqlite:///{uri.removeprefix('file://').removeprefix('file:')} "
+                          "here?) or a tracking server's http://HOST:PORT")
+    return uri
 
 
 def storage_url(cli_value: str | None = None) -> str:

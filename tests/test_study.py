@@ -383,6 +383,11 @@ def test_a_studies_dir_without_study_files_is_one_line(tmp_path, capsys):
         assert capsys.readouterr().err == f"error: no study files (*.yaml) in {tmp_path / 'nowhere'}; pass --studies-dir the folder that holds them\n"
 
 
+def test_a_study_file_with_an_upper_case_suffix_is_a_path(tmp_path):
+    (tmp_path / "Mine.YAML").write_text(BASE)
+    assert load_study(str(tmp_path / "Mine.YAML")).name == "t"  # (was: no study named 'Mine.YAML' in studies/)
+
+
 def test_reading_commands_do_not_create_a_store_where_there_is_none(tmp_path, capsys):
     """A typo'd --tracking-uri for report, check or evaluate is one line; no empty store (or folder) appears there."""
     from suite.cli import main
@@ -392,6 +397,9 @@ def test_reading_commands_do_not_create_a_store_where_there_is_none(tmp_path, ca
         assert main([*command, "--tracking-uri", f"sqlite:///{db}"]) == 1
         assert capsys.readouterr().err == f"error: no MLflow store at {db}; run a study first (make study STUDY=...) or pass --tracking-uri\n"
     assert not (tmp_path / "typo").exists()
+    # a plain path (MLflow would take it for its deprecated folder store, and say so in words that read like ours)
+    assert main(["report", "regularization", "--tracking-uri", str(db)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: --tracking-uri {db}: a store is sqlite:///PATH (a file; sqlite:///{db} here?)")
     empty = tmp_path / "empty.db"  # an empty file (touched, or the wrong path): MLflow wrote a store's tables into it
     empty.touch()
     for command in (["report", "regularization"], ["check", "regularization"], ["evaluate", "0123abcd"]):

@@ -243,7 +243,7 @@ class Study:
 def _check_name(what: str, name: str) -> None:
     """A study or variant name names a folder: plain, not '.', '..' or hidden, and not too long."""
     if not re.fullmatch(NAME_PATTERN, name) or len(name) > MAX_NAME:
-        raise ValueError(f"{what} may only use letters, digits and _ . + -, may not start with a dot "
+        raise ValueError(f"{what} may only use ASCII letters (a-z, A-Z), digits and _ . + -, may not start with a dot "
                          f"and has at most {MAX_NAME} characters")
 
 
@@ -253,7 +253,7 @@ def _check_name(what: str, name: str) -> None:
 def find_study(name_or_path: str, studies_dir: Path = STUDIES_DIR) -> Path:
     """A study name (`regularization`) or a path to a YAML file."""
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml"):
+    if path.suffix.lower() in (".yaml", ".yml"):
         if not _is_file(path):
             raise StudyError(f"{path}: no such study file")
         return path
