@@ -261,6 +261,9 @@ def cmd_list(args) -> int:
         print(f"{study.name:<{name_width}}  {count:<{count_width}}  {study.question}")
     for line in invalid:
         print(f"invalid: {line}", file=sys.stderr)
+    for name in sorted({s.name for s in studies if [t.name for t in studies].count(s.name) > 1}):
+        files = " and ".join(str(s.path.name) for s in studies if s.name == name)
+        print(f"warning: {files} both name their study '{name}': their runs and reports would mix; rename one", file=sys.stderr)
     if invalid:
         raise SuiteError(f"{len(invalid)} of {len(studies) + len(invalid)} study files are invalid (listed above)")
     return 0

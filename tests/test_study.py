@@ -383,6 +383,16 @@ def test_a_studies_dir_without_study_files_is_one_line(tmp_path, capsys):
         assert capsys.readouterr().err == f"error: no study files (*.yaml) in {tmp_path / 'nowhere'}; pass --studies-dir the folder that holds them\n"
 
 
+def test_list_warns_of_two_files_that_name_one_study(tmp_path, capsys):
+    from suite.cli import main
+
+    for file in ("a.yaml", "b.yaml"):
+        (tmp_path / file).write_text(BASE)
+    assert main(["list", "--studies-dir", str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    assert out.count("q?") == 2 and err == "warning: a.yaml and b.yaml both name their study 't': their runs and reports would mix; rename one\n"
+
+
 def test_a_study_file_with_an_upper_case_suffix_is_a_path(tmp_path):
     (tmp_path / "Mine.YAML").write_text(BASE)
     assert load_study(str(tmp_path / "Mine.YAML")).name == "t"  # (was: no study named 'Mine.YAML' in studies/)
