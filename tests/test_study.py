@@ -56,6 +56,7 @@ def error_of(path) -> str:
     ("  b: {optimizer: {lr: 0.5}}", "not valid YAML at line 10: the key 'b' appears twice in one mapping"),  # (the last one won)
     ("  c: {optimizer.lr: 0.1}", "variants.c.optimizer.lr: a dotted key here is one unknown name; write it nested (optimizer: {lr: ...})"),
     ("datasets: {mnist: 3}", "datasets.mnist: a mapping of settings for mnist"),  # (was "datasets.list[str]: ...")
+    ("grid: {model: [{name: mlp}, {name: cnn}]}", "grid.model: an axis lists values of one setting"),  # (named variants by mappings)
     ("grid: {optimizer.lr.foo: [1, 2]}", "grid.optimizer.lr.foo: Input should be a valid number"),  # (blamed base)
     # sizes beyond the dataset (it trained on fewer examples than its key said, or failed every run)
     ("  c: {data: {val_size: 60000}}", "variant 'c' on mnist: data.val_size 60,000 leaves no training data (mnist has 60,000 training examples)"),

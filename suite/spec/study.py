@@ -693,6 +693,9 @@ def _conditions(top: StudyFile, fail) -> dict:
             fail(f"grid.{axis}: how runs are computed is chosen when running (--threads, --device), not in the study file")
         if not top.grid[axis]:
             fail(f"grid.{axis}: an axis needs at least one value")
+        if any(isinstance(value, dict) for value in top.grid[axis]):  # its points would be named by whole mappings
+            fail(f"grid.{axis}: an axis lists values of one setting (e.g. grid: {{model.hidden: [[64], [128]]}}), not "
+                 f"mappings; make each mapping a variant")
         shown = [format_value(v) for v in top.grid[axis]]
         if len(set(shown)) < len(shown):  # 0.1 and 0.10: one condition twice
             twice = next(v for v in shown if shown.count(v) > 1)
