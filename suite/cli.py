@@ -160,24 +160,25 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError as err:
         if not _output_closed():
-            return _failed(err)
+            return _failed(err, args.command)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (the exit's flush would fail again)
         if args.command in WORKING:  # a reader that stops reading (`| head`) stops the work, as for any Unix tool
             print(f"stopped: its output was closed; {INTERRUPTED[args.command]}", file=sys.stderr)
         return 1
     except Exception as err:
-        return _failed(err)
+        return _failed(err, args.command)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
 
-def _failed(err: Exception) -> int:
-    """A store that failed under the command: one line; anything else is a bug, whose traceback is what we need."""
+def _failed(err: Exception, command: str) -> int:
+    """A store (or disk) that failed under the command: one line; anything else is a bug, whose traceback is what we need."""
     message = store_failure(err)
     if message is None:
         raise err
-    print(f"error: {message}; finished runs are kept, run the same command again to resume", file=sys.stderr)
+    after = "finished runs are kept, run the same command again to resume" if command in WORKING else "run it again once that is mended"
+    print(f"error: {message}; {after}", file=sys.stderr)
     return 1
 
 

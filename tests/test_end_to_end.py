@@ -393,6 +393,9 @@ def test_a_study_whose_output_is_closed_stops_saying_so(tiny_study, tmp_path, da
     for closed in (["schema"], ["list", "--studies-dir", str(tiny_study.parent)]):  # reading commands: silent, no traceback
         out = subprocess.run(f"{sys.executable} -m suite {' '.join(closed)} >&-", shell=True, capture_output=True, text=True, timeout=120)
         assert out.returncode == 0 and out.stderr == "", out.stderr
+    # a full disk under a reading command: no word of runs kept or resuming
+    out = subprocess.run(f"{sys.executable} -m suite schema > /dev/full", shell=True, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and out.stderr == "error: the disk is full (No space left on device); run it again once that is mended\n"
 
 
 def test_the_ui_says_why_it_cannot_listen_in_one_line(tmp_path):
