@@ -361,10 +361,11 @@ def cmd_study(args) -> int:
 
 def cmd_smoke(args) -> int:
     """Every study, smoke mode; a temporary store and Optuna storage unless --tracking-uri / --storage name them."""
+    from . import tracking
     from .spec.study import list_studies
 
     with tempfile.TemporaryDirectory(prefix="suite-smoke-") as tmp:
-        uri = args.tracking_uri or f"sqlite:///{tmp}/mlflow.db"
+        uri = tracking.tracking_uri(args.tracking_uri) if args.tracking_uri else f"sqlite:///{tmp}/mlflow.db"
         args.storage = args.storage or f"sqlite:///{tmp}/optuna.db"
         for path in list_studies(Path(args.studies_dir)):
             _run(str(path), args, True, uri)
@@ -382,7 +383,8 @@ def cmd_report(args) -> int:
     chosen = settings(args)
     if args.from_runs and chosen.device == "auto":  # a report's own files: the runs they hold, not this machine's device
         chosen = dataclasses.replace(chosen, device="cpu")
-    out = report.build(study, smoke=args.smoke, uri=tracking_uri(args.tracking_uri), reports_dir=Path(args.reports_dir),
+    uri = None if args.from_runs else tracking_uri(args.tracking_uri)  # (--from-runs opens no store)
+    out = report.build(study, smoke=args.smoke, uri=uri, reports_dir=Path(args.reports_dir),
                        execution=execution(chosen, trains=False), ui=report.ui_url(args.ui_url), from_runs=args.from_runs)
     print(f"report: {out}")
     return 0

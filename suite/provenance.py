@@ -28,10 +28,10 @@ NO_GIT = "not a git checkout"  # what runs record as their commit when trained o
 
 
 def git_commit(root: Path = CODE) -> str:
-    """The commit of the checkout the code runs from (wherever the command was started), or NO_GIT: a folder that is
-    not the top of a checkout (site-packages, even inside another project's repository) has none."""
-    top = _git(root, "rev-parse", "--show-toplevel")
-    if not top or Path(top).resolve() != root.resolve():
+    """The commit of the checkout whose files the code under `root` is (wherever the command was started, and wherever
+    in that checkout the project sits), or NO_GIT: a pip-installed suite's site-packages are no checkout's files,
+    even inside another project's repository."""
+    if not _git(root, "ls-files", "--", "suite/provenance.py"):  # (empty where untracked, or outside any checkout)
         return NO_GIT
     return _git(root, "rev-parse", "HEAD") or NO_GIT
 

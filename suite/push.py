@@ -11,13 +11,14 @@ their own; a second push copies nothing.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from dataclasses import dataclass
 
 from tqdm import tqdm
 
 from . import tracking
-from .errors import SuiteError
+from .errors import OptionError, SuiteError
 
 
 @dataclass
@@ -27,15 +28,20 @@ class Pushed:
 
 
 def push(study: str, source: str, target: str) -> Pushed:
+    if not target.strip():
+        raise OptionError("--to takes the target store's URI (http://HOST:PORT or sqlite:///PATH)")
     if source == target:
         raise SuiteError("--to names the store the runs are read from; give another store")
     src = tracking.connect(source, create=False)
-    try:
-        dst = tracking.connect(target)
-        with tracking.store_lock(target):  # a sqlite target takes one writer at a time, as for `suite study`
-            return _push(study, source, src, dst)
-    except SuiteError as err:  # (the advice names the option this store came from)
-        raise SuiteError(str(err).replace("pass another --tracking-uri", "pass another --to")) from None
+    with contextlib.ExitStack() as held:
+        try:
+            tracking.tracking_uri(target)  # a plain path: the advice to write sqlite:///PATH
+            dst = tracking.connect(target)
+            held.enter_context(tracking.store_lock(target))  # a sqlite target takes one writer at a time, as for a study
+        except SuiteError as err:  # (the advice names the option this store came from)
+            raise type(err)(str(err).replace("pass another --tracking-uri", "pass another --to")
+                            .replace("--tracking-uri ", "--to ", 1)) from None
+        return _push(study, source, src, dst)
 
 
 def _push(study: str, source: str, src, dst) -> Pushed:
@@ -53,7 +59,7 @@ def _push(study: str, source: str, src, dst) -> Pushed:
         held = {r.data.tags.get("suite.run_key") for r in there if r.info.status == tracking.FINISHED}
         todo = [r for r in runs if r.data.tags.get("suite.run_key") not in held]
         # copies an interrupted push left unfinished (they carry their source run's id from the start): replaced
-        sources = {r.info.run_id for r in todo}
+        sources = {r.info.run_id for r in runs}
         tracking.delete_runs(dst, [r.info.run_id for r in there if r.info.status != tracking.FINISHED
                                    and r.data.tags.get("suite.pushed_from") in sources])
         outcome.present += len(runs) - len(todo)

@@ -90,9 +90,12 @@ def _ours(pid: int | None, folder: Path) -> bool:
     if not pid or pid <= 1:
         return False
     try:
-        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:  # (no /proc: macOS)
-        command = subprocess.run(["ps", "-o", "command=", "-p", str(pid)], capture_output=True, text=True).stdout
+        if Path("/proc/self").exists():
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        else:  # (macOS)
+            command = subprocess.run(["ps", "-o", "command=", "-p", str(pid)], capture_output=True, text=True).stdout
+    except OSError:  # no such process (or no ps)
+        return False
     return "mlflow" in command and str(folder / "artifacts") in command
 
 

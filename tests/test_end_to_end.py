@@ -265,19 +265,24 @@ def test_an_interrupted_push_is_finished_by_the_next_and_a_busy_target_waits(tin
     finally:
         holder.kill()
         holder.wait()
+    assert main([*push[:3], str(tmp_path / "plain"), *push[4:]]) == 2  # a plain path: MLflow's folder store
+    assert f"error: --to {tmp_path / 'plain'}: a store is sqlite:///PATH" in capsys.readouterr().err
 
 
 def test_one_sqlite_file_as_both_stores_is_refused(tiny_study, tmp_path, store, capsys):
     """--storage naming the MLflow store's file: Optuna's tables landed in it and Optuna blamed its schema version."""
+    from suite import tracking
+
     same = store.removeprefix("sqlite:///")
+    tracking.connect(store)  # the MLflow store exists: what Optuna would have written into
     for command in (["study", "tiny", "--smoke"], ["tune", "tiny", "--smoke"]):
         assert cli(*command, "--storage", f"sqlite:///{same}", study_dir=tiny_study.parent, tmp_path=tmp_path, store=store) == 2
         assert f"the MLflow store and the Optuna storage are one file, {same}" in capsys.readouterr().err
-    if os.path.exists(same):
-        import sqlite3
+    import sqlite3
 
-        with sqlite3.connect(same) as db:
-            assert not db.execute("select name from sqlite_master where name = 'studies'").fetchall()
+    with sqlite3.connect(same) as db:
+        tables = {name for (name,) in db.execute("select name from sqlite_master where type = 'table'")}
+    assert "experiments" in tables and "studies" not in tables
 
 
 def test_check_of_a_study_without_claims_says_so(tiny_study, tmp_path, store, capsys):
@@ -389,7 +394,13 @@ def test_a_study_whose_output_is_closed_stops_saying_so(tiny_study, tmp_path, da
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
     assert "stopped: its output was closed; finished runs are kept" in out.stderr and "tracking server" not in out.stderr
     again = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0 and "already done" in again.stdout, again.stderr
+    import re
+
+    trained, done = map(int, re.search(r"tiny: (\d+) trained, (\d+) already done", again.stdout).groups())
+    assert again.returncode == 0 and trained >= 1 and trained + done == 4, again.stdout + again.stderr
+    mlflow.set_tracking_uri(store)
+    runs = mlflow.search_runs(experiment_names=["tiny/smoke"], filter_string="tags.`suite.kind` = 'run'")
+    assert (runs["status"] == "FINISHED").sum() == 4 and "RUNNING" not in set(runs["status"])
     for closed in (["schema"], ["list", "--studies-dir", str(tiny_study.parent)]):  # reading commands: silent, no traceback
         out = subprocess.run(f"{sys.executable} -m suite {' '.join(closed)} >&-", shell=True, capture_output=True, text=True, timeout=120)
         assert out.returncode == 0 and out.stderr == "", out.stderr

@@ -394,6 +394,23 @@ def test_list_warns_of_two_files_that_name_one_study(tmp_path, capsys):
     assert out.count("q?") == 2 and err == "warning: a.yaml and b.yaml both name their study 't': their runs and reports would mix; rename one\n"
 
 
+def test_chained_merge_keys_are_not_duplicates(tmp_path):
+    """An anchored mapping that merges and overrides, merged again elsewhere: valid YAML, one key each."""
+    text = ("name: anchors\nquestion: q?\nvariants:\n  plain: {optimizer: &adam {name: adam, lr: 0.001}}\n"
+            "  fast: {optimizer: &fast {<<: *adam, lr: 0.01}}\nbase:\n  model: {name: mlp, hidden: [8]}\n"
+            "  optimizer: {<<: *fast, weight_decay: 0.0}\n")
+    study = load_study(str(write(tmp_path, "", text)))
+    assert study.configs["mnist", "fast"].optimizer.lr == 0.01 and study.configs["mnist", "plain"].optimizer.lr == 0.001
+    assert "the key 'lr' appears twice" in error_of(write(tmp_path, "", text.replace("lr: 0.001}", "lr: 0.001, lr: 0.1}")))
+
+
+def test_an_error_in_a_variant_is_its_own_beside_a_grid_below_it(tmp_path):
+    base = "name: t\nquestion: q?\nbase: {optimizer: {name: adam, lr: 0.1}}\ngrid: {optimizer.lr: [0.1, 0.01]}\n"
+    assert "variants.b.optimizer.name: unknown or missing name 'adamm'" in error_of(
+        write(tmp_path, "variants:\n  a: {}\n  b: {optimizer: {name: adamm}}\n", base))
+    assert "base.optimizer.name: unknown or missing name 'nope'" in error_of(write(tmp_path, "", base.replace("name: adam", "name: nope")))
+
+
 def test_a_study_file_with_an_upper_case_suffix_is_a_path(tmp_path):
     (tmp_path / "Mine.YAML").write_text(BASE)
     assert load_study(str(tmp_path / "Mine.YAML")).name == "t"  # (was: no study named 'Mine.YAML' in studies/)
@@ -409,8 +426,9 @@ def test_reading_commands_do_not_create_a_store_where_there_is_none(tmp_path, ca
         assert capsys.readouterr().err == f"error: no MLflow store at {db}; run a study first (make study STUDY=...) or pass --tracking-uri\n"
     assert not (tmp_path / "typo").exists()
     # a plain path (MLflow would take it for its deprecated folder store, and say so in words that read like ours)
-    assert main(["report", "regularization", "--tracking-uri", str(db)]) == 2
-    assert capsys.readouterr().err.startswith(f"error: --tracking-uri {db}: a store is sqlite:///PATH (a file; sqlite:///{db} here?)")
+    for command in (["report", "regularization"], ["smoke"]):
+        assert main([*command, "--tracking-uri", str(db)]) == 2
+        assert capsys.readouterr().err.startswith(f"error: --tracking-uri {db}: a store is sqlite:///PATH (a file; sqlite:///{db} here?)")
     empty = tmp_path / "empty.db"  # an empty file (touched, or the wrong path): MLflow wrote a store's tables into it
     empty.touch()
     for command in (["report", "regularization"], ["check", "regularization"], ["evaluate", "0123abcd"]):

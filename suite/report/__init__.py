@@ -123,14 +123,14 @@ def _publish(new: Path, folder: Path) -> None:
             stale.unlink(missing_ok=True)
 
 
-def build(study: Study, smoke: bool, uri: str, reports_dir: Path,
+def build(study: Study, smoke: bool, uri: str | None, reports_dir: Path,
           execution: Execution | None = None, ui: str | None = None, from_runs: bool = False) -> Path:
     """Collect, analyse, plot and write everything; returns the path of report.md.
 
     `execution` (device, threads) picks which of the study's runs: those computed that way (default: 1 CPU thread).
     `ui`: the MLflow UI's base URL that run ids link to (None: no links, the commands that recreate the runs instead).
     `from_runs`: read the runs from the report's own runs.csv / curves.csv instead of the store (a committed report
-    whose runs live in another store); nothing is written to the store then.
+    whose runs live in another store); no store is opened then (`uri` None).
     """
     if from_runs:
         found = searches_from_report(study, smoke, reports_dir) if study.tune is not None else {}

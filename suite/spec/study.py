@@ -282,20 +282,25 @@ def load_study(name_or_path: str, studies_dir: Path = STUDIES_DIR) -> Study:
 class _UniqueKeys(yaml.SafeLoader):
     """PyYAML's safe loader, refusing a key written twice in one mapping (it kept the last one without a word)."""
 
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` then overriding keys is what merging is for
-                continue
-            key = self.construct_object(key_node, deep=True)
-            try:
-                if key in seen:
-                    raise yaml.constructor.ConstructorError(None, None, f"the key '{key}' appears twice in one mapping",
-                                                            key_node.start_mark)
-                seen.add(key)
-            except TypeError:  # an unhashable key: the base constructor says so
-                pass
-        return super().construct_mapping(node, deep)
+    def flatten_mapping(self, node):
+        # checked once per mapping, before merging rewrites its keys (`<<: *anchor` then overriding keys is what
+        # merging is for); an anchored mapping may be flattened first as the merge source of another
+        checked = self.__dict__.setdefault("_checked", set())
+        if id(node) not in checked:
+            checked.add(id(node))
+            seen = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    if key in seen:
+                        raise yaml.constructor.ConstructorError(None, None, f"the key '{key}' appears twice in one mapping",
+                                                                key_node.start_mark)
+                    seen.add(key)
+                except TypeError:  # an unhashable key: the base constructor says so
+                    pass
+        super().flatten_mapping(node)
 
 
 def _load(path: Path) -> Study:
@@ -790,12 +795,15 @@ def _origin(top: StudyFile, variant: str, point, dataset: str) -> callable:
 
     def origin(loc: str) -> str:
         for axis, _ in point:
-            if loc == axis or loc.startswith(axis + ".") or axis.startswith(loc + "."):  # (an axis below a value)
+            if loc == axis or loc.startswith(axis + "."):
                 return f"grid.{axis}"
         if vname and found(top.variants[vname], loc):
             return f"variants.{vname}.{loc}"
         if found(top.datasets[dataset], loc):
             return f"datasets.{dataset}.{loc}"
+        for axis, _ in point:  # a mapping the base never wrote there, made by an axis below it (grid: {optimizer.lr.x: ...})
+            if axis.startswith(loc + ".") and not isinstance(_at(top.base, loc), dict):
+                return f"grid.{axis}"
         return f"base.{loc}"
 
     return origin
