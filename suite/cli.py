@@ -19,6 +19,7 @@ work could not be done, 130 when interrupted.
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import os
 import signal
@@ -262,7 +263,7 @@ def cmd_list(args) -> int:
         print(f"{study.name:<{name_width}}  {count:<{count_width}}  {study.question}")
     for line in invalid:
         print(f"invalid: {line}", file=sys.stderr)
-    for name in sorted({s.name for s in studies if [t.name for t in studies].count(s.name) > 1}):
+    for name in sorted(name for name, count in collections.Counter(s.name for s in studies).items() if count > 1):
         files = " and ".join(str(s.path.name) for s in studies if s.name == name)
         print(f"warning: {files} both name their study '{name}': their runs and reports would mix; rename one", file=sys.stderr)
     if invalid:
@@ -450,7 +451,8 @@ def cmd_evaluate(args) -> int:
         raise SuiteError(f"run {run.info.run_id} is {run.info.status}: only a finished run has tested weights")
     with tempfile.TemporaryDirectory() as tmp:
         config = json.loads(tracking.download(client, run.info.run_id, "resolved_config.json", Path(tmp)).read_text())
-        weights = loaded(tracking.download(client, run.info.run_id, WEIGHTS, Path(tmp)).read_bytes())
+        weights = loaded(tracking.download(client, run.info.run_id, WEIGHTS, Path(tmp),
+                                           " (runs recorded with --keep-weights none, or before weights were kept, have none)").read_bytes())
     components.load_plugins(config.get("plugins", []))  # the study's `plugins:` modules (entry points load by themselves)
     try:
         resolved = RunConfig(**config["config"])
@@ -479,15 +481,14 @@ def cmd_ui(args) -> int:
         except Exception as err:
             raise SuiteError(f"cannot reach the tracking server {uri}: {str(err).splitlines()[0][:160]}") from None
         return 0
+    given = "--port" if args.port is not None else "SUITE_UI_PORT"
     if args.port is None:
         try:
             args.port = int(os.environ.get("SUITE_UI_PORT") or 5000)
         except ValueError:
             raise OptionError(f"SUITE_UI_PORT={os.environ['SUITE_UI_PORT']} is not a port number (1-65535)") from None
-        if not 0 < args.port < 65536:
-            raise OptionError(f"SUITE_UI_PORT takes 1-65535, not {args.port}")
     if not 0 < args.port < 65536:
-        raise OptionError(f"--port takes 1-65535, not {args.port}")
+        raise OptionError(f"{given} takes 1-65535, not {args.port}")
     base = f"http://{args.host}:{args.port}"
     try:
         tracking.serve_ui(uri, args.host, args.port, lambda: _print_links(base, uri, ready=True))

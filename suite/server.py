@@ -76,9 +76,8 @@ def _state(folder: Path) -> dict:
     except (OSError, ValueError) as err:
         raise SuiteError(f"{path} cannot be read ({getattr(err, 'strerror', None) or err}); stop the team store's processes "
                          f"by hand and remove the file") from None
-    kinds = {"mlflow_pid": int, "port": int, "pg_port": int, "password": str}
-    if not isinstance(state, dict) or any(not isinstance(state.get(key), kind) or isinstance(state.get(key), bool)
-                                          for key, kind in kinds.items() if key in state or key != "mlflow_pid"):
+    kinds = {"mlflow_pid": int, "port": int, "pg_port": int, "password": str}  # what start writes, once all runs
+    if not isinstance(state, dict) or any(type(state.get(key)) is not kind for key, kind in kinds.items()):
         raise SuiteError(f"{path} is not what `suite server start` writes; stop the team store's processes by hand and "
                          f"remove the file")
     return state

@@ -393,8 +393,8 @@ def find_run(client, run_id_or_key: str):
     return found[0]
 
 
-def download(client, run_id: str, name: str, folder: Path) -> Path:
-    """One artifact of a run, into `folder`."""
+def download(client, run_id: str, name: str, folder: Path, why_missing: str = "") -> Path:
+    """One artifact of a run, into `folder`; `why_missing`: what the error adds where the run has none."""
     try:
         return Path(client.download_artifacts(run_id, name, str(folder)))
     except Exception:
@@ -405,8 +405,7 @@ def download(client, run_id: str, name: str, folder: Path) -> Path:
     if local is not None and not local.is_dir():
         raise SuiteError(f"the artifacts of run {run_id} are not at {local}, where the store says they are (moved, or deleted "
                          "with their mlruns/ folder?)")
-    why = " (runs recorded with --keep-weights none, or before weights were kept, have none)" if name == "weights.pt" else ""
-    raise SuiteError(f"run {run_id} has no artifact {name}{why}")
+    raise SuiteError(f"run {run_id} has no artifact {name}{why_missing}")
 
 
 def artifact_names(artifact_uri: str) -> set[str]:

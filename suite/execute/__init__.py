@@ -159,9 +159,9 @@ def check_threads(settings: Settings) -> None:
         raise OptionError(f"--workers {settings.workers} x --threads {settings.threads} is more than this machine's {cores()} cores: "
                          f"threads beyond the cores run 4-10x slower; use --workers {cores() // settings.threads} or fewer here")
     if settings.executor != "ray":  # (Ray's workers hold the slots of their own nodes)
-        from .worker import slots_folder
+        from .worker import check_slots
 
-        slots_folder()
+        check_slots()
 
 
 def backend(settings: Settings, datasets=(), tasks: int = 1):

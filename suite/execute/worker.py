@@ -296,19 +296,23 @@ SLOTS_ENV = "SUITE_CORE_SLOTS"  # the folder of this host's core slots (default:
 
 
 def slots_folder() -> Path:
-    """This host's folder of core slots, made where missing; a folder where lock files cannot be made is one line."""
+    """This host's folder of core slots."""
     import tempfile
 
+    return Path(os.environ.get(SLOTS_ENV) or Path(tempfile.gettempdir()) / f"suite-cores-{os.getuid()}")
+
+
+def check_slots() -> None:
+    """Before anything trains (the driver): a folder where lock files cannot be made is one line, not every run failed."""
     from ..errors import OptionError
 
-    folder = Path(os.environ.get(SLOTS_ENV) or Path(tempfile.gettempdir()) / f"suite-cores-{os.getuid()}")
+    folder = slots_folder()
     try:
         folder.mkdir(parents=True, exist_ok=True)
         open(folder / "0.lock", "a").close()
     except OSError as err:
         raise OptionError(f"runs cannot hold core slots in {folder} ({err.strerror or err}): "
                           f"{'set' if SLOTS_ENV not in os.environ else 'point'} {SLOTS_ENV} to a writable folder") from None
-    return folder
 
 
 @contextmanager
@@ -325,6 +329,7 @@ def core_slots(threads: int):
     from . import cores
 
     folder = slots_folder()
+    folder.mkdir(parents=True, exist_ok=True)
     total = cores()
     need, held = min(threads, total), []
     while True:
