@@ -1,4 +1,4 @@
-"""Does packing K runs into one batched model pay on this machine? (`--pack`, suite/packed.py)
+"""Does packing K runs into one batched model pay on this machine? (`--pack`, suite/execute/packed.py)
 
     .venv/bin/python bench/packed.py [--members 10] [--train-size 5000] [--threads 1 2] [--device cpu|cuda]
 
@@ -25,8 +25,8 @@ import torch
 from suite.spec.config import RunConfig
 from suite.components.data import load_splits
 from suite.components.models import build_model
-from suite.packed import Pack, Stacked, member_losses, train_packed
-from suite.train import train_run
+from suite.execute.packed import Pack, Stacked, member_losses, train_packed
+from suite.execute.train import train_run
 
 SHAPES = {"784-700x6-10": [700] * 6, "784-64-10": [64]}
 
@@ -49,7 +49,7 @@ def whole_runs(cfgs, data, device) -> tuple[float, float]:
 
 
 def steps(cfgs, data, device, n: int) -> tuple[float, float]:
-    """Seconds per training step of the K members: batched layers (suite.packed.Pack) vs torch.func's vmap."""
+    """Seconds per training step of the K members: batched layers (suite.execute.packed.Pack) vs torch.func's vmap."""
     from torch.func import functional_call, stack_module_state, vmap
 
     k = len(cfgs)

@@ -66,7 +66,7 @@ def store_lock(uri: str):
     """Hold an exclusive lock beside a sqlite store: one writing process at a time.
 
     Other stores (a tracking server, PostgreSQL) take many writers: there each run is claimed
-    through `suite.leases` instead.
+    through `suite.execute.leases` instead.
     """
     db = _sqlite_path(uri)
     if db is None or db.resolve() in _locked:

@@ -166,7 +166,7 @@ def counted(trials) -> int:
 
 
 def trial_key(name: str, number: int, storage: str = "") -> str:
-    """The lease of one trial (`suite.leases`): alive while a driver trains it."""
+    """The lease of one trial (`suite.execute.leases`): alive while a driver trains it."""
     return f"trial/{redact(storage)}#{name}/{number}"
 
 
@@ -202,7 +202,7 @@ def run_search(target: Target, *, uri: str, storage: str, data_dir: Path, trials
     drivers (trials counted + trials in flight never exceed the total) and leased while it trains;
     a trial whose driver died is failed as interrupted and its slot goes to the next ask.
     """
-    from .leases import open_leases
+    from .execute.leases import open_leases
 
     settings = settings or Settings()
     check_threads(settings)

@@ -11,7 +11,7 @@ import pytest
 from suite import analysis
 from suite.analysis import collapsed
 from suite.cli import main
-from suite.results import from_report
+from suite.analysis.results import from_report
 from suite.spec.study import expand, list_studies, load_study
 
 from conftest import has_dataset, store_at

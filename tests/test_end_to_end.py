@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from suite.cli import main
-from suite.kernels import kernel_name
+from suite.execute.kernels import kernel_name
 from suite.spec.config import RunConfig
 from suite.execute.worker import evaluate_weights
 

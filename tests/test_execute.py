@@ -16,7 +16,7 @@ import pytest
 
 from suite.spec.config import Execution, RunConfig
 from suite.execute.backends import LocalPool, RayBackend, Serial
-from suite.kernels import kernel_name
+from suite.execute.kernels import kernel_name
 from suite.execute.worker import FINISHED, Task
 from suite.spec.study import load_study, run_key, with_execution
 
@@ -105,7 +105,7 @@ def test_every_backend_trains_the_same_numbers_in_the_processes_it_says(data_dir
         assert os.getpid() not in {r.where["pid"] for r in other.values()}
         assert {r.where["threads"] for r in other.values()} == {1}
     assert len({r.where["pid"] for r in pool.values()}) == 2  # both workers of the pool trained
-    # the adam runs say which Adam step their worker used (suite.kernels: the same numbers either way); sgd's do not
+    # the adam runs say which Adam step their worker used (suite.execute.kernels: the same numbers either way); sgd's do not
     for records in (serial, pool, ray_records):
         assert [records[i].where.get("adam_kernel") for i in range(4)] == [kernel_name()] * 2 + [None] * 2
 

@@ -1,4 +1,4 @@
-"""suite.kernels: the one-pass C Adam step rounds every element as torch.optim.Adam's step does."""
+"""suite.execute.kernels: the one-pass C Adam step rounds every element as torch.optim.Adam's step does."""
 
 import os
 import shutil
@@ -8,9 +8,9 @@ import sys
 import pytest
 import torch
 
-from suite import kernels
+from suite.execute import kernels
 from suite.components.data import load_splits
-from suite.train import make_optimizer, train_run
+from suite.execute.train import make_optimizer, train_run
 
 from conftest import ROOT, needs_mnist
 from test_train import CPU, config
@@ -131,7 +131,7 @@ def test_a_cached_library_that_does_not_load_is_built_again(tmp_path, monkeypatc
     """A damaged adam-*.so in the cache (a full disk, a copied home folder) would leave every later process on PyTorch's
     slower step: the first process that cannot load it builds it again."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    built = subprocess.run([sys.executable, "-c", "from suite import kernels; print(kernels.kernel_name())"],
+    built = subprocess.run([sys.executable, "-c", "from suite.execute import kernels; print(kernels.kernel_name())"],
                            capture_output=True, text=True, cwd=ROOT)  # (not here: rewriting a library this process maps kills it)
     assert built.stdout.split() == ["adam.c"], built.stderr
     [lib] = (tmp_path / "cache").rglob("adam-*.so")

@@ -18,7 +18,7 @@ from suite.components import models
 from suite.spec.config import LEGACY, RunConfig
 from suite.execute.worker import Pack, Task, execute
 from suite.spec.study import commands, expand, grid_range, list_studies, load_study, run_key, with_execution
-from suite.train import lr_factor, make_optimizer, noisy_labels
+from suite.execute.train import lr_factor, make_optimizer, noisy_labels
 
 from conftest import ROOT, needs_mnist
 
@@ -154,7 +154,7 @@ def test_norm_layers_are_built_counted_and_trained_unpacked(data_dir, norm):
 
 
 def test_decay_weights_leaves_biases_and_norms_undecayed():
-    from suite.train import parameter_groups
+    from suite.execute.train import parameter_groups
 
     model = models.build_model(cfg.MLP(name="mlp", hidden=[8], norm="layer"), (1, 4, 4), 3, torch.Generator())
     groups = make_optimizer(cfg.SGD(name="sgd", lr=0.1, weight_decay=0.3), parameter_groups(model, "weights")).param_groups
@@ -308,7 +308,8 @@ def test_comparisons_and_claims_are_one_holm_family(tmp_path):
     import pandas as pd
     from scipy import stats as sps
 
-    from suite import analysis, stats
+    from suite import analysis
+    from suite.analysis import stats
 
     (tmp_path / "family.yaml").write_text(FAMILY)
     study = load_study(str(tmp_path / "family.yaml"))
@@ -402,7 +403,7 @@ def test_batch_norm_trains_when_the_last_batch_holds_one_example(data_dir):
 
 def test_a_search_resolves_packing_per_trial(tmp_path):
     """A trial whose sampled values make it unpackable (batch norm) trains unpacked even when the search packs."""
-    from suite.packed import train_packed
+    from suite.execute.packed import train_packed
     from suite.tune import override
 
     base = RunConfig(**BASE)

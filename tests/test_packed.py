@@ -1,4 +1,4 @@
-"""Packed runs (suite/packed.py) on real MNIST: each member trains like its unpacked run up to
+"""Packed runs (suite/execute/packed.py) on real MNIST: each member trains like its unpacked run up to
 floating-point summation order, independently of which runs share its pack; divergence and early
 stopping are per member; packing enters the run key only away from its legacy value; `suite
 study --pack` records one MLflow run per member and the report says the runs were packed."""
@@ -115,9 +115,9 @@ def test_a_pack_that_does_not_fit_trains_in_parts_with_the_same_bits(data_dir):
 def failing_packs(monkeypatch, fails):
     """train_packed as it is, except that a pack for which `fails(configs)` gives an exception raises it first
     (a fault put into this project's own function: no GPU here runs out of memory on cue). Returns the pack sizes tried."""
-    import suite.packed
+    import suite.execute.packed
 
-    real, sizes = suite.packed.train_packed, []
+    real, sizes = suite.execute.packed.train_packed, []
 
     def train_packed(configs, *args, **kwargs):
         sizes.append(len(configs))
@@ -126,7 +126,7 @@ def failing_packs(monkeypatch, fails):
             raise error
         return real(configs, *args, **kwargs)
 
-    monkeypatch.setattr(suite.packed, "train_packed", train_packed)
+    monkeypatch.setattr(suite.execute.packed, "train_packed", train_packed)
     return sizes
 
 
@@ -219,7 +219,7 @@ def test_the_packed_optimizer_steps_like_torch_optim(data_dir, case):
 def test_the_packed_optimizer_updates_in_two_sets_to_the_same_bits_as_tensor_by_tensor(case):
     """The GPU's way (all decayed parameters in one set of kernels, the rest in another) against the CPU's (one
     parameter at a time), here both on the CPU: a member's numbers do not depend on the device's grouping."""
-    from suite.packed import Stacked
+    from suite.execute.packed import Stacked
 
     gen = torch.Generator().manual_seed(0)
     shapes = [(3, 5, 7), (3, 7), (3, 7, 2), (3, 2)]  # weight, bias, weight, bias of 3 members

@@ -357,7 +357,7 @@ def test_push_moves_a_laptop_study_to_the_team_store_once(team_store, tiny_study
 def test_leases_take_over_expired_claims_and_fence_out_their_old_holder(team_store, monkeypatch):
     """On the real PostgreSQL: a claim is exclusive while alive; once expired the next driver gets a higher token and
     the old holder can record nothing; a completed key is never claimed again (except by --force)."""
-    from suite.leases import Shared
+    from suite.execute.leases import Shared
 
     _, uris = team_store
     monkeypatch.setenv("SUITE_LEASE_SECONDS", "1")

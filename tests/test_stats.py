@@ -1,4 +1,4 @@
-"""suite.stats against independent oracles: scipy's own tests and intervals, hand-computed values."""
+"""suite.analysis.stats against independent oracles: scipy's own tests and intervals, hand-computed values."""
 
 import math
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from suite import stats
-from suite.stats import Interval, Paired
+from suite.analysis import stats
+from suite.analysis.stats import Interval, Paired
 
 pytestmark = pytest.mark.filterwarnings("error")  # degenerate inputs must not leak warnings
 

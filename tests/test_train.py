@@ -6,7 +6,7 @@ import torch
 from suite import components
 from suite.spec.config import RunConfig
 from suite.components.data import augment_batch, load_splits
-from suite.train import make_optimizer, train_run
+from suite.execute.train import make_optimizer, train_run
 
 from conftest import needs_mnist
 

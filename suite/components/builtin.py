@@ -39,7 +39,7 @@ OPTIMIZERS = [
 ]
 
 # The built-in schedules share one parameter class (config.Schedule) and one function (train.lr_factor).
-SCHEDULES = [Component("schedule", name, "suite.train:lr_factor", doc, c.Schedule) for name, doc in {
+SCHEDULES = [Component("schedule", name, "suite.execute.train:lr_factor", doc, c.Schedule) for name, doc in {
     "constant": "the base learning rate throughout",
     "step": "multiply by gamma every step_every epochs",
     "cosine": "half a cosine from 1 down to min_factor",

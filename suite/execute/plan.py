@@ -4,7 +4,7 @@
 
 A run whose key already FINISHED in the study's MLflow experiment is skipped; a run left
 RUNNING, KILLED or FAILED by an earlier invocation is deleted and trained again, so the store
-never holds two live runs with one key. Each run is claimed first (`suite.leases`): on a shared
+never holds two live runs with one key. Each run is claimed first (`suite.execute.leases`): on a shared
 store, several drivers split a study's runs and none deletes or retrains another's live run. Ctrl-C (or SIGTERM) stops the workers, marks the runs
 in flight KILLED and keeps everything finished.
 """
@@ -53,7 +53,7 @@ def run_study(study: Study, *, smoke: bool, uri: str, data_dir: Path, force: boo
               settings: Settings = Settings(), keep_weights: bool = True, report: Callable[[], None] | None = None) -> Outcome:
     """Train every run of the study not yet FINISHED in the store (with a `tune` block: tune first), then `report()`.
 
-    Each run is claimed before it trains (`suite.leases`): on a shared store several drivers split
+    Each run is claimed before it trains (`suite.execute.leases`): on a shared store several drivers split
     the runs, wait for each other's, take over the claims of drivers that died, and the one that
     ends with a new set of finished runs writes the report (`report()`, called once per set).
     `keep_weights` logs each run's tested weights as its artifact `weights.pt` (`suite evaluate` reloads them).
@@ -96,7 +96,7 @@ def _units_at_most(specs: list[RunSpec], settings: Settings) -> int:
 
 def _run_study(study: Study, specs: list[RunSpec], since: float, pool, *, smoke: bool, uri: str, data_dir: Path, force: bool,
                storage: str | None, settings: Settings, keep_weights: bool, report: Callable[[], None] | None) -> Outcome:
-    from .. import leases as lease_store
+    from . import leases as lease_store
     from ..provenance import redact
 
     with tracking.store_lock(uri), lease_store.open_leases(uri, tracking.storage_url(storage)) as leases:

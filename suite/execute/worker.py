@@ -99,13 +99,13 @@ def warm(task: Task) -> None:
     while the driver opens its store. A failure is left for the task itself to meet and report."""
     import torch
 
-    from ..train import make_optimizer, resolve_device
+    from .train import make_optimizer, resolve_device
 
     try:
         components.load_plugins(task.plugins)
         device = resolve_device(task.config.execution.device)
         _splits(task.config, task.data_dir, device)
-        if not task.config.execution.packed:  # (packed runs step their own optimizer, suite.packed.Stacked)
+        if not task.config.execution.packed:  # (packed runs step their own optimizer, suite.execute.packed.Stacked)
             # a process's first optimizer imports torch._dynamo (~2 s here) and, for Adam on a CPU, builds and checks adam.c
             make_optimizer(task.config.optimizer, [torch.nn.Parameter(torch.zeros(1, device=device))],
                            task.config.execution.fused_optimizer)
@@ -126,7 +126,7 @@ def where(device, threads: int) -> dict:
 
 @dataclass(frozen=True)
 class Pack:
-    """Runs trained together as one packed model (`suite.packed`): one task for a backend, one record per member."""
+    """Runs trained together as one packed model (`suite.execute.packed`): one task for a backend, one record per member."""
 
     id: int  # unique within one executor call, like a task's
     name: str
@@ -142,7 +142,7 @@ def execute(task: Task | Pack, emit: Callable[[str, Any], None], ask: Callable[[
     import torch
 
     from ..components.data import fingerprint
-    from ..train import resolve_device, steps_adam_c
+    from .train import resolve_device, steps_adam_c
 
     packed = isinstance(task, Pack)
     tasks = task.members if packed else (task,)
@@ -161,8 +161,8 @@ def execute(task: Task | Pack, emit: Callable[[str, Any], None], ask: Callable[[
         here = where(device, torch.get_num_threads())
         here["data_fingerprint"] = fingerprint(first.config.data.name, Path(first.data_dir))
         if not first.config.execution.packed and steps_adam_c(first.config.optimizer, first.config.execution.fused_optimizer,
-                                                              device.type == "cpu"):  # (packed runs step suite.packed.Stacked)
-            from .. import kernels
+                                                              device.type == "cpu"):  # (packed runs step suite.execute.packed.Stacked)
+            from . import kernels
 
             here["adam_kernel"] = kernels.kernel_name()  # adam.c or torch: the same numbers, not the same speed
         splits = {"train": len(data.train_y), "val": len(data.val_y), "test": len(data.test_y)}
@@ -226,7 +226,7 @@ def _fitting(tasks: tuple[Task, ...], data, device) -> int:
 
 def _train(tasks: tuple[Task, ...], data, device, on_epoch, on_step, size: int | None = None,
            announce: Callable[[int, int], None] = lambda at, n: None) -> list:
-    """Each task's `RunResult`: packed configs through `suite.packed`, `size` members per pack (default: all), one pack
+    """Each task's `RunResult`: packed configs through `suite.execute.packed`, `size` members per pack (default: all), one pack
     after the other (a single one as a pack of one); others through train_run. `announce(at, n)` just before tasks
     at..at+n-1 train together.
 
@@ -237,7 +237,7 @@ def _train(tasks: tuple[Task, ...], data, device, on_epoch, on_step, size: int |
 
     config = tasks[0].config
     if config.execution.packed:
-        from ..packed import train_packed
+        from .packed import train_packed
 
         size, results, at = size or len(tasks), [], 0
         while at < len(tasks):
@@ -269,7 +269,7 @@ def _train(tasks: tuple[Task, ...], data, device, on_epoch, on_step, size: int |
                 results += [err] * len(part)
             at += len(part)
         return results
-    from ..train import train_run
+    from .train import train_run
 
     (task,) = tasks
     announce(0, 1)
@@ -381,7 +381,7 @@ def evaluate_weights(config: RunConfig, weights: dict, data_dir: str) -> dict:
     import torch
 
     from ..components.models import build_model
-    from ..train import evaluate, resolve_device
+    from .train import evaluate, resolve_device
 
     torch.set_num_threads(config.execution.threads)
     device = resolve_device(config.execution.device)

@@ -31,7 +31,7 @@ import pandas as pd
 from .. import analysis, provenance, tracking
 from ..spec.config import Execution
 from ..errors import SuiteError
-from ..results import Results, collect, from_report, how_computed
+from ..analysis.results import Results, collect, from_report, how_computed
 from ..spec.study import Study, expand, tuning_budget, tuning_targets, with_tuned
 from . import content
 from .content import out_dir, ui_url

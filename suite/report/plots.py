@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from ..stats import mean_ci  # noqa: E402
+from ..analysis.stats import mean_ci  # noqa: E402
 
 sns.set_theme(style="whitegrid", context="notebook")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .. import tracking
 from ..provenance import redact
-from ..results import plain
+from ..analysis.results import plain
 from ..spec.config import Execution
 from ..spec.study import Study, search_fingerprint, tuning_budget, tuning_name, tuning_targets
 from .content import out_dir

@@ -303,7 +303,7 @@ class Execution(Strict):
     threads: PositiveInt = Field(1, description="torch intra-op threads of the process that trains the run")
     fused_optimizer: bool = Field(False, description="PyTorch's fused optimizer kernel (sgd, momentum, adam, adamw): "
                                                      "3x faster steps on a CPU, last-bit different numbers")
-    packed: bool = Field(False, description="trained as a member of a packed model (suite.packed): batched matmuls and "
+    packed: bool = Field(False, description="trained as a member of a packed model (suite.execute.packed): batched matmuls and "
                                             "one optimizer step over the stacked members, last-bit different numbers")
 
 
@@ -333,14 +333,14 @@ LEGACY = {
 }
 
 # Packing (`--pack`): runs of one MLP architecture, data and schedule train together as one batched
-# model (suite/packed.py); members may differ in these fields (and their seed), not in any other.
+# model (suite/execute/packed.py); members may differ in these fields (and their seed), not in any other.
 PACKED_OPTIMIZERS = {"sgd", "momentum", "adam", "adamw"}
 PER_MEMBER = ("optimizer.lr", "optimizer.weight_decay", "model.dropout", "data.augment", "data.label_noise", "train.patience",
               "train.label_smoothing")
 
 
 def packable(config: "RunConfig") -> bool:
-    """Whether `suite.packed` can train this run: an MLP with an optimizer it implements over stacked members."""
+    """Whether `suite.execute.packed` can train this run: an MLP with an optimizer it implements over stacked members."""
     opt = config.optimizer
     return (config.model.name == "mlp" and config.model.norm == "none" and opt.name in PACKED_OPTIMIZERS
             and not config.data.augment.model_extra

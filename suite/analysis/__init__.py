@@ -10,6 +10,9 @@
 Diverged runs stay in: their metrics are what the diverged network measured, and they are
 counted in `n_diverged`. Values that are not finite (a diverged run's loss) are left out of
 means and pairs, and `n` says how many remained.
+
+Beside it: `results.py` reads a study's runs from MLflow (or a committed report's runs.csv) into
+that DataFrame; `stats.py` holds the statistics over arrays of per-seed values it calls.
 """
 
 from __future__ import annotations
@@ -20,9 +23,9 @@ from dataclasses import dataclass
 import pandas as pd
 
 from . import stats
-from . import components
-from .spec.config import METRIC_DIRECTIONS
-from .spec.study import Study, baseline_for
+from .. import components
+from ..spec.config import METRIC_DIRECTIONS
+from ..spec.study import Study, baseline_for
 
 SUMMARY_EXTRAS = ("val_acc", "val_loss", "train_acc", "epochs_trained", "train_seconds")
 COLLAPSE_SHARE = 0.9  # a run whose test predictions fall more than this much in one class has collapsed ...

@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .spec.config import RunConfig, pack_group, packable
-from .components.data import Splits, augment_batch
-from .components.models import ACTIVATIONS, build_model
+from ..spec.config import RunConfig, pack_group, packable
+from ..components.data import Splits, augment_batch
+from ..components.models import ACTIVATIONS, build_model
 from .train import STEP_EVERY, RunResult, evaluate, finish_run, generators, noisy_labels, schedule_of
 
 

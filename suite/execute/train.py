@@ -25,11 +25,11 @@ import torch
 import torch.nn.functional as F
 
 from . import kernels
-from .components import get
-from .spec.config import FUSED_OPTIMIZERS, RunConfig
-from .components.data import Splits, augment_batch
-from .errors import SuiteError
-from .components.models import build_model
+from ..components import get
+from ..spec.config import FUSED_OPTIMIZERS, RunConfig
+from ..components.data import Splits, augment_batch
+from ..errors import SuiteError
+from ..components.models import build_model
 
 EVAL_BATCH = 4096  # examples per forward pass when evaluating; memory only, results identical
 TRAIN_EVAL_SIZE = 5000  # training images re-evaluated at the end (eval mode, no augmentation) for the generalisation gap
@@ -72,7 +72,7 @@ def generators(seed: int, device: torch.device) -> dict[str, torch.Generator]:
 def make_optimizer(cfg, params, fused: bool = False) -> torch.optim.Optimizer:
     """The optimizer `cfg` names; `fused` (execution.fused_optimizer) picks PyTorch's fused kernel where there is one.
 
-    Unfused Adam and AdamW step through suite.kernels' one-pass C step where it is available: the
+    Unfused Adam and AdamW step through suite.execute.kernels' one-pass C step where it is available: the
     same numbers as PyTorch's step to the last bit, ~3x faster on the CPU."""
     args = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.model_dump(exclude={"name"}).items()}
     cls = get("optimizer", cfg.name).load()

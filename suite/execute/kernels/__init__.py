@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from .. import cache_dir
+from ... import cache_dir
 
 SOURCE = Path(__file__).with_name("adam.c")
 FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-shared", "-fPIC"]

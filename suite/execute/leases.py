@@ -28,7 +28,7 @@ import threading
 import uuid
 from contextlib import contextmanager, nullcontext
 
-from .errors import SuiteError
+from ..errors import SuiteError
 
 TTL_ENV = "SUITE_LEASE_SECONDS"
 
