@@ -43,8 +43,8 @@ from .execute import Settings, backend, check_threads, execution
 from .execute.plan import describe, source_name
 from .execute.recorder import Recorder
 from .execute.worker import DIVERGED, FAILED, FINISHED, PRUNED, Record, Task
-from .spec.study import (Search, Study, override, search_base, search_fingerprint, search_variant, tuning_name, tuning_targets,
-                         with_execution, with_tuned)
+from .spec.derived import override, search_base, search_fingerprint, search_variant, tuning_name, tuning_targets, with_tuned
+from .spec.study import Search, Study, with_execution
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

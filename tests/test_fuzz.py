@@ -19,7 +19,8 @@ import pytest
 import yaml
 
 from suite.errors import StudyError
-from suite.spec.study import MAX_MODEL_BYTES, MAX_RUNS, NAME_PATTERN, expand, load_study, model_size
+from suite.spec.checks import MAX_MODEL_BYTES, MAX_RUNS, NAME_PATTERN, model_size
+from suite.spec.study import expand, load_study
 
 from conftest import TINY_STUDY
 
@@ -308,7 +309,7 @@ def test_catalogue_and_tiny_study_still_validate_far_below_the_caps(tmp_path):
 
 
 def test_arithmetic_model_size_is_what_torch_builds():
-    """study.model_size (no torch) counts the parameters models.py builds, on the catalogue and on random models."""
+    """checks.model_size (no torch) counts the parameters models.py builds, on the catalogue and on random models."""
     pytest.importorskip("torch")
     from suite import components
     from suite.spec import config

@@ -17,7 +17,8 @@ from suite import components, provenance
 from suite.components import models
 from suite.spec.config import LEGACY, RunConfig
 from suite.execute.worker import Pack, Task, execute
-from suite.spec.study import commands, expand, grid_range, list_studies, load_study, run_key, with_execution
+from suite.spec.grid import grid_range
+from suite.spec.study import commands, expand, list_studies, load_study, run_key, with_execution
 from suite.execute.train import lr_factor, make_optimizer, noisy_labels
 
 from conftest import ROOT, needs_mnist
@@ -139,7 +140,7 @@ def test_init_schemes_draw_from_the_generator(scheme):
 @needs_mnist
 @pytest.mark.parametrize("norm", ["batch", "layer"])
 def test_norm_layers_are_built_counted_and_trained_unpacked(data_dir, norm):
-    from suite.spec.study import model_size
+    from suite.spec.checks import model_size
 
     for model in ({"name": "mlp", "hidden": [32, 16], "norm": norm}, {"name": "cnn", "channels": [4], "hidden": [8], "norm": norm}):
         config = RunConfig(**{**BASE, "model": model})
@@ -375,7 +376,7 @@ def test_a_weak_contradiction_among_many_tests_stays_inconclusive(tmp_path):
 @needs_mnist
 @pytest.mark.parametrize("depth, norm", [(8, "batch"), (14, "layer"), (20, "none")])
 def test_the_cifar_resnet_has_its_paper_size_and_trains(data_dir, depth, norm):
-    from suite.spec.study import model_size
+    from suite.spec.checks import model_size
 
     config = RunConfig(**{**BASE, "model": {"name": "resnet", "depth": depth, "width": 4, "norm": norm},
                           "train": {"batch_size": 50, "epochs": 1}})

@@ -7,7 +7,8 @@ import pytest
 
 from suite.errors import StudyError
 from suite.spec.config import RunConfig
-from suite.spec.study import deep_merge, expand, list_studies, load_study, run_key
+from suite.spec.grid import deep_merge
+from suite.spec.study import expand, list_studies, load_study, run_key
 
 BASE = """
 name: t
@@ -255,7 +256,7 @@ def test_variants_that_differ_only_in_what_tune_searches_are_refused(tmp_path):
 
 
 def test_a_tuned_variant_that_lands_on_another_condition_is_refused(tmp_path):
-    from suite.spec.study import with_tuned
+    from suite.spec.derived import with_tuned
 
     study = load_study(str(write(tmp_path, TUNED)))
     tuned = with_tuned(study, {("mnist", "a"): {"optimizer.lr": 0.02}, ("mnist", "b"): {"optimizer.lr": 0.03}})
@@ -274,7 +275,7 @@ TUNED = "tune:\n  space:\n    optimizer.lr: {type: float, low: 0.001, high: 0.1,
 
 
 def test_a_search_fingerprint_follows_what_its_trials_depend_on(tmp_path):
-    from suite.spec.study import search_fingerprint
+    from suite.spec.derived import search_fingerprint
 
     def fingerprint(extra: str = "", base: str = BASE, variant: str = "a", smoke: bool = False, tune: str = TUNED) -> str:
         study = load_study(str(write(tmp_path, tune + extra, base)))
@@ -302,7 +303,7 @@ def test_a_search_fingerprint_follows_what_its_trials_depend_on(tmp_path):
 
 
 def test_each_dataset_of_a_tuned_study_has_its_own_search(tmp_path):
-    from suite.spec.study import tuning_name
+    from suite.spec.derived import tuning_name
 
     one = load_study(str(write(tmp_path, TUNED)))
     assert tuning_name(one, "b", False, "mnist") == "t/b" and tuning_name(one, "b", True, "mnist") == "t/b/smoke"
@@ -312,7 +313,7 @@ def test_each_dataset_of_a_tuned_study_has_its_own_search(tmp_path):
 
 def test_a_report_takes_the_tuning_of_the_configuration_as_it_is_now(tmp_path):
     from suite.report.search import tuned_search
-    from suite.spec.study import search_fingerprint
+    from suite.spec.derived import search_fingerprint
 
     study = load_study(str(write(tmp_path, TUNED)))
     now = search_fingerprint(study, study.tune, "b", "mnist", False)

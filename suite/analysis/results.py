@@ -17,7 +17,8 @@ import pandas as pd
 from .. import tracking
 from ..errors import SuiteError
 from ..spec.config import METRIC_ALIASES, Execution, flatten, task_of
-from ..spec.study import TUNED, Study, expand, with_tuned
+from ..spec.derived import TUNED, with_tuned
+from ..spec.study import Study, expand
 
 CURVE_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "val_mse", "epoch_seconds")
 FINAL_METRICS = ("test_acc", "test_loss", "test_mse", "train_eval_acc", "train_eval_loss", "epochs_trained", "best_epoch",

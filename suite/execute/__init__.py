@@ -77,8 +77,8 @@ def default_workers(threads: int, datasets, tasks: int) -> int:
 def pack_size(config: RunConfig, batch: int, budget: int) -> int:
     """How many members of this packed run's config (`batch` examples a step) fit in `budget` bytes: on a GPU half its
     free memory (the worker that trains the pack measures it), on a CPU its last-level cache (`cpu_cache_bytes`).
-    By arithmetic (`spec.study.model_size`, no torch): the driver sizes CPU packs without importing torch."""
-    from ..spec.study import model_size
+    By arithmetic (`spec.checks.model_size`, no torch): the driver sizes CPU packs without importing torch."""
+    from ..spec.checks import model_size
 
     states = {"adam": 2, "adamw": 2, "momentum": 1}.get(config.optimizer.name, 0)  # optimizer state per parameter
     need = 4 * ((2 + states) * model_size(config)[0] + 3 * batch * sum(config.model.hidden))  # + weights, gradients, activations

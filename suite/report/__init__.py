@@ -32,7 +32,8 @@ from .. import analysis, provenance, tracking
 from ..spec.config import Execution
 from ..errors import SuiteError
 from ..analysis.results import Results, collect, from_report, how_computed
-from ..spec.study import Study, expand, tuning_budget, tuning_targets, with_tuned
+from ..spec.derived import tuning_budget, tuning_targets, with_tuned
+from ..spec.study import Study, expand
 from . import content
 from .content import out_dir, ui_url
 from .figures import error_figures, study_figures

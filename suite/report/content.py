@@ -10,7 +10,8 @@ import pandas as pd
 from .. import analysis, provenance, tracking
 from ..errors import OptionError
 from ..spec.config import METRIC_DIRECTIONS
-from ..spec.study import Study, commands, format_value
+from ..spec.grid import format_value
+from ..spec.study import Study, commands
 
 UI_URL_ENV = "SUITE_UI_URL"  # where reports link run ids to (e.g. http://127.0.0.1:5000, `make ui`'s default); unset: no links
 

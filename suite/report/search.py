@@ -12,7 +12,8 @@ from .. import tracking
 from ..provenance import redact
 from ..analysis.results import plain
 from ..spec.config import Execution
-from ..spec.study import Study, search_fingerprint, tuning_budget, tuning_name, tuning_targets
+from ..spec.derived import search_fingerprint, tuning_budget, tuning_name, tuning_targets
+from ..spec.study import Study
 from .content import out_dir
 from .figures import save
 from .render import render_html, render_markdown

@@ -2,7 +2,7 @@
 
 A `RunConfig` is the whole recipe of a run except its seed: data, model, optimizer and
 training settings. It is frozen; `canonical()` is the JSON-ready dict that run keys hash
-and MLflow params flatten. This module and `study.py` never import torch, so that a
+and MLflow params flatten. This module and the rest of `spec/` never import torch, so that a
 study file can be validated in a fraction of a second.
 
 Which names a study may use for a model, dataset, optimizer, schedule or augmentation comes from
