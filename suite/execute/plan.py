@@ -97,14 +97,11 @@ def _units_at_most(specs: list[RunSpec], settings: Settings) -> int:
 def _run_study(study: Study, specs: list[RunSpec], since: float, pool, *, smoke: bool, uri: str, data_dir: Path, force: bool,
                storage: str | None, settings: Settings, keep_weights: bool, report: Callable[[], None] | None) -> Outcome:
     from . import leases as lease_store
-    from ..provenance import redact
 
     with tracking.store_lock(uri), lease_store.open_leases(uri, tracking.storage_url(storage)) as leases:
         client = tracking.connect(uri)
         exp_id = tracking.experiment_id(client, tracking.experiment_name(study.name, smoke), description=describe(study, smoke),
                                         metric=study.metric, columns=study.scientific())
-        recorder = Recorder(client, exp_id, {"suite.kind": "run", "suite.study": study.name, "suite.smoke": smoke,
-                                             "suite.study_sha256": study.file_sha256, "mlflow.source.name": source_name(study)})
         todo = {s.run_key for s in partition(specs, tracking.search(client, exp_id, "run"), force)}
         if not todo and isinstance(pool, LocalPool):  # every run is done: the warming workers would only slow the report
             pool.stop()
@@ -112,106 +109,22 @@ def _run_study(study: Study, specs: list[RunSpec], since: float, pool, *, smoke:
             check_threads(settings)
         outcome = Outcome(len(specs), len(specs) - len(todo))
         bar = tqdm(total=len(specs), initial=outcome.skipped, desc=study.name, unit="run", disable=None, dynamic_ncols=True)
-        fatal: list[str] = []
-        where = f"{redact(uri)}#{exp_id}"  # leases name the store and experiment: one lease table may serve several
-
-        def lease(spec: RunSpec) -> str:
-            return f"run/{where}/{spec.run_key}"
-
-        ours: set[str] = set()  # keys this call trained or saw fail: not tried again here
-        tokens: dict[int, tuple[str, int]] = {}  # task id -> (run key, lease token)
-        replaced: dict[str, list[str]] = {}  # a run's lease -> its finished runs that --force retrains: deleted once the new one is done
-
-        def claim(spec: RunSpec) -> int | None:
-            """The run's lease, with the key's stale runs deleted; None when another driver has it or it is done."""
-            token = leases.claim(lease(spec), since if force else None)
-            if token is None:
-                return None
-            runs = tracking.runs_with_key(client, exp_id, spec.run_key)
-            finished = [r.info.run_id for r in runs if r.info.status == tracking.FINISHED]
-            if not force and finished:
-                leases.complete(lease(spec), token)  # finished by a driver killed before it said so
-                ours.add(spec.run_key)
-                return None
-            replaced[lease(spec)] = finished  # (kept until their replacement finishes: a failed retrain loses nothing)
-            tracking.delete_runs(client, [r.info.run_id for r in runs if r.info.run_id not in finished])  # left by a dead driver
-            return token
-
-        def task_of(i: int, spec: RunSpec, pack: int = 1) -> Task:
-            """The claimed run's task, its MLflow run started."""
-            name = spec.run_name if len(study.datasets) == 1 else f"{spec.dataset}/{spec.run_name}"
-            task = Task(i, name, spec.config, spec.seed, str(Path(data_dir).resolve()), keep_weights=keep_weights,
-                        plugins=study.plugins)
-            tags = {"suite.variant": spec.variant, "suite.seed": spec.seed, "suite.dataset": spec.dataset,
-                    "suite.run_key": spec.run_key, tracking.NOTE: _note(study, spec, smoke)}
-            recorder.start(task, {**tags, "suite.pack_size": pack} if spec.config.execution.packed else tags)
-            ours.add(spec.run_key)
-            return task
-
-        def next_task(pending) -> Task | Pack | None:
-            """The next unit's claimed runs: a task, or a pack of the runs of a packed unit that this driver could claim."""
-            for unit in pending:
-                if fatal:
-                    return None
-                claimed = [(i, spec, token) for i, spec in unit if (token := claim(spec)) is not None]
-                if not claimed:
-                    continue
-                tasks = tuple(task_of(i, spec, len(claimed)) for i, spec, _ in claimed)
-                for task, (_, spec, token) in zip(tasks, claimed):
-                    tokens[task.id] = (lease(spec), token)
-                _progress(bar, outcome, len(recorder.run_ids))
-                if len(tasks) == 1:
-                    return tasks[0]
-                return Pack(len(specs) + tasks[0].id, f"pack of {len(tasks)}", tasks, fit=settings.pack_size is None)
-            return None
-
-        def handle(task: Task, kind: str, payload):
-            key, token = tokens[task.id]
-            if key in leases.lost:  # another driver took the run over: what we would record is not ours to keep
-                if kind == "done":
-                    _drop(task)
-                return False
-            if kind != "done":
-                recorder.event(task, kind, payload)
-                return False  # an ask: studies never stop a run early
-            if not leases.fence(key, token):
-                _drop(task)
-                return None
-            recorder.finish(task, payload)
-            if payload.status == FAILED:
-                leases.release(key, token)  # the next driver (or call) tries it again
-            else:
-                tracking.delete_runs(client, replaced.pop(key, []))
-                leases.complete(key, token)
-            outcome.trained += payload.status != FAILED
-            outcome.diverged += payload.status == DIVERGED
-            if payload.status == FAILED:
-                outcome.failed.append(f"{task.name}: {payload.reason}")
-                if payload.fatal:
-                    fatal.append(payload.reason)
-            bar.update()
-            _progress(bar, outcome, len(recorder.run_ids))
-            tqdm.write(_one_line(task.name, study.metric, payload))
-
-        def _drop(task: Task) -> None:
-            recorder.drop(task)
-            outcome.lost.append(task.name)
-            tqdm.write(f"  {task.name:<28} lost its claim (another driver took it over); its result is dropped")
-
+        drive = _Drive(study, specs, leases, client, exp_id, outcome, bar, smoke=smoke, uri=uri, since=since, force=force,
+                       data_dir=data_dir, keep_weights=keep_weights, pack_size=settings.pack_size)
         with bar:
             try:
-                while not fatal:
-                    left = [(i, s) for i, s in enumerate(specs) if s.run_key in todo and s.run_key not in ours]
+                while not drive.fatal:
+                    left = [(i, s) for i, s in enumerate(specs) if s.run_key in todo and s.run_key not in drive.ours]
                     if not left:
                         break
                     pending = iter(units(left, settings, study.datasets))
-                    first = next_task(pending)  # claimed before any worker starts
+                    first = drive.next_task(pending)  # claimed before any worker starts
                     if first is not None:
-                        queue = itertools.chain([first], iter(lambda: next_task(pending), None))
+                        queue = itertools.chain([first], iter(lambda: drive.next_task(pending), None))
                         if report is not None:  # its imports (pandas, scipy, matplotlib, seaborn: seconds) run while the workers train
                             threading.Thread(target=importlib.import_module, args=("suite.report.plots",), daemon=True).start()
-                        pool.run(lambda: next(queue, None), unpacking(handle))
-                    elif not leases.alive(lease(s) for _, s in left):
+                        pool.run(lambda: next(queue, None), unpacking(drive.handle))
+                    elif not leases.alive(drive.lease(s) for _, s in left):
                         break  # nothing left that anyone holds: done by others (or failed here)
                     else:  # the rest is other drivers' runs: wait for them, or for the claims of dead ones to expire
                         bar.set_postfix_str(f"waiting for {len(left)} runs that other drivers hold", refresh=True)
@@ -221,28 +134,138 @@ def _run_study(study: Study, specs: list[RunSpec], since: float, pool, *, smoke:
                         bar.n = len(specs) - len(todo)
                         bar.refresh()
             except BaseException:
-                for key, token in tokens.values():
-                    if key in leases.held:
-                        leases.release(key, token)
-                recorder.abandon()
+                drive.abandon()
                 raise
-        if fatal:
-            raise SuiteError(fatal[0])
-        keys = {s.run_key for s in specs}  # (not the runs of an earlier version of the study file, or computed another way)
-        finished = sorted(r.info.run_id for r in tracking.search(client, exp_id, "run", tracking.FINISHED)
-                          if r.data.tags.get("suite.run_key") in keys) if report else []
-        if finished:  # (none: every run failed, and the caller says so; there is nothing to report)
-            key = f"report/{where}/" + hashlib.sha256(" ".join(finished).encode()).hexdigest()[:16]
-            # while another driver holds the claim it is writing this report, or was killed doing so: wait until it is
-            # done (then it is reported) or its claim expires (then take it), never leave with the report unwritten
-            while (token := leases.claim(key)) is None and leases.alive([key]):
-                time.sleep(min(2.0, leases.seconds / 4))
-            if token is None:
-                outcome.reported_elsewhere = True
-            else:
-                report()
-                leases.complete(key, token)
+        if drive.fatal:
+            raise SuiteError(drive.fatal[0])
+        if report is not None:
+            _report_once(study, specs, drive, report)
     return outcome
+
+
+class _Drive:
+    """One call's side of a study's runs while it trains them: claims (leases), MLflow runs, results, the progress bar."""
+
+    def __init__(self, study: Study, specs: list[RunSpec], leases, client, exp_id: str, outcome: Outcome, bar, *, smoke: bool,
+                 uri: str, since: float, force: bool, data_dir: Path, keep_weights: bool, pack_size: int | None):
+        from ..provenance import redact
+
+        self.study, self.specs, self.leases, self.client, self.exp_id = study, specs, leases, client, exp_id
+        self.outcome, self.bar, self.smoke, self.since, self.force = outcome, bar, smoke, since, force
+        self.data_dir, self.keep_weights, self.pack_size = str(Path(data_dir).resolve()), keep_weights, pack_size
+        self.recorder = Recorder(client, exp_id, {"suite.kind": "run", "suite.study": study.name, "suite.smoke": smoke,
+                                                  "suite.study_sha256": study.file_sha256, "mlflow.source.name": source_name(study)})
+        self.where = f"{redact(uri)}#{exp_id}"  # leases name the store and experiment: one lease table may serve several
+        self.fatal: list[str] = []  # the error of a failure that stops the study (not one run's)
+        self.ours: set[str] = set()  # keys this call trained or saw fail: not tried again here
+        self.tokens: dict[int, tuple[str, int]] = {}  # task id -> (run's lease, lease token)
+        self.replaced: dict[str, list[str]] = {}  # a run's lease -> its finished runs that --force retrains: deleted once the new one is done
+
+    def lease(self, spec: RunSpec) -> str:
+        return f"run/{self.where}/{spec.run_key}"
+
+    def claim(self, spec: RunSpec) -> int | None:
+        """The run's lease, with the key's stale runs deleted; None when another driver has it or it is done."""
+        token = self.leases.claim(self.lease(spec), self.since if self.force else None)
+        if token is None:
+            return None
+        runs = tracking.runs_with_key(self.client, self.exp_id, spec.run_key)
+        finished = [r.info.run_id for r in runs if r.info.status == tracking.FINISHED]
+        if not self.force and finished:
+            self.leases.complete(self.lease(spec), token)  # finished by a driver killed before it said so
+            self.ours.add(spec.run_key)
+            return None
+        self.replaced[self.lease(spec)] = finished  # (kept until their replacement finishes: a failed retrain loses nothing)
+        tracking.delete_runs(self.client, [r.info.run_id for r in runs if r.info.run_id not in finished])  # left by a dead driver
+        return token
+
+    def task_of(self, i: int, spec: RunSpec, pack: int = 1) -> Task:
+        """The claimed run's task, its MLflow run started."""
+        name = spec.run_name if len(self.study.datasets) == 1 else f"{spec.dataset}/{spec.run_name}"
+        task = Task(i, name, spec.config, spec.seed, self.data_dir, keep_weights=self.keep_weights, plugins=self.study.plugins)
+        tags = {"suite.variant": spec.variant, "suite.seed": spec.seed, "suite.dataset": spec.dataset,
+                "suite.run_key": spec.run_key, tracking.NOTE: _note(self.study, spec, self.smoke)}
+        self.recorder.start(task, {**tags, "suite.pack_size": pack} if spec.config.execution.packed else tags)
+        self.ours.add(spec.run_key)
+        return task
+
+    def next_task(self, pending) -> Task | Pack | None:
+        """The next unit's claimed runs: a task, or a pack of the runs of a packed unit that this driver could claim."""
+        for unit in pending:
+            if self.fatal:
+                return None
+            claimed = [(i, spec, token) for i, spec in unit if (token := self.claim(spec)) is not None]
+            if not claimed:
+                continue
+            tasks = tuple(self.task_of(i, spec, len(claimed)) for i, spec, _ in claimed)
+            for task, (_, spec, token) in zip(tasks, claimed):
+                self.tokens[task.id] = (self.lease(spec), token)
+            _progress(self.bar, self.outcome, len(self.recorder.run_ids))
+            if len(tasks) == 1:
+                return tasks[0]
+            return Pack(len(self.specs) + tasks[0].id, f"pack of {len(tasks)}", tasks, fit=self.pack_size is None)
+        return None
+
+    def handle(self, task: Task, kind: str, payload):
+        """A worker's event or result for `task`: recorded where this driver still holds the run's claim."""
+        key, token = self.tokens[task.id]
+        if key in self.leases.lost:  # another driver took the run over: what we would record is not ours to keep
+            if kind == "done":
+                self.drop(task)
+            return False
+        if kind != "done":
+            self.recorder.event(task, kind, payload)
+            return False  # an ask: studies never stop a run early
+        if not self.leases.fence(key, token):
+            self.drop(task)
+            return None
+        self.recorder.finish(task, payload)
+        if payload.status == FAILED:
+            self.leases.release(key, token)  # the next driver (or call) tries it again
+        else:
+            tracking.delete_runs(self.client, self.replaced.pop(key, []))
+            self.leases.complete(key, token)
+        outcome = self.outcome
+        outcome.trained += payload.status != FAILED
+        outcome.diverged += payload.status == DIVERGED
+        if payload.status == FAILED:
+            outcome.failed.append(f"{task.name}: {payload.reason}")
+            if payload.fatal:
+                self.fatal.append(payload.reason)
+        self.bar.update()
+        _progress(self.bar, outcome, len(self.recorder.run_ids))
+        tqdm.write(_one_line(task.name, self.study.metric, payload))
+
+    def drop(self, task: Task) -> None:
+        self.recorder.drop(task)
+        self.outcome.lost.append(task.name)
+        tqdm.write(f"  {task.name:<28} lost its claim (another driver took it over); its result is dropped")
+
+    def abandon(self) -> None:
+        """Interrupted: the claims this call holds are released and its runs in flight marked KILLED."""
+        for key, token in self.tokens.values():
+            if key in self.leases.held:
+                self.leases.release(key, token)
+        self.recorder.abandon()
+
+
+def _report_once(study: Study, specs: list[RunSpec], drive: _Drive, report: Callable[[], None]) -> None:
+    """`report()` for the study's finished runs, by the one driver that claims this set of runs' report."""
+    keys = {s.run_key for s in specs}  # (not the runs of an earlier version of the study file, or computed another way)
+    finished = sorted(r.info.run_id for r in tracking.search(drive.client, drive.exp_id, "run", tracking.FINISHED)
+                      if r.data.tags.get("suite.run_key") in keys)
+    if not finished:  # every run failed, and the caller says so: there is nothing to report
+        return
+    leases, key = drive.leases, f"report/{drive.where}/" + hashlib.sha256(" ".join(finished).encode()).hexdigest()[:16]
+    # while another driver holds the claim it is writing this report, or was killed doing so: wait until it is
+    # done (then it is reported) or its claim expires (then take it), never leave with the report unwritten
+    while (token := leases.claim(key)) is None and leases.alive([key]):
+        time.sleep(min(2.0, leases.seconds / 4))
+    if token is None:
+        drive.outcome.reported_elsewhere = True
+    else:
+        report()
+        leases.complete(key, token)
 
 
 def units(left: list[tuple[int, RunSpec]], settings: Settings, datasets) -> list[list[tuple[int, RunSpec]]]:
