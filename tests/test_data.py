@@ -1,7 +1,6 @@
 """MNIST-layout files are read exactly as torchvision reads them: extracted MNIST/raw and Fashion-MNIST (also from Debian's `dataset-fashion-mnist`)."""
 
 import gzip
-import os
 import subprocess
 import sys
 
@@ -12,9 +11,9 @@ from suite import components
 from suite.components import data
 from suite.errors import DataError
 
-from conftest import needs_mnist
+from conftest import IN_CI, needs_mnist
 
-debian = pytest.mark.skipif(not data.debian_fashion_installed(),
+debian = pytest.mark.skipif(not data.debian_fashion_installed() and not IN_CI,
                             reason=f"Debian's dataset-fashion-mnist is not installed ({data.DEBIAN_FASHION})")
 
 
@@ -92,7 +91,7 @@ def test_missing_fashion_mnist_names_every_place_it_looked(tmp_path, monkeypatch
 def test_full_test_split_sizes_and_largest_class_shares_are_those_of_the_files(name, data_dir):
     from conftest import has_dataset
 
-    if not has_dataset(name) and os.environ.get("CI") != "true":
+    if not has_dataset(name) and not IN_CI:
         pytest.skip(f"{name} not found under {data_dir}")
     raw = data.load_raw(name, str(data_dir))
     size, share = components.get("dataset", name).test_split
@@ -104,7 +103,7 @@ def test_training_split_sizes_are_those_of_the_files(name, data_dir):
     """The sizes study files are checked against at load (data.val_size, data.train_size)."""
     from conftest import has_dataset
 
-    if not has_dataset(name) and os.environ.get("CI") != "true":
+    if not has_dataset(name) and not IN_CI:
         pytest.skip(f"{name} not found under {data_dir}")
     assert len(data.load_raw(name, str(data_dir)).train_x) == components.get("dataset", name).train_split
 
