@@ -12,7 +12,6 @@ their own; a second push copies nothing.
 from __future__ import annotations
 
 import contextlib
-import tempfile
 from dataclasses import dataclass
 
 from tqdm import tqdm
@@ -64,29 +63,9 @@ def _push(study: str, source: str, src, dst) -> Pushed:
                                    and r.data.tags.get("suite.pushed_from") in sources])
         outcome.present += len(runs) - len(todo)
         for run in tqdm(todo, desc=f"push {name}", unit="run", disable=None):
-            _copy(src, dst, run, exp_id)
+            tags = {**{k: v for k, v in run.data.tags.items() if k != "mlflow.runName"}, "suite.pushed_from": run.info.run_id}
+            tracking.copy_run(src, dst, run, exp_id, tags)
             outcome.copied += 1
     if not outcome.copied and not outcome.present:
         raise SuiteError(f"no finished runs of study '{study}' in {source}")
     return outcome
-
-
-def _copy(src, dst, run, exp_id: str) -> None:
-    from mlflow.entities import Metric, Param
-
-    tags = {**{k: v for k, v in run.data.tags.items() if k not in ("mlflow.runName",)}, "suite.pushed_from": run.info.run_id}
-    new = dst.create_run(exp_id, start_time=run.info.start_time, tags=tags, run_name=run.info.run_name)
-    run_id = new.info.run_id
-    params = [Param(k, v) for k, v in run.data.params.items()]
-    for i in range(0, len(params), 100):
-        dst.log_batch(run_id, params=params[i:i + 100])
-    metrics = [Metric(m.key, m.value, m.timestamp, m.step) for key in run.data.metrics for m in src.get_metric_history(run.info.run_id, key)]
-    for i in range(0, len(metrics), 1000):
-        dst.log_batch(run_id, metrics=metrics[i:i + 1000])
-    if run.inputs and run.inputs.dataset_inputs:
-        dst.log_inputs(run_id, datasets=list(run.inputs.dataset_inputs))
-    with tempfile.TemporaryDirectory() as tmp:
-        if src.list_artifacts(run.info.run_id):
-            local = src.download_artifacts(run.info.run_id, "", tmp)
-            dst.log_artifacts(run_id, local)
-    dst.set_terminated(run_id, status=run.info.status, end_time=run.info.end_time)

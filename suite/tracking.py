@@ -355,6 +355,28 @@ def delete_runs(client, run_ids) -> None:
         client.delete_run(run_id)
 
 
+def copy_run(src, dst, run, exp_id: str, tags: dict) -> None:
+    """`run` of the store `src` made again in experiment `exp_id` of `dst` with `tags`: its params, every metric's
+    whole history, dataset inputs and artifacts, then its status and times."""
+    from mlflow.entities import Metric, Param
+
+    new = dst.create_run(exp_id, start_time=run.info.start_time, tags=tags, run_name=run.info.run_name)
+    run_id = new.info.run_id
+    params = [Param(k, v) for k, v in run.data.params.items()]
+    for i in range(0, len(params), 100):
+        dst.log_batch(run_id, params=params[i:i + 100])
+    metrics = [Metric(m.key, m.value, m.timestamp, m.step) for key in run.data.metrics for m in src.get_metric_history(run.info.run_id, key)]
+    for i in range(0, len(metrics), 1000):
+        dst.log_batch(run_id, metrics=metrics[i:i + 1000])
+    if run.inputs and run.inputs.dataset_inputs:
+        dst.log_inputs(run_id, datasets=list(run.inputs.dataset_inputs))
+    with tempfile.TemporaryDirectory() as tmp:
+        if src.list_artifacts(run.info.run_id):
+            local = src.download_artifacts(run.info.run_id, "", tmp)
+            dst.log_artifacts(run_id, local)
+    dst.set_terminated(run_id, status=run.info.status, end_time=run.info.end_time)
+
+
 def histories(client, run_ids, keys) -> list[tuple[str, str, int, float]]:
     """(run_id, metric, step, value) for every logged value of `keys`."""
     rows = []
