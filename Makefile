@@ -1,14 +1,16 @@
 # Entry points. Every target sets up .venv on first use (pinned by constraints.txt) and is
 # a no-op for setup afterwards. Variables: STUDY=name, TRIALS=n, WORKERS=n (runs at once),
-# EXECUTOR=serial|local|ray, ARGS="extra suite options", PORT=5000 (HOST=127.0.0.1) for the UI. Data root:
-# SUITE_DATA_DIR (default ./data); store: MLFLOW_TRACKING_URI (default sqlite:///mlflow.db).
+# EXECUTOR=serial|local|ray, ARGS="extra suite options", PORT= and HOST= for the UI (default:
+# $SUITE_UI_PORT or 5000, $SUITE_UI_HOST or 127.0.0.1), PYTHON= the interpreter .venv is made
+# with (3.11 or later; default python3). Data root: SUITE_DATA_DIR (default ./data); store:
+# MLFLOW_TRACKING_URI (default sqlite:///mlflow.db).
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 STUDY  ?= regularization
-PORT   ?= 5000
+PORT   ?=
 HOST   ?=
 RUN    := $(if $(EXECUTOR),--executor $(EXECUTOR)) $(if $(WORKERS),--workers $(WORKERS))
 
@@ -46,7 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py $(if $(ARGS),-- $(ARGS))
 
 ui: $(STAMP)
-	$(BIN)/suite ui --port $(PORT) $(if $(HOST),--host $(HOST)) $(ARGS)
+	$(BIN)/suite ui $(if $(PORT),--port $(PORT)) $(if $(HOST),--host $(HOST)) $(ARGS)
 
 # A team store here: PostgreSQL (Debian's postgresql) + an MLflow tracking server, under .server/; prints the URIs to export.
 server: $(STAMP)
