@@ -30,7 +30,8 @@ from pathlib import Path
 from .errors import OptionError, SuiteError
 
 
-def _common(p: argparse.ArgumentParser, store: bool = True, optuna: bool = True, throwaway: bool = False) -> None:
+def _common(p: argparse.ArgumentParser, store: bool = True, optuna: bool = True, throwaway: bool = False,
+            reports: bool = True) -> None:
     p.add_argument("--studies-dir", default="studies", help="where study files live (default: studies)")
     if store:
         p.add_argument("--tracking-uri", help="MLflow store (default: " + ("a throw-away one)" if throwaway else
@@ -38,6 +39,7 @@ def _common(p: argparse.ArgumentParser, store: bool = True, optuna: bool = True,
         if optuna:
             p.add_argument("--storage", help="Optuna storage for searches and tuning (default: " + ("a throw-away one)" if throwaway else
                                              "$OPTUNA_STORAGE or sqlite:///optuna.db)"))
+    if store and reports:
         p.add_argument("--reports-dir", default="reports", help="where reports are written (default: reports)")
         p.add_argument("--ui-url", help="MLflow UI that reports link runs to, e.g. http://127.0.0.1:5000 (default: $SUITE_UI_URL; "
                                         "unset: reports name run keys, no links)")
@@ -73,8 +75,16 @@ def settings(args):
                     pack=args.pack, pack_size=getattr(args, "pack_size", None))
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, saying a bad option or argument in one line (its usage block is what --help is for)."""
+
+    def error(self, message: str):
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="suite", description="Reproducible benchmark and ablation studies.")
+    top = _Parser(prog="suite", description="Reproducible benchmark and ablation studies.")
     sub = top.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="list studies with their question and run count")
@@ -121,7 +131,7 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("push", help="copy a study's finished runs (params, metrics, tags, artifacts) to another MLflow store")
     p.add_argument("name", help="study name (studies/NAME.yaml) or path to a YAML file")
     p.add_argument("--to", required=True, help="the target store, e.g. the team store's http://127.0.0.1:PORT")
-    _common(p, optuna=False)
+    _common(p, optuna=False, reports=False)
 
     p = sub.add_parser("server", help="start or stop a team store on this machine: PostgreSQL and an MLflow tracking server")
     p.add_argument("action", choices=("start", "stop"))
@@ -138,7 +148,7 @@ def parser() -> argparse.ArgumentParser:
             p.add_argument("--from-runs", action="store_true",
                            help="read the runs from the report's own runs.csv/curves.csv, not the store (a committed report)")
         _executor(p, runs=False)
-        _common(p, optuna=False)  # reports read MLflow alone
+        _common(p, optuna=False, reports=name == "report")  # reports read MLflow alone; check writes none
     return top
 
 

@@ -24,7 +24,8 @@ pytestmark = [needs_mnist, pytest.mark.slow]
 
 
 def cli(*args, study_dir, tmp_path, store):
-    return main([*args, "--studies-dir", str(study_dir), "--tracking-uri", store, "--reports-dir", str(tmp_path / "reports")]
+    return main([*args, "--studies-dir", str(study_dir), "--tracking-uri", store]
+                + (["--reports-dir", str(tmp_path / "reports")] if args[0] != "check" else [])  # (check writes no report)
                 + (["--data-dir", os.environ.get("SUITE_DATA_DIR", "../shared/data")] if args[0] == "study" else []))
 
 

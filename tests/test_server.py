@@ -328,8 +328,8 @@ def test_push_moves_a_laptop_study_to_the_team_store_once(team_store, tiny_study
     _, uris = team_store
     monkeypatch.setenv("SUITE_DATA_DIR", str(DATA_DIR))
     laptop = f"sqlite:///{tmp_path}/laptop.db"
-    common = ["--studies-dir", str(tiny_study.parent), "--tracking-uri", laptop, "--reports-dir", str(tmp_path / "r")]
-    assert main(["study", "tiny", "--smoke", "--workers", "1", *common]) == 0
+    common = ["--studies-dir", str(tiny_study.parent), "--tracking-uri", laptop]
+    assert main(["study", "tiny", "--smoke", "--workers", "1", *common, "--reports-dir", str(tmp_path / "r")]) == 0
     assert main(["push", "tiny", "--to", uris["MLFLOW_TRACKING_URI"], *common]) == 0
     assert main(["push", "tiny", "--to", uris["MLFLOW_TRACKING_URI"], *common]) == 0  # idempotent: copies nothing more
     pushed = capsys.readouterr().out

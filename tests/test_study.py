@@ -255,6 +255,15 @@ def test_variants_that_differ_only_in_what_tune_searches_are_refused(tmp_path):
     assert load_study(str(write(tmp_path, tune.replace("tune:", "search:")))).search is not None  # a search tunes one variant
 
 
+def test_a_tune_block_naming_one_variant_or_dataset_is_refused(tmp_path):
+    # (a tune block tunes every variant on every dataset: the keys were read and ignored)
+    for key, value in (("variant", "b"), ("dataset", "mnist")):
+        assert error_of(write(tmp_path, TUNED.replace("tune:", f"tune:\n  {key}: {value}"))).endswith(
+            f"tune.{key}: a tune block tunes every variant on every dataset; {key} chooses the one config of a search block "
+            f"(to tune only some variants, put the others in a study of their own)")
+    assert load_study(str(write(tmp_path, TUNED.replace("tune:", "search:\n  variant: b")))).search.variant == "b"
+
+
 def test_a_tuned_variant_that_lands_on_another_condition_is_refused(tmp_path):
     from suite.spec.derived import with_tuned
 
@@ -377,6 +386,14 @@ def test_smoke_of_a_single_valued_field_is_the_smoke_block_value(tmp_path):
     assert spec.config.train.epochs == 1 and spec.config.data.train_size == 300
 
 
+def test_smoke_never_makes_a_study_bigger(tmp_path):
+    # a study of 300 training and 100 validation images keeps them in smoke (the block says 2,000 and 500)
+    small = BASE.replace("optimizer: {name: adam, lr: 0.01}", "optimizer: {name: adam, lr: 0.01}\n  data: {train_size: 300, val_size: 100, test_size: 50}")
+    study = load_study(str(write(tmp_path, "smoke: {seeds: 1, epochs: 1, train_size: 2000, val_size: 500, test_size: 1000}", base=small)))
+    data = expand(study, smoke=True)[0].config.data
+    assert (data.train_size, data.val_size, data.test_size) == (300, 100, 50)
+
+
 def test_a_studies_dir_without_study_files_is_one_line(tmp_path, capsys):
     from suite.cli import main
 
@@ -436,3 +453,17 @@ def test_reading_commands_do_not_create_a_store_where_there_is_none(tmp_path, ca
         assert main([*command, "--tracking-uri", f"sqlite:///{empty}"]) == 1
         assert f"error: no MLflow store at {empty} (an empty file)" in capsys.readouterr().err
     assert empty.stat().st_size == 0
+
+
+def test_a_bad_option_is_one_line_and_commands_take_only_options_that_act(capsys):
+    """argparse's usage block is for --help; check and push write no report, so --reports-dir and --ui-url are refused."""
+    from suite.cli import main
+
+    for argv in (["check", "regularization", "--reports-dir", "x"], ["push", "regularization", "--to", "http://h", "--ui-url", "u"],
+                 ["study", "regularization", "--threads", "two"], ["stud"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and err.count("\n") == 1 and err.startswith("error: ") and "--help)" in err, err
+        if argv[0] == "check":
+            assert err == "error: unrecognized arguments: --reports-dir x (see suite --help)\n"

@@ -153,6 +153,10 @@ def check_metric(metric: str, datasets, fail, where: str = "metric"):
 
 def check_search(key: str, block: Search, top: StudyFile, configs: dict, variants, fail) -> None:
     """The searched variant and dataset exist, and every corner of the space is a valid config."""
+    for name in ("variant", "dataset"):
+        if key == "tune" and getattr(block, name) is not None:
+            fail(f"tune.{name}: a tune block tunes every variant on every dataset; {name} chooses the one config of a search "
+                 f"block (to tune only some variants, put the others in a study of their own)")
     if block.variant is not None and block.variant not in variants:
         fail(f"{key}.variant: '{block.variant}' is not a variant (variants: {', '.join(variants)})")
     if block.dataset is not None and block.dataset not in top.datasets:

@@ -129,7 +129,7 @@ class MLP(Strict):
     hidden: list[PositiveInt] = Field(default_factory=lambda: [256])
     activation: Activation = "relu"
     dropout: float = Field(0.0, ge=0, lt=1)
-    dropout_layers: list[int] | None = Field(None, description="hidden layers (0-based) followed by dropout; all when null")
+    dropout_layers: list[int] | None = Field(None, description="hidden layers (0-based; -1 the last) followed by dropout; all when null")
     norm: Norm = "none"
     init: Init = "default"
 

@@ -27,7 +27,7 @@ SHRUNK = {"train.epochs": "epochs", "data.train_size": "train_size", "data.val_s
 def smoke_scale(study: Study) -> dict[str, dict]:
     """What `--smoke` turns each value of a field it shrinks into, over every config of the study.
 
-    One value: the smoke block's (epochs: no more than the full study's). Several (a variant or grid
+    One value: the smoke block's, never more than the full study's (a study of 300 training images keeps 300). Several (a variant or grid
     axis sets the field): mapped rank-preservingly, so distinct values stay distinct and ordered and
     the study keeps its axis: the i-th of k values gets about (i+1)/k of the smoke value, never more
     than it had, and at least one more than the value below it (null, the whole split, ranks last).
@@ -40,7 +40,7 @@ def smoke_scale(study: Study) -> dict[str, dict]:
         section, field_name = path.split(".")
         values = sorted({getattr(getattr(c, section), field_name) for c in study.configs.values()}, key=lambda v: (v is None, v or 0))
         if len(values) == 1:
-            scale[path] = {values[0]: min(cap, values[0]) if key == "epochs" else cap}
+            scale[path] = {values[0]: cap if values[0] is None else min(cap, values[0])}  # (null: the whole split)
             continue
         mapped, previous = {}, 0
         for i, value in enumerate(values):

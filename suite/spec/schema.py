@@ -47,16 +47,16 @@ MEANINGS = {
     "StudyFile.variants": "variant name -> partial run config deep-merged over base",
     "StudyFile.seeds": "a count (seeds 0..n-1) or a list of seeds; each variant trains once per seed",
     "StudyFile.datasets": "dataset names (mnist, fashion_mnist, cifar10, quadratic), or name -> partial config for that dataset",
-    "StudyFile.metric": "the final metric compared (test_acc, test_loss, val_acc, ...; its direction is known)",
+    "StudyFile.metric": "the final metric compared, one of " + ", ".join(config.METRIC_DIRECTIONS) + " (its direction is known)",
     "StudyFile.baseline": "the variant every other one is compared with, paired by seed",
     "StudyFile.claims": "expected outcomes the report judges, e.g. `l2 > none on test_acc`",
     "StudyFile.smoke": "how --smoke shrinks the study",
     "StudyFile.search": "an Optuna search (`make tune`)",
     "Smoke.seeds": "seeds in smoke mode",
     "Smoke.epochs": "epochs in smoke mode (never more than the full study's; null: leave alone)",
-    "Smoke.train_size": "training images in smoke mode (null: leave alone)",
-    "Smoke.val_size": "validation images in smoke mode (null: leave alone)",
-    "Smoke.test_size": "test images in smoke mode (null: leave alone)",
+    "Smoke.train_size": "training images in smoke mode (never more than the full study's; null: leave alone)",
+    "Smoke.val_size": "validation images in smoke mode (never more than the full study's; null: leave alone)",
+    "Smoke.test_size": "test images in smoke mode (never more than the full study's; null: leave alone)",
     "Search.objective": "the validation metric the search optimises (never the test split)",
     "Search.space": "dotted config path -> the range or choices searched",
     "Search.trials": "trials to run (a resumed search counts the finished ones)",
@@ -98,7 +98,8 @@ MEANINGS = {
     "TrainConfig.batch_size": "examples per step, or `full` for full-batch training",
     "TrainConfig.epochs": "passes over the training split",
     "TrainConfig.monitor": "the validation metric early stopping and the best epoch follow",
-    "TrainConfig.device": "auto (CUDA when present), cpu or cuda",
+    "TrainConfig.device": "auto: as the call says (--device, default: CUDA when present); cpu or cuda here fixes it for these "
+                          "runs, whatever --device says",
     "TrainConfig.schedule": "the learning-rate schedule (below)",
     "Schedule.name": "constant, step, cosine, warmup_cosine or one_cycle",
     "name": "which optimizer (torch.optim's of that name; momentum is SGD with momentum)",
@@ -118,8 +119,9 @@ def type_name(annotation) -> str:
         return type_name(args[0])
     if origin in (typing.Union, types.UnionType):
         return " or ".join(dict.fromkeys(type_name(a) for a in args))
-    if origin is list:
-        return f"list of {type_name(args[0])}"
+    if origin is list:  # (a list of a union in brackets: `list of (integer or null) or null`)
+        inner = type_name(args[0])
+        return f"list of ({inner})" if typing.get_origin(args[0]) in (typing.Union, types.UnionType) else f"list of {inner}"
     if origin is tuple:
         return "pair of " + type_name(args[0]) if len(args) == 2 and args[0] == args[1] else f"tuple of {', '.join(map(type_name, args))}"
     if origin is dict:

@@ -84,8 +84,9 @@ class Search(BaseModel):
     sampler: Literal["tpe", "random", "qmc"] = "tpe"
     pruner: Literal["median", "none"] = "median"
     seed: int = Field(0, ge=0, le=MAX_SEED, description="the sampler's seed, and the training seed of every trial")
-    variant: str | None = Field(None, description="whose config to search around (default: the baseline, else the first)")
-    dataset: str | None = Field(None, description="default: the first dataset")
+    variant: str | None = Field(None, description="search only: whose config to search around (default: the baseline, else the "
+                                                  "first); tune tunes every variant")
+    dataset: str | None = Field(None, description="search only: the dataset searched (default: the first); tune tunes on each")
 
     @property
     def direction(self) -> str:
