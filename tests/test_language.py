@@ -119,6 +119,7 @@ def test_each_field_changes_training_and_packs_like_the_plain_loop(data_dir, cha
                                  Task(1, "b", partner.config, 2, str(data_dir)))), lambda kind, payload: None)
     member = pack.members[0]
     assert member.status == "finished", member.reason
+    assert len(changed.steps) == len(member.steps) > 1
     for (_, a), (_, p) in zip(changed.steps, member.steps):
         assert math.isclose(a, p, rel_tol=1e-4), (a, p)
     assert math.isclose(changed.final["test_loss"], member.final["test_loss"], rel_tol=1e-3)
@@ -145,8 +146,12 @@ def test_norm_layers_are_built_counted_and_trained_unpacked(data_dir, norm):
     for model in ({"name": "mlp", "hidden": [32, 16], "norm": norm}, {"name": "cnn", "channels": [4], "hidden": [8], "norm": norm}):
         config = RunConfig(**{**BASE, "model": model})
         built = models.build_model(config.model, (1, 28, 28), 10, torch.Generator())
-        kinds = {type(m).__name__ for m in built.modules()}
-        assert kinds & {"BatchNorm1d", "BatchNorm2d", "LayerNorm", "GroupNorm"}
+        kinds = {type(m).__name__ for m in built.modules()} & {"BatchNorm1d", "BatchNorm2d", "LayerNorm", "GroupNorm"}
+        # batch: BatchNorm; layer: LayerNorm after a linear layer, GroupNorm(1, C) (over C x H x W) after a convolution
+        assert kinds == {("mlp", "batch"): {"BatchNorm1d"}, ("mlp", "layer"): {"LayerNorm"},
+                         ("cnn", "batch"): {"BatchNorm2d", "BatchNorm1d"}, ("cnn", "layer"): {"GroupNorm", "LayerNorm"}}[model["name"], norm]
+        if model["name"] == "cnn" and norm == "layer":
+            assert all(m.num_groups == 1 for m in built.modules() if isinstance(m, torch.nn.GroupNorm))
         assert model_size(config)[0] == models.parameter_count(config.model, (1, 28, 28), 10)
     normed = task(0, True, model={"norm": norm})
     assert not normed.config.execution.packed  # --pack leaves it to the plain loop

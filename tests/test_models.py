@@ -53,8 +53,13 @@ def test_dropout_only_on_chosen_layers_and_seeded():
     twin = build(cfg)
     twin.train()
     assert torch.equal(first, twin(x))  # same dropout generator seed, same masks
-    model.eval()
-    assert torch.equal(model(x), model(x))
+    # another dropout seed, the same initial weights: other masks
+    other = build_model(cfg, (1, 28, 28), 10, torch.Generator().manual_seed(0), torch.Generator().manual_seed(1))
+    other.train()
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), other.parameters())) and not torch.equal(first, other(x))
+    model.eval()  # evaluation drops nothing: the same network without its dropout layers
+    plain = torch.nn.Sequential(*[m for m in model if type(m).__name__ != "SeededDropout"])
+    assert torch.equal(model(x), plain(x)) and not torch.equal(model(x), first)
 
 
 def test_a_cnn_that_shrinks_the_input_away_is_an_error():

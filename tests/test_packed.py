@@ -59,9 +59,10 @@ def test_a_pack_trains_each_member_like_its_unpacked_run_up_to_rounding(data_dir
     for alone, member in zip(unpacked, pack.members):
         assert alone.status == member.status == FINISHED
         # the first steps' losses (initial weights, same draws) within 1e-4 relative; step 1 sees the initial weights
+        assert len(alone.steps) == len(member.steps) > 1
         for (step_a, loss_a), (step_p, loss_p) in zip(alone.steps, member.steps):
             assert step_a == step_p and math.isclose(loss_a, loss_p, rel_tol=1e-4)
-        assert len(member.history) == 2 and member.history != []
+        assert len(alone.history) == len(member.history) == 2
         for a, p in zip(alone.history, member.history):
             assert math.isclose(a["train_loss"], p["train_loss"], rel_tol=1e-4)
             assert abs(a["val_acc"] - p["val_acc"]) <= 0.01

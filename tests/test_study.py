@@ -114,8 +114,9 @@ def test_run_key_is_stable_and_content_addressed(tmp_path):
     second = expand(load_study(str(write(tmp_path, base=reordered))))
     assert [s.run_key for s in first] == [s.run_key for s in second]
     assert first[0].run_key != run_key(first[0].config, 99)
-    # pinned: a change of hashing or of the canonical config shows up here
-    assert first[0].run_key == run_key(first[0].config, 0) and len(first[0].run_key) == 16
+    # pinned on purpose, the key this config has had since run keys began (commit 35c17f6 gives it too): a change of
+    # the hashing or of the canonical config (a new field entering keys at its legacy value) shows up here
+    assert first[0].run_key == "f9a568da3016d024"
 
 
 def test_smoke_shrinks_epochs_seeds_and_data(tmp_path):

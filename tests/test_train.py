@@ -68,11 +68,22 @@ def test_early_stopping_restores_the_best_epoch(splits):
     assert result.final["epochs_trained"] - best == 2  # stopped after `patience` epochs without improvement
 
 
+# What each built-in name must build, written out here apart from the registry (adam and adamw may step through
+# suite.execute.kernels' one-pass subclasses of PyTorch's classes: the same numbers).
+TORCH_CLASS = {"sgd": torch.optim.SGD, "momentum": torch.optim.SGD, "rmsprop": torch.optim.RMSprop, "adam": torch.optim.Adam,
+               "adamw": torch.optim.AdamW, "adagrad": torch.optim.Adagrad, "nadam": torch.optim.NAdam, "radam": torch.optim.RAdam,
+               "adadelta": torch.optim.Adadelta}
+
+
 @pytest.mark.parametrize("name", components.names("optimizer"))
-def test_every_optimizer_builds_with_its_settings(name):
+def test_every_optimizer_builds_its_torch_class_with_its_settings(name):
     cfg = config(optimizer={"name": name, "lr": 0.1})
     opt = make_optimizer(cfg.optimizer, [torch.nn.Parameter(torch.zeros(2))])
-    assert opt.param_groups[0]["lr"] == 0.1
+    assert isinstance(opt, TORCH_CLASS[name]) and opt.param_groups[0]["lr"] == 0.1
+    if name == "momentum":  # the class's own default is no momentum at all
+        assert opt.param_groups[0]["momentum"] == 0.9 and opt.param_groups[0]["nesterov"] is False
+    if name == "sgd":
+        assert opt.param_groups[0]["momentum"] == 0
 
 
 def test_rotation_keeps_shape_pads_black_and_is_seeded():
