@@ -31,7 +31,8 @@ from .errors import OptionError, SuiteError
 
 
 def _common(p: argparse.ArgumentParser, store: bool = True, optuna: bool = True, throwaway: bool = False,
-            reports: bool = True) -> None:
+            reports: bool = True, links: bool = True) -> None:
+    """The options every command that reads studies takes; `reports`: it writes reports, `links`: they link runs."""
     p.add_argument("--studies-dir", default="studies", help="where study files live (default: studies)")
     if store:
         p.add_argument("--tracking-uri", help="MLflow store (default: " + ("a throw-away one)" if throwaway else
@@ -41,6 +42,7 @@ def _common(p: argparse.ArgumentParser, store: bool = True, optuna: bool = True,
                                              "$OPTUNA_STORAGE or sqlite:///optuna.db)"))
     if store and reports:
         p.add_argument("--reports-dir", default="reports", help="where reports are written (default: reports)")
+    if store and reports and links:
         p.add_argument("--ui-url", help="MLflow UI that reports link runs to, e.g. http://127.0.0.1:5000 (default: $SUITE_UI_URL; "
                                         "unset: reports name run keys, no links)")
 
@@ -115,7 +117,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--smoke", action="store_true", help="a few trials on the smoke-sized data")
     p.add_argument("--data-dir", help="dataset root (default: $SUITE_DATA_DIR or ./data)")
     _executor(p)
-    _common(p)
+    _common(p, links=False)  # a search report links no runs
 
     p = sub.add_parser("evaluate", help="reload a run's weights into a fresh model and evaluate the test split")
     p.add_argument("run", help="MLflow run id or suite run key")

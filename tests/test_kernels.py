@@ -12,11 +12,11 @@ from suite.execute import kernels
 from suite.components.data import load_splits
 from suite.execute.train import make_optimizer, train_run
 
-from conftest import ROOT, needs_mnist
+from conftest import IN_CI, ROOT, needs_mnist
 from test_train import CPU, config
 
 # In CI a C compiler is installed (`make system-deps`), so the fast step must be there, not skipped.
-needs_kernel = pytest.mark.skipif(not kernels.available() and os.environ.get("CI") != "true",
+needs_kernel = pytest.mark.skipif(not kernels.available() and not IN_CI,
                                   reason=f"no one-pass Adam here: {kernels.kernel_name()}")
 
 @pytest.fixture
@@ -110,7 +110,7 @@ def test_a_run_trains_to_the_same_bits_with_either_step(splits, monkeypatch, nam
     assert {k: v for k, v in fast.final.items() if k != "train_seconds"} == {k: v for k, v in slow.final.items() if k != "train_seconds"}
 
 
-@pytest.mark.skipif(not shutil.which("cc") and os.environ.get("CI") != "true", reason="no C compiler")
+@pytest.mark.skipif(not (os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")) and not IN_CI, reason="no C compiler")
 def test_a_kernel_that_rounds_otherwise_is_refused(tmp_path, monkeypatch):
     """The check at first use compares with PyTorch's step: a + b * c where PyTorch fuses (fmaf) is caught."""
     wrong = tmp_path / "adam.c"

@@ -354,6 +354,19 @@ def test_push_moves_a_laptop_study_to_the_team_store_once(team_store, tiny_study
     assert len(pd.read_csv(tmp_path / "team" / "smoke" / "tiny" / "runs.csv")) == 4
 
 
+def test_a_lease_table_that_cannot_be_opened_is_one_line_without_the_password():
+    """A team store's PostgreSQL down (nothing listens on port 1), or a wrong password: a SuiteError naming the
+    database with its password hidden, never a traceback."""
+    from suite.errors import SuiteError
+    from suite.execute.leases import Shared
+
+    with pytest.raises(SuiteError) as err:
+        Shared("postgresql+psycopg://suite:s3cret@127.0.0.1:1/optuna")
+    message = str(err.value)
+    assert message.startswith("cannot open the lease table in postgresql+psycopg://suite:") and "127.0.0.1:1/optuna" in message
+    assert "s3cret" not in message and "\n" not in message
+
+
 def test_leases_take_over_expired_claims_and_fence_out_their_old_holder(team_store, monkeypatch):
     """On the real PostgreSQL: a claim is exclusive while alive; once expired the next driver gets a higher token and
     the old holder can record nothing; a completed key is never claimed again (except by --force)."""

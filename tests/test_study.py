@@ -457,10 +457,12 @@ def test_reading_commands_do_not_create_a_store_where_there_is_none(tmp_path, ca
 
 
 def test_a_bad_option_is_one_line_and_commands_take_only_options_that_act(capsys):
-    """argparse's usage block is for --help; check and push write no report, so --reports-dir and --ui-url are refused."""
+    """argparse's usage block is for --help; check and push write no report and a search report links no runs, so
+    --reports-dir and --ui-url are refused where they would do nothing."""
     from suite.cli import main
 
     for argv in (["check", "regularization", "--reports-dir", "x"], ["push", "regularization", "--to", "http://h", "--ui-url", "u"],
+                 ["tune", "regularization", "--ui-url", "u"],
                  ["study", "regularization", "--threads", "two"], ["stud"]):
         with pytest.raises(SystemExit) as exit_:
             main(argv)

@@ -123,7 +123,7 @@ class Shared:
         except SuiteError:
             raise
         except Exception as err:
-            from .provenance import redact
+            from ..provenance import redact
 
             raise SuiteError(f"cannot open the lease table in {redact(url)}: {_line(err)}") from None
         self.sa = sa

@@ -109,9 +109,9 @@ def _run_study(study: Study, specs: list[RunSpec], since: float, pool, *, smoke:
             check_threads(settings)
         outcome = Outcome(len(specs), len(specs) - len(todo))
         bar = tqdm(total=len(specs), initial=outcome.skipped, desc=study.name, unit="run", disable=None, dynamic_ncols=True)
-        drive = _Drive(study, specs, leases, client, exp_id, outcome, bar, smoke=smoke, uri=uri, since=since, force=force,
-                       data_dir=data_dir, keep_weights=keep_weights, pack_size=settings.pack_size)
         with bar:
+            drive = _Drive(study, specs, leases, client, exp_id, outcome, bar, smoke=smoke, uri=uri, since=since, force=force,
+                           data_dir=data_dir, keep_weights=keep_weights, fixed_pack_size=settings.pack_size)
             try:
                 while not drive.fatal:
                     left = [(i, s) for i, s in enumerate(specs) if s.run_key in todo and s.run_key not in drive.ours]
@@ -147,12 +147,12 @@ class _Drive:
     """One call's side of a study's runs while it trains them: claims (leases), MLflow runs, results, the progress bar."""
 
     def __init__(self, study: Study, specs: list[RunSpec], leases, client, exp_id: str, outcome: Outcome, bar, *, smoke: bool,
-                 uri: str, since: float, force: bool, data_dir: Path, keep_weights: bool, pack_size: int | None):
+                 uri: str, since: float, force: bool, data_dir: Path, keep_weights: bool, fixed_pack_size: int | None):
         from ..provenance import redact
 
         self.study, self.specs, self.leases, self.client, self.exp_id = study, specs, leases, client, exp_id
         self.outcome, self.bar, self.smoke, self.since, self.force = outcome, bar, smoke, since, force
-        self.data_dir, self.keep_weights, self.pack_size = str(Path(data_dir).resolve()), keep_weights, pack_size
+        self.data_dir, self.keep_weights, self.fixed_pack_size = str(Path(data_dir).resolve()), keep_weights, fixed_pack_size
         self.recorder = Recorder(client, exp_id, {"suite.kind": "run", "suite.study": study.name, "suite.smoke": smoke,
                                                   "suite.study_sha256": study.file_sha256, "mlflow.source.name": source_name(study)})
         self.where = f"{redact(uri)}#{exp_id}"  # leases name the store and experiment: one lease table may serve several
@@ -203,7 +203,7 @@ class _Drive:
             _progress(self.bar, self.outcome, len(self.recorder.run_ids))
             if len(tasks) == 1:
                 return tasks[0]
-            return Pack(len(self.specs) + tasks[0].id, f"pack of {len(tasks)}", tasks, fit=self.pack_size is None)
+            return Pack(len(self.specs) + tasks[0].id, f"pack of {len(tasks)}", tasks, fit=self.fixed_pack_size is None)
         return None
 
     def handle(self, task: Task, kind: str, payload):

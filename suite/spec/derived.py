@@ -121,6 +121,7 @@ def tuning_targets(study: Study) -> list[tuple[str, str]]:
 
 
 def search_variant(block: Search, baseline: str | None, variants) -> str:
+    """The variant a search block searches around: its own `variant`, else the baseline, else the first."""
     return block.variant or baseline or variants[0]
 
 

@@ -4,7 +4,7 @@ A study (`studies/<name>.yaml`) asks one question. It has a `base` run configura
 `variants` (name -> partial config) and/or `grid` axes (dotted path -> values), `seeds`
 and `datasets`. Every variant or grid point is deep-merged over the base (the one merge
 rule), and each (dataset, variant, seed) becomes a `RunSpec` whose `run_key` hashes the
-resolved config and seed. This is the only module that reads YAML; it imports no torch.
+resolved config and seed. This is the only module that loads study YAML (with `checks.UniqueKeys`); it imports no torch.
 Beside it: `checks.py` (bounds and checks beyond the types), `grid.py` (the merge rule, grid
 axes), `derived.py` (smoke and tuned runs, searches), `messages.py` (one-line errors).
 
