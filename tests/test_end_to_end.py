@@ -477,6 +477,12 @@ def test_a_report_rebuilt_from_runs_computed_another_way_says_so_in_one_line(tmp
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "computed on cuda with 1 thread, packed" in err
     assert main(args) == 0  # the way they were computed: the report is rebuilt
+    if not torch.cuda.is_available():  # training them so needs one: refused before any store is made, pointing at report
+        store = tmp_path / "m.db"
+        assert main(["study", "regularization", "--device", "cuda", *args[3:5], "--tracking-uri", f"sqlite:///{store}"]) == 2
+        assert capsys.readouterr().err == ("error: --device cuda, but this machine has no CUDA device (a report of runs trained "
+                                           "on a GPU needs none: `suite report NAME --device cuda`)\n")
+        assert not store.exists()
 
 
 @pytest.mark.parametrize("table, column, value, says", [

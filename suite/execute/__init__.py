@@ -108,7 +108,8 @@ def execution(settings: Settings, trains: bool = True) -> Execution:
     device = settings.device
     if checks_cuda(settings) and (trains or device == "auto"):
         if device == "cuda" and not cuda_here():
-            raise OptionError("--device cuda, but this machine has no CUDA device")
+            raise OptionError("--device cuda, but this machine has no CUDA device (a report of runs trained on a GPU "
+                              "needs none: `suite report NAME --device cuda`)")
         device = "cuda" if cuda_here() else "cpu"
     device = "cpu" if device == "auto" else device
     # packing is off by default on a CPU: measured here, the catalogue's 3M-parameter MLP trains slower packed
