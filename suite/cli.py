@@ -127,7 +127,7 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ui", help="MLflow's UI over the store (one light process); prints each study's runs link")
     p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db); "
                                          "an http(s):// tracking server: print its links, start nothing")
-    p.add_argument("--host", default=os.environ.get("SUITE_UI_HOST", "127.0.0.1"), help="address to listen on (default: $SUITE_UI_HOST or 127.0.0.1)")
+    p.add_argument("--host", default=os.environ.get("SUITE_UI_HOST") or "127.0.0.1", help="address to listen on (default: $SUITE_UI_HOST or 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default: $SUITE_UI_PORT or 5000)")
 
     p = sub.add_parser("push", help="copy a study's finished runs (params, metrics, tags, artifacts) to another MLflow store")
@@ -251,6 +251,9 @@ def store_failure(err: BaseException) -> str | None:
     names = {c.__name__ for c in type(err).__mro__}
     if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
         return f"the disk is full ({err.filename or err.strerror})"
+    if isinstance(err, OSError) and err.filename and err.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR,
+                                                                   errno.EISDIR):  # the store's files or artifacts, as a rule
+        return f"{err.strerror}: {err.filename}"
     for name, what in kinds.items():
         if name in names:
             lines = [line for line in str(err).splitlines() if line.strip()]
@@ -501,7 +504,9 @@ def cmd_ui(args) -> int:
             raise OptionError(f"SUITE_UI_PORT={os.environ['SUITE_UI_PORT']} is not a port number (1-65535)") from None
     if not 0 < args.port < 65536:
         raise OptionError(f"{given} takes 1-65535, not {args.port}")
-    base = f"http://{args.host}:{args.port}"
+    if not args.host.strip() or not args.host.isprintable() or " " in args.host:  # ('' listens on every interface)
+        raise OptionError(f"--host {args.host!r}: an address to listen on, e.g. 127.0.0.1 (0.0.0.0: every interface)")
+    base = f"http://[{args.host}]:{args.port}" if ":" in args.host else f"http://{args.host}:{args.port}"  # (IPv6 in brackets)
     try:
         tracking.serve_ui(uri, args.host, args.port, lambda: _print_links(base, uri, ready=True))
     except KeyboardInterrupt:  # uvicorn shuts down cleanly on Ctrl-C, then passes the signal on

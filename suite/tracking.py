@@ -17,6 +17,7 @@ import re
 import tempfile
 import time
 import urllib.parse
+import contextlib
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -31,18 +32,45 @@ ERRORS = "test_errors.json"  # a classification run's artifact: test confusion m
 GALLERY_FILE = "misclassified.npz"  # ... and their raw images (uint8), labels and test indices
 NOTE = "mlflow.note.content"  # an experiment's description, a run's note: markdown the UI shows
 
+# URL schemes (before any `+driver`) each store can be: MLflow's tracking stores, and the databases Optuna's RDB storage takes
+TRACKING_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
+STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql")
+
+
 def tracking_uri(cli_value: str | None = None) -> str:
     uri = cli_value or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    given = "--tracking-uri " if cli_value else "MLFLOW_TRACKING_URI="
     if ("://" not in uri and not uri.startswith("databricks")) or uri.startswith("file:"):  # a folder: MLflow's deprecated file store
-        given = "--tracking-uri " if cli_value else "MLFLOW_TRACKING_URI="
         raise OptionError(f"{given}{uri}: a store is sqlite:///PATH (a file; sqlite:///{uri.removeprefix('file://').removeprefix('file:')} "
                           "here?) or a tracking server's http://HOST:PORT")
+    _check_url(uri, given, TRACKING_SCHEMES, "a store is sqlite:///PATH or a tracking server's http://HOST:PORT")
     return uri
 
 
 def storage_url(cli_value: str | None = None) -> str:
     """The Optuna storage (searches, tuning, and a team store's run claims): --storage, else $OPTUNA_STORAGE."""
-    return cli_value or os.environ.get("OPTUNA_STORAGE") or DEFAULT_STORAGE
+    url = cli_value or os.environ.get("OPTUNA_STORAGE") or DEFAULT_STORAGE
+    given = "--storage " if cli_value else "OPTUNA_STORAGE="
+    if "://" not in url:
+        raise OptionError(f"{given}{url}: an Optuna storage is sqlite:///PATH (a file; sqlite:///{url} here?) or a database URL "
+                          "(postgresql+psycopg://...)")
+    _check_url(url, given, STORAGE_SCHEMES, "an Optuna storage is sqlite:///PATH or a database URL (postgresql+psycopg://...)")
+    return url
+
+
+def _check_url(url: str, given: str, schemes, what: str) -> None:
+    """Refused before anything trains: a scheme neither store takes, a sqlite URL without a file (an in-memory store,
+    lost at exit) or with `?options` (they would become part of the file's name, beside the real store's lock)."""
+    from .provenance import redact
+
+    scheme = url.split("://", 1)[0].split("+", 1)[0].lower()
+    if "://" in url and scheme not in schemes:
+        raise OptionError(f"{given}{redact(url)}: unknown scheme '{scheme}' ({what})")
+    if scheme == "sqlite":
+        path = url.split("://", 1)[1].removeprefix("/")
+        if path in ("", ":memory:") or "?" in url or "\n" in url:
+            raise OptionError(f"{given}{url!r}: {what}, with a file's path and nothing after it (an in-memory store "
+                              "keeps nothing; options after '?' are not taken)")
 
 
 def check_separate(uri: str, storage: str) -> None:
@@ -104,6 +132,10 @@ def connect(uri: str, create: bool = True):
     if not create and db is not None and db.name != ":memory:" and not (db.is_file() and db.stat().st_size):
         empty = " (an empty file)" if db.is_file() else ""  # (MLflow would write a store's tables into it)
         raise SuiteError(f"no MLflow store at {db}{empty}; run a study first (make study STUDY=...) or pass --tracking-uri")
+    tables = _tables(db) if db is not None and db.is_file() and db.stat().st_size else None
+    if tables is not None and not MLFLOW_TABLES <= tables:
+        raise OptionError(f"{db} is a SQLite database, but not an MLflow store (MLflow would add its tables to it); pass "
+                          "--tracking-uri the store's file")
     mlflow.set_tracking_uri(uri)
     _reachable(uri)
     try:
@@ -114,6 +146,21 @@ def connect(uri: str, create: bool = True):
         from .provenance import redact
 
         raise SuiteError(f"cannot open the MLflow store {redact(uri)}: {str(err).splitlines()[0][:200]}") from None
+
+
+MLFLOW_TABLES = {"experiments", "alembic_version"}  # (among MLflow's ~30): what tells its store from another database
+
+
+def _tables(db: Path) -> set[str] | None:
+    """The tables of the SQLite file `db`, read without writing; None where SQLite cannot read it (MLflow then says
+    so in its own words)."""
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{urllib.parse.quote(str(db.resolve()))}?mode=ro", uri=True)) as conn:
+            return {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error:
+        return None
 
 
 _reached: set[str] = set()  # tracking-server URIs that answered `_reachable` in this process
@@ -192,6 +239,9 @@ def _start_from_template(uri: str) -> None:
         return
     cache = cache_dir()
     template = cache / f"mlflow-{mlflow.__version__}-empty.db"
+    if template.exists() and not MLFLOW_TABLES <= (_tables(template) or set()):  # damaged: made again
+        with contextlib.suppress(OSError):
+            template.unlink()
     if not template.exists():
         try:
             cache.mkdir(parents=True, exist_ok=True)
@@ -497,9 +547,7 @@ def serve_ui(uri: str, host: str, port: int, on_ready) -> None:
     warnings.filterwarnings("ignore", module="mlflow.server.fastapi_app")  # starlette's WSGI bridge deprecation: MLflow's to fix
     from mlflow.server import ARTIFACT_ROOT_ENV_VAR, BACKEND_STORE_URI_ENV_VAR, SERVE_ARTIFACTS_ENV_VAR
 
-    db = _sqlite_path(uri)
-    if db is not None and not db.exists():
-        raise SuiteError(f"no MLflow store at {db}; run a study first (make study STUDY=...) or pass --tracking-uri")
+    connect(uri, create=False)  # a store that is not there, or not MLflow's: one line here, before the server starts
     os.environ.update({BACKEND_STORE_URI_ENV_VAR: uri, SERVE_ARTIFACTS_ENV_VAR: "true",
                        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
     os.environ.setdefault(ARTIFACT_ROOT_ENV_VAR, str(Path("mlartifacts").resolve()))

@@ -618,3 +618,35 @@ def test_a_run_key_finished_twice_is_reported_once_with_its_newer_run(tiny_study
     pushed = smoke()
     assert len(pushed) == len(old)
     assert sorted(zip(pushed["tags.suite.run_key"], pushed["start_time"])) == sorted(zip(newer["tags.suite.run_key"], newer["start_time"]))
+
+
+@needs_mnist
+def test_store_files_that_cannot_be_written_are_one_line_and_a_failed_report_keeps_its_summary(tiny_study, tmp_path, monkeypatch,
+                                                                                                capsys):
+    """A file where the store's artifact folder belongs (or a folder made read-only): one line, not a traceback; and a
+    report that fails while it records its summary run keeps the old one (it was deleted first)."""
+    import errno
+
+    from suite import tracking
+
+    (tmp_path / "mlruns").write_text("")  # (the store's artifacts go in mlruns/ beside it)
+    store = f"sqlite:///{tmp_path}/m.db"
+    assert cli("study", "tiny", "--smoke", study_dir=tiny_study.parent, tmp_path=tmp_path, store=store) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.splitlines()[-1] == (f"error: Not a directory: {tmp_path}/mlruns/1; finished runs are "
+                                                               "kept, run the same command again to resume")
+    (tmp_path / "mlruns").unlink()
+    assert cli("study", "tiny", "--smoke", study_dir=tiny_study.parent, tmp_path=tmp_path, store=store) == 0
+    summaries = lambda: mlflow.search_runs(experiment_names=["tiny/smoke"], filter_string="tags.`suite.kind` = 'summary'")  # noqa: E731
+    mlflow.set_tracking_uri(store)
+    (old,) = summaries()["run_id"]
+
+    def refused(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", f"{tmp_path}/mlruns/1/x/artifacts")
+
+    monkeypatch.setattr(tracking, "log_files", refused)
+    capsys.readouterr()
+    assert cli("report", "tiny", "--smoke", study_dir=tiny_study.parent, tmp_path=tmp_path, store=store) == 1
+    assert capsys.readouterr().err == (f"error: Permission denied: {tmp_path}/mlruns/1/x/artifacts; run it again once that is "
+                                       "mended\n")
+    assert list(summaries()["run_id"]) == [old] and list(summaries()["status"]) == ["FINISHED"]

@@ -435,6 +435,72 @@ def test_a_study_file_with_an_upper_case_suffix_is_a_path(tmp_path):
     assert load_study(str(tmp_path / "Mine.YAML")).name == "t"  # (was: no study named 'Mine.YAML' in studies/)
 
 
+def test_a_sqlite_database_that_is_not_an_mlflow_store_is_left_untouched(tmp_path, capsys):
+    """Pointed at another program's SQLite file (or the Optuna storage), every command wrote MLflow's ~30 tables into it."""
+    import sqlite3
+    import subprocess
+    import sys
+
+    from suite.cli import main
+
+    db = tmp_path / "theirs.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE precious (x)")
+    conn.close()
+    refused = (f"error: {db} is a SQLite database, but not an MLflow store (MLflow would add its tables to it); pass "
+               "--tracking-uri the store's file\n")
+    for command in (["report", "regularization"], ["check", "regularization"], ["evaluate", "0123abcd"],
+                    ["study", "regularization", "--smoke"]):
+        assert main([*command, "--tracking-uri", f"sqlite:///{db}"]) == 2
+        assert capsys.readouterr().err == refused
+    ui = subprocess.run([sys.executable, "-m", "suite", "ui", "--tracking-uri", f"sqlite:///{db}", "--port", "1"],
+                        capture_output=True, text=True, timeout=120)
+    assert ui.returncode == 2 and ui.stderr == refused  # before any server starts (it said so from a thread, and served on)
+    with sqlite3.connect(db) as conn:
+        assert [name for (name,) in conn.execute("SELECT name FROM sqlite_master")] == ["precious"]
+    conn.close()
+
+
+def test_store_urls_that_keep_nothing_or_name_no_store_are_refused_before_anything_trains(tmp_path, capsys, monkeypatch):
+    """sqlite:/// (an in-memory store: 4 runs trained, then "no MLflow store at ."), ?options (a second file beside the
+    store, and its lock), an unknown scheme (MLflow's error cut mid-word, exit 1), a plain path as Optuna storage."""
+    from suite.cli import main
+
+    store = f"sqlite:///{tmp_path}/m.db"
+    for uri, says in (("sqlite:///", "'sqlite:///': a store is sqlite:///PATH or a tracking server's http://HOST:PORT, with a file's path"),
+                      (f"{store}?mode=ro", "options after '?' are not taken"), ("garbage://x", "unknown scheme 'garbage'")):
+        assert main(["study", "regularization", "--smoke", "--tracking-uri", uri]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("error: --tracking-uri ") and says in err, err
+    monkeypatch.setenv("OPTUNA_STORAGE", str(tmp_path / "o.db"))
+    assert main(["study", "regularization", "--smoke", "--tracking-uri", store]) == 2
+    assert capsys.readouterr().err == (f"error: OPTUNA_STORAGE={tmp_path / 'o.db'}: an Optuna storage is sqlite:///PATH (a file; "
+                                       f"sqlite:///{tmp_path / 'o.db'} here?) or a database URL (postgresql+psycopg://...)\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing trained, no store made
+
+
+def test_an_empty_ui_host_is_the_default_not_every_interface(monkeypatch, capsys):
+    from suite.cli import main, parser
+
+    monkeypatch.setenv("SUITE_UI_HOST", "")
+    assert parser().parse_args(["ui"]).host == "127.0.0.1"  # (uvicorn took '' as every interface: the store's write API too)
+    assert main(["ui", "--host", ""]) == 2
+    assert capsys.readouterr().err == "error: --host '': an address to listen on, e.g. 127.0.0.1 (0.0.0.0: every interface)\n"
+
+
+def test_a_damaged_store_template_is_made_again_not_copied_into_new_stores(tmp_path, monkeypatch):
+    import mlflow
+
+    from suite import tracking
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    template = tmp_path / "cache" / "suite" / f"mlflow-{mlflow.__version__}-empty.db"
+    template.parent.mkdir(parents=True)
+    template.write_bytes(b"not a database" * 100)
+    client = tracking.connect(f"sqlite:///{tmp_path}/new.db")  # (was: "file is not a database", the garbage copied into it)
+    assert client.search_experiments()[0].name == "Default" and tracking.MLFLOW_TABLES <= tracking._tables(template)
+
+
 def test_reading_commands_do_not_create_a_store_where_there_is_none(tmp_path, capsys):
     """A typo'd --tracking-uri for report, check or evaluate is one line; no empty store (or folder) appears there."""
     from suite.cli import main

@@ -17,6 +17,7 @@ that imports seaborn), `render` turns content into markdown and HTML through `te
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -226,13 +227,18 @@ def _attach(study: Study, smoke: bool, uri: str, folder: Path, comparisons: pd.D
         client = tracking.connect(uri)
         exp_id = tracking.experiment_id(client, tracking.experiment_name(study.name, smoke))
         old = [r.info.run_id for r in tracking.search(client, exp_id, "summary") if r.data.tags.get("suite.smoke") == str(smoke)]
-        tracking.delete_runs(client, old)
         run_id = tracking.start_run(client, exp_id, f"{study.name} report", {"suite.kind": "summary", "suite.study": study.name,
                                     "suite.smoke": smoke, "suite.git_commit": provenance.git_commit()}, {}, {"study": study.name})
-        tracking.log_files(client, run_id, sorted(p for p in folder.iterdir() if p.is_file()), "report")
-        metrics, tags = verdict_record(comparisons, claims)
-        tracking.log_metric_items(client, run_id, [(k, v, 0) for k, v in metrics.items()])
-        tracking.end_run(client, run_id, tags=tags)
+        try:  # the old summary goes once the new one is whole: a failure on the way keeps it
+            tracking.log_files(client, run_id, sorted(p for p in folder.iterdir() if p.is_file()), "report")
+            metrics, tags = verdict_record(comparisons, claims)
+            tracking.log_metric_items(client, run_id, [(k, v, 0) for k, v in metrics.items()])
+            tracking.end_run(client, run_id, tags=tags)
+        except BaseException:
+            with contextlib.suppress(Exception):  # (the store may be what failed)
+                tracking.delete_runs(client, [run_id])
+            raise
+        tracking.delete_runs(client, old)
 
 
 def _meta(path: Path) -> dict | None:
