@@ -464,14 +464,21 @@ def cmd_evaluate(args) -> int:
         raise SuiteError(f"run {run.info.run_id} is {what}: `suite evaluate` takes a study's run (its id or run key)")
     if run.info.status != tracking.FINISHED:
         raise SuiteError(f"run {run.info.run_id} is {run.info.status}: only a finished run has tested weights")
+    def read(path: Path, parse):
+        try:
+            return parse(path)
+        except Exception as err:  # a damaged or edited artifact: json's, torch's (unpickling, a truncated zip), the file system's
+            raise SuiteError(f"run {run.info.run_id}: its {path.name} cannot be read ({' '.join(f'{type(err).__name__}: {err}'.split())[:200]})") from None
+
     with tempfile.TemporaryDirectory() as tmp:
-        config = json.loads(tracking.download(client, run.info.run_id, "resolved_config.json", Path(tmp)).read_text())
-        weights = loaded(tracking.download(client, run.info.run_id, WEIGHTS, Path(tmp),
-                                           " (runs recorded with --keep-weights none, or before weights were kept, have none)").read_bytes())
-    components.load_plugins(config.get("plugins", []))  # the study's `plugins:` modules (entry points load by themselves)
+        config = read(tracking.download(client, run.info.run_id, "resolved_config.json", Path(tmp)), lambda p: json.loads(p.read_text()))
+        weights = read(tracking.download(client, run.info.run_id, WEIGHTS, Path(tmp),
+                                         " (runs recorded with --keep-weights none, or before weights were kept, have none)"),
+                       lambda p: loaded(p.read_bytes()))
     try:
+        components.load_plugins(config.get("plugins", []))  # the study's `plugins:` modules (entry points load by themselves)
         resolved = RunConfig(**config["config"])
-    except ValueError as err:  # e.g. a plug-in's component that this environment does not have
+    except (ValueError, KeyError, TypeError, AttributeError) as err:  # a plug-in this environment lacks, an edited file
         raise SuiteError(f"run {run.info.run_id}: its config does not validate here ({' '.join(str(err).split())[:300]})") from None
     metrics = evaluate_weights(resolved, weights, str(data_root(args.data_dir).resolve()))
     for name, value in metrics.items():

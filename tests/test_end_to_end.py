@@ -6,6 +6,7 @@ import fcntl
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -114,7 +115,6 @@ def test_study_logs_runs_writes_report_and_resumes(tiny_study, tmp_path, store, 
     weights["1.weight"] = weights["1.weight"] * 1.5
     assert evaluate_weights(config, weights, str(data_dir))["test_loss"] != runs["metrics.test_loss"][0]
     # ... and where its artifacts are gone (an mlruns/ folder moved), evaluate says so (it blamed --keep-weights)
-    from pathlib import Path
     from urllib.parse import unquote, urlparse
 
     where = Path(unquote(urlparse(client.get_run(runs["run_id"][0]).info.artifact_uri).path))
@@ -621,10 +621,11 @@ def test_a_run_key_finished_twice_is_reported_once_with_its_newer_run(tiny_study
 
 
 @needs_mnist
-def test_store_files_that_cannot_be_written_are_one_line_and_a_failed_report_keeps_its_summary(tiny_study, tmp_path, monkeypatch,
-                                                                                                capsys):
-    """A file where the store's artifact folder belongs (or a folder made read-only): one line, not a traceback; and a
-    report that fails while it records its summary run keeps the old one (it was deleted first)."""
+def test_store_files_that_cannot_be_written_or_read_are_one_line_and_a_failed_report_keeps_its_summary(
+        tiny_study, tmp_path, monkeypatch, capsys):
+    """A file where the store's artifact folder belongs (or a folder made read-only): one line, not a traceback; a
+    report that fails while it records its summary run keeps the old one (it was deleted first); damaged artifacts are
+    one line for evaluate and a warning for a report."""
     import errno
 
     from suite import tracking
@@ -650,3 +651,16 @@ def test_store_files_that_cannot_be_written_are_one_line_and_a_failed_report_kee
     assert capsys.readouterr().err == (f"error: Permission denied: {tmp_path}/mlruns/1/x/artifacts; run it again once that is "
                                        "mended\n")
     assert list(summaries()["run_id"]) == [old] and list(summaries()["status"]) == ["FINISHED"]
+    # damaged artifacts: evaluate says which file in one line; a report leaves out the errors it cannot read, with a warning
+    monkeypatch.undo()
+    runs = mlflow.search_runs(experiment_names=["tiny/smoke"], filter_string="tags.`suite.kind` = 'run'").sort_values("tags.suite.run_key")
+    first, second = (Path(uri.removeprefix("file://")) for uri in runs["artifact_uri"][:2])
+    (first / "weights.pt").write_bytes((first / "weights.pt").read_bytes()[:1000])
+    assert main(["evaluate", runs["run_id"].iloc[0], "--tracking-uri", store]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: run {runs['run_id'].iloc[0]}: its weights.pt cannot be read ("), err
+    (second / "test_errors.json").write_text("{bad")
+    assert cli("report", "tiny", "--smoke", study_dir=tiny_study.parent, tmp_path=tmp_path, store=store) == 0
+    err = capsys.readouterr().err
+    assert (f"warning: run {runs['run_id'].iloc[1]}: its test_errors.json and misclassified.npz cannot be read (JSONDecodeError: "
+            in err and "the report leaves its test errors out" in err and "Traceback" not in err)

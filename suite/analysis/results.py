@@ -9,12 +9,13 @@ was edited) are counted in `Results.unmatched`, not mixed in.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from .. import tracking
+from .. import components, tracking
 from ..errors import SuiteError
 from ..spec.config import METRIC_ALIASES, Execution, flatten, task_of
 from ..spec.derived import TUNED, with_tuned
@@ -58,7 +59,9 @@ def collect(study: Study, smoke: bool, uri: str, execution: Execution | None = N
     summary = next((r.info.run_id for r in summaries if r.data.tags.get("suite.smoke") == str(smoke)), None)
     steps = _in_study_order(_steps(client, runs), study, ["dataset", "variant", "seed", "step"])
     packed = sum(specs[key].config.execution.packed for key in runs["run_key"]) if "run_key" in runs else 0
-    return Results(runs, curves, len(specs), unmatched, summary, exp_id, _errors({r: artifacts[r] for r in runs["run_id"]}), steps, packed=packed)
+    classes = {r: components.get("dataset", d).inputs[1] for r, d in zip(runs["run_id"], runs["dataset"])}
+    errors = _errors({r: artifacts[r] for r in runs["run_id"]}, classes)
+    return Results(runs, curves, len(specs), unmatched, summary, exp_id, errors, steps, packed=packed)
 
 
 def _steps(client, runs: pd.DataFrame) -> pd.DataFrame:
@@ -67,12 +70,11 @@ def _steps(client, runs: pd.DataFrame) -> pd.DataFrame:
     return runs[["run_id", "dataset", "variant", "seed"]].merge(steps, on="run_id")
 
 
-def _errors(artifacts: dict) -> dict:
-    """Each run's `test_errors.json` with its gallery images ({run id: its artifact URI} in); runs recorded before
-    they were logged have none."""
+def _errors(artifacts: dict, classes: dict) -> dict:
+    """Each run's `test_errors.json` with its gallery images ({run id: its artifact URI} in; `classes`: {run id: its
+    dataset's classes}); runs recorded before they were logged have none, and a run whose files cannot be read (damaged,
+    edited) is left out with a warning."""
     import tempfile
-
-    import numpy as np
 
     found = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -80,12 +82,30 @@ def _errors(artifacts: dict) -> dict:
             names = tracking.artifact_names(uri)
             if tracking.ERRORS not in names or tracking.GALLERY_FILE not in names:
                 continue
-            folder = Path(tmp) / run_id
-            table = json.loads(tracking.download_at(uri, tracking.ERRORS, folder).read_text())
-            with np.load(tracking.download_at(uri, tracking.GALLERY_FILE, folder)) as gallery:
-                table["images"] = gallery["images"]
-            found[run_id] = table
+            try:
+                found[run_id] = _error_table(uri, Path(tmp) / run_id, classes[run_id])
+            except Exception as err:  # (json's, numpy's, zipfile's errors, and ours below)
+                why = " ".join(f"{type(err).__name__}: {err}".split())[:200]
+                print(f"warning: run {run_id}: its {tracking.ERRORS} and {tracking.GALLERY_FILE} cannot be read ({why}); the report "
+                      "leaves its test errors out", file=sys.stderr)
     return found
+
+
+def _error_table(uri: str, folder: Path, classes: int) -> dict:
+    """One run's confusion matrix and misclassified examples, checked to be what the recorder writes."""
+    import numpy as np
+
+    table = json.loads(tracking.download_at(uri, tracking.ERRORS, folder).read_text())
+    with np.load(tracking.download_at(uri, tracking.GALLERY_FILE, folder)) as gallery:
+        table["images"] = gallery["images"]
+    confusion = np.array(table["confusion"])
+    if confusion.shape != (classes, classes) or confusion.dtype.kind not in "iu" or (confusion < 0).any():
+        raise ValueError(f"its confusion matrix is not {classes} x {classes} counts")
+    labels = [*table["true"], *table["predicted"]]
+    if not len(table["true"]) == len(table["predicted"]) == len(table["images"]) or not all(
+            isinstance(c, int) and 0 <= c < classes for c in labels):
+        raise ValueError("its misclassified examples do not match their labels and images")
+    return table
 
 
 def _in_study_order(frame: pd.DataFrame, study: Study, by: list[str]) -> pd.DataFrame:

@@ -387,7 +387,10 @@ def evaluate_weights(config: RunConfig, weights: dict, data_dir: str) -> dict:
     device = resolve_device(config.execution.device)
     data = _splits(config, data_dir, device)
     model = build_model(config.model, data.in_shape, data.num_outputs, torch.Generator()).to(device)
-    model.load_state_dict(weights)
+    try:
+        model.load_state_dict(weights)
+    except (RuntimeError, TypeError, AttributeError) as err:  # weights of another model (an edited or swapped file)
+        raise SuiteError(f"the run's weights do not fit the model its config builds ({' '.join(str(err).split())[:200]})") from None
     return {f"test_{k}": v for k, v in evaluate(model, data.test_x, data.test_y, data.task).items()}
 
 
