@@ -227,6 +227,17 @@ def test_a_core_slots_folder_that_cannot_be_made_is_one_line_before_anything_tra
     assert err.count("\n") == 1 and f"runs cannot hold core slots in {tmp_path / 'a-file'}" in err and "point SUITE_CORE_SLOTS" in err
     mlflow.set_tracking_uri(store)
     assert mlflow.search_runs(experiment_names=["tiny/smoke"]).empty  # nothing was recorded as failed
+    # a slot that is not a file: a folder (the runs that drew it failed with IsADirectoryError), a FIFO (the driver hung)
+    from suite.execute import cores
+
+    for make in (os.mkdir, os.mkfifo):
+        slots = tmp_path / f"slots-{make.__name__}"
+        slots.mkdir()
+        make(slots / f"{cores() - 1}.lock")
+        monkeypatch.setenv("SUITE_CORE_SLOTS", str(slots))
+        assert cli("study", "tiny", "--smoke", study_dir=tiny_study.parent, tmp_path=tmp_path, store=store) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"runs cannot hold core slots in {slots}" in err and f"{cores() - 1}.lock" in err, err
 
 
 def test_an_interrupted_push_is_finished_by_the_next_and_a_busy_target_waits(tiny_study, tmp_path, store, monkeypatch, capsys):

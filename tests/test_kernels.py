@@ -138,6 +138,10 @@ def test_a_cached_library_that_does_not_load_is_built_again(tmp_path, monkeypatc
     lib.write_bytes(b"not a shared library")
     monkeypatch.setattr(kernels, "_state", {})
     assert kernels.kernel_name() == "adam.c" and lib.read_bytes().startswith(b"\x7fELF")
+    for off in ("0", "off", "False"):  # (only "0" turned it off; "off" and "false" left adam.c on without a word)
+        name = subprocess.run([sys.executable, "-c", "from suite.execute import kernels; print(kernels.kernel_name())"],
+                              capture_output=True, text=True, cwd=ROOT, env={**os.environ, "SUITE_NATIVE_ADAM": off})
+        assert name.stdout.strip() == f"torch (SUITE_NATIVE_ADAM={off})", name.stderr
 
 
 @needs_kernel

@@ -536,3 +536,17 @@ def test_a_bad_option_is_one_line_and_commands_take_only_options_that_act(capsys
         assert exit_.value.code == 2 and err.count("\n") == 1 and err.startswith("error: ") and "--help)" in err, err
         if argv[0] == "check":
             assert err == "error: unrecognized arguments: --reports-dir x (see suite --help)\n"
+
+
+def test_a_folder_or_broken_link_named_like_a_study_file_is_said_to_be_one(tmp_path):
+    """It was listed among the known studies of the message that said there was no such study."""
+    (tmp_path / "real.yaml").write_text(BASE)
+    (tmp_path / "folder.yaml").mkdir()
+    (tmp_path / "broken.yaml").symlink_to(tmp_path / "nowhere")
+    for name in ("folder", "broken"):
+        with pytest.raises(StudyError, match=f"^{tmp_path / name}.yaml is not a study file \\(a folder, or a link to nothing\\)$"):
+            load_study(name, tmp_path)
+        with pytest.raises(StudyError, match=f"^{tmp_path / name}.yaml: not a study file"):
+            load_study(str(tmp_path / f"{name}.yaml"))
+    with pytest.raises(StudyError, match=f"^no study named 'other' in {tmp_path}/ \\(known: real\\)$"):
+        load_study("other", tmp_path)

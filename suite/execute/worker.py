@@ -306,13 +306,29 @@ def check_slots() -> None:
     """Before anything trains (the driver): a folder where lock files cannot be made is one line, not every run failed."""
     from ..errors import OptionError
 
+    from . import cores
+
     folder = slots_folder()
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        open(folder / "0.lock", "a").close()
+        for i in range(cores()):
+            _open_slot(folder / f"{i}.lock").close()
     except OSError as err:
-        raise OptionError(f"runs cannot hold core slots in {folder} ({err.strerror or err}): "
+        raise OptionError(f"runs cannot hold core slots in {folder} ({err.strerror or err}: {err.filename}): "
                           f"{'set' if SLOTS_ENV not in os.environ else 'point'} {SLOTS_ENV} to a writable folder") from None
+
+
+def _open_slot(path: Path):
+    """A core slot's lock file, opened to append; something else there (a folder, a FIFO, on which a plain open
+    waits for a reader) is an OSError at once."""
+    import errno
+    import stat
+
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NONBLOCK, 0o666)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    return os.fdopen(fd, "a")
 
 
 @contextmanager
@@ -334,7 +350,7 @@ def core_slots(threads: int):
     need, held = min(threads, total), []
     while True:
         for i in random.sample(range(total), total):
-            handle = open(folder / f"{i}.lock", "a")
+            handle = _open_slot(folder / f"{i}.lock")
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

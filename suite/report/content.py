@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import urllib.parse
 from pathlib import Path
 
 import pandas as pd
@@ -19,8 +20,9 @@ UI_URL_ENV = "SUITE_UI_URL"  # where reports link run ids to (e.g. http://127.0.
 def ui_url(cli_value: str | None = None) -> str | None:
     """The MLflow UI reports link to: --ui-url, else $SUITE_UI_URL, else none (committed reports carry no dead links)."""
     value = cli_value or os.environ.get(UI_URL_ENV) or None
-    if value and not value.lower().startswith(("http://", "https://")):
-        raise OptionError(f"the MLflow UI's URL must start with http:// or https://, not {value[:60]!r} (--ui-url or ${UI_URL_ENV})")
+    if value and (not value.lower().startswith(("http://", "https://")) or not urllib.parse.urlsplit(value).netloc
+                  or not value.isprintable() or " " in value):
+        raise OptionError(f"the MLflow UI's URL is http(s)://HOST:PORT, not {value[:60]!r} (--ui-url or ${UI_URL_ENV})")
     return value.rstrip("/") if value else None
 
 

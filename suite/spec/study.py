@@ -222,13 +222,23 @@ def find_study(name_or_path: str, studies_dir: Path = STUDIES_DIR) -> Path:
     path = Path(name_or_path)
     if path.suffix.lower() in (".yaml", ".yml"):
         if not _is_file(path):
-            raise StudyError(f"{path}: no such study file")
+            raise StudyError(f"{path}: " + ("not a study file (a folder, or a link to nothing)" if _is_there(path) else "no such study file"))
         return path
     path = studies_dir / f"{name_or_path}.yaml"
     if not _is_file(path):
-        known = ", ".join(sorted(p.stem for p in studies_dir.glob("*.yaml"))) or "none"
+        if _is_there(path):
+            raise StudyError(f"{path} is not a study file (a folder, or a link to nothing)")
+        known = ", ".join(sorted(p.stem for p in studies_dir.glob("*.yaml") if _is_file(p))) or "none"
         raise StudyError(f"no study named '{name_or_path}' in {studies_dir}/ (known: {known})")
     return path
+
+
+def _is_there(path: Path) -> bool:
+    """Something (a folder, a link, even a broken one) has this name."""
+    try:
+        return path.is_symlink() or path.exists()
+    except (OSError, ValueError):
+        return False
 
 
 def _is_file(path: Path) -> bool:

@@ -11,7 +11,7 @@ for `adam`/`adamw` on float32 CPU parameters whenever
 - a check at first use in each process, three steps of both on random tensors, finds them equal
   to the last bit (on a CPU whose PyTorch kernels round otherwise, PyTorch's step is used).
 
-Otherwise (or with `SUITE_NATIVE_ADAM=0`) PyTorch's own step runs: slower, the same numbers.
+Otherwise (or with `SUITE_NATIVE_ADAM=0`, `false`, `no` or `off`) PyTorch's own step runs: slower, the same numbers.
 `available()` says which; runs record it in the `suite.adam_kernel` tag.
 """
 from __future__ import annotations
@@ -88,8 +88,8 @@ MKL_MODE = 0x2 | 0x140000 | 0x100
 def library():
     """The compiled adam.c, checked against PyTorch's Adam in this process; None where it cannot be used."""
     if "lib" not in _state:
-        _state["lib"], _state["why"] = None, "SUITE_NATIVE_ADAM=0"
-        if os.environ.get("SUITE_NATIVE_ADAM", "1") != "0":
+        _state["lib"], _state["why"] = None, f"SUITE_NATIVE_ADAM={os.environ.get('SUITE_NATIVE_ADAM')}"
+        if os.environ.get("SUITE_NATIVE_ADAM", "1").strip().lower() not in ("0", "false", "no", "off"):
             try:
                 _state["sqrt"], _state["mkl_threads"] = _mkl()
                 _state["lib"] = _compile()
