@@ -492,6 +492,8 @@ def cmd_ui(args) -> int:
     """Serve the store's UI here (or, for a tracking server, only print its links)."""
     from . import tracking
 
+    if not args.host.strip() or not args.host.isprintable() or " " in args.host:  # ('' listens on every interface)
+        raise OptionError(f"--host {args.host!r}: an address to listen on, e.g. 127.0.0.1 (0.0.0.0: every interface)")
     uri = tracking.tracking_uri(args.tracking_uri)
     if tracking.is_server(uri):
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # a link printer need not wait minutes for a dead server
@@ -511,8 +513,6 @@ def cmd_ui(args) -> int:
             raise OptionError(f"SUITE_UI_PORT={os.environ['SUITE_UI_PORT']} is not a port number (1-65535)") from None
     if not 0 < args.port < 65536:
         raise OptionError(f"{given} takes 1-65535, not {args.port}")
-    if not args.host.strip() or not args.host.isprintable() or " " in args.host:  # ('' listens on every interface)
-        raise OptionError(f"--host {args.host!r}: an address to listen on, e.g. 127.0.0.1 (0.0.0.0: every interface)")
     base = f"http://[{args.host}]:{args.port}" if ":" in args.host else f"http://{args.host}:{args.port}"  # (IPv6 in brackets)
     try:
         tracking.serve_ui(uri, args.host, args.port, lambda: _print_links(base, uri, ready=True))

@@ -12,7 +12,7 @@ their own; a second push copies nothing.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
@@ -24,6 +24,7 @@ from .errors import OptionError, SuiteError
 class Pushed:
     copied: int = 0
     present: int = 0
+    missing: list = field(default_factory=list)  # runs left in the source: their artifacts are gone
 
 
 def push(study: str, source: str, target: str) -> Pushed:
@@ -63,9 +64,16 @@ def _push(study: str, source: str, src, dst) -> Pushed:
                                    and r.data.tags.get("suite.pushed_from") in sources])
         outcome.present += len(runs) - len(todo)
         for run in tqdm(todo, desc=f"push {name}", unit="run", disable=None):
+            if not tracking.artifact_names(run.info.artifact_uri):  # (every run logs its config): a copy could never be mended
+                outcome.missing.append(run.info.run_name)
+                continue
             tags = {**{k: v for k, v in run.data.tags.items() if k != "mlflow.runName"}, "suite.pushed_from": run.info.run_id}
             tracking.copy_run(src, dst, run, exp_id, tags)
             outcome.copied += 1
+    if outcome.missing:
+        raise SuiteError(f"{len(outcome.missing)} runs were not copied (first: {outcome.missing[0]}): their artifacts are not in "
+                         f"the source store (for a sqlite store: mlruns/ beside its file moved or deleted?); {outcome.copied} "
+                         f"others were copied")
     if not outcome.copied and not outcome.present:
         raise SuiteError(f"no finished runs of study '{study}' in {source}")
     return outcome

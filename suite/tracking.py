@@ -172,6 +172,9 @@ def _reachable(uri: str, timeout: float = 10.0) -> None:
     machine cannot verify (MLflow checks certificates with its own settings) means a server is there."""
     if not uri.startswith(("http://", "https://")) or uri in _reached:
         return
+    for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"):
+        if not os.environ.get(name, "0").strip().isdigit():  # (MLflow reads them request by request: a traceback mid-study)
+            raise OptionError(f"{name}={os.environ[name]!r}: a whole number, 0 or more")
     import http.client
     import ssl
     import urllib.error

@@ -675,3 +675,14 @@ def test_store_files_that_cannot_be_written_or_read_are_one_line_and_a_failed_re
     err = capsys.readouterr().err
     assert (f"warning: run {runs['run_id'].iloc[1]}: its test_errors.json and misclassified.npz cannot be read (JSONDecodeError: "
             in err and "the report leaves its test errors out" in err and "Traceback" not in err)
+    # the store's artifacts gone (mlruns/ moved): the report says so (it blamed runs recorded before predictions were
+    # kept), and push copies none of those runs (their copies, without weights or config, could never be mended)
+    (tmp_path / "mlruns").rename(tmp_path / "moved")
+    assert cli("report", "tiny", "--smoke", study_dir=tiny_study.parent, tmp_path=tmp_path, store=store) == 0
+    assert "4 of these 4 runs have no artifacts in the store at all" in (tmp_path / "reports/smoke/tiny/report.md").read_text()
+    capsys.readouterr()
+    team = f"sqlite:///{tmp_path}/team.db"
+    assert main(["push", "tiny", "--to", team, "--studies-dir", str(tiny_study.parent), "--tracking-uri", store]) == 1
+    assert capsys.readouterr().err.startswith("error: 4 runs were not copied (first: ")
+    mlflow.set_tracking_uri(team)
+    assert mlflow.search_runs(experiment_names=["tiny/smoke"]).empty

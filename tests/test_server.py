@@ -354,12 +354,20 @@ def test_push_moves_a_laptop_study_to_the_team_store_once(team_store, tiny_study
     assert len(pd.read_csv(tmp_path / "team" / "smoke" / "tiny" / "runs.csv")) == 4
 
 
-def test_a_lease_table_that_cannot_be_opened_is_one_line_without_the_password():
+def test_a_lease_table_that_cannot_be_opened_or_a_bad_lease_time_is_one_line():
     """A team store's PostgreSQL down (nothing listens on port 1), or a wrong password: a SuiteError naming the
     database with its password hidden, never a traceback."""
     from suite.errors import SuiteError
     from suite.execute.leases import Shared
 
+    from suite.errors import OptionError
+    from suite.execute.leases import ttl
+
+    for bad in ("inf", "-1", "soon"):  # (inf was taken: claims that never expire; the others were exit 1)
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("SUITE_LEASE_SECONDS", bad)
+            with pytest.raises(OptionError, match=f"^\\$SUITE_LEASE_SECONDS='{bad}': a positive number of seconds"):
+                ttl()
     with pytest.raises(SuiteError) as err:
         Shared("postgresql+psycopg://suite:s3cret@127.0.0.1:1/optuna")
     message = str(err.value)

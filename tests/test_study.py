@@ -477,12 +477,16 @@ def test_store_urls_that_keep_nothing_or_name_no_store_are_refused_before_anythi
     assert capsys.readouterr().err == (f"error: OPTUNA_STORAGE={tmp_path / 'o.db'}: an Optuna storage is sqlite:///PATH (a file; "
                                        f"sqlite:///{tmp_path / 'o.db'} here?) or a database URL (postgresql+psycopg://...)\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing trained, no store made
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "abc")  # (MLflow read it at its first request: a ValueError traceback)
+    assert main(["report", "regularization", "--tracking-uri", "http://127.0.0.1:1"]) == 2
+    assert capsys.readouterr().err == "error: MLFLOW_HTTP_REQUEST_TIMEOUT='abc': a whole number, 0 or more\n"
 
 
 def test_an_empty_ui_host_is_the_default_not_every_interface(monkeypatch, capsys):
     from suite.cli import main, parser
 
     monkeypatch.setenv("SUITE_UI_HOST", "")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # (mlflow.set_tracking_uri, by earlier tests, sets it)
     assert parser().parse_args(["ui"]).host == "127.0.0.1"  # (uvicorn took '' as every interface: the store's write API too)
     assert main(["ui", "--host", ""]) == 2
     assert capsys.readouterr().err == "error: --host '': an address to listen on, e.g. 127.0.0.1 (0.0.0.0: every interface)\n"

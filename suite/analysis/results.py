@@ -38,6 +38,7 @@ class Results:
     steps: pd.DataFrame | None = None  # long format: the training loss of every 50th batch (`train_loss_step`), per run
     source: str = "store"  # where the runs were read: the MLflow store, or a report's own runs.csv ("runs.csv")
     packed: int = 0  # runs trained as members of packed models (execution.packed): the report says so
+    gone: int = 0  # runs whose artifacts are not in the store at all (their folder moved or deleted)
 
 
 def collect(study: Study, smoke: bool, uri: str, execution: Execution | None = None) -> Results:
@@ -60,8 +61,8 @@ def collect(study: Study, smoke: bool, uri: str, execution: Execution | None = N
     steps = _in_study_order(_steps(client, runs), study, ["dataset", "variant", "seed", "step"])
     packed = sum(specs[key].config.execution.packed for key in runs["run_key"]) if "run_key" in runs else 0
     classes = {r: components.get("dataset", d).inputs[1] for r, d in zip(runs["run_id"], runs["dataset"])}
-    errors = _errors({r: artifacts[r] for r in runs["run_id"]}, classes)
-    return Results(runs, curves, len(specs), unmatched, summary, exp_id, errors, steps, packed=packed)
+    errors, gone = _errors({r: artifacts[r] for r in runs["run_id"]}, classes)
+    return Results(runs, curves, len(specs), unmatched, summary, exp_id, errors, steps, packed=packed, gone=gone)
 
 
 def _steps(client, runs: pd.DataFrame) -> pd.DataFrame:
@@ -70,16 +71,17 @@ def _steps(client, runs: pd.DataFrame) -> pd.DataFrame:
     return runs[["run_id", "dataset", "variant", "seed"]].merge(steps, on="run_id")
 
 
-def _errors(artifacts: dict, classes: dict) -> dict:
+def _errors(artifacts: dict, classes: dict) -> tuple[dict, int]:
     """Each run's `test_errors.json` with its gallery images ({run id: its artifact URI} in; `classes`: {run id: its
-    dataset's classes}); runs recorded before they were logged have none, and a run whose files cannot be read (damaged,
-    edited) is left out with a warning."""
+    dataset's classes}), and how many runs have no artifacts at all (every run logs its config). Runs recorded before
+    errors were logged have none, and a run whose files cannot be read (damaged, edited) is left out with a warning."""
     import tempfile
 
-    found = {}
+    found, gone = {}, 0
     with tempfile.TemporaryDirectory() as tmp:
         for run_id, uri in artifacts.items():
             names = tracking.artifact_names(uri)
+            gone += not names
             if tracking.ERRORS not in names or tracking.GALLERY_FILE not in names:
                 continue
             try:
@@ -88,7 +90,7 @@ def _errors(artifacts: dict, classes: dict) -> dict:
                 why = " ".join(f"{type(err).__name__}: {err}".split())[:200]
                 print(f"warning: run {run_id}: its {tracking.ERRORS} and {tracking.GALLERY_FILE} cannot be read ({why}); the report "
                       "leaves its test errors out", file=sys.stderr)
-    return found
+    return found, gone
 
 
 def _error_table(uri: str, folder: Path, classes: int) -> dict:

@@ -23,23 +23,25 @@ are plain bookkeeping: every claim succeeds and only this process's claims are a
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import threading
 import uuid
 from contextlib import contextmanager, nullcontext
 
-from ..errors import SuiteError
+from ..errors import OptionError, SuiteError
 
 TTL_ENV = "SUITE_LEASE_SECONDS"
 
 
 def ttl() -> float:
+    """How long a claim lives without a heartbeat: $SUITE_LEASE_SECONDS, default 60."""
     try:
         value = float(os.environ.get(TTL_ENV, "60"))
     except ValueError:
-        raise SuiteError(f"${TTL_ENV} takes a number of seconds") from None
-    if not value > 0:
-        raise SuiteError(f"${TTL_ENV} takes a positive number of seconds")
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise OptionError(f"${TTL_ENV}={os.environ[TTL_ENV]!r}: a positive number of seconds (default 60)")
     return value
 
 

@@ -179,6 +179,9 @@ def error_blocks(study, smoke, results, classes: pd.DataFrame, figures: list[tup
         return []  # regression: no classes
     blocks = [("h2", "Where the errors are")]
     missing = 0 if kept else int((~runs["run_id"].isin(results.errors or {})).sum())
+    if classes.empty and results.gone:
+        return blocks + [("p", f"{results.gone} of these {len(runs)} runs have no artifacts in the store at all (for a sqlite "
+                               "store: `mlruns/` beside its file was moved or deleted?): their test predictions cannot be shown.")]
     if classes.empty:
         return blocks + [("p", f"None of these {len(runs)} runs logged its test predictions (runs recorded before the suite kept "
                                f"them do not): `{commands(study, smoke, '--force')[0]}` retrains them with per-class accuracy, "
