@@ -191,6 +191,8 @@ def _failed(err: Exception, command: str) -> int:
     if message is None:
         raise err
     after = "finished runs are kept, run the same command again to resume" if command in WORKING else "run it again once that is mended"
+    if any(damaged in message for damaged in ("database disk image is malformed", "file is not a database")):
+        after = "the store's file is damaged: restore it from a copy, or pass another --tracking-uri"  # (running again cannot mend it)
     print(f"error: {message}; {after}", file=sys.stderr)
     return 1
 
@@ -256,7 +258,8 @@ def store_failure(err: BaseException) -> str | None:
         return f"{err.strerror}: {err.filename}"
     for name, what in kinds.items():
         if name in names:
-            lines = [line for line in str(err).splitlines() if line.strip()]
+            # (SQLAlchemy may open with a line about its autoflush before the database's own error)
+            lines = [line for line in str(err).splitlines() if line.strip() and not line.startswith("(raised as a result of")]
             detail = lines[0][:160] if lines else type(err).__name__
             return f"{what}: {redact(detail)}"
     return None

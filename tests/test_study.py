@@ -554,3 +554,19 @@ def test_a_folder_or_broken_link_named_like_a_study_file_is_said_to_be_one(tmp_p
             load_study(str(tmp_path / f"{name}.yaml"))
     with pytest.raises(StudyError, match=f"^no study named 'other' in {tmp_path}/ \\(known: real\\)$"):
         load_study("other", tmp_path)
+
+
+def test_a_damaged_store_is_not_told_to_run_again_and_sqlalchemy_preambles_are_skipped(capsys):
+    """Running again cannot mend a malformed database file; SQLAlchemy's autoflush line came before the real error."""
+    from mlflow.exceptions import MlflowException
+
+    from suite.cli import _failed
+
+    assert _failed(MlflowException("(sqlite3.DatabaseError) database disk image is malformed"), "study") == 1
+    assert capsys.readouterr().err == ("error: the MLflow store failed: (sqlite3.DatabaseError) database disk image is malformed; "
+                                       "the store's file is damaged: restore it from a copy, or pass another --tracking-uri\n")
+    autoflush = MlflowException("(raised as a result of Query-invoked autoflush; consider using a session.no_autoflush block)\n"
+                                "(sqlite3.OperationalError) attempt to write a readonly database")
+    assert _failed(autoflush, "report") == 1
+    assert capsys.readouterr().err == ("error: the MLflow store failed: (sqlite3.OperationalError) attempt to write a readonly "
+                                       "database; run it again once that is mended\n")
