@@ -64,7 +64,7 @@ def _push(study: str, source: str, src, dst) -> Pushed:
                                    and r.data.tags.get("suite.pushed_from") in sources])
         outcome.present += len(runs) - len(todo)
         for run in tqdm(todo, desc=f"push {name}", unit="run", disable=None):
-            if not tracking.artifact_names(run.info.artifact_uri):  # (every run logs its config): a copy could never be mended
+            if not src.list_artifacts(run.info.run_id):  # (every run logs its config): a copy could never be mended
                 outcome.missing.append(run.info.run_name)
                 continue
             tags = {**{k: v for k, v in run.data.tags.items() if k != "mlflow.runName"}, "suite.pushed_from": run.info.run_id}

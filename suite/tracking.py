@@ -33,17 +33,13 @@ GALLERY_FILE = "misclassified.npz"  # ... and their raw images (uint8), labels a
 NOTE = "mlflow.note.content"  # an experiment's description, a run's note: markdown the UI shows
 
 # URL schemes (before any `+driver`) each store can be: MLflow's tracking stores, and the databases Optuna's RDB storage takes
-TRACKING_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
-STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql")
-
-
 def tracking_uri(cli_value: str | None = None) -> str:
     uri = cli_value or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
     given = "--tracking-uri " if cli_value else "MLFLOW_TRACKING_URI="
     if ("://" not in uri and not uri.startswith("databricks")) or uri.startswith("file:"):  # a folder: MLflow's deprecated file store
         raise OptionError(f"{given}{uri}: a store is sqlite:///PATH (a file; sqlite:///{uri.removeprefix('file://').removeprefix('file:')} "
                           "here?) or a tracking server's http://HOST:PORT")
-    _check_url(uri, given, TRACKING_SCHEMES, "a store is sqlite:///PATH or a tracking server's http://HOST:PORT")
+    _check_sqlite(uri, given, "a store is sqlite:///PATH or a tracking server's http://HOST:PORT", options=False)
     return uri
 
 
@@ -54,23 +50,21 @@ def storage_url(cli_value: str | None = None) -> str:
     if "://" not in url:
         raise OptionError(f"{given}{url}: an Optuna storage is sqlite:///PATH (a file; sqlite:///{url} here?) or a database URL "
                           "(postgresql+psycopg://...)")
-    _check_url(url, given, STORAGE_SCHEMES, "an Optuna storage is sqlite:///PATH or a database URL (postgresql+psycopg://...)")
+    _check_sqlite(url, given, "an Optuna storage is sqlite:///PATH or a database URL (postgresql+psycopg://...)", options=True)
     return url
 
 
-def _check_url(url: str, given: str, schemes, what: str) -> None:
-    """Refused before anything trains: a scheme neither store takes, a sqlite URL without a file (an in-memory store,
-    lost at exit) or with `?options` (they would become part of the file's name, beside the real store's lock)."""
-    from .provenance import redact
-
-    scheme = url.split("://", 1)[0].split("+", 1)[0].lower()
-    if "://" in url and scheme not in schemes:
-        raise OptionError(f"{given}{redact(url)}: unknown scheme '{scheme}' ({what})")
-    if scheme == "sqlite":
-        path = url.split("://", 1)[1].removeprefix("/")
-        if path in ("", ":memory:") or "?" in url or "\n" in url:
-            raise OptionError(f"{given}{url!r}: {what}, with a file's path and nothing after it (an in-memory store "
-                              "keeps nothing; options after '?' are not taken)")
+def _check_sqlite(url: str, given: str, what: str, options: bool) -> None:
+    """Refused before anything trains: a sqlite URL without a file (an in-memory store, lost at exit), naming a folder,
+    or, for the MLflow store (`options` False), with `?options` (the suite's lock and template take the whole text
+    after sqlite:/// as the file's name: a second file and lock beside the store). Other schemes are the stores' to
+    judge when they open (one line then)."""
+    if not url.lower().startswith("sqlite:"):
+        return
+    path = url.split("://", 1)[-1].removeprefix("/").split("?", 1)[0]
+    if path in ("", ":memory:") or path.endswith("/") or "\n" in url or ("?" in url and not options):
+        raise OptionError(f"{given}{url!r}: {what}, with a file's path" + ("" if options else " and nothing after it")
+                          + " (an in-memory store keeps nothing" + ("" if options else "; options after '?' are not taken") + ")")
 
 
 def check_separate(uri: str, storage: str) -> None:
@@ -133,7 +127,7 @@ def connect(uri: str, create: bool = True):
         empty = " (an empty file)" if db.is_file() else ""  # (MLflow would write a store's tables into it)
         raise SuiteError(f"no MLflow store at {db}{empty}; run a study first (make study STUDY=...) or pass --tracking-uri")
     tables = _tables(db) if db is not None and db.is_file() and db.stat().st_size else None
-    if tables is not None and not MLFLOW_TABLES <= tables:
+    if tables and "experiments" not in tables:  # (no tables yet, or a store MLflow is still migrating: MLflow's to finish)
         raise OptionError(f"{db} is a SQLite database, but not an MLflow store (MLflow would add its tables to it); pass "
                           "--tracking-uri the store's file")
     mlflow.set_tracking_uri(uri)
@@ -145,10 +139,15 @@ def connect(uri: str, create: bool = True):
     except Exception as err:  # a bad URI or an unreachable server
         from .provenance import redact
 
-        raise SuiteError(f"cannot open the MLflow store {redact(uri)}: {str(err).splitlines()[0][:200]}") from None
+        if "unsupported URI" in str(err):  # a scheme MLflow has no store for (its message lists them, 40 at length)
+            raise OptionError(f"{redact(uri)}: MLflow has no store for the scheme '{uri.split(':', 1)[0]}' (a store is "
+                              "sqlite:///PATH, a tracking server's http://HOST:PORT or a database URL)") from None
+        detail = " ".join((str(err).strip().splitlines() or [type(err).__name__])[0].split())
+        raise SuiteError(f"cannot open the MLflow store {redact(uri)}: "
+                         + (detail if len(detail) <= 200 else detail[:200].rsplit(" ", 1)[0] + " ...")) from None
 
 
-MLFLOW_TABLES = {"experiments", "alembic_version"}  # (among MLflow's ~30): what tells its store from another database
+MLFLOW_TABLES = {"experiments", "alembic_version"}  # (among its ~30) what a whole MLflow store has: the cached template must
 
 
 def _tables(db: Path) -> set[str] | None:
@@ -172,9 +171,16 @@ def _reachable(uri: str, timeout: float = 10.0) -> None:
     machine cannot verify (MLflow checks certificates with its own settings) means a server is there."""
     if not uri.startswith(("http://", "https://")) or uri in _reached:
         return
-    for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"):
-        if not os.environ.get(name, "0").strip().isdigit():  # (MLflow reads them request by request: a traceback mid-study)
-            raise OptionError(f"{name}={os.environ[name]!r}: a whole number, 0 or more")
+    for name, least in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", 0), ("MLFLOW_HTTP_REQUEST_TIMEOUT", 1),
+                        ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", 0), ("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", 0)):
+        value = os.environ.get(name, str(least)).strip()  # (MLflow reads them request by request: a traceback mid-study)
+        try:
+            ok = (float(value) if name.endswith("JITTER") else int(value)) >= least
+        except ValueError:
+            ok = False
+        if not ok:
+            raise OptionError(f"{name}={os.environ[name]!r}: a {'number' if name.endswith('JITTER') else 'whole number'}, "
+                              f"{least} or more")
     import http.client
     import ssl
     import urllib.error

@@ -679,7 +679,7 @@ def test_store_files_that_cannot_be_written_or_read_are_one_line_and_a_failed_re
     # kept), and push copies none of those runs (their copies, without weights or config, could never be mended)
     (tmp_path / "mlruns").rename(tmp_path / "moved")
     assert cli("report", "tiny", "--smoke", study_dir=tiny_study.parent, tmp_path=tmp_path, store=store) == 0
-    assert "4 of these 4 runs have no artifacts in the store at all" in (tmp_path / "reports/smoke/tiny/report.md").read_text()
+    assert "No test predictions to show. 4 of 4 runs have no artifacts in the store at all" in (tmp_path / "reports/smoke/tiny/report.md").read_text()
     capsys.readouterr()
     team = f"sqlite:///{tmp_path}/team.db"
     assert main(["push", "tiny", "--to", team, "--studies-dir", str(tiny_study.parent), "--tracking-uri", store]) == 1

@@ -63,7 +63,7 @@ def test_the_ui_url_reports_link_to_is_an_http_address(monkeypatch):
 
     monkeypatch.delenv("SUITE_UI_URL", raising=False)
     assert ui_url(None) is None and ui_url("http://127.0.0.1:5000/") == "http://127.0.0.1:5000"
-    for bad in ("javascript:alert(1)", "127.0.0.1:5000", "http://", "http://host:5000/\nx", "http://a b"):  # (http:// made
+    for bad in ("javascript:alert(1)", "127.0.0.1:5000", "http://", "http://host:5000/\nx", "http://a b", "http://[::1:5000"):  # (http:// made
         with pytest.raises(SuiteError, match="the MLflow UI's URL is http\\(s\\)://HOST:PORT, not "):   # links to http:/#/...)
             ui_url(bad)
     monkeypatch.setenv("SUITE_UI_URL", "ftp://x")

@@ -347,6 +347,10 @@ def test_push_moves_a_laptop_study_to_the_team_store_once(team_store, tiny_study
         assert ([m.value for m in target.get_metric_history(copy.info.run_id, "train_loss_step")]
                 == [m.value for m in source.get_metric_history(run.info.run_id, "train_loss_step")])
         assert {a.path for a in target.list_artifacts(copy.info.run_id)} == {a.path for a in source.list_artifacts(run.info.run_id)}
+    # and back from the team store (its artifacts are mlflow-artifacts:/ URIs, listed through the server) to a new laptop
+    back = ["push", "tiny", "--to", f"sqlite:///{tmp_path}/back.db", "--studies-dir", str(tiny_study.parent),
+            "--tracking-uri", uris["MLFLOW_TRACKING_URI"]]
+    assert main(back) == 0 and "4 runs copied" in capsys.readouterr().out
     # the team store's driver finds them done: nothing to train
     out = main(["study", "tiny", "--smoke", "--workers", "1", "--studies-dir", str(tiny_study.parent), "--tracking-uri",
                 uris["MLFLOW_TRACKING_URI"], "--storage", uris["OPTUNA_STORAGE"], "--reports-dir", str(tmp_path / "team")])
@@ -363,10 +367,10 @@ def test_a_lease_table_that_cannot_be_opened_or_a_bad_lease_time_is_one_line():
     from suite.errors import OptionError
     from suite.execute.leases import ttl
 
-    for bad in ("inf", "-1", "soon"):  # (inf was taken: claims that never expire; the others were exit 1)
+    for bad in ("inf", "-1", "soon", "1e-9"):  # (inf was taken: claims that never expire; 1e-9 a heartbeat that spins)
         with pytest.MonkeyPatch.context() as env:
             env.setenv("SUITE_LEASE_SECONDS", bad)
-            with pytest.raises(OptionError, match=f"^\\$SUITE_LEASE_SECONDS='{bad}': a positive number of seconds"):
+            with pytest.raises(OptionError, match=f"^\\$SUITE_LEASE_SECONDS='{bad}': a number of seconds, 1 or more"):
                 ttl()
     with pytest.raises(SuiteError) as err:
         Shared("postgresql+psycopg://suite:s3cret@127.0.0.1:1/optuna")

@@ -443,10 +443,21 @@ def test_a_sqlite_database_that_is_not_an_mlflow_store_is_left_untouched(tmp_pat
 
     from suite.cli import main
 
-    db = tmp_path / "theirs.db"
+    db, optuna, fresh = tmp_path / "theirs.db", tmp_path / "optuna.db", tmp_path / "wal.db"
     with sqlite3.connect(db) as conn:
         conn.execute("CREATE TABLE precious (x)")
     conn.close()
+    with sqlite3.connect(optuna) as conn:  # (Optuna's storage has an alembic_version table too)
+        conn.execute("CREATE TABLE alembic_version (version_num)")
+    conn.close()
+    with sqlite3.connect(fresh) as conn:  # a store made ahead, in WAL mode, with no tables yet: MLflow's to fill
+        conn.execute("PRAGMA journal_mode=WAL")
+    conn.close()
+    from suite import tracking
+
+    assert tracking.connect(f"sqlite:///{fresh}").search_experiments()[0].name == "Default"
+    assert main(["check", "regularization", "--tracking-uri", f"sqlite:///{optuna}"]) == 2
+    assert "is a SQLite database, but not an MLflow store" in capsys.readouterr().err
     refused = (f"error: {db} is a SQLite database, but not an MLflow store (MLflow would add its tables to it); pass "
                "--tracking-uri the store's file\n")
     for command in (["report", "regularization"], ["check", "regularization"], ["evaluate", "0123abcd"],
@@ -468,18 +479,22 @@ def test_store_urls_that_keep_nothing_or_name_no_store_are_refused_before_anythi
 
     store = f"sqlite:///{tmp_path}/m.db"
     for uri, says in (("sqlite:///", "'sqlite:///': a store is sqlite:///PATH or a tracking server's http://HOST:PORT, with a file's path"),
-                      (f"{store}?mode=ro", "options after '?' are not taken"), ("garbage://x", "unknown scheme 'garbage'")):
+                      (f"{store}?mode=ro", "options after '?' are not taken"), (f"sqlite:///{tmp_path}/", "with a file's path")):
         assert main(["study", "regularization", "--smoke", "--tracking-uri", uri]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("error: --tracking-uri ") and says in err, err
+    assert main(["report", "regularization", "--tracking-uri", "garbage://x"]) == 2  # (MLflow's list of schemes, cut mid-word)
+    assert capsys.readouterr().err == ("error: garbage://x: MLflow has no store for the scheme 'garbage' (a store is sqlite:///PATH, "
+                                       "a tracking server's http://HOST:PORT or a database URL)\n")
     monkeypatch.setenv("OPTUNA_STORAGE", str(tmp_path / "o.db"))
     assert main(["study", "regularization", "--smoke", "--tracking-uri", store]) == 2
     assert capsys.readouterr().err == (f"error: OPTUNA_STORAGE={tmp_path / 'o.db'}: an Optuna storage is sqlite:///PATH (a file; "
                                        f"sqlite:///{tmp_path / 'o.db'} here?) or a database URL (postgresql+psycopg://...)\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing trained, no store made
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "abc")  # (MLflow read it at its first request: a ValueError traceback)
-    assert main(["report", "regularization", "--tracking-uri", "http://127.0.0.1:1"]) == 2
-    assert capsys.readouterr().err == "error: MLFLOW_HTTP_REQUEST_TIMEOUT='abc': a whole number, 0 or more\n"
+    for value in ("abc", "0"):  # (MLflow read it at its first request: a ValueError traceback; 0 requests refuse)
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", value)
+        assert main(["report", "regularization", "--tracking-uri", "http://127.0.0.1:1"]) == 2
+        assert capsys.readouterr().err == f"error: MLFLOW_HTTP_REQUEST_TIMEOUT='{value}': a whole number, 1 or more\n"
 
 
 def test_an_empty_ui_host_is_the_default_not_every_interface(monkeypatch, capsys):

@@ -231,6 +231,7 @@ def confusions(runs: pd.DataFrame, errors: dict) -> dict:
     found = {}
     for (dataset, variant), group in runs.groupby(["dataset", "variant"], observed=True, sort=False):
         matrices = [np.array(errors[r]["confusion"]) for r in group["run_id"] if r in errors]
+        matrices = [m for m in matrices if m.shape == matrices[0].shape]  # (seeds whose labels had another class count: apart)
         if matrices:
             found[dataset, variant] = (sum(matrices), len(matrices))
     return found

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import components, tracking
+from .. import tracking
 from ..errors import SuiteError
 from ..spec.config import METRIC_ALIASES, Execution, flatten, task_of
 from ..spec.derived import TUNED, with_tuned
@@ -39,6 +39,7 @@ class Results:
     source: str = "store"  # where the runs were read: the MLflow store, or a report's own runs.csv ("runs.csv")
     packed: int = 0  # runs trained as members of packed models (execution.packed): the report says so
     gone: int = 0  # runs whose artifacts are not in the store at all (their folder moved or deleted)
+    unreadable: int = 0  # runs whose test_errors.json / misclassified.npz cannot be read (a warning said which)
 
 
 def collect(study: Study, smoke: bool, uri: str, execution: Execution | None = None) -> Results:
@@ -60,9 +61,9 @@ def collect(study: Study, smoke: bool, uri: str, execution: Execution | None = N
     summary = next((r.info.run_id for r in summaries if r.data.tags.get("suite.smoke") == str(smoke)), None)
     steps = _in_study_order(_steps(client, runs), study, ["dataset", "variant", "seed", "step"])
     packed = sum(specs[key].config.execution.packed for key in runs["run_key"]) if "run_key" in runs else 0
-    classes = {r: components.get("dataset", d).inputs[1] for r, d in zip(runs["run_id"], runs["dataset"])}
-    errors, gone = _errors({r: artifacts[r] for r in runs["run_id"]}, classes)
-    return Results(runs, curves, len(specs), unmatched, summary, exp_id, errors, steps, packed=packed, gone=gone)
+    errors, gone, unreadable = _errors({r: artifacts[r] for r in runs["run_id"]})
+    return Results(runs, curves, len(specs), unmatched, summary, exp_id, errors, steps, packed=packed, gone=gone,
+                   unreadable=unreadable)
 
 
 def _steps(client, runs: pd.DataFrame) -> pd.DataFrame:
@@ -71,13 +72,13 @@ def _steps(client, runs: pd.DataFrame) -> pd.DataFrame:
     return runs[["run_id", "dataset", "variant", "seed"]].merge(steps, on="run_id")
 
 
-def _errors(artifacts: dict, classes: dict) -> tuple[dict, int]:
-    """Each run's `test_errors.json` with its gallery images ({run id: its artifact URI} in; `classes`: {run id: its
-    dataset's classes}), and how many runs have no artifacts at all (every run logs its config). Runs recorded before
-    errors were logged have none, and a run whose files cannot be read (damaged, edited) is left out with a warning."""
+def _errors(artifacts: dict) -> tuple[dict, int, int]:
+    """Each run's `test_errors.json` with its gallery images ({run id: its artifact URI} in), how many runs have no
+    artifacts at all (every run logs its config), and how many have files that cannot be read (damaged, edited: left
+    out with a warning). Runs recorded before errors were logged have none."""
     import tempfile
 
-    found, gone = {}, 0
+    found, gone, unreadable = {}, 0, 0
     with tempfile.TemporaryDirectory() as tmp:
         for run_id, uri in artifacts.items():
             names = tracking.artifact_names(uri)
@@ -85,15 +86,16 @@ def _errors(artifacts: dict, classes: dict) -> tuple[dict, int]:
             if tracking.ERRORS not in names or tracking.GALLERY_FILE not in names:
                 continue
             try:
-                found[run_id] = _error_table(uri, Path(tmp) / run_id, classes[run_id])
+                found[run_id] = _error_table(uri, Path(tmp) / run_id)
             except Exception as err:  # (json's, numpy's, zipfile's errors, and ours below)
+                unreadable += 1
                 why = " ".join(f"{type(err).__name__}: {err}".split())[:200]
                 print(f"warning: run {run_id}: its {tracking.ERRORS} and {tracking.GALLERY_FILE} cannot be read ({why}); the report "
                       "leaves its test errors out", file=sys.stderr)
-    return found, gone
+    return found, gone, unreadable
 
 
-def _error_table(uri: str, folder: Path, classes: int) -> dict:
+def _error_table(uri: str, folder: Path) -> dict:
     """One run's confusion matrix and misclassified examples, checked to be what the recorder writes."""
     import numpy as np
 
@@ -101,8 +103,9 @@ def _error_table(uri: str, folder: Path, classes: int) -> dict:
     with np.load(tracking.download_at(uri, tracking.GALLERY_FILE, folder)) as gallery:
         table["images"] = gallery["images"]
     confusion = np.array(table["confusion"])
-    if confusion.shape != (classes, classes) or confusion.dtype.kind not in "iu" or (confusion < 0).any():
-        raise ValueError(f"its confusion matrix is not {classes} x {classes} counts")
+    classes = len(confusion)  # (the classes its run's labels have: a plug-in dataset may declare another count)
+    if confusion.shape != (classes, classes) or not classes or confusion.dtype.kind not in "iu" or (confusion < 0).any():
+        raise ValueError("its confusion matrix is not a square table of counts")
     labels = [*table["true"], *table["predicted"]]
     if not len(table["true"]) == len(table["predicted"]) == len(table["images"]) or not all(
             isinstance(c, int) and 0 <= c < classes for c in labels):

@@ -183,16 +183,9 @@ def _torchvision_pair(cls, name: str, root: Path, expected: str):
         return cls(str(root), train=True, download=False), cls(str(root), train=False, download=False)
     except RuntimeError:
         pass
-    target = root / expected
-    absent = [p for p in (target, *target.parents) if not p.exists()]  # what a download that fails leaves empty behind
     try:
         return cls(str(root), train=True, download=True), cls(str(root), train=False, download=True)
     except Exception as err:  # offline, read-only root, bad checksum: one line either way
-        for folder in absent:  # deepest first; only folders this attempt made and left empty
-            try:
-                folder.rmdir()
-            except OSError:
-                pass
         reason = str(err).strip().splitlines()
         raise _missing(name, root, expected, reason[-1][:160] if reason else type(err).__name__) from None
 

@@ -40,8 +40,8 @@ def ttl() -> float:
         value = float(os.environ.get(TTL_ENV, "60"))
     except ValueError:
         value = math.nan
-    if not 0 < value < math.inf:
-        raise OptionError(f"${TTL_ENV}={os.environ[TTL_ENV]!r}: a positive number of seconds (default 60)")
+    if not 1 <= value < math.inf:  # (below a second the heartbeat would spin against the database)
+        raise OptionError(f"${TTL_ENV}={os.environ[TTL_ENV]!r}: a number of seconds, 1 or more (default 60)")
     return value
 
 

@@ -20,8 +20,11 @@ UI_URL_ENV = "SUITE_UI_URL"  # where reports link run ids to (e.g. http://127.0.
 def ui_url(cli_value: str | None = None) -> str | None:
     """The MLflow UI reports link to: --ui-url, else $SUITE_UI_URL, else none (committed reports carry no dead links)."""
     value = cli_value or os.environ.get(UI_URL_ENV) or None
-    if value and (not value.lower().startswith(("http://", "https://")) or not urllib.parse.urlsplit(value).netloc
-                  or not value.isprintable() or " " in value):
+    try:
+        host = urllib.parse.urlsplit(value).netloc if value else ""
+    except ValueError:  # an unclosed [IPv6 address
+        host = ""
+    if value and (not value.lower().startswith(("http://", "https://")) or not host or not value.isprintable() or " " in value):
         raise OptionError(f"the MLflow UI's URL is http(s)://HOST:PORT, not {value[:60]!r} (--ui-url or ${UI_URL_ENV})")
     return value.rstrip("/") if value else None
 
@@ -179,13 +182,16 @@ def error_blocks(study, smoke, results, classes: pd.DataFrame, figures: list[tup
         return []  # regression: no classes
     blocks = [("h2", "Where the errors are")]
     missing = 0 if kept else int((~runs["run_id"].isin(results.errors or {})).sum())
-    if classes.empty and results.gone:
-        return blocks + [("p", f"{results.gone} of these {len(runs)} runs have no artifacts in the store at all (for a sqlite "
-                               "store: `mlruns/` beside its file was moved or deleted?): their test predictions cannot be shown.")]
+    older = missing - results.gone - results.unreadable  # recorded before the suite kept test predictions
+    why = " ".join(filter(None, [
+        f"{results.gone} of {len(runs)} runs have no artifacts in the store at all (for a sqlite store: `mlruns/` beside its "
+        "file was moved or deleted?)." if results.gone and not kept else "",
+        f"{results.unreadable} of {len(runs)} runs' test_errors.json or misclassified.npz cannot be read (damaged or edited; "
+        "the report's build warned of each)." if results.unreadable and not kept else "",
+        f"{older} of {len(runs)} runs logged no predictions (recorded before the suite kept them: "
+        f"`{commands(study, smoke, '--force')[0]}` retrains them with them)." if older > 0 and not kept else ""]))
     if classes.empty:
-        return blocks + [("p", f"None of these {len(runs)} runs logged its test predictions (runs recorded before the suite kept "
-                               f"them do not): `{commands(study, smoke, '--force')[0]}` retrains them with per-class accuracy, "
-                               "confusion matrices and misclassified examples.")]
+        return blocks + [("p", f"No test predictions to show. {why}")]
     labels = sorted(classes["class"].unique())
     rows = [[dataset, variant, int(group["seeds"].iloc[0]), *[analysis.fmt(a, "test_acc") for a in group["accuracy"]],
              f"{int(worst['class'])} → {int(worst['confused_with'])} ({100 * worst['confused_share']:.1f}%)" if pd.notna(worst["confused_with"]) else "-"]
@@ -193,7 +199,7 @@ def error_blocks(study, smoke, results, classes: pd.DataFrame, figures: list[tup
             for worst in [group.loc[group["confused_share"].idxmax()]]]
     blocks.append(("p", "Test accuracy per true class, over every seed's test predictions (`per_class.csv`); the last column "
                         "names the most frequent confusion (true → predicted, share of that class's test examples)."
-                        + (f" {missing} of {len(runs)} runs logged no predictions (recorded before the suite kept them) and are left out." if missing else "")
+                        + (f" Left out: {why}" if missing else "")
                         + (" Kept as this report had them: its runs.csv, which this rebuild read, holds no test predictions." if kept else "")))
     blocks.append(("table", ["dataset", "variant", "seeds", *[f"class {c}" for c in labels], "most confused"], rows))
     return blocks + [("img", name, caption) for name, caption in figures]
