@@ -190,6 +190,10 @@ def error_blocks(study, smoke, results, classes: pd.DataFrame, figures: list[tup
         "the report's build warned of each)." if results.unreadable and not kept else "",
         f"{older} of {len(runs)} runs logged no predictions (recorded before the suite kept them: "
         f"`{commands(study, smoke, '--force')[0]}` retrains them with them)." if older > 0 and not kept else ""]))
+    if classes.empty and not (results.gone or results.unreadable):  # (the committed reports' runs, all older)
+        return blocks + [("p", f"None of these {len(runs)} runs logged its test predictions (runs recorded before the suite kept "
+                               f"them do not): `{commands(study, smoke, '--force')[0]}` retrains them with per-class accuracy, "
+                               "confusion matrices and misclassified examples.")]
     if classes.empty:
         return blocks + [("p", f"No test predictions to show. {why}")]
     labels = sorted(classes["class"].unique())
