@@ -27,7 +27,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .errors import OptionError, SuiteError
+from .errors import OptionError, SuiteError, error_line
 
 
 def _common(p: argparse.ArgumentParser, store: bool = True, optuna: bool = True, throwaway: bool = False,
@@ -471,7 +471,7 @@ def cmd_evaluate(args) -> int:
         try:
             return parse(path)
         except Exception as err:  # a damaged or edited artifact: json's, torch's (unpickling, a truncated zip), the file system's
-            raise SuiteError(f"run {run.info.run_id}: its {path.name} cannot be read ({' '.join(f'{type(err).__name__}: {err}'.split())[:200]})") from None
+            raise SuiteError(f"run {run.info.run_id}: its {path.name} cannot be read ({error_line(err)})") from None
 
     with tempfile.TemporaryDirectory() as tmp:
         config = read(tracking.download(client, run.info.run_id, "resolved_config.json", Path(tmp)), lambda p: json.loads(p.read_text()))

@@ -1,4 +1,10 @@
-"""The one exception type the CLI turns into a one-line message and a non-zero exit."""
+"""The exception types the CLI turns into a one-line message and a non-zero exit, and the line for any other."""
+
+
+def error_line(err: BaseException) -> str:
+    """An unexpected exception as one line: its type and the last line of its message (where the cause is said)."""
+    lines = [line for line in str(err).strip().splitlines() if line.strip()]
+    return f"{type(err).__name__}: {lines[-1] if lines else ''}"[:300]
 
 
 class SuiteError(Exception):

@@ -9,6 +9,7 @@ tag. Only this module imports mlflow, and it talks to the store through an expli
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -17,7 +18,6 @@ import re
 import tempfile
 import time
 import urllib.parse
-import contextlib
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -32,7 +32,6 @@ ERRORS = "test_errors.json"  # a classification run's artifact: test confusion m
 GALLERY_FILE = "misclassified.npz"  # ... and their raw images (uint8), labels and test indices
 NOTE = "mlflow.note.content"  # an experiment's description, a run's note: markdown the UI shows
 
-# URL schemes (before any `+driver`) each store can be: MLflow's tracking stores, and the databases Optuna's RDB storage takes
 def tracking_uri(cli_value: str | None = None) -> str:
     uri = cli_value or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
     given = "--tracking-uri " if cli_value else "MLFLOW_TRACKING_URI="
@@ -123,10 +122,11 @@ def connect(uri: str, create: bool = True):
     # its SQL store logs every database error with a traceback before raising it; the raised error is ours to report, in one line
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     db = _sqlite_path(uri)
-    if not create and db is not None and db.name != ":memory:" and not (db.is_file() and db.stat().st_size):
+    present = db is not None and db.is_file() and db.stat().st_size > 0
+    if not create and db is not None and db.name != ":memory:" and not present:
         empty = " (an empty file)" if db.is_file() else ""  # (MLflow would write a store's tables into it)
         raise SuiteError(f"no MLflow store at {db}{empty}; run a study first (make study STUDY=...) or pass --tracking-uri")
-    tables = _tables(db) if db is not None and db.is_file() and db.stat().st_size else None
+    tables = _tables(db) if present else None
     if tables and "experiments" not in tables:  # (no tables yet, or a store MLflow is still migrating: MLflow's to finish)
         raise OptionError(f"{db} is a SQLite database, but not an MLflow store (MLflow would add its tables to it); pass "
                           "--tracking-uri the store's file")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import tracking
-from ..errors import SuiteError
+from ..errors import SuiteError, error_line
 from ..spec.config import METRIC_ALIASES, Execution, flatten, task_of
 from ..spec.derived import TUNED, with_tuned
 from ..spec.study import Study, expand
@@ -89,8 +89,7 @@ def _errors(artifacts: dict) -> tuple[dict, int, int]:
                 found[run_id] = _error_table(uri, Path(tmp) / run_id)
             except Exception as err:  # (json's, numpy's, zipfile's errors, and ours below)
                 unreadable += 1
-                why = " ".join(f"{type(err).__name__}: {err}".split())[:200]
-                print(f"warning: run {run_id}: its {tracking.ERRORS} and {tracking.GALLERY_FILE} cannot be read ({why}); the report "
+                print(f"warning: run {run_id}: its {tracking.ERRORS} and {tracking.GALLERY_FILE} cannot be read ({error_line(err)}); the report "
                       "leaves its test errors out", file=sys.stderr)
     return found, gone, unreadable
 

@@ -17,7 +17,8 @@ import time
 from dataclasses import dataclass
 from multiprocessing import connection, get_context
 
-from .worker import FAILED, Record, Task, error_line, execute, warm
+from ..errors import error_line
+from .worker import FAILED, Record, Task, execute, warm
 
 
 class Serial:

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from .. import components
 from ..spec.config import RunConfig
-from ..errors import SuiteError
+from ..errors import SuiteError, error_line
 
 FINISHED, DIVERGED, PRUNED, FAILED = "finished", "diverged", "pruned", "failed"
 
@@ -408,8 +408,3 @@ def evaluate_weights(config: RunConfig, weights: dict, data_dir: str) -> dict:
     except (RuntimeError, TypeError, AttributeError) as err:  # weights of another model (an edited or swapped file)
         raise SuiteError(f"the run's weights do not fit the model its config builds ({' '.join(str(err).split())[:200]})") from None
     return {f"test_{k}": v for k, v in evaluate(model, data.test_x, data.test_y, data.task).items()}
-
-
-def error_line(err: BaseException) -> str:
-    lines = [line for line in str(err).strip().splitlines() if line.strip()]
-    return f"{type(err).__name__}: {lines[-1] if lines else ''}"[:300]
