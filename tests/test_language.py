@@ -18,7 +18,7 @@ from suite.components import models
 from suite.spec.config import LEGACY, RunConfig
 from suite.execute.worker import Pack, Task, execute
 from suite.spec.grid import grid_range
-from suite.spec.study import commands, expand, list_studies, load_study, run_key, with_execution
+from suite.spec.study import commands, expand, make_command, list_studies, load_study, run_key, with_execution
 from suite.execute.train import lr_factor, make_optimizer, noisy_labels
 
 from conftest import ROOT, needs_mnist
@@ -210,6 +210,13 @@ def test_files_outside_studies_are_reproduced_by_path_and_runs_outside_git_say_s
     (tmp_path / "mine.yaml").write_text("name: mine\nquestion: q\n")
     assert commands(load_study(str(tmp_path / "mine.yaml")), False)[0] == f"make study STUDY={tmp_path / 'mine.yaml'}"
     assert commands(load_study("regularization"), False)[0] == "make study STUDY=regularization"
+    # every command a smoke report prints carries the smoke flag (a search report said `make tune STUDY=x TRIALS=n`,
+    # which continues the full search, not the smoke one)
+    assert commands(load_study("regularization"), True, "--force") == ('make study STUDY=regularization ARGS="--smoke --force"',
+                                                                      'make report STUDY=regularization ARGS="--smoke --force"')
+    assert make_command("tune", load_study("regularization"), True, variables="TRIALS=n") == \
+        "make tune STUDY=regularization TRIALS=n ARGS=--smoke"
+    assert make_command("tune", load_study("regularization"), False, variables="TRIALS=n") == "make tune STUDY=regularization TRIALS=n"
     assert provenance.git_commit(tmp_path) == provenance.NO_GIT
 
 

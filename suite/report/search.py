@@ -13,7 +13,7 @@ from ..provenance import redact
 from ..analysis.results import plain
 from ..spec.config import Execution
 from ..spec.derived import search_fingerprint, tuning_budget, tuning_name, tuning_targets
-from ..spec.study import Study
+from ..spec.study import Study, commands, make_command
 from .content import out_dir
 from .figures import save
 from .render import render_html, render_markdown
@@ -72,8 +72,9 @@ def build_search(target, search, reports_dir: Path, storage: str, uri: str) -> P
               ("p", f"Objective: `{target.block.objective}` ({target.block.direction}), on variant `{target.variant}` of "
                     f"{target.dataset}; {target.block.sampler} sampler (seed {target.block.seed}), {target.block.pruner} pruner; "
                     f"every trial trains with seed {target.block.seed}. Optuna study `{target.name}` in `{redact(storage)}`. "
-                    + (f"Continue it with `make tune STUDY={target.study.name} TRIALS=n`." if target.block is target.study.search else
-                       f"Its budget is the study's `tune.trials`; `make study STUDY={target.study.name}` runs what is missing."))]
+                    + (f"Continue it with `{make_command('tune', target.study, target.smoke, variables='TRIALS=n')}`."
+                       if target.block is target.study.search else
+                       f"Its budget is the study's `tune.trials`; `{commands(target.study, target.smoke)[0]}` runs what is missing."))]
     counts = trials["state"].value_counts().to_dict() if not trials.empty else {}
     blocks.append(("p", "Trials: " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())) + "."))
     warnings = []

@@ -403,12 +403,17 @@ def _origin(top: StudyFile, variant: str, point, dataset: str) -> callable:
 
 def commands(study: Study, smoke: bool, *flags: str) -> tuple[str, str]:
     """(recreate the study's runs, rebuild its report), with the smoke flag for a smoke study, and `flags`."""
+    return make_command("study", study, smoke, *flags), make_command("report", study, smoke, *flags)
+
+
+def make_command(target: str, study: Study, smoke: bool, *flags: str, variables: str = "") -> str:
+    """`make TARGET STUDY=... [variables] [ARGS=...]` for this study, with the smoke flag for a smoke study, and `flags`."""
     args = " ".join((*(["--smoke"] if smoke else []), *flags))
     extra = f" ARGS={args}" if len(flags) + smoke == 1 else f' ARGS="{args}"' if args else ""
     path = Path(study.path)
     catalogued = path.resolve() == (STUDIES_DIR / f"{study.name}.yaml").resolve()
-    target = study.name if catalogued else shlex.quote(str(path))  # a file outside studies/ is named by its path
-    return f"make study STUDY={target}{extra}", f"make report STUDY={target}{extra}"
+    name = study.name if catalogued else shlex.quote(str(path))  # a file outside studies/ is named by its path
+    return f"make {target} STUDY={name}{' ' + variables if variables else ''}{extra}"
 
 
 def baseline_for(study: Study, variant: str) -> str | None:
