@@ -532,7 +532,8 @@ def cmd_push(args) -> int:
     study = load_study(args.name, Path(args.studies_dir))
     source = tracking.tracking_uri(args.tracking_uri)
     done = push.push(study.name, source, args.to)
-    print(f"{study.name}: {done.copied} runs copied to {args.to}, {done.present} already there")
+    for name, (copied, present) in done.counts.items():  # (smoke runs are their own experiment, <study>/smoke)
+        print(f"{name}: {copied} runs copied to {args.to}, {present} already there")
     return 0
 
 

@@ -22,16 +22,23 @@ from .errors import OptionError, SuiteError
 
 @dataclass
 class Pushed:
-    copied: int = 0
-    present: int = 0
+    counts: dict = field(default_factory=dict)  # experiment (the study's, its smoke runs') -> [runs copied, already there]
     missing: list = field(default_factory=list)  # runs left in the source: their artifacts are gone
+
+    @property
+    def copied(self) -> int:
+        return sum(copied for copied, _ in self.counts.values())
+
+    @property
+    def present(self) -> int:
+        return sum(present for _, present in self.counts.values())
 
 
 def push(study: str, source: str, target: str) -> Pushed:
     if not target.strip():
         raise OptionError("--to takes the target store's URI (http://HOST:PORT or sqlite:///PATH)")
-    if source == target:
-        raise SuiteError("--to names the store the runs are read from; give another store")
+    if tracking.same_store(source, target):
+        raise OptionError("--to names the store the runs are read from; give another store")
     src = tracking.connect(source, create=False)
     with contextlib.ExitStack() as held:
         try:
@@ -62,14 +69,14 @@ def _push(study: str, source: str, src, dst) -> Pushed:
         sources = {r.info.run_id for r in runs}
         tracking.delete_runs(dst, [r.info.run_id for r in there if r.info.status != tracking.FINISHED
                                    and r.data.tags.get("suite.pushed_from") in sources])
-        outcome.present += len(runs) - len(todo)
+        counts = outcome.counts[name] = [0, len(runs) - len(todo)]
         for run in tqdm(todo, desc=f"push {name}", unit="run", disable=None):
             if not src.list_artifacts(run.info.run_id):  # (every run logs its config): a copy could never be mended
                 outcome.missing.append(run.info.run_name)
                 continue
             tags = {**{k: v for k, v in run.data.tags.items() if k != "mlflow.runName"}, "suite.pushed_from": run.info.run_id}
             tracking.copy_run(src, dst, run, exp_id, tags)
-            outcome.copied += 1
+            counts[0] += 1
     if outcome.missing:
         raise SuiteError(f"{len(outcome.missing)} runs were not copied (first: {outcome.missing[0]}): their artifacts are not in "
                          f"the source store (for a sqlite store: mlruns/ beside its file moved or deleted?); {outcome.copied} "

@@ -79,6 +79,12 @@ def _sqlite_path(uri: str) -> Path | None:
     return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
 
+def same_store(a: str, b: str) -> bool:
+    """Two URIs of one store: equal, or naming one sqlite file (sqlite:///mlflow.db and sqlite:////abs/mlflow.db)."""
+    one, other = _sqlite_path(a), _sqlite_path(b)
+    return a == b or (one is not None and other is not None and one.resolve() == other.resolve())
+
+
 _locked: set[Path] = set()  # stores this process holds the lock of (a nested store_lock is a no-op)
 
 

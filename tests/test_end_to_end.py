@@ -275,7 +275,7 @@ def test_an_interrupted_push_is_finished_by_the_next_and_a_busy_target_waits(tin
     assert sorted(runs()["status"]) == ["FINISHED", "RUNNING"]
     capsys.readouterr()
     assert main(push) == 0
-    assert "3 runs copied" in capsys.readouterr().out
+    assert capsys.readouterr().out == f"tiny/smoke: 3 runs copied to {team}, 1 already there\n"  # one line per experiment
     assert sorted(runs()["status"]) == ["FINISHED"] * 4 and runs()["tags.suite.run_key"].nunique() == 4
     # a study writing to the target (its lock held by another process): one line, nothing written
     holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'w'); "
@@ -290,6 +290,14 @@ def test_an_interrupted_push_is_finished_by_the_next_and_a_busy_target_waits(tin
         holder.wait()
     assert main([*push[:3], str(tmp_path / "plain"), *push[4:]]) == 2  # a plain path: MLflow's folder store
     assert f"error: --to {tmp_path / 'plain'}: a store is sqlite:///PATH" in capsys.readouterr().err
+
+
+def test_push_to_the_store_it_reads_is_bad_input_however_spelled(tmp_path, store, capsys):
+    db = store.removeprefix("sqlite:///")
+    for target in (store, f"sqlite:///{tmp_path}/./{Path(db).name}"):  # (the second copied nothing, exit 0)
+        assert main(["push", "regularization", "--to", target, "--tracking-uri", store]) == 2
+        err = capsys.readouterr().err
+        assert err == "error: --to names the store the runs are read from; give another store\n", err
 
 
 def test_one_sqlite_file_as_both_stores_is_refused(tiny_study, tmp_path, store, capsys):
