@@ -189,6 +189,20 @@ def test_seeds_needed_falls_as_the_effect_grows():
     assert stats.seeds_for_power(50.0) == 2
 
 
+def test_power_of_a_large_effect_with_few_seeds_is_a_number_and_matches_simulation():
+    """scipy's noncentral t cdf is NaN far in its tail (df 1, nc 38.7): power was NaN and an inconclusive smoke
+    comparison (2 seeds, d_z -27, Holm level 0.0125) said '~2 seeds to resolve', the seeds it already had."""
+    rng = np.random.default_rng(0)
+    for dz, n, alpha in ((-27.3415, 2, 0.0125), (27.3415, 4, 0.0125), (40.0, 2, 0.001), (3.0, 3, 0.05)):
+        got = stats.power(dz, n, alpha)
+        diffs = rng.standard_normal((200_000, n)) + dz  # paired differences with unit spread: d_z = dz
+        t = diffs.mean(1) / (diffs.std(1, ddof=1) / math.sqrt(n))
+        simulated = np.mean(np.abs(t) > sps.t.isf(alpha / 2, n - 1))
+        assert math.isfinite(got) and got == pytest.approx(simulated, abs=0.01), (dz, n, alpha, got, simulated)
+    needed = stats.seeds_for_power(-27.3415, alpha=0.0125)
+    assert needed == 3 and stats.power(-27.3415, 2, 0.0125) < 0.8 <= stats.power(-27.3415, 3, 0.0125)
+
+
 def test_seeds_needed_gives_up():
     assert stats.seeds_for_power(0.01) is None  # would need ~78,000 pairs
     assert stats.seeds_for_power(0.0) is None

@@ -149,7 +149,9 @@ def power(dz: float, n: int, alpha: float = 0.05, sides: int = 2) -> float:
     if sides == 1:
         return float(sps.nct.sf(float(sps.t.ppf(1 - alpha, df)), df, nc))
     crit = float(sps.t.ppf(1 - alpha / 2, df))
-    return float(sps.nct.sf(crit, df, nc) + sps.nct.cdf(-crit, df, nc))
+    # P(T < -crit) as P(-T > crit), -T being noncentral t at -nc: scipy's cdf there is NaN for a large nc (e.g. df 1,
+    # nc 38.7), which made seeds_for_power stop at 2; its sf gives the same value wherever the cdf has one
+    return float(sps.nct.sf(crit, df, nc) + sps.nct.sf(crit, df, -nc))
 
 
 def seeds_for_power(dz: float, target: float = 0.8, alpha: float = 0.05, cap: int = 10_000, sides: int = 2) -> int | None:
@@ -157,13 +159,13 @@ def seeds_for_power(dz: float, target: float = 0.8, alpha: float = 0.05, cap: in
     if not math.isfinite(dz) or dz == 0 or (sides == 1 and dz < 0):
         return None
     lo, hi = 2, 2
-    while power(dz, hi, alpha, sides) < target:  # double until reached: O(log n) power evaluations
+    while not power(dz, hi, alpha, sides) >= target:  # double until reached: O(log n) power evaluations (NaN: not reached)
         if hi >= cap:
             return None
         lo, hi = hi, min(hi * 2, cap)
     while lo < hi:  # power grows with n: bisect for the first n that reaches the target
         mid = (lo + hi) // 2
-        lo, hi = (mid + 1, hi) if power(dz, mid, alpha, sides) < target else (lo, mid)
+        lo, hi = (mid + 1, hi) if not power(dz, mid, alpha, sides) >= target else (lo, mid)
     return lo
 
 
