@@ -153,7 +153,7 @@ def build(study: Study, smoke: bool, uri: str | None, reports_dir: Path,
         kept = [name for name in KEPT_FROM_STORE if (folder / name).is_file()] if from_runs else []
         for name in kept:
             shutil.copy2(folder / name, new / name)
-        classes = pd.read_csv(new / "per_class.csv") if "per_class.csv" in kept else analysis.per_class(runs, results.errors)
+        classes = analysis.read_per_class(new / "per_class.csv") if "per_class.csv" in kept else analysis.per_class(runs, results.errors)
         tables = {"summary": summary, "comparisons": comparisons, "claims": claims, "runs": runs, "curves": results.curves,
                   **({"per_class": classes} if not classes.empty and "per_class.csv" not in kept else {})}
         for name, table in tables.items():
