@@ -85,6 +85,9 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+STUDY_HELP = "study name (studies/NAME.yaml, the file's name) or path to a YAML file"
+
+
 def parser() -> argparse.ArgumentParser:
     top = _Parser(prog="suite", description="Reproducible benchmark and ablation studies.")
     sub = top.add_subparsers(dest="command", required=True)
@@ -95,14 +98,14 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("schema", help="print the reference of every study-file field (markdown; docs/study-reference.md)")
 
     p = sub.add_parser("validate", help="check study files")
-    p.add_argument("files", nargs="+")
+    p.add_argument("files", nargs="+", help="study names (studies/NAME.yaml) or paths to YAML files")
     _common(p, store=False)
 
     for name, text in (("study", "run a study (skips runs already finished) and write its report"),
                        ("smoke", "run every study in smoke mode")):
         p = sub.add_parser(name, help=text)
         if name == "study":
-            p.add_argument("name", help="study name (studies/NAME.yaml) or path to a YAML file")
+            p.add_argument("name", help=STUDY_HELP)
             p.add_argument("--smoke", action="store_true", help="the seconds-long version of the study")
             p.add_argument("--force", action="store_true", help="rerun runs that already finished")
         p.add_argument("--keep-weights", choices=("final", "none"), default="final",
@@ -112,7 +115,7 @@ def parser() -> argparse.ArgumentParser:
         _common(p, throwaway=name == "smoke")
 
     p = sub.add_parser("tune", help="search hyperparameters with Optuna (the study's search block)")
-    p.add_argument("name")
+    p.add_argument("name", help=STUDY_HELP)
     p.add_argument("--trials", type=int, help="total trials to reach (default: the study's search.trials)")
     p.add_argument("--smoke", action="store_true", help="a few trials on the smoke-sized data")
     p.add_argument("--data-dir", help="dataset root (default: $SUITE_DATA_DIR or ./data)")
@@ -131,7 +134,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="port (default: $SUITE_UI_PORT or 5000)")
 
     p = sub.add_parser("push", help="copy a study's finished runs (params, metrics, tags, artifacts) to another MLflow store")
-    p.add_argument("name", help="study name (studies/NAME.yaml) or path to a YAML file")
+    p.add_argument("name", help=STUDY_HELP)
     p.add_argument("--to", required=True, help="the target store, e.g. the team store's http://127.0.0.1:PORT")
     _common(p, optuna=False, reports=False)
 
@@ -144,7 +147,7 @@ def parser() -> argparse.ArgumentParser:
     for name, text in (("report", "rebuild a study's report from MLflow, without training"),
                        ("check", "exit 1 when a claim of the study is contradicted")):
         p = sub.add_parser(name, help=text)
-        p.add_argument("name")
+        p.add_argument("name", help=STUDY_HELP)
         p.add_argument("--smoke", action="store_true", help="report on the smoke runs")
         if name == "report":
             p.add_argument("--from-runs", action="store_true",
@@ -284,17 +287,30 @@ def cmd_list(args) -> int:
     for name in sorted(name for name, count in collections.Counter(s.name for s in studies).items() if count > 1):
         files = " and ".join(str(s.path.name) for s in studies if s.name == name)
         print(f"warning: {files} both name their study '{name}': their runs and reports would mix; rename one", file=sys.stderr)
+    _misnamed(studies)
     if invalid:
         raise SuiteError(f"{len(invalid)} of {len(studies) + len(invalid)} study files are invalid (listed above)")
     return 0
 
 
+def _misnamed(studies) -> None:
+    """Commands find a study by its file's name; its `name:` names its experiment and report folder."""
+    for s in studies:
+        if s.path.stem != s.name:
+            print(f"warning: {s.path.name} names its study '{s.name}': commands call it '{s.path.stem}' (its file's name), "
+                  f"its runs and reports go under '{s.name}'; give both one name", file=sys.stderr)
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def _count(study) -> str:
     """What a study trains: its runs, and with a `tune` block the tuned runs and the tuning trials too."""
     if study.tune is None:
-        return f"{study.run_count} runs"
+        return _n(study.run_count, "run")
     trials = len(study.configs) * study.tune.trials
-    return f"{study.run_count} + {study.run_count} tuned runs, {trials} trials"
+    return f"{study.run_count} + {_n(study.run_count, 'tuned run')}, {_n(trials, 'trial')}"
 
 
 def cmd_schema(args) -> int:
@@ -309,7 +325,9 @@ def cmd_validate(args) -> int:
 
     for file in args.files:
         study = load_study(file, Path(args.studies_dir))
-        print(f"{study.path}: ok ({_count(study)}: {len(study.datasets)} datasets x {len(study.variants)} variants x {len(study.seeds)} seeds)")
+        print(f"{study.path}: ok ({_count(study)}: {_n(len(study.datasets), 'dataset')} x {_n(len(study.variants), 'variant')} x "
+              f"{_n(len(study.seeds), 'seed')})")
+        _misnamed([study])
     return 0
 
 

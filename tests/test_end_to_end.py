@@ -4,6 +4,7 @@ the report written from the store, resume, --force, the lock, and the one-line e
 import json
 import fcntl
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -74,6 +75,8 @@ def test_study_logs_runs_writes_report_and_resumes(tiny_study, tmp_path, store, 
         assert (folder / name).stat().st_size > 0, name
     report = (folder / "report.md").read_text()
     assert f"| {params:,} |" in report and "## Where the errors are" in report
+    told = re.search(r"- Runs: 4, total training time ([0-9.]+) s\n", report)  # (under a minute: seconds, not '0.0 min')
+    assert told and float(told.group(1)) == pytest.approx(table["train_seconds"].sum(), abs=0.051)
     per_class = pd.read_csv(folder / "per_class.csv")
     assert len(per_class) == 2 * 10 and set(per_class["seeds"]) == {2} and set(per_class.groupby("variant")["n"].sum()) == {600}
     assert f"make report STUDY={tiny_study}" in report and f"make study STUDY={tiny_study}" in report and "wd vs none" in report

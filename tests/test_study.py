@@ -410,7 +410,23 @@ def test_list_warns_of_two_files_that_name_one_study(tmp_path, capsys):
         (tmp_path / file).write_text(BASE)
     assert main(["list", "--studies-dir", str(tmp_path)]) == 0
     out, err = capsys.readouterr()
-    assert out.count("q?") == 2 and err == "warning: a.yaml and b.yaml both name their study 't': their runs and reports would mix; rename one\n"
+    assert out.count("q?") == 2 and err.splitlines()[0] == "warning: a.yaml and b.yaml both name their study 't': their runs and reports would mix; rename one"
+    assert err.count("\n") == 3  # and each names its study otherwise than its file (below)
+
+
+def test_a_file_whose_study_name_differs_from_its_own_is_named_by_list_and_validate(tmp_path, capsys):
+    """`list` showed 'notmystudy' for renamed.yaml, and `suite validate notmystudy` then found no such study."""
+    from suite.cli import main
+
+    (tmp_path / "renamed.yaml").write_text(BASE.replace("name: t", "name: notmystudy"))
+    (tmp_path / "t.yaml").write_text(BASE.replace("  b: {optimizer: {weight_decay: 0.1}}\n", "") + "seeds: 1\n")
+    warning = ("warning: renamed.yaml names its study 'notmystudy': commands call it 'renamed' (its file's name), its runs and "
+               "reports go under 'notmystudy'; give both one name\n")
+    assert main(["list", "--studies-dir", str(tmp_path)]) == 0
+    assert capsys.readouterr().err == warning
+    assert main(["validate", "renamed", "t", "--studies-dir", str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    assert err == warning and out.splitlines()[1] == f"{tmp_path / 't.yaml'}: ok (1 run: 1 dataset x 1 variant x 1 seed)", out
 
 
 def test_chained_merge_keys_are_not_duplicates(tmp_path):

@@ -133,6 +133,11 @@ def _seeds(r) -> str:
     return f" (~{int(r.seeds_needed)} seeds to resolve)" if pd.notna(r.seeds_needed) else ""
 
 
+def _duration(seconds: float) -> str:
+    """Minutes from one on; seconds below (a smoke study's '0.0 min')."""
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.1f} s"
+
+
 def _run_link(ui: str | None, experiment_id: str | None, run_id: str, run_key: str) -> str:
     return f"[`{run_key}`]({tracking.run_url(ui, experiment_id, run_id)})" if ui and experiment_id else f"`{run_key}`"
 
@@ -156,7 +161,7 @@ def _provenance(study: Study, smoke: bool, runs: pd.DataFrame, source: str = "st
         "Packages: " + ", ".join(f"{k} {v}" for k, v in provenance.versions().items()),
         "Devices: " + "; ".join(sorted(set(runs["device"]))),
         "Data: " + ", ".join(f"{d} `{fp}`" for d, fp in sorted(set(zip(runs["dataset"], runs["data_fingerprint"])))),
-        f"Runs: {len(runs)}, total training time {runs['train_seconds'].sum() / 60:.1f} min",
+        f"Runs: {len(runs)}, total training time {_duration(runs['train_seconds'].sum())}",
     ]
     if packed:
         items.append(f"Packed: {packed} of these runs trained as members of packed models (`--pack`): same draws as unpacked runs, "
