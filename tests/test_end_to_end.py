@@ -577,6 +577,19 @@ def test_a_report_rebuilt_from_runs_shows_the_per_class_accuracies_it_keeps_as_t
     assert len(before) == 2 and "| 90.84% |" in before[1] and rebuilt == before
 
 
+def test_a_regression_report_has_no_class_columns(tmp_path):
+    """optimizers_quadratic's tables had a 'collapsed' column of zeros and a 'val acc' of n/a, and its methods spoke of classes."""
+    import shutil
+
+    for name, classes in (("optimizers_quadratic", False), ("regularization", True)):
+        shutil.copytree(ROOT / "reports" / name, tmp_path / "reports" / name)
+        assert main(["report", name, "--from-runs", "--studies-dir", str(ROOT / "studies"), "--reports-dir", str(tmp_path / "reports")]) == 0
+        report = (tmp_path / "reports" / name / "report.md").read_text()
+        headers = [line for line in report.splitlines() if line.startswith("| dataset | variant |")]
+        assert len(headers) >= 2 and all(("| collapsed |" in h) == classes for h in headers if "| diverged |" in h), headers
+        assert ("| val acc |" in report) == classes and ("*degenerate*" in report) == classes
+
+
 def test_a_report_build_that_fails_midway_leaves_the_report_as_it_was(tmp_path, monkeypatch):
     """Every file is written beside the report first and moved in at the end: a failure (or Ctrl-C) halfway leaves the
     previous report whole, and the next build clears what the failed one left."""

@@ -67,10 +67,14 @@ def blocks(study, smoke, results, summary, comparisons, claims, figures, ui) -> 
 
     blocks.append(("h2", "Summary"))
     axes = list(study.grid_axes)
-    header = ["dataset", "variant", *axes, "params", "n", "diverged", "collapsed", f"mean {metric}", "std", "95% CI (t)", "val acc", "epochs", "train s"]
+    # classes to collapse into and a validation accuracy: not for a regression study (its columns said 0 and n/a)
+    classes = "val_acc_mean" in summary and bool(summary["val_acc_mean"].notna().any())
+    header = ["dataset", "variant", *axes, "params", "n", "diverged", *(["collapsed"] if classes else []), f"mean {metric}", "std",
+              "95% CI (t)", *(["val acc"] if classes else []), "epochs", "train s"]
     shown = lambda variant, axis: format_value(dict(study.points[variant])[axis])  # noqa: E731  (null as 'none', not NaN)
-    rows = [[r["dataset"], r["variant"], *[shown(r["variant"], a) for a in axes], f"{r['params']:,}", r["n"], r["n_diverged"], r.get("n_collapsed", 0), f(r["mean"]), f(r["std"], False).lstrip("+"),
-             f"[{f(r['ci_low'])}, {f(r['ci_high'])}]", analysis.fmt(r.get("val_acc_mean", float("nan")), "val_acc"),
+    rows = [[r["dataset"], r["variant"], *[shown(r["variant"], a) for a in axes], f"{r['params']:,}", r["n"], r["n_diverged"],
+             *([r.get("n_collapsed", 0)] if classes else []), f(r["mean"]), f(r["std"], False).lstrip("+"),
+             f"[{f(r['ci_low'])}, {f(r['ci_high'])}]", *([analysis.fmt(r.get("val_acc_mean", float("nan")), "val_acc")] if classes else []),
              f"{r.get('epochs_trained_mean', float('nan')):.1f}", f"{r.get('train_seconds_mean', float('nan')):.1f}"]
             for _, r in summary.iterrows()]
     blocks.append(("table", header, rows))
@@ -88,9 +92,10 @@ def blocks(study, smoke, results, summary, comparisons, claims, figures, ui) -> 
                             "lower where Holm's running maximum raised its adjusted p); Wilcoxon signed-rank p for reference. Effect size: Cohen's d_z "
                             "(mean difference / std of differences). Verdict: better/worse when the CI excludes 0 and the "
                             "Holm-adjusted p < 0.05, else inconclusive, with the seeds a paired t-test at that adjusted level "
-                            "would need for 80% power at the observed effect; *degenerate* when at least half the seeds of either side collapsed to one "
-                            "class (more than 90% of the test predictions in one class, or an accuracy within 3 binomial standard "
-                            "errors of the largest class's share): such runs are named, not averaged into a verdict."))
+                            "would need for 80% power at the observed effect"
+                            + ("; *degenerate* when at least half the seeds of either side collapsed to one class (more than 90% "
+                               "of the test predictions in one class, or an accuracy within 3 binomial standard errors of the "
+                               "largest class's share): such runs are named, not averaged into a verdict." if classes else ".")))
         rows = [[r.dataset, r.variant, r.n_pairs, f(r.mean_diff, True), _interval(r, f),
                  f"{r.p_t:.3g}", f"{r.p_holm:.3g}", f"{r.p_wilcoxon:.3g}", f"{r.effect_size:.2f}", r.verdict,
                  "" if pd.isna(r.seeds_needed) else int(r.seeds_needed)] for r in comparisons.itertuples()]
@@ -100,9 +105,10 @@ def blocks(study, smoke, results, summary, comparisons, claims, figures, ui) -> 
                             "claimed margin or threshold\", Holm-adjusted with the comparisons; its bounds are one-sided at the "
                             "adjusted level. *Supported* when the bound clears the margin or threshold (Holm-adjusted p < 0.05), "
                             "*contradicted* when the opposite one-sided test, Holm-adjusted in the claim's place, is below 0.05 "
-                            "(its bound, shown then, lies on the wrong side), *degenerate* when at least half "
-                            "the seeds of a side collapsed, else *inconclusive* (with the seeds the one-sided test would need for "
-                            "80% power). `suite check` exits 1 on a contradicted claim."))
+                            "(its bound, shown then, lies on the wrong side), "
+                            + ("*degenerate* when at least half the seeds of a side collapsed, " if classes else "")
+                            + "else *inconclusive* (with the seeds the one-sided test would need for 80% power). `suite check` "
+                            "exits 1 on a contradicted claim."))
 
     blocks.append(("h2", "Figures"))
     for name, caption in figures:
@@ -118,9 +124,9 @@ def blocks(study, smoke, results, summary, comparisons, claims, figures, ui) -> 
         blocks.append(("p", f"Run keys identify runs in any store: `{commands(study, smoke)[0]}` recreates the runs that a store "
                             f"lacks (none if it holds them all), `make ui` then prints the link to them, and `suite evaluate KEY` "
                             f"reloads one run's weights. Links to runs: build the report with `--ui-url` or `${UI_URL_ENV}`."))
-    rows = [[r.dataset, r.variant, r.seed, f(getattr(r, metric)), "yes" if r.diverged else "", "yes" if r.collapsed else "", int(r.epochs_trained),
-             f"{r.train_seconds:.1f}", _run_link(ui, results.experiment_id, r.run_id, r.run_key)] for r in runs.itertuples()]
-    blocks.append(("table", ["dataset", "variant", "seed", metric, "diverged", "collapsed", "epochs", "train s", "run key"], rows))
+    rows = [[r.dataset, r.variant, r.seed, f(getattr(r, metric)), "yes" if r.diverged else "", *(["yes" if r.collapsed else ""] if classes else []),
+             int(r.epochs_trained), f"{r.train_seconds:.1f}", _run_link(ui, results.experiment_id, r.run_id, r.run_key)] for r in runs.itertuples()]
+    blocks.append(("table", ["dataset", "variant", "seed", metric, "diverged", *(["collapsed"] if classes else []), "epochs", "train s", "run key"], rows))
     return blocks
 
 
