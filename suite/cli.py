@@ -287,16 +287,17 @@ def cmd_list(args) -> int:
     for name in sorted(name for name, count in collections.Counter(s.name for s in studies).items() if count > 1):
         files = " and ".join(str(s.path.name) for s in studies if s.name == name)
         print(f"warning: {files} both name their study '{name}': their runs and reports would mix; rename one", file=sys.stderr)
-    _misnamed(studies)
+    _misnamed(studies, Path(args.studies_dir))
     if invalid:
         raise SuiteError(f"{len(invalid)} of {len(studies) + len(invalid)} study files are invalid (listed above)")
     return 0
 
 
-def _misnamed(studies) -> None:
-    """Commands find a study by its file's name; its `name:` names its experiment and report folder."""
+def _misnamed(studies, studies_dir: Path) -> None:
+    """Commands find a study of the studies folder by its file's name; its `name:` names its experiment and report folder.
+    (A file elsewhere is called by its path.)"""
     for s in studies:
-        if s.path.stem != s.name:
+        if s.path.stem != s.name and s.path.parent.resolve() == studies_dir.resolve():
             print(f"warning: {s.path.name} names its study '{s.name}': commands call it '{s.path.stem}' (its file's name), "
                   f"its runs and reports go under '{s.name}'; give both one name", file=sys.stderr)
 
@@ -327,7 +328,7 @@ def cmd_validate(args) -> int:
         study = load_study(file, Path(args.studies_dir))
         print(f"{study.path}: ok ({_count(study)}: {_n(len(study.datasets), 'dataset')} x {_n(len(study.variants), 'variant')} x "
               f"{_n(len(study.seeds), 'seed')})")
-        _misnamed([study])
+        _misnamed([study], Path(args.studies_dir))
     return 0
 
 
@@ -551,7 +552,7 @@ def cmd_push(args) -> int:
     source = tracking.tracking_uri(args.tracking_uri)
     done = push.push(study.name, source, args.to)
     for name, (copied, present) in done.counts.items():  # (smoke runs are their own experiment, <study>/smoke)
-        print(f"{name}: {copied} runs copied to {args.to}, {present} already there")
+        print(f"{name}: {_n(copied, 'run')} copied to {args.to}, {present} already there")
     return 0
 
 

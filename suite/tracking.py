@@ -80,9 +80,11 @@ def _sqlite_path(uri: str) -> Path | None:
 
 
 def same_store(a: str, b: str) -> bool:
-    """Two URIs of one store: equal, or naming one sqlite file (sqlite:///mlflow.db and sqlite:////abs/mlflow.db)."""
+    """Two URIs of one store: naming one sqlite file (sqlite:///mlflow.db and sqlite:////abs/mlflow.db), or one URL."""
     one, other = _sqlite_path(a), _sqlite_path(b)
-    return a == b or (one is not None and other is not None and one.resolve() == other.resolve())
+    if one is not None and other is not None:
+        return one.resolve() == other.resolve()
+    return a.rstrip("/") == b.rstrip("/")  # (a server's URL with or without its trailing slash)
 
 
 _locked: set[Path] = set()  # stores this process holds the lock of (a nested store_lock is a no-op)

@@ -75,8 +75,10 @@ def test_study_logs_runs_writes_report_and_resumes(tiny_study, tmp_path, store, 
         assert (folder / name).stat().st_size > 0, name
     report = (folder / "report.md").read_text()
     assert f"| {params:,} |" in report and "## Where the errors are" in report
-    told = re.search(r"- Runs: 4, total training time ([0-9.]+) s\n", report)  # (under a minute: seconds, not '0.0 min')
-    assert told and float(told.group(1)) == pytest.approx(table["train_seconds"].sum(), abs=0.051)
+    told = re.search(r"- Runs: 4, total training time ([0-9.]+) (s|min)\n", report)  # (under a minute: seconds, not '0.0 min')
+    seconds = table["train_seconds"].sum()
+    assert told and told.group(2) == ("s" if seconds < 60 else "min")
+    assert float(told.group(1)) == pytest.approx(seconds if seconds < 60 else seconds / 60, abs=0.051)
     per_class = pd.read_csv(folder / "per_class.csv")
     assert len(per_class) == 2 * 10 and set(per_class["seeds"]) == {2} and set(per_class.groupby("variant")["n"].sum()) == {600}
     assert f"make report STUDY={tiny_study}" in report and f"make study STUDY={tiny_study}" in report and "wd vs none" in report
@@ -297,6 +299,9 @@ def test_an_interrupted_push_is_finished_by_the_next_and_a_busy_target_waits(tin
 
 def test_push_to_the_store_it_reads_is_bad_input_however_spelled(tmp_path, store, capsys):
     db = store.removeprefix("sqlite:///")
+    from suite.tracking import same_store
+
+    assert same_store("http://127.0.0.1:5000", "http://127.0.0.1:5000/") and not same_store("http://h:5000", "http://h:5001")
     for target in (store, f"sqlite:///{tmp_path}/./{Path(db).name}"):  # (the second copied nothing, exit 0)
         assert main(["push", "regularization", "--to", target, "--tracking-uri", store]) == 2
         err = capsys.readouterr().err
@@ -587,7 +592,14 @@ def test_a_regression_report_has_no_class_columns(tmp_path):
         report = (tmp_path / "reports" / name / "report.md").read_text()
         headers = [line for line in report.splitlines() if line.startswith("| dataset | variant |")]
         assert len(headers) >= 2 and all(("| collapsed |" in h) == classes for h in headers if "| diverged |" in h), headers
-        assert ("| val acc |" in report) == classes and ("*degenerate*" in report) == classes
+        assert ("| val acc |" in report) == classes and ("*degenerate*" in report) == classes and ("degenerate" in report) == classes
+    # a classification study whose metric is val_acc keeps them (its summary has no val_acc_mean: the metric's own columns)
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "studies" / "optimizers.yaml").write_text((ROOT / "studies" / "optimizers.yaml").read_text().replace("\nmetric: test_acc\n", "\nmetric: val_acc\n"))
+    shutil.copytree(ROOT / "reports" / "optimizers", tmp_path / "reports" / "optimizers")
+    assert main(["report", "optimizers", "--from-runs", "--studies-dir", str(tmp_path / "studies"), "--reports-dir", str(tmp_path / "reports")]) == 0
+    report = (tmp_path / "reports" / "optimizers" / "report.md").read_text()
+    assert "| mean val_acc |" in report and "| collapsed |" in report and "*degenerate* when" in report and "| val acc |" not in report
 
 
 def test_a_report_build_that_fails_midway_leaves_the_report_as_it_was(tmp_path, monkeypatch):

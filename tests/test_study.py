@@ -427,6 +427,9 @@ def test_a_file_whose_study_name_differs_from_its_own_is_named_by_list_and_valid
     assert main(["validate", "renamed", "t", "--studies-dir", str(tmp_path)]) == 0
     out, err = capsys.readouterr()
     assert err == warning and out.splitlines()[1] == f"{tmp_path / 't.yaml'}: ok (1 run: 1 dataset x 1 variant x 1 seed)", out
+    # a file outside the studies folder is called by its path: its name is its own
+    assert main(["validate", str(tmp_path / "renamed.yaml"), "--studies-dir", str(tmp_path / "elsewhere")]) == 0
+    assert capsys.readouterr().err == ""
 
 
 def test_chained_merge_keys_are_not_duplicates(tmp_path):

@@ -34,7 +34,7 @@ from ..spec.config import Execution
 from ..errors import SuiteError
 from ..analysis.results import Results, collect, from_report, how_computed
 from ..spec.derived import tuning_budget, tuning_targets, with_tuned
-from ..spec.study import Study, expand
+from ..spec.study import Study, commands, expand
 from . import content
 from .content import out_dir, ui_url
 from .figures import error_figures, study_figures
@@ -83,9 +83,8 @@ def _collect(study: Study, smoke: bool, uri: str, execution: Execution | None) -
                          "way (pass the same --threads, --device, --pack, --fused-optimizer as the study) or under another "
                          "version of the study file?")
     if results.runs.empty:
-        how = f"suite study {study.name}" + (" --smoke" if smoke else "")
         raise SuiteError(f"no finished runs of study '{study.name}'{' (smoke)' if smoke else ''} in {provenance.redact(uri)}; "
-                         f"run `{how}` first")
+                         f"run `{commands(study, smoke)[0]}` first")
     return results
 
 

@@ -10,9 +10,9 @@ import pandas as pd
 
 from .. import analysis, provenance, tracking
 from ..errors import OptionError
-from ..spec.config import METRIC_DIRECTIONS
+from ..spec.config import METRIC_DIRECTIONS, task_of
 from ..spec.grid import format_value
-from ..spec.study import Study, commands
+from ..spec.study import Study, commands, make_command
 
 UI_URL_ENV = "SUITE_UI_URL"  # where reports link run ids to (e.g. http://127.0.0.1:5000, `make ui`'s default); unset: no links
 
@@ -67,14 +67,15 @@ def blocks(study, smoke, results, summary, comparisons, claims, figures, ui) -> 
 
     blocks.append(("h2", "Summary"))
     axes = list(study.grid_axes)
-    # classes to collapse into and a validation accuracy: not for a regression study (its columns said 0 and n/a)
-    classes = "val_acc_mean" in summary and bool(summary["val_acc_mean"].notna().any())
+    # classes to collapse into and a validation accuracy: not for a study of regression datasets alone (its columns said 0 and n/a)
+    classes = any(task_of(dataset) == "classification" for dataset in study.datasets)
+    val_acc = classes and metric != "val_acc"  # (the study's metric has its own columns)
     header = ["dataset", "variant", *axes, "params", "n", "diverged", *(["collapsed"] if classes else []), f"mean {metric}", "std",
-              "95% CI (t)", *(["val acc"] if classes else []), "epochs", "train s"]
+              "95% CI (t)", *(["val acc"] if val_acc else []), "epochs", "train s"]
     shown = lambda variant, axis: format_value(dict(study.points[variant])[axis])  # noqa: E731  (null as 'none', not NaN)
     rows = [[r["dataset"], r["variant"], *[shown(r["variant"], a) for a in axes], f"{r['params']:,}", r["n"], r["n_diverged"],
              *([r.get("n_collapsed", 0)] if classes else []), f(r["mean"]), f(r["std"], False).lstrip("+"),
-             f"[{f(r['ci_low'])}, {f(r['ci_high'])}]", *([analysis.fmt(r.get("val_acc_mean", float("nan")), "val_acc")] if classes else []),
+             f"[{f(r['ci_low'])}, {f(r['ci_high'])}]", *([analysis.fmt(r.get("val_acc_mean", float("nan")), "val_acc")] if val_acc else []),
              f"{r.get('epochs_trained_mean', float('nan')):.1f}", f"{r.get('train_seconds_mean', float('nan')):.1f}"]
             for _, r in summary.iterrows()]
     blocks.append(("table", header, rows))
@@ -156,7 +157,7 @@ def _short(commit: str) -> str:
 def _provenance(study: Study, smoke: bool, runs: pd.DataFrame, source: str = "store", packed: int = 0) -> list[str]:
     commits = sorted(set(runs["git_commit"]))
     dirty = int(runs["git_dirty"].sum())
-    items = [f"Read from this report's own `runs.csv` and `curves.csv` (`suite report {study.name} --from-runs`), not from the "
+    items = [f"Read from this report's own `runs.csv` and `curves.csv` (`{make_command('report', study, smoke, '--from-runs')}`), not from the "
              "MLflow store that holds the runs: the metrics as those tables give them (6 significant digits)."] if source != "store" else []
     items += [
         f"Rebuild this report: `{commands(study, smoke)[1]}`; recreate its runs: `{commands(study, smoke)[0]}`",

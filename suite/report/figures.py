@@ -55,7 +55,7 @@ def study_figures(study, results, summary, comparisons, folder: Path, kept=()) -
         made.append((f"axis_{axis.replace('.', '_')}.png", f"{plots.label(metric)} against {axis}: mean with Student-t 95% CI, each seed a point.",
                      plots.axis_plot(runs, axis, metric)))
     if not comparisons.empty:
-        made.append(("forest.png", f"Paired differences to the baseline '{study.baseline.split(',')[0] + ' of each slice' if study.baselines else study.baseline}' with each CI at its test's Holm-adjusted level, as in the comparisons table (green: better, red: worse, grey: inconclusive, orange: degenerate).",
+        made.append(("forest.png", f"Paired differences to the baseline '{study.baseline.split(',')[0] + ' of each slice' if study.baselines else study.baseline}' with each CI at its test's Holm-adjusted level, as in the comparisons table (green: better, red: worse, grey: inconclusive{', orange: degenerate' if task == 'classification' else ''}).",
                      plots.forest(comparisons, metric)))
     return save(made, folder)
 
