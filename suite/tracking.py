@@ -320,7 +320,10 @@ def experiment_id(client, name: str, create: bool = True, description: str | Non
                                              "state": json.dumps(view_state(metric, columns))})
         for key, value in tags.items():
             if current.get(key) != value:
-                client.set_experiment_tag(exp_id, key, value)
+                try:
+                    client.set_experiment_tag(exp_id, key, value)
+                except Exception:  # another driver wrote this tag a moment ago: MLflow's write is a select, then an
+                    client.set_experiment_tag(exp_id, key, value)  # insert (a unique violation on PostgreSQL); now an update
     return exp_id
 
 

@@ -93,6 +93,37 @@ def test_server_prints_redacted_uris_and_keeps_the_password_in_a_private_file(te
     assert f"export OPTUNA_STORAGE={uris['OPTUNA_STORAGE']}" in env and (folder / "env").stat().st_mode & 0o077 == 0
 
 
+def test_drivers_creating_one_experiment_at_once_both_get_it(team_store):
+    """Drivers of a study the store had never seen, started together: one died with 'UniqueViolation ... experiment_tag_pk' (MLflow
+    writes a tag with a select, then an insert: both inserted the experiment's note and view)."""
+    import threading
+
+    from mlflow.tracking import MlflowClient
+
+    from suite import tracking
+
+    _, uris = team_store
+    uri = uris["MLFLOW_TRACKING_URI"]
+    for attempt in range(15):  # (without the retry, 4 threads at once met the violation within a few attempts here)
+        name, barrier, ids, errors = f"race-{attempt}-{random.randrange(10**9)}", threading.Barrier(4), [], []
+
+        def driver():
+            client = MlflowClient(uri)
+            barrier.wait()
+            try:
+                ids.append(tracking.experiment_id(client, name, description="q?", metric="test_acc", columns=["optimizer.lr"]))
+            except Exception as err:
+                errors.append(err)
+
+        threads = [threading.Thread(target=driver) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors and len(ids) == 4 and len(set(ids)) == 1, errors
+        assert MlflowClient(uri).get_experiment(ids[0]).tags["suite.metric"] == "test_acc"
+
+
 def test_server_stop_kills_only_the_server_it_started(tmp_path):
     """A server.json whose pid now belongs to another program (after a reboot, a reused pid): `stop` leaves that
     program alone; a damaged server.json is one line."""
