@@ -22,6 +22,7 @@ import argparse
 import collections
 import dataclasses
 import os
+import shlex
 import signal
 import sys
 import tempfile
@@ -560,6 +561,8 @@ def cmd_server(args) -> int:
     from . import server
 
     folder = Path(args.dir)
+    if folder.exists() and not folder.is_dir():
+        raise OptionError(f"--dir {folder} is a file; the team store's folder holds its database, logs and artifacts")
     if args.action == "stop":
         print(f"stopped the team store in {folder}" if server.stop(folder) else f"no team store is running in {folder}")
         return 0
@@ -569,7 +572,8 @@ def cmd_server(args) -> int:
     state = server.start(folder, args.port, args.pg_port)
     env = server.write_env(folder, state)
     shown = server.uris(state, password=False)
-    print(f"team store running in {folder.resolve()} (`make server-stop` stops it)")
+    stop = "make server-stop" if folder.resolve() == Path(server.DEFAULT_DIR).resolve() else f"suite server stop --dir {shlex.quote(str(folder))}"
+    print(f"team store running in {folder.resolve()} (`{stop}` stops it)")
     print(f"  MLFLOW_TRACKING_URI={shown['MLFLOW_TRACKING_URI']}   (the MLflow UI too)")
     print(f"  OPTUNA_STORAGE={shown['OPTUNA_STORAGE']}")
     print(f"point every driver at it: source {env}   (holds the password; readable by you alone)")

@@ -25,7 +25,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from .errors import SuiteError
+from .errors import OptionError, SuiteError
 
 DEFAULT_DIR = ".server"
 USER = "suite"
@@ -114,6 +114,17 @@ def write_env(folder: Path, state: dict) -> Path:
     return path
 
 
+def _taken(port: int) -> bool:
+    """Whether something listens on 127.0.0.1:port already (a socket in TIME_WAIT does not count, as for uvicorn)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
 def _healthy(port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
@@ -140,9 +151,15 @@ def start(folder: Path = Path(DEFAULT_DIR), port: int | None = None, pg_port: in
     data = folder / "pg"
     state = {"password": state.get("password") or secrets.token_urlsafe(18), "pg_port": pg_port or state.get("pg_port") or free_port(),
              "port": port or state.get("port") or free_port()}
+    pg_up = (data / "PG_VERSION").exists() and _pg_running(bindir, data)
+    # (another team store's server on this port answered the health check, and the new server's exit went unseen)
+    for taken, option, given in ((state["port"], "--port", port), (None if pg_up else state["pg_port"], "--pg-port", pg_port)):
+        if taken is not None and _taken(taken):
+            raise OptionError(f"port {taken}{'' if given else ', which this store used before,'} is in use (another program "
+                              f"or team store listens there); pass another {option}")
     if not (data / "PG_VERSION").exists():
         _initdb(bindir, folder, data, state["password"])
-    if not _pg_running(bindir, data):
+    if not pg_up:
         log = folder / "postgres.log"
         log.touch()
         _chown(log)
@@ -195,10 +212,11 @@ def _create_databases(state: dict) -> None:
 
 def _start_mlflow(folder: Path, state: dict, timeout: float) -> int:
     """`mlflow server` over the PostgreSQL backend, artifacts proxied into folder/artifacts; detached."""
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    # the backend URI, password and all, goes by the environment: a command line is shown to every user (ps)
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_BACKEND_STORE_URI": uris(state)["backend"]}
     log = open(folder / "mlflow.log", "ab")
     process = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uris(state)["backend"], "--artifacts-destination",
+        [sys.executable, "-m", "mlflow", "server", "--artifacts-destination",
          str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(state["port"]), "--workers", "2"],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
     deadline = time.monotonic() + timeout

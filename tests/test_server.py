@@ -91,6 +91,20 @@ def test_server_prints_redacted_uris_and_keeps_the_password_in_a_private_file(te
     assert uris["MLFLOW_TRACKING_URI"] in out.stdout and "suite:***@" in out.stdout
     env = (folder / "env").read_text()
     assert f"export OPTUNA_STORAGE={uris['OPTUNA_STORAGE']}" in env and (folder / "env").stat().st_mode & 0o077 == 0
+    assert f"(`suite server stop --dir {folder}` stops it)" in out.stdout  # (`make server-stop` stops .server)
+    # the password is in no process's command line (ps shows those to every user): MLflow reads its backend from the env
+    state = json.loads((folder / "server.json").read_text())
+    assert password not in Path(f"/proc/{state['mlflow_pid']}/cmdline").read_bytes().decode()
+    # a second store asked for the port the first listens on: one line, exit 2 (it said 'running', served by the first)
+    other = tmp_path / "other"
+    out = subprocess.run([sys.executable, "-m", "suite", "server", "start", "--dir", str(other), "--port", str(state["port"])],
+                         capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 2 and out.stderr == (f"error: port {state['port']} is in use (another program or team store listens "
+                                                   "there); pass another --port\n"), out.stderr
+    assert not (other / "pg").exists()  # (nothing was started)
+    out = subprocess.run([sys.executable, "-m", "suite", "server", "start", "--dir", str(ROOT / "README.md")], capture_output=True,
+                         text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 2 and "is a file" in out.stderr and out.stderr.count("\n") == 1, out.stderr
 
 
 def test_drivers_creating_one_experiment_at_once_both_get_it(team_store):
