@@ -22,10 +22,12 @@ import argparse
 import collections
 import dataclasses
 import os
+import re
 import shlex
 import signal
 import sys
 import tempfile
+import urllib.parse
 from pathlib import Path
 
 from .errors import OptionError, SuiteError, error_line
@@ -255,6 +257,12 @@ def store_failure(err: BaseException) -> str | None:
              "ConnectionError": "the tracking server cannot be reached", "OperationalError": "the database failed",
              "StorageInternalError": "the Optuna storage failed"}
     names = {c.__name__ for c in type(err).__mro__}
+    lost = re.match(r"API request to (\S+) failed with exception (.*)", str(err), re.S)
+    if "MlflowException" in names and lost:  # the client's retries ran out: a server gone, not a store that refused
+        parts = urllib.parse.urlsplit(lost.group(1))
+        why = re.search(r"\[Errno -?\d+\] [^'\")\]]+", lost.group(2))
+        why = why.group(0) if why else " ".join(lost.group(2).split())[:120]
+        return f"the tracking server cannot be reached: {redact(f'{parts.scheme}://{parts.netloc}')} ({why})"
     if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
         return f"the disk is full ({err.filename or err.strerror})"
     if isinstance(err, OSError) and err.filename and err.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR,

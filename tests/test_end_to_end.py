@@ -297,6 +297,21 @@ def test_an_interrupted_push_is_finished_by_the_next_and_a_busy_target_waits(tin
     assert f"error: --to {tmp_path / 'plain'}: a store is sqlite:///PATH" in capsys.readouterr().err
 
 
+def test_a_tracking_server_lost_after_mlflows_retries_is_named_as_such():
+    """MLflow's client ends its retries with 'API request to URL failed with exception E' (rest_utils): it read 'the
+    MLflow store failed: API request to ...', the cause cut off; a store's own refusal keeps its words."""
+    from mlflow.exceptions import MlflowException
+
+    from suite.cli import store_failure
+
+    lost = MlflowException("API request to http://127.0.0.1:47693/api/2.0/mlflow-artifacts/artifacts/1/r/artifacts/x.json failed "
+                           "with exception HTTPConnectionPool(host='127.0.0.1', port=47693): Max retries exceeded with url: /api "
+                           "(Caused by NewConnectionError('<urllib3.connection.HTTPConnection object at 0x7f>: Failed to establish "
+                           "a new connection: [Errno 111] Connection refused'))")
+    assert store_failure(lost) == "the tracking server cannot be reached: http://127.0.0.1:47693 ([Errno 111] Connection refused)"
+    assert store_failure(MlflowException("RESOURCE_DOES_NOT_EXIST: no run")) == "the MLflow store failed: RESOURCE_DOES_NOT_EXIST: no run"
+
+
 def test_push_to_the_store_it_reads_is_bad_input_however_spelled(tmp_path, store, capsys):
     db = store.removeprefix("sqlite:///")
     from suite.tracking import same_store

@@ -352,6 +352,9 @@ def test_a_tracking_server_gone_mid_study_is_one_line_and_the_next_call_resumes(
     assert driver.returncode == 1 and "Traceback" not in stderr, stderr[-800:]
     errors = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "finished runs are kept" in errors[0]
+    # what went wrong, as README's "When the store fails" says it (it said 'the MLflow store failed: API request to ...
+    # failed with exception', the cause cut off)
+    assert errors[0].startswith(f"error: the tracking server cannot be reached: {uris['MLFLOW_TRACKING_URI'].rstrip('/')}"), errors[0]
 
     server.start(folder)
     kept = {r.data.tags["suite.run_key"] for r in finished()}
@@ -420,7 +423,8 @@ def test_a_lease_table_that_cannot_be_opened_or_a_bad_lease_time_is_one_line():
     with pytest.raises(SuiteError) as err:
         Shared("postgresql+psycopg://suite:s3cret@127.0.0.1:1/optuna")
     message = str(err.value)
-    assert message.startswith("cannot open the lease table in postgresql+psycopg://suite:") and "127.0.0.1:1/optuna" in message
+    assert message == ("cannot reach the PostgreSQL database that keeps run claims, postgresql+psycopg://suite:***@127.0.0.1:1/optuna "
+                       "(Connection refused); start it (`make server` for a team store here) or pass another --storage"), message
     assert "s3cret" not in message and "\n" not in message
 
 

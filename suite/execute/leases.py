@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import re
 import threading
 import uuid
 from contextlib import contextmanager, nullcontext
@@ -125,8 +126,14 @@ class Shared:
         except SuiteError:
             raise
         except Exception as err:
+            from sqlalchemy.exc import OperationalError
+
             from ..provenance import redact
 
+            if isinstance(err, OperationalError):  # no database there (a team store stopped): say so, not 'lease table'
+                why = re.sub(r"^\([\w.]+\) ", "", _line(err)).rsplit("failed: ", 1)[-1]
+                raise SuiteError(f"cannot reach the PostgreSQL database that keeps run claims, {redact(url)} ({why}); start it "
+                                 "(`make server` for a team store here) or pass another --storage") from None
             raise SuiteError(f"cannot open the lease table in {redact(url)}: {_line(err)}") from None
         self.sa = sa
         self.owner, self.seconds = owner_id(), ttl()
