@@ -294,6 +294,22 @@ def test_interrupting_the_driver_stops_every_worker_and_keeps_what_finished(tmp_
 
 
 @needs_ray
+def test_ray_client_without_its_extra_is_one_line_that_names_it(tmp_path):
+    """`ray://` needs ray[client], which .[ray] does not install: the error line blamed a Ray token instead."""
+    import importlib.util
+
+    if importlib.util.find_spec("grpc") is not None:
+        pytest.skip("ray[client] is installed here: ray:// would try to connect")
+    path = study_file(tmp_path, 2, "variants:\n  a: {}\n")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"} | {"RAY_AUTH_TOKEN": "x"}  # (a token: the old hint's case)
+    out = subprocess.run(suite_cmd(path, tmp_path, "--executor", "ray", "--ray-address", "ray://127.0.0.1:1"), capture_output=True,
+                         text=True, cwd=ROOT, env=env, timeout=300)
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert out.returncode == 1 and len(errors) == 1 and "Traceback" not in out.stderr, out.stderr
+    assert "ray[client]" in errors[0] and "RAY_AUTH_MODE" not in errors[0], errors[0]
+
+
+@needs_ray
 def test_a_separate_driver_runs_a_study_on_the_ray_cluster(tmp_path, ray_cluster):
     path = study_file(tmp_path, 2, "variants:\n  a: {}\n  b: {optimizer: {lr: 0.02}}\n")
     out = subprocess.run(suite_cmd(path, tmp_path, "--executor", "ray", "--ray-address", ray_cluster), capture_output=True,

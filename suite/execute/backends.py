@@ -347,7 +347,7 @@ def init(address: str | None) -> None:
         from ..errors import SuiteError
 
         hint = ""
-        if address not in (None, "auto") and "RAY_AUTH_MODE" not in os.environ and _ray_token():
+        if address not in (None, "auto") and "RAY_AUTH_MODE" not in os.environ and _ray_token() and "ray[client]" not in str(err):
             # Ray >= 2.59 starts a head with token authentication where a token exists (any local Ray makes one), and
             # sends the token to an explicit address only in token mode (`auto` finds the local head and sends it)
             hint = ("; a head started where a Ray token exists (~/.ray/auth_token) wants it: set RAY_AUTH_MODE=token, "
