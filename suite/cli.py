@@ -527,6 +527,8 @@ def cmd_ui(args) -> int:
         raise OptionError(f"--host {args.host!r}: an address to listen on, e.g. 127.0.0.1 (0.0.0.0: every interface)")
     uri = tracking.tracking_uri(args.tracking_uri)
     if tracking.is_server(uri):
+        if args.port is not None:  # (like the other options that would change nothing)
+            raise OptionError(f"--port: the UI of the tracking server {uri} is its own, at its address; nothing starts here")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # a link printer need not wait minutes for a dead server
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         try:
@@ -592,7 +594,8 @@ def _print_links(base: str, uri: str, ready: bool = False) -> None:
     from . import tracking
 
     links = tracking.study_links(tracking.connect(uri), base)
-    print(f"MLflow UI {'ready at' if ready else 'of'} {base}/ over {uri}" + ("  (Ctrl-C stops it)" if ready else ""), flush=True)
+    print(f"MLflow UI ready at {base}/ over {uri}  (Ctrl-C stops it)" if ready else f"MLflow UI of the tracking server {base}/",
+          flush=True)
     for name, url in links:
         print(f"  {name:<28} {url}", flush=True)
     if not links:

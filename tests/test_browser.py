@@ -143,5 +143,9 @@ def test_make_ui_link_opens_the_runs_table_with_metrics_and_the_weights(ui, smok
     # pointed at a tracking server, `suite ui` starts nothing and prints that server's links
     out = subprocess.run([sys.executable, "-m", "suite", "ui", "--tracking-uri", base], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and url in out.stdout, out.stdout + out.stderr
+    assert out.stdout.splitlines()[0] == f"MLflow UI of the tracking server {base.rstrip('/')}/"  # (it named the server twice)
+    out = subprocess.run([sys.executable, "-m", "suite", "ui", "--tracking-uri", base, "--port", "5001"], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 2 and out.stderr.startswith("error: --port: the UI of the tracking server") and out.stderr.count("\n") == 1
     # one light server process answered within the minute (the README quotes the measured figure)
     assert ready_after < 60 and len(group(proc.pid)) == 2, group(proc.pid)  # make, and the one server
