@@ -312,6 +312,17 @@ def test_a_tracking_server_lost_after_mlflows_retries_is_named_as_such():
     assert store_failure(MlflowException("RESOURCE_DOES_NOT_EXIST: no run")) == "the MLflow store failed: RESOURCE_DOES_NOT_EXIST: no run"
 
 
+@needs_mnist
+def test_result_lines_keep_one_column_for_long_run_names(tiny_study, tmp_path, store, data_dir, capsys, monkeypatch):
+    """The first column was 28 characters: longer run names pushed their metric out of line."""
+    tiny_study.write_text(tiny_study.read_text().replace("  wd: {", "  weight_decay_of_a_hundredth: {").replace("wd > none",
+                                                                                                             "weight_decay_of_a_hundredth > none"))
+    monkeypatch.setenv("SUITE_DATA_DIR", str(data_dir))
+    assert cli("study", "tiny", "--smoke", study_dir=tiny_study.parent, tmp_path=tmp_path, store=store) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if "test_acc=" in line]
+    assert len(lines) == 4 and {line.index("test_acc=") for line in lines} == {len("  weight_decay_of_a_hundredth/seed=0 ")}, lines
+
+
 def test_push_to_the_store_it_reads_is_bad_input_however_spelled(tmp_path, store, capsys):
     db = store.removeprefix("sqlite:///")
     from suite.tracking import same_store

@@ -160,6 +160,7 @@ class _Drive:
         self.ours: set[str] = set()  # keys this call trained or saw fail: not tried again here
         self.tokens: dict[int, tuple[str, int]] = {}  # task id -> (run's lease, lease token)
         self.replaced: dict[str, list[str]] = {}  # a run's lease -> its finished runs that --force retrains: deleted once the new one is done
+        self.width = max([28, *(len(self.name_of(spec)) for spec in specs)])  # result lines' first column: the longest name
 
     def lease(self, spec: RunSpec) -> str:
         return f"run/{self.where}/{spec.run_key}"
@@ -179,10 +180,12 @@ class _Drive:
         tracking.delete_runs(self.client, [r.info.run_id for r in runs if r.info.run_id not in finished])  # left by a dead driver
         return token
 
+    def name_of(self, spec: RunSpec) -> str:
+        return spec.run_name if len(self.study.datasets) == 1 else f"{spec.dataset}/{spec.run_name}"
+
     def task_of(self, i: int, spec: RunSpec, pack: int = 1) -> Task:
         """The claimed run's task, its MLflow run started."""
-        name = spec.run_name if len(self.study.datasets) == 1 else f"{spec.dataset}/{spec.run_name}"
-        task = Task(i, name, spec.config, spec.seed, self.data_dir, keep_weights=self.keep_weights, plugins=self.study.plugins)
+        task = Task(i, self.name_of(spec), spec.config, spec.seed, self.data_dir, keep_weights=self.keep_weights, plugins=self.study.plugins)
         tags = {"suite.variant": spec.variant, "suite.seed": spec.seed, "suite.dataset": spec.dataset,
                 "suite.run_key": spec.run_key, tracking.NOTE: _note(self.study, spec, self.smoke)}
         self.recorder.start(task, {**tags, "suite.pack_size": pack} if spec.config.execution.packed else tags)
@@ -234,12 +237,12 @@ class _Drive:
                 self.fatal.append(payload.reason)
         self.bar.update()
         _progress(self.bar, outcome, len(self.recorder.run_ids))
-        tqdm.write(_one_line(task.name, self.study.metric, payload))
+        tqdm.write(_one_line(task.name, self.study.metric, payload, self.width))
 
     def drop(self, task: Task) -> None:
         self.recorder.drop(task)
         self.outcome.lost.append(task.name)
-        tqdm.write(f"  {task.name:<28} lost its claim (another driver took it over); its result is dropped")
+        tqdm.write(f"  {task.name:<{self.width}} lost its claim (another driver took it over); its result is dropped")
 
     def abandon(self) -> None:
         """Interrupted: the claims this call holds are released and its runs in flight marked KILLED."""
@@ -349,13 +352,13 @@ def _progress(bar, outcome: Outcome, running: int) -> None:
     bar.set_postfix_str(f"running {running}, failed {len(outcome.failed)}, diverged {outcome.diverged}", refresh=False)
 
 
-def _one_line(name: str, metric: str, record) -> str:
+def _one_line(name: str, metric: str, record, width: int = 28) -> str:
     value = record.final.get(metric)
     if record.status == FAILED:
-        return f"  {name:<28} FAILED ({record.reason})"
+        return f"  {name:<{width}} FAILED ({record.reason})"
     shown = f"{metric}={value:.4f}" if value is not None else ""
     status = f"DIVERGED ({record.reason})" if record.status == DIVERGED else shown
-    return f"  {name:<28} {status}  ({record.final['train_seconds']:.1f} s, {_epochs(record.final['epochs_trained'])}, pid {record.where.get('pid')})"
+    return f"  {name:<{width}} {status}  ({record.final['train_seconds']:.1f} s, {_epochs(record.final['epochs_trained'])}, pid {record.where.get('pid')})"
 
 
 def _epochs(n) -> str:
