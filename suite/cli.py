@@ -56,8 +56,8 @@ def _executor(p: argparse.ArgumentParser, runs: bool = True) -> None:
         p.add_argument("--executor", choices=("serial", "local", "ray"), default="local",
                        help="where runs train: serial (in this process), local (a pool of processes, default), ray")
         p.add_argument("--workers", type=int, help="runs trained at once (default: cores / threads, capped by memory)")
-        p.add_argument("--ray-address", help="with --executor ray: auto (the cluster of `ray start --head`) or ray://host:port; "
-                                              "default: a private local Ray")
+        p.add_argument("--ray-address", help="with --executor ray: auto (the cluster of `ray start --head` here), HEAD:6379 (from "
+                                              "another node), or ray://HEAD:10001 (Ray Client: needs ray[client]); default: a private local Ray")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1; part of a run's identity)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="auto: CUDA when this machine has it (on Ray: cpu unless cuda); part of a run's identity")
@@ -258,11 +258,15 @@ def store_failure(err: BaseException) -> str | None:
              "StorageInternalError": "the Optuna storage failed"}
     names = {c.__name__ for c in type(err).__mro__}
     lost = re.match(r"API request to (\S+) failed with exception (.*)", str(err), re.S)
-    if "MlflowException" in names and lost:  # the client's retries ran out: a server gone, not a store that refused
+    if "MlflowException" in names and lost:  # the client's retries ran out
         parts = urllib.parse.urlsplit(lost.group(1))
-        why = re.search(r"\[Errno -?\d+\] [^'\")\]]+", lost.group(2))
-        why = why.group(0) if why else " ".join(lost.group(2).split())[:120]
-        return f"the tracking server cannot be reached: {redact(f'{parts.scheme}://{parts.netloc}')} ({why})"
+        server = redact(f"{parts.scheme}://{parts.netloc}")
+        answered = re.search(r"too many (\d+) error responses", lost.group(2))
+        if answered:  # a live server failing (5xx: its database down, as a rule), not one gone
+            return f"the tracking server {server} answered HTTP {answered.group(1)} to every retry (its database may be down; see its log)"
+        why = re.search(r"\[Errno -?\d+\] [^'\")\]]+", lost.group(2)) or re.search(r"\w*(Error|Exception)\(.*", lost.group(2))
+        why = " ".join((why.group(0) if why else lost.group(2)).split())[:160]
+        return f"the tracking server cannot be reached: {server} ({why})"
     if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
         return f"the disk is full ({err.filename or err.strerror})"
     if isinstance(err, OSError) and err.filename and err.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR,
@@ -522,13 +526,14 @@ def cmd_evaluate(args) -> int:
 def cmd_ui(args) -> int:
     """Serve the store's UI here (or, for a tracking server, only print its links)."""
     from . import tracking
+    from .provenance import redact
 
     if not args.host.strip() or not args.host.isprintable() or " " in args.host:  # ('' listens on every interface)
         raise OptionError(f"--host {args.host!r}: an address to listen on, e.g. 127.0.0.1 (0.0.0.0: every interface)")
     uri = tracking.tracking_uri(args.tracking_uri)
     if tracking.is_server(uri):
         if args.port is not None:  # (like the other options that would change nothing)
-            raise OptionError(f"--port: the UI of the tracking server {uri} is its own, at its address; nothing starts here")
+            raise OptionError(f"--port: the UI of the tracking server {redact(uri)} is its own, at its address; nothing starts here")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # a link printer need not wait minutes for a dead server
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         try:
@@ -582,7 +587,8 @@ def cmd_server(args) -> int:
     state = server.start(folder, args.port, args.pg_port)
     env = server.write_env(folder, state)
     shown = server.uris(state, password=False)
-    stop = "make server-stop" if folder.resolve() == Path(server.DEFAULT_DIR).resolve() else f"suite server stop --dir {shlex.quote(str(folder))}"
+    stop = "make server-stop" + ("" if folder.resolve() == Path(server.DEFAULT_DIR).resolve() else
+                                 f" ARGS=\"--dir {shlex.quote(str(folder.resolve()))}\"")
     print(f"team store running in {folder.resolve()} (`{stop}` stops it)")
     print(f"  MLFLOW_TRACKING_URI={shown['MLFLOW_TRACKING_URI']}   (the MLflow UI too)")
     print(f"  OPTUNA_STORAGE={shown['OPTUNA_STORAGE']}")
@@ -593,8 +599,10 @@ def cmd_server(args) -> int:
 def _print_links(base: str, uri: str, ready: bool = False) -> None:
     from . import tracking
 
+    from .provenance import redact
+
     links = tracking.study_links(tracking.connect(uri), base)
-    print(f"MLflow UI ready at {base}/ over {uri}  (Ctrl-C stops it)" if ready else f"MLflow UI of the tracking server {base}/",
+    print(f"MLflow UI ready at {base}/ over {redact(uri)}  (Ctrl-C stops it)" if ready else f"MLflow UI of the tracking server {redact(base)}/",
           flush=True)
     for name, url in links:
         print(f"  {name:<28} {url}", flush=True)

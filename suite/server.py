@@ -137,8 +137,16 @@ def start(folder: Path = Path(DEFAULT_DIR), port: int | None = None, pg_port: in
     """Start PostgreSQL and the MLflow server under `folder` (idempotent); returns the state with the URIs."""
     folder = folder.resolve()
     state = _state(folder)
-    if state and _ours(state.get("mlflow_pid"), folder) and _healthy(state["port"]):
-        return state
+    if state and _ours(state.get("mlflow_pid"), folder):  # started already: it answers, maybe after a moment (a busy machine)
+        for _ in range(60):
+            if _healthy(state["port"]):
+                return state
+            if not _ours(state["mlflow_pid"], folder):
+                break
+            time.sleep(0.5)
+        else:  # (not "port in use by another program": it is ours)
+            raise SuiteError(f"this store's MLflow server (pid {state['mlflow_pid']}) runs but does not answer on port {state['port']} "
+                             f"(see {folder / 'mlflow.log'}); stop the store and start it again")
     try:
         import psycopg  # noqa: F401
     except ImportError:

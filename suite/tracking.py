@@ -322,8 +322,10 @@ def experiment_id(client, name: str, create: bool = True, description: str | Non
             if current.get(key) != value:
                 try:
                     client.set_experiment_tag(exp_id, key, value)
-                except Exception:  # another driver wrote this tag a moment ago: MLflow's write is a select, then an
-                    client.set_experiment_tag(exp_id, key, value)  # insert (a unique violation on PostgreSQL); now an update
+                except Exception as err:  # another driver wrote this tag a moment ago: MLflow's write is a select, then
+                    if "UniqueViolation" not in str(err) and "UNIQUE constraint" not in str(err):  # an insert
+                        raise
+                    client.set_experiment_tag(exp_id, key, value)  # now an update
     return exp_id
 
 

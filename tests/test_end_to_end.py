@@ -310,6 +310,12 @@ def test_a_tracking_server_lost_after_mlflows_retries_is_named_as_such():
                            "a new connection: [Errno 111] Connection refused'))")
     assert store_failure(lost) == "the tracking server cannot be reached: http://127.0.0.1:47693 ([Errno 111] Connection refused)"
     assert store_failure(MlflowException("RESOURCE_DOES_NOT_EXIST: no run")) == "the MLflow store failed: RESOURCE_DOES_NOT_EXIST: no run"
+    # a live server that failed every retry (5xx: MLflow retries those) is not one that is gone
+    failing = MlflowException("API request to http://127.0.0.1:45529/api/2.0/mlflow/experiments/set-experiment-tag failed with "
+                              "exception HTTPConnectionPool(host='127.0.0.1', port=45529): Max retries exceeded with url: "
+                              "/api/2.0/mlflow/experiments/set-experiment-tag (Caused by ResponseError('too many 503 error responses'))")
+    assert store_failure(failing) == ("the tracking server http://127.0.0.1:45529 answered HTTP 503 to every retry (its database "
+                                      "may be down; see its log)")
 
 
 @needs_mnist

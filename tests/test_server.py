@@ -91,7 +91,7 @@ def test_server_prints_redacted_uris_and_keeps_the_password_in_a_private_file(te
     assert uris["MLFLOW_TRACKING_URI"] in out.stdout and "suite:***@" in out.stdout
     env = (folder / "env").read_text()
     assert f"export OPTUNA_STORAGE={uris['OPTUNA_STORAGE']}" in env and (folder / "env").stat().st_mode & 0o077 == 0
-    assert f"(`suite server stop --dir {folder}` stops it)" in out.stdout  # (`make server-stop` stops .server)
+    assert f'(`make server-stop ARGS="--dir {folder}"` stops it)' in out.stdout  # (`make server-stop` stops .server)
     # the password is in no process's command line (ps shows those to every user): MLflow reads its backend from the env
     state = json.loads((folder / "server.json").read_text())
     assert password not in Path(f"/proc/{state['mlflow_pid']}/cmdline").read_bytes().decode()
@@ -424,16 +424,21 @@ def test_a_lease_table_that_cannot_be_opened_or_a_bad_lease_time_is_one_line():
         Shared("postgresql+psycopg://suite:s3cret@127.0.0.1:1/optuna")
     message = str(err.value)
     assert message == ("cannot reach the PostgreSQL database that keeps run claims, postgresql+psycopg://suite:***@127.0.0.1:1/optuna "
-                       "(Connection refused); start it (`make server` for a team store here) or pass another --storage"), message
+                       "(Connection refused); start it (`make server` for a team store here) or point the suite at another"), message
     assert "s3cret" not in message and "\n" not in message
 
 
 def test_leases_take_over_expired_claims_and_fence_out_their_old_holder(team_store, monkeypatch):
     """On the real PostgreSQL: a claim is exclusive while alive; once expired the next driver gets a higher token and
     the old holder can record nothing; a completed key is never claimed again (except by --force)."""
+    from suite.errors import SuiteError
     from suite.execute.leases import Shared
 
     _, uris = team_store
+    # a database that answers but refuses us is not 'cannot reach ... start it'
+    wrong = uris["OPTUNA_STORAGE"].replace("suite:", "suite:x", 1)
+    with pytest.raises(SuiteError, match="^cannot open the lease table in postgresql\\+psycopg://suite:\\*\\*\\*@.*password authentication failed"):
+        Shared(wrong)
     monkeypatch.setenv("SUITE_LEASE_SECONDS", "1")
     first, second = Shared(uris["OPTUNA_STORAGE"]), Shared(uris["OPTUNA_STORAGE"])  # two drivers, no heartbeat running
     key = f"run/test#{time.time()}/abc"

@@ -130,11 +130,12 @@ class Shared:
 
             from ..provenance import redact
 
-            if isinstance(err, OperationalError):  # no database there (a team store stopped): say so, not 'lease table'
-                why = re.sub(r"^\([\w.]+\) ", "", _line(err)).rsplit("failed: ", 1)[-1]
+            why = re.sub(r"^\([\w.]+\) ", "", _line(err)).rsplit("failed: ", 1)[-1]
+            unreachable = ("Connection refused", "resolve host", "timeout expired", "No route to host", "Network is unreachable")
+            if isinstance(err, OperationalError) and any(s in why for s in unreachable):  # (a team store stopped, as a rule)
                 raise SuiteError(f"cannot reach the PostgreSQL database that keeps run claims, {redact(url)} ({why}); start it "
-                                 "(`make server` for a team store here) or pass another --storage") from None
-            raise SuiteError(f"cannot open the lease table in {redact(url)}: {_line(err)}") from None
+                                 "(`make server` for a team store here) or point the suite at another") from None
+            raise SuiteError(f"cannot open the lease table in {redact(url)}: {why}") from None
         self.sa = sa
         self.owner, self.seconds = owner_id(), ttl()
         self.held: dict[str, int] = {}
