@@ -598,7 +598,6 @@ def cmd_server(args) -> int:
 
 def _print_links(base: str, uri: str, ready: bool = False) -> None:
     from . import tracking
-
     from .provenance import redact
 
     links = tracking.study_links(tracking.connect(uri), base)

@@ -69,8 +69,8 @@ def _check_sqlite(url: str, given: str, what: str, options: bool) -> None:
 def check_separate(uri: str, storage: str) -> None:
     """MLflow and Optuna each keep their own tables and schema versions: one sqlite file cannot be both (Optuna's
     tables landed in the MLflow store, and each then blamed the other's schema version)."""
-    mlflow_db, optuna_db = _sqlite_path(uri), _sqlite_path(storage)
-    if mlflow_db is not None and optuna_db is not None and mlflow_db.resolve() == optuna_db.resolve():
+    mlflow_db = _sqlite_path(uri)
+    if mlflow_db is not None and same_store(uri, storage):
         raise OptionError(f"the MLflow store and the Optuna storage are one file, {mlflow_db}; give each its own "
                           "(--tracking-uri / $MLFLOW_TRACKING_URI, --storage / $OPTUNA_STORAGE)")
 
