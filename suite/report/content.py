@@ -67,8 +67,7 @@ def blocks(study, smoke, results, summary, comparisons, claims, figures, ui) -> 
 
     blocks.append(("h2", "Summary"))
     axes = list(study.grid_axes)
-    # classes to collapse into and a validation accuracy: not for a study of regression datasets alone (its columns said 0 and n/a)
-    classes = any(task_of(dataset) == "classification" for dataset in study.datasets)
+    classes = has_classes(study)  # (a regression study's collapsed and val acc columns said 0 and n/a)
     val_acc = classes and metric != "val_acc"  # (the study's metric has its own columns)
     header = ["dataset", "variant", *axes, "params", "n", "diverged", *(["collapsed"] if classes else []), f"mean {metric}", "std",
               "95% CI (t)", *(["val acc"] if val_acc else []), "epochs", "train s"]
@@ -138,6 +137,12 @@ def _interval(r, f) -> str:
 
 def _seeds(r) -> str:
     return f" (~{int(r.seeds_needed)} seeds to resolve)" if pd.notna(r.seeds_needed) else ""
+
+
+def has_classes(study: Study) -> bool:
+    """Whether the study's runs have classes to collapse into (a *degenerate* verdict, accuracy columns): a
+    classification dataset among its datasets."""
+    return any(task_of(dataset) == "classification" for dataset in study.datasets)
 
 
 def _duration(seconds: float) -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import analysis
+from .content import has_classes
 
 FIG_DPI = 110
 
@@ -55,7 +56,7 @@ def study_figures(study, results, summary, comparisons, folder: Path, kept=()) -
         made.append((f"axis_{axis.replace('.', '_')}.png", f"{plots.label(metric)} against {axis}: mean with Student-t 95% CI, each seed a point.",
                      plots.axis_plot(runs, axis, metric)))
     if not comparisons.empty:
-        made.append(("forest.png", f"Paired differences to the baseline '{study.baseline.split(',')[0] + ' of each slice' if study.baselines else study.baseline}' with each CI at its test's Holm-adjusted level, as in the comparisons table (green: better, red: worse, grey: inconclusive{', orange: degenerate' if task == 'classification' else ''}).",
+        made.append(("forest.png", f"Paired differences to the baseline '{study.baseline.split(',')[0] + ' of each slice' if study.baselines else study.baseline}' with each CI at its test's Holm-adjusted level, as in the comparisons table (green: better, red: worse, grey: inconclusive{', orange: degenerate' if has_classes(study) else ''}).",
                      plots.forest(comparisons, metric)))
     return save(made, folder)
 
