@@ -71,6 +71,17 @@ def error_of(path) -> str:
     ("seeds: 0", "seeds: give a positive count"),
     ("  c: {optimizer: {weight_decay: 0.1}}", "variants 'b' and 'c' resolve to the same config"),
     ("  c: [1", "not valid YAML at line"),
+    # the base's hidden layers, merged into a variant that names another model (was blamed on base alone)
+    ("  c: {model: {name: resnet, depth: 8}}", "base.model.hidden (merged into variants.c.model, name resnet): unknown key 'hidden'"),
+    # a yes/no where a number goes (pydantic read true as 1: batches of one)
+    ("  c: {train: {batch_size: true}}", "variants.c.train.batch_size: a number, not a yes/no (got true)"),
+    ("  c: {model: {hidden: [true]}}", "variants.c.model.hidden.0: a number, not a yes/no (got true)"),
+    ("seeds: true", "seeds: a number, not a yes/no (got true)"),
+    # percent and points are an accuracy's units; a variant against itself decides nothing and tightens every other test
+    ("claims: ['a < b by at least 5 points on test_loss']", "claims: 'a < b by at least 5 points on test_loss': points reads an "
+                                                           "accuracy in percent, and test_loss is no accuracy"),
+    ("claims: ['a <= 50% on epochs_trained']", "claims: 'a <= 50% on epochs_trained': % reads an accuracy in percent"),
+    ("claims: ['b > b']", "claims: 'b > b': compares b with itself; name two variants"),
 ])
 def test_bad_files_give_one_line_naming_the_key(tmp_path, extra, expected):
     assert expected in error_of(write(tmp_path, extra))

@@ -108,6 +108,18 @@ def check_numbers(tree, origin, fail, loc: str = "") -> None:
         fail(f"{origin(loc)}: {shown(tree)} {NOT_A_NUMBER}")
 
 
+def check_flags(given, validated, origin, fail, loc: str = "") -> None:
+    """A yes/no written where a number goes: pydantic reads true as 1 (`batch_size: true` trained with batches of one)."""
+    if isinstance(given, dict) and isinstance(validated, dict):
+        for key in given.keys() & validated.keys():
+            check_flags(given[key], validated[key], origin, fail, f"{loc}.{key}" if loc else str(key))
+    elif isinstance(given, list) and isinstance(validated, list | tuple) and len(given) == len(validated):
+        for i, (one, other) in enumerate(zip(given, validated)):
+            check_flags(one, other, origin, fail, f"{loc}.{i}")
+    elif isinstance(given, bool) and not isinstance(validated, bool):
+        fail(f"{origin(loc)}: a number, not a yes/no (got {str(given).lower()})")
+
+
 def dotted_key(tree, prefix: str = "") -> tuple[str, str] | None:
     """(the path to it, the key) of the first key of a nested mapping that holds a dot; None where there is none."""
     for key, value in tree.items() if isinstance(tree, dict) else ():

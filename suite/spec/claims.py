@@ -3,7 +3,7 @@
     <variant> <op> <variant> [by at least <margin> [points|%]] [on <metric>] [in <dataset>]
     <variant> <op> <value>[%|points] [on <metric>] [in <dataset>]
 
-`op` is one of > >= < <=; percentages and points are read as fractions (97.5% = 0.975); an accuracy threshold
+`op` is one of > >= < <=; percentages and points, of an accuracy only, are read as fractions (97.5% = 0.975); an accuracy threshold
 outside 0..1 or an accuracy margin over 1 is refused (it would decide the claim before anything trains). Imports no torch.
 """
 
@@ -56,6 +56,12 @@ def parse_claim(text: str, variants, top, fail) -> Claim:
     for name in names:
         if name not in variants:
             fail(f"claims: '{text}': '{name}' is not a variant (variants: {', '.join(variants)})")
+    unit = g["runit"] or g["munit"]
+    if unit and not metric.endswith("_acc"):  # (0.01 of a loss, an epoch or a second is no percentage point)
+        fail(f"claims: '{text}': {unit} reads an accuracy in percent, and {metric} is no accuracy; write the "
+             f"{'threshold' if threshold is not None else 'margin'} in {metric}'s own units")
+    if threshold is None and g["right"] == g["left"]:
+        fail(f"claims: '{text}': compares {g['left']} with itself; name two variants")
     if threshold is not None:
         if g["margin"]:
             fail(f"claims: '{text}': 'by at least' goes with a comparison of two variants")

@@ -27,8 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .. import components
 from ..errors import StudyError
-from .checks import (MAX_FILE_BYTES, MAX_RUNS, MAX_SEED, UniqueKeys, check_execution, check_metric, check_name, check_numbers,
-                     check_search, check_size, check_split, check_values, dotted_key, seed_list)
+from .checks import (MAX_FILE_BYTES, MAX_RUNS, MAX_SEED, UniqueKeys, check_execution, check_flags, check_metric, check_name,
+                     check_numbers, check_search, check_size, check_split, check_values, dotted_key, seed_list)
 from .claims import Claim, parse_claim
 from .config import FUSED_OPTIMIZERS, METRIC_DIRECTIONS, Execution, RunConfig, flatten, packable
 from .derived import TUNED, smoke_config, smoke_scale
@@ -294,6 +294,7 @@ def _load(path: Path) -> Study:
     except ValidationError as err:
         fail(describe(err, StudyFile, raw))
     check_numbers(top.model_dump(), str, fail)
+    check_flags(raw, top.model_dump(), str, fail)
     return _resolve(top, path, hashlib.sha256(text.encode()).hexdigest())
 
 
@@ -330,6 +331,7 @@ def _resolve(top: StudyFile, path: Path, sha: str) -> Study:
             except ValidationError as err:
                 fail(describe(err, RunConfig, merged, origin=_origin(top, variant, point, dataset)))
             check_numbers(configs[dataset, variant].model_dump(), _origin(top, variant, point, dataset), fail)
+            check_flags(merged, configs[dataset, variant].model_dump(), _origin(top, variant, point, dataset), fail)
             check_size(configs[dataset, variant], f"variant '{variant}' on {dataset}", fail)
             check_split(configs[dataset, variant], f"variant '{variant}' on {dataset}", fail)
     check_metric(top.metric, top.datasets, fail)
@@ -396,6 +398,10 @@ def _origin(top: StudyFile, variant: str, point, dataset: str) -> callable:
         for axis, _ in point:  # a mapping the base never wrote there, made by an axis below it (grid: {optimizer.lr.x: ...})
             if axis.startswith(loc + ".") and not isinstance(value_at(top.base, loc), dict):
                 return f"grid.{axis}"
+        parts = loc.split(".")
+        for block in (".".join(parts[:i]) for i in range(len(parts) - 1, 0, -1)):
+            if vname and found(top.variants[vname], f"{block}.name"):  # the variant named another model, optimizer, schedule
+                return f"base.{loc} (merged into variants.{vname}.{block}, name {value_at(top.variants[vname], block + '.name')})"
         return f"base.{loc}"
 
     return origin
