@@ -18,3 +18,8 @@ def cache_dir() -> Path:
     """Where the suite keeps what it makes once per machine (adam.c's library, the empty MLflow store):
     $XDG_CACHE_HOME/suite, by default ~/.cache/suite."""
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "suite"
+
+
+def plural(count: int, noun: str) -> str:
+    """'1 run', '3 runs'."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"

@@ -30,6 +30,7 @@ import tempfile
 import urllib.parse
 from pathlib import Path
 
+from . import plural
 from .errors import OptionError, SuiteError, error_line
 
 
@@ -315,16 +316,12 @@ def _misnamed(studies, studies_dir: Path) -> None:
                   f"its runs and reports go under '{s.name}'; give both one name", file=sys.stderr)
 
 
-def _n(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
-
-
 def _count(study) -> str:
     """What a study trains: its runs, and with a `tune` block the tuned runs and the tuning trials too."""
     if study.tune is None:
-        return _n(study.run_count, "run")
+        return plural(study.run_count, "run")
     trials = len(study.configs) * study.tune.trials
-    return f"{study.run_count} + {_n(study.run_count, 'tuned run')}, {_n(trials, 'trial')}"
+    return f"{study.run_count} + {plural(study.run_count, 'tuned run')}, {plural(trials, 'trial')}"
 
 
 def cmd_schema(args) -> int:
@@ -339,8 +336,8 @@ def cmd_validate(args) -> int:
 
     for file in args.files:
         study = load_study(file, Path(args.studies_dir))
-        print(f"{study.path}: ok ({_count(study)}: {_n(len(study.datasets), 'dataset')} x {_n(len(study.variants), 'variant')} x "
-              f"{_n(len(study.seeds), 'seed')})")
+        print(f"{study.path}: ok ({_count(study)}: {plural(len(study.datasets), 'dataset')} x {plural(len(study.variants), 'variant')} x "
+              f"{plural(len(study.seeds), 'seed')})")
         _misnamed([study], Path(args.studies_dir))
     return 0
 
@@ -383,7 +380,9 @@ def _run(name: str, args, smoke: bool, uri: str) -> int:
     link = tracking.experiment_link(tracking.connect(uri), tracking.experiment_name(study.name, smoke), _ui_base(args, uri))
     print(f"runs: {link}" + ("" if report.ui_url(args.ui_url) or tracking.is_server(uri) else "  (after `make ui`)"))
     if outcome.failed:
-        raise SuiteError(f"{len(outcome.failed)} runs failed (first: {outcome.failed[0]}); run the same command again to retrain them")
+        traced = f"; their tracebacks: each run's artifact {tracking.TRACEBACK} (`runs:` above)" if outcome.traced else ""
+        raise SuiteError(f"{len(outcome.failed)} runs failed (first: {outcome.failed[0]}){traced}; run the same command again "
+                         "to retrain them (once the cause is mended)")
     return 0
 
 
@@ -568,7 +567,7 @@ def cmd_push(args) -> int:
     source = tracking.tracking_uri(args.tracking_uri)
     done = push.push(study.name, source, args.to)
     for name, (copied, present) in done.counts.items():  # (smoke runs are their own experiment, <study>/smoke)
-        print(f"{name}: {_n(copied, 'run')} copied to {args.to}, {present} already there")
+        print(f"{name}: {plural(copied, 'run')} copied to {args.to}, {present} already there")
     return 0
 
 

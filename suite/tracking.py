@@ -30,6 +30,7 @@ FINISHED = "FINISHED"
 INTERRUPTED = "interrupted"  # a trial's fail_reason (Optuna user attr, tag suite.fail_reason) when a kill, not the trial, ended it
 ERRORS = "test_errors.json"  # a classification run's artifact: test confusion matrix, first misclassified examples
 GALLERY_FILE = "misclassified.npz"  # ... and their raw images (uint8), labels and test indices
+TRACEBACK = "traceback.txt"  # a run that failed on an unexpected exception: where, in full
 NOTE = "mlflow.note.content"  # an experiment's description, a run's note: markdown the UI shows
 
 def tracking_uri(cli_value: str | None = None) -> str:

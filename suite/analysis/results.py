@@ -40,6 +40,7 @@ class Results:
     packed: int = 0  # runs trained as members of packed models (execution.packed): the report says so
     gone: int = 0  # runs whose artifacts are not in the store at all (their folder moved or deleted)
     unreadable: int = 0  # runs whose test_errors.json / misclassified.npz cannot be read (a warning said which)
+    failed: dict = field(default_factory=dict)  # run name -> error line: the study's runs that failed and have no finished run
 
 
 def collect(study: Study, smoke: bool, uri: str, execution: Execution | None = None) -> Results:
@@ -62,8 +63,11 @@ def collect(study: Study, smoke: bool, uri: str, execution: Execution | None = N
     steps = _in_study_order(_steps(client, runs), study, ["dataset", "variant", "seed", "step"])
     packed = sum(specs[key].config.execution.packed for key in runs["run_key"]) if "run_key" in runs else 0
     errors, gone, unreadable = _errors({r: artifacts[r] for r in runs["run_id"]})
+    done = {run.data.tags.get("suite.run_key") for run in matched}
+    failed = tracking.newest_per_key(run for run in (tracking.search(client, exp_id, "run", status="FAILED") if exp_id else [])
+                                     if run.data.tags.get("suite.run_key") in set(specs) - done)
     return Results(runs, curves, len(specs), unmatched, summary, exp_id, errors, steps, packed=packed, gone=gone,
-                   unreadable=unreadable)
+                   unreadable=unreadable, failed={run.info.run_name: run.data.tags.get("suite.error", "") for run in failed})
 
 
 def _steps(client, runs: pd.DataFrame) -> pd.DataFrame:

@@ -20,6 +20,9 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.metadata
+import importlib.util
+import os
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,12 +54,14 @@ class Component:
     source: str = BUILTIN  # "package==version" of the plug-in that provides it
 
     def load(self):
-        """The constructor (imports its module: torch comes in here, not when a study is validated)."""
-        return _attribute(self.build)
+        """The constructor (imports its module: torch comes in here, not when a study is validated). A plug-in's
+        comes checked: what it returns must be what its kind returns, else a TypeError that names the component."""
+        return _attribute(self.build) if self.source == BUILTIN else _checked(self)
 
 
 _registry: dict[tuple[str, str], Component] = {}
 _loaded: set[str] = set()  # modules whose COMPONENTS are registered
+_places: set[str] = set()  # the files and folders of the plug-ins' own code (`plugin_frame`)
 _ready = False
 
 
@@ -149,8 +154,98 @@ def _load_module(module: str, source: str | None) -> None:
         raise ComponentError(f"plug-in '{module}' has no COMPONENTS list of suite.components.Component records")
     source = source or _distribution(module)
     for component in found:
+        part = component.build.partition(":")[0]
+        if _spec(part) is None:  # (found without importing it: a constructor module imports torch)
+            raise ComponentError(f"plug-in '{module}': {component.kind} '{component.name}' is built by {component.build}, "
+                                 f"but there is no module {part}")
         register(Component(**{**component.__dict__, "source": source}))
+        _places.update(_place(part))
+    _places.update(_place(module))
     _loaded.add(module)
+
+
+def _spec(module: str):
+    """The import spec of `module` (its parent packages imported, not itself); None where there is none."""
+    try:
+        return sys.modules[module].__spec__ if module in sys.modules else importlib.util.find_spec(module)
+    except (ImportError, ValueError, AttributeError):
+        return None
+
+
+OTHERS = {"suite", "torch", "torchvision", "numpy", *sys.stdlib_module_names}  # never a plug-in's own code
+
+
+def _place(module: str) -> list[str]:
+    """The file, or the package's folders, of the top-level package that holds `module`."""
+    top = module.split(".")[0]
+    spec = None if top in OTHERS else _spec(top)
+    if spec is None:
+        return []
+    if spec.submodule_search_locations:
+        return [os.path.join(os.path.realpath(folder), "") for folder in spec.submodule_search_locations]
+    return [os.path.realpath(spec.origin)] if spec.origin else []
+
+
+def plugin_frame(err: BaseException) -> str | None:
+    """Where in a plug-in's own code `err` was raised ("my_tricks/parts.py:7 in noise", relative to the current
+    folder where it lies inside it): the innermost such frame of the innermost exception that has one."""
+    chain, seen = [], set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        chain.append(err)
+        err = err.__cause__ or err.__context__
+    for each in reversed(chain):
+        tb, found = each.__traceback__, None
+        while tb is not None:
+            path = os.path.realpath(tb.tb_frame.f_code.co_filename)
+            if any(path == place or path.startswith(place) for place in _places):
+                found = (path, tb.tb_lineno, tb.tb_frame.f_code.co_name)
+            tb = tb.tb_next
+        if found:
+            path, line, function = found
+            shown = os.path.relpath(path)
+            return f"{path if shown.startswith('..') else shown}:{line} in {function}"
+    return None
+
+
+def _a(value) -> str:
+    return "None" if value is None else f"a {type(value).__name__}"
+
+
+@functools.cache
+def _checked(component: Component):
+    """A plug-in's constructor, wrapped so that what it returns is checked against its kind's signature."""
+    try:
+        build = _attribute(component.build)
+    except Exception as err:  # (the module was found when the plug-in loaded: here it raised, or lacks the attribute)
+        raise ImportError(f"{component.kind} '{component.name}' ({component.build}) cannot be loaded: "
+                          f"{type(err).__name__}: {err}") from err
+    import numbers
+
+    import torch
+
+    from .data import Raw
+
+    def number(out) -> bool:
+        return isinstance(out, numbers.Real) and not isinstance(out, bool)
+
+    wanted = {  # kind: (is what it returned right, given the call's arguments; what it should have been)
+        "model": (lambda out, *args: isinstance(out, torch.nn.Module), lambda *args: "a torch.nn.Module"),
+        "optimizer": (lambda out, *args: isinstance(out, torch.optim.Optimizer), lambda *args: "a torch.optim.Optimizer"),
+        "schedule": (lambda out, *args: number(out), lambda *args: "a number (the factor of the learning rate)"),
+        "augmentation": (lambda out, x, *args: isinstance(out, torch.Tensor) and out.shape == x.shape,
+                         lambda x, *args: f"a tensor of the batch's shape {tuple(x.shape)}"),
+        "dataset": (lambda out, *args: isinstance(out, Raw), lambda *args: "a suite.components.data.Raw"),
+    }
+    right, should = wanted[component.kind]
+
+    def checked(*args, **kwargs):
+        out = build(*args, **kwargs)
+        if not right(out, *args):
+            raise TypeError(f"{component.kind} '{component.name}' ({component.build}) returned {_a(out)}, not {should(*args)}")
+        return out
+
+    return checked
 
 
 def _distribution(module: str) -> str:

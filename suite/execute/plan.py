@@ -39,6 +39,7 @@ class Outcome:
     trained: int = 0
     diverged: int = 0
     failed: list[str] = field(default_factory=list)  # "name: error line" per failed run
+    traced: int = 0  # failed runs that keep their traceback (artifact traceback.txt)
     lost: list[str] = field(default_factory=list)  # runs another driver took over while this one trained them
     reported_elsewhere: bool = False  # another driver wrote (or is writing) the report of these runs
 
@@ -233,6 +234,7 @@ class _Drive:
         outcome.diverged += payload.status == DIVERGED
         if payload.status == FAILED:
             outcome.failed.append(f"{task.name}: {payload.reason}")
+            outcome.traced += bool(payload.trace)
             if payload.fatal:
                 self.fatal.append(payload.reason)
         self.bar.update()

@@ -125,6 +125,8 @@ class Recorder:
             self._log_weights(run_id, record.weights)
         if record.errors is not None:
             self._log_errors(run_id, record.errors)
+        if record.status == FAILED and record.trace:
+            tracking.log_text(self.client, run_id, record.trace, tracking.TRACEBACK)
         tracking.end_run(self.client, run_id, status, tags)
         del self.run_ids[task.id]
         self.flushed.pop(run_id, None)

@@ -46,6 +46,7 @@ class Record:
     steps: list[tuple[int, float]] = field(default_factory=list)  # (step, training loss of that batch)
     final: dict = field(default_factory=dict)  # test metrics, epochs_trained, train_seconds, ...
     reason: str = ""  # why it diverged, was pruned or failed: one line
+    trace: str = ""  # a run that failed on an unexpected exception: its traceback (the run's artifact traceback.txt)
     where: dict = field(default_factory=dict)  # host, pid, device, threads, cpu
     seconds: float = 0.0  # wall time in the worker, data loading included
     fatal: bool = False  # a user-level error (missing data, no CUDA) that every other run would hit too
@@ -192,7 +193,7 @@ def execute(task: Task | Pack, emit: Callable[[str, Any], None], ask: Callable[[
             results = _train(tasks, data, device, on_epoch, on_step, size, announce)
         for t, record, result in zip(tasks, records, results):
             if isinstance(result, Exception):  # its part of the pack failed; the other parts' members stand
-                record.status, record.reason = FAILED, error_line(result)
+                record.status, (record.reason, record.trace) = FAILED, failure(result)
             else:
                 _finish(t, record, result, data)
     except Stop as stop:
@@ -203,13 +204,21 @@ def execute(task: Task | Pack, emit: Callable[[str, Any], None], ask: Callable[[
             record.status, record.reason, record.fatal = FAILED, str(err), True
     except Exception as err:  # the runs failed; the worker lives on
         for record in records:
-            record.status, record.reason = FAILED, error_line(err)
+            record.status, (record.reason, record.trace) = FAILED, failure(err)
     seconds = time.perf_counter() - start
     for record in records:
         record.seconds = seconds
     if not packed:
         return records[0]
     return Record(task.id, FINISHED, where=records[0].where, seconds=seconds, members=records)
+
+
+def failure(err: Exception) -> tuple[str, str]:
+    """A failed run's reason, one line (where in a plug-in's own code it was raised, if it was), and its traceback."""
+    import traceback
+
+    where = components.plugin_frame(err)
+    return error_line(err) + (f" (at {where})" if where else ""), "".join(traceback.format_exception(err))
 
 
 def _fitting(tasks: tuple[Task, ...], data, device) -> int:

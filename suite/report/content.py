@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import analysis, provenance, tracking
+from .. import analysis, plural, provenance, tracking
 from ..errors import OptionError
 from ..spec.config import METRIC_DIRECTIONS, task_of
 from ..spec.grid import format_value
@@ -43,19 +43,28 @@ def blocks(study, smoke, results, summary, comparisons, claims, figures, ui) -> 
     blocks.append(("p", f"Metric: `{metric}` ({direction} is better). {len(runs)} of {results.expected} runs finished"
                         f"{', ' + str(int(runs['diverged'].sum())) + ' diverged' if runs['diverged'].any() else ''}. "
                         f"Reproduce: `{commands(study, smoke)[0]}` (trains what is missing, then writes this report)."))
-    if len(runs) < results.expected:
-        blocks.append(("p", f"**Incomplete:** {results.expected - len(runs)} runs of this study are not in the store yet."))
+    missing, failed = results.expected - len(runs), results.failed
+    if failed:
+        name, error = next(iter(failed.items()))
+        rest = missing - len(failed)
+        blocks.append(("p", f"**Incomplete:** {plural(len(failed), 'run')} of this study failed (first: `{name}`: {error}); the "
+                            f"MLflow UI shows each one's error (tag `suite.error`) and traceback (artifact `traceback.txt`), "
+                            f"and running the study again retrains them."
+                            + (f" {plural(rest, 'more run')} {'is' if rest == 1 else 'are'} not in the store yet." if rest > 0 else "")))
+    elif missing > 0:
+        blocks.append(("p", f"**Incomplete:** {missing} runs of this study are not in the store yet."))
     if results.unmatched:
         blocks.append(("p", f"Note: {results.unmatched} finished runs in this experiment belong to an earlier version of the study file and are left out."))
 
     blocks.append(("h2", "Verdicts"))
     if not comparisons.empty:
         rows = [[r.dataset, f"{r.variant} vs {r.baseline}", f(r.mean_diff, True), _interval(r, f),
-                 f"{r.p_holm:.3g}", f"**{r.verdict}**" + _seeds(r) + (f" ({r.degenerate})" if r.verdict == "degenerate" else "")]
-                for r in comparisons.itertuples()]
+                 f"{r.p_holm:.3g}", f"**{r.verdict}**" + _seeds(r) + (f" ({r.degenerate})" if r.verdict == "degenerate" else "")
+                 + (" (no seed finished on both sides)" if r.n_pairs == 0 else "")] for r in comparisons.itertuples()]
         blocks.append(("table", ["dataset", "comparison", "difference", "CI (Holm level)", "p (Holm)", "verdict"], rows))
     if not claims.empty:
-        rows = [[r.claim, r.dataset, r.detail, f"**{r.verdict}**" + _seeds(r)] for r in claims.itertuples()]
+        rows = [[r.claim, r.dataset, r.detail, f"**{r.verdict}**" + _seeds(r) + (" (nothing finished to test)" if r.n == 0 else "")]
+                for r in claims.itertuples()]
         blocks.append(("table", ["claim", "dataset", "numbers", "verdict"], rows))
     if not (comparisons.empty and claims.empty):
         tests = len(comparisons) + len(claims)
