@@ -214,3 +214,39 @@ def test_a_plugin_that_cannot_be_imported_is_one_line(plugin, tmp_path):
     study.write_text(STUDY.replace("{name: linear}", "{name: linearr}"))
     wrong = run(["-m", "suite", "validate", str(study)], plugin, tmp_path)
     assert wrong.returncode == 2 and "base.model.name: unknown or missing name 'linearr' (allowed: mlp, cnn, resnet, linear)" in wrong.stderr
+
+
+def test_the_readme_plugin_example_trains(tmp_path):
+    """The README's two files, my_tricks/components.py and my_tricks/parts.py, as written there, train a smoke study."""
+    readme = (ROOT / "README.md").read_text()
+    blocks = {block.splitlines()[0].split(":")[0].lstrip("# "): block for block in readme.split("```python\n")[1:]
+              for block in [block.split("```")[0]] if block.startswith("# my_tricks/")}
+    assert set(blocks) == {"my_tricks/components.py", "my_tricks/parts.py"}
+    (tmp_path / "my_tricks").mkdir()
+    (tmp_path / "my_tricks" / "__init__.py").write_text("")
+    for name, text in blocks.items():
+        (tmp_path / name).write_text(text)
+    (tmp_path / "mine.yaml").write_text("""
+name: mine
+question: Does the README's plug-in train?
+plugins: [my_tricks.components]
+datasets: [mnist]
+seeds: 1
+metric: test_acc
+baseline: sgd
+base:
+  model: {name: mlp, hidden: [32]}
+  optimizer: {name: sgd, lr: 0.05}
+  train: {batch_size: 100, epochs: 1}
+variants:
+  sgd: {}
+  sign: {optimizer: {name: signsgd, lr: 0.001}}
+  noisy: {data: {augment: {noise: 0.2}}}
+smoke: {seeds: 1, epochs: 1, train_size: 1000, val_size: 200, test_size: 500}
+""")
+    out = run(["-m", "suite", "study", "mine.yaml", "--smoke", "--executor", "serial", "--tracking-uri",
+               f"sqlite:///{tmp_path / 'mlflow.db'}", "--reports-dir", "reports"], tmp_path, tmp_path)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    runs = pd.read_csv(tmp_path / "reports" / "smoke" / "mine" / "runs.csv")
+    assert len(runs) == 3 and (runs["test_acc"] > 0.3).all()  # (chance: 0.1)
+    assert runs["test_loss"].nunique() == 3  # the optimizer and the augmentation changed the training
