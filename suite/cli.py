@@ -342,7 +342,9 @@ def cmd_validate(args) -> int:
     return 0
 
 
-def _run(name: str, args, smoke: bool, uri: str) -> int:
+def _run(name: str, args, smoke: bool, uri: str, throwaway: bool = False):
+    """Train what a study lacks and write its report: its Outcome (raises SuiteError when runs failed). `throwaway`:
+    the store is deleted after the command (`suite smoke`): no link into it."""
     from . import tracking
     from . import data_root
     from .execute import execution
@@ -377,13 +379,15 @@ def _run(name: str, args, smoke: bool, uri: str) -> int:
           f"{len(outcome.failed)} failed" + (f", {len(outcome.lost)} taken over by other drivers" if outcome.lost else ""))
     if outcome.reported_elsewhere:
         print("report: written by another driver from these same runs (`suite report` rebuilds it here)")
-    link = tracking.experiment_link(tracking.connect(uri), tracking.experiment_name(study.name, smoke), _ui_base(args, uri))
-    print(f"runs: {link}" + ("" if report.ui_url(args.ui_url) or tracking.is_server(uri) else "  (after `make ui`)"))
+    if not throwaway:
+        link = tracking.experiment_link(tracking.connect(uri), tracking.experiment_name(study.name, smoke), _ui_base(args, uri))
+        ui = "make ui" if tracking.same_store(uri, tracking.tracking_uri()) else f"suite ui --tracking-uri {shlex.quote(uri)}"
+        print(f"runs: {link}" + ("" if report.ui_url(args.ui_url) or tracking.is_server(uri) else f"  (after `{ui}`)"))
     if outcome.failed:
         traced = f"; their tracebacks: each run's artifact {tracking.TRACEBACK} (`runs:` above)" if outcome.traced else ""
         raise SuiteError(f"{len(outcome.failed)} runs failed (first: {outcome.failed[0]}){traced}; run the same command again "
                          "to retrain them (once the cause is mended)")
-    return 0
+    return outcome
 
 
 def _writable(reports_dir: Path) -> None:
@@ -406,7 +410,8 @@ def _ui_base(args, uri: str) -> str:
 def cmd_study(args) -> int:
     from .tracking import tracking_uri
 
-    return _run(args.name, args, args.smoke, tracking_uri(args.tracking_uri))
+    _run(args.name, args, args.smoke, tracking_uri(args.tracking_uri))
+    return 0
 
 
 def cmd_smoke(args) -> int:
@@ -414,11 +419,15 @@ def cmd_smoke(args) -> int:
     from . import tracking
     from .spec.study import list_studies
 
+    paths, trained = list_studies(Path(args.studies_dir)), 0
     with tempfile.TemporaryDirectory(prefix="suite-smoke-") as tmp:
         uri = tracking.tracking_uri(args.tracking_uri) if args.tracking_uri else f"sqlite:///{tmp}/mlflow.db"
         args.storage = args.storage or f"sqlite:///{tmp}/optuna.db"
-        for path in list_studies(Path(args.studies_dir)):
-            _run(str(path), args, True, uri)
+        for path in paths:
+            trained += _run(str(path), args, True, uri, throwaway=not args.tracking_uri).trained
+    kept = f"in {uri}" if args.tracking_uri else "in a throw-away store, now deleted (--tracking-uri keeps them)"
+    print(f"smoke: {len(paths)} stud{'y' if len(paths) == 1 else 'ies'}, {plural(trained, 'run')} trained {kept}; reports in "
+          f"{Path(args.reports_dir) / 'smoke'}/")
     return 0
 
 

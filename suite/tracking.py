@@ -139,7 +139,12 @@ def connect(uri: str, create: bool = True):
     if tables and "experiments" not in tables:  # (no tables yet, or a store MLflow is still migrating: MLflow's to finish)
         raise OptionError(f"{db} is a SQLite database, but not an MLflow store (MLflow would add its tables to it); pass "
                           "--tracking-uri the store's file")
-    mlflow.set_tracking_uri(uri)
+    user = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)  # MLflow's own default in this process (it resolves a server's artifact URIs against it)
+    if user is None:  # ... and not the user's variable, which it sets too: the suite reads that as their default store
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = user
     _reachable(uri)
     try:
         _start_from_template(uri)

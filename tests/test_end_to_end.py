@@ -20,7 +20,7 @@ from suite.execute.kernels import kernel_name
 from suite.spec.config import RunConfig
 from suite.execute.worker import evaluate_weights
 
-from conftest import IN_CI, ROOT, needs_mnist
+from conftest import IN_CI, ROOT, needs_mnist, store_at
 
 pytestmark = [needs_mnist, pytest.mark.slow]
 
@@ -585,7 +585,7 @@ def test_a_folder_where_the_report_writes_a_file_is_one_line_and_the_report_stay
     assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before and not list(folder.glob(".building*"))
 
 
-def test_a_report_rebuilt_from_runs_keeps_what_runs_csv_cannot_redraw(tmp_path):
+def test_a_report_rebuilt_from_runs_keeps_what_runs_csv_cannot_redraw(tmp_path, capsys):
     """runs.csv holds no test predictions or step losses: --from-runs keeps per_class.csv and the figures drawn from them,
     and says so, instead of deleting them and telling the reader to retrain."""
     import shutil
@@ -600,6 +600,14 @@ def test_a_report_rebuilt_from_runs_keeps_what_runs_csv_cannot_redraw(tmp_path):
     assert "![" in report and "training_loss.png" in report and "confusion.png" in report and "misclassified.png" in report
     assert "Kept as this report had them" in report and "retrains them" not in report
     assert not list(folder.glob(".building*"))
+    # its rebuild command, and the error of a store without its runs, name the rebuild from its own tables too
+    assert ("Rebuild this report: `make report STUDY=label_noise` (from a store that holds its runs; from these tables: "
+            "`make report STUDY=label_noise ARGS=--from-runs`)") in report
+    empty = store_at(tmp_path / "empty" / "mlflow.db")
+    assert main(["report", "label_noise", "--studies-dir", str(ROOT / "studies"), "--reports-dir", str(tmp_path / "reports"),
+                 "--tracking-uri", empty]) == 1
+    assert capsys.readouterr().err.endswith("or rebuild the report from its own runs.csv: `make report STUDY=label_noise "
+                                            "ARGS=--from-runs`\n")
 
 
 def test_a_report_rebuilt_from_runs_shows_the_per_class_accuracies_it_keeps_as_they_were(tmp_path):
@@ -766,3 +774,23 @@ def test_store_files_that_cannot_be_written_or_read_are_one_line_and_a_failed_re
     assert capsys.readouterr().err.startswith("error: 4 runs were not copied (first: ")
     mlflow.set_tracking_uri(team)
     assert mlflow.search_runs(experiment_names=["tiny/smoke"]).empty
+
+
+def test_smoke_links_no_store_it_deletes_and_says_where_its_runs_went(tiny_study, tmp_path, store, data_dir, capsys, monkeypatch):
+    """`suite smoke` printed a `runs:` link per study into its throw-away store (gone when it ended; `make ui` then
+    showed other studies under those experiment ids); a study into another store named `make ui`, which serves ./mlflow.db."""
+    monkeypatch.setenv("SUITE_DATA_DIR", str(data_dir))
+    monkeypatch.chdir(tmp_path)
+    reports = tmp_path / "reports"
+    assert main(["smoke", "--studies-dir", str(tiny_study.parent), "--reports-dir", str(reports)]) == 0
+    out = capsys.readouterr().out
+    assert "runs: " not in out and (reports / "smoke" / "tiny" / "report.md").exists()
+    assert out.splitlines()[-1] == (f"smoke: 1 study, 4 runs trained in a throw-away store, now deleted (--tracking-uri keeps "
+                                    f"them); reports in {reports / 'smoke'}/")
+    assert cli("study", "tiny", "--smoke", study_dir=tiny_study.parent, tmp_path=tmp_path, store=store) == 0
+    (link,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("runs: ")]
+    assert link.endswith("(after `make ui`)"), link  # (the store is ./mlflow.db here)
+    elsewhere = store_at(tmp_path / "elsewhere" / "mlflow.db")
+    assert cli("study", "tiny", "--smoke", study_dir=tiny_study.parent, tmp_path=tmp_path, store=elsewhere) == 0
+    (link,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("runs: ")]
+    assert link.endswith(f"(after `suite ui --tracking-uri {elsewhere}`)"), link
