@@ -1,5 +1,5 @@
 # Entry points. Every target sets up .venv on first use (pinned by constraints.txt) and is
-# a no-op for setup afterwards. Variables: STUDY=name, TRIALS=n, WORKERS=n (runs at once),
+# a no-op for setup afterwards. Variables: STUDY=name (default regularization), TRIALS=n, WORKERS=n (runs at once),
 # EXECUTOR=serial|local|ray, ARGS="extra suite options", PORT= and HOST= for the UI (default:
 # $SUITE_UI_PORT or 5000, $SUITE_UI_HOST or 127.0.0.1), PYTHON= the interpreter .venv is made
 # with (3.11 or later; default python3). Data root: SUITE_DATA_DIR (default ./data); store:
@@ -39,13 +39,13 @@ smoke: $(STAMP)
 	$(BIN)/suite smoke $(RUN) $(ARGS)
 
 list: $(STAMP)
-	$(BIN)/suite list
+	$(BIN)/suite list $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(ARGS)
 
 bench: $(STAMP)
-	$(BIN)/python bench/run.py $(if $(ARGS),-- $(ARGS))
+	$(BIN)/python bench/run.py $(ARGS)
 
 ui: $(STAMP)
 	$(BIN)/suite ui $(if $(PORT),--port $(PORT)) $(if $(HOST),--host $(HOST)) $(ARGS)

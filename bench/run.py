@@ -1,6 +1,6 @@
 """`make bench`: the tutorial's loop against `suite study regularization`, in one sitting, on this machine.
 
-    python bench/run.py [--data-dir ../shared/data] [--skip-tutorial] [--skip-packed] [-- extra suite study options]
+    python bench/run.py [--data-dir ../shared/data] [--skip-tutorial] [--skip-packed] [extra suite study options]
 
 (a) bench/tutorial.py once per run of the regularization study (5 seeds x weight decay 0 and
 0.002), one process after another, torch's default threads, no MLflow; (b) `suite study
@@ -52,12 +52,19 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} cores{gpu}, torch {torch.__version__}, Python {platform.python_version()}"
 
 
+class Failed(Exception):
+    """A step of the bench failed: its one line."""
+
+
 def tutorial(data_dir: str) -> tuple[float, list[dict]]:
     start, rows = time.perf_counter(), []
     for wd in DECAYS:
         for seed in SEEDS:
             out = subprocess.run([sys.executable, str(ROOT / "bench" / "tutorial.py"), "--data-dir", data_dir,
-                                  "--weight-decay", str(wd), "--seed", str(seed)], capture_output=True, text=True, check=True)
+                                  "--weight-decay", str(wd), "--seed", str(seed)], capture_output=True, text=True)
+            if out.returncode != 0:
+                why = (out.stderr.strip().splitlines() or [f"exit status {out.returncode}"])[-1]
+                raise Failed(f"bench/tutorial.py --weight-decay {wd} --seed {seed} failed: {why}")
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(f"  tutorial wd={wd} seed={seed}: test_acc {rows[-1]['test_acc']:.4f}, {rows[-1]['wall_seconds']:.1f} s", flush=True)
     return time.perf_counter() - start, rows
@@ -66,9 +73,11 @@ def tutorial(data_dir: str) -> tuple[float, list[dict]]:
 def suite_study(data_dir: str, extra: list[str]) -> float:
     with tempfile.TemporaryDirectory(prefix="suite-bench-") as tmp:
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "suite", "study", "regularization", "--data-dir", data_dir,
-                        "--tracking-uri", f"sqlite:///{tmp}/mlflow.db", "--reports-dir", f"{tmp}/reports",
-                        "--storage", f"sqlite:///{tmp}/optuna.db", *extra], check=True, cwd=ROOT)
+        done = subprocess.run([sys.executable, "-m", "suite", "study", "regularization", "--data-dir", data_dir,
+                               "--tracking-uri", f"sqlite:///{tmp}/mlflow.db", "--reports-dir", f"{tmp}/reports",
+                               "--storage", f"sqlite:///{tmp}/optuna.db", *extra], cwd=ROOT)
+        if done.returncode != 0:
+            raise Failed(f"suite study regularization {' '.join(extra)} failed (exit status {done.returncode}): its error is above")
         return time.perf_counter() - start
 
 
@@ -77,8 +86,26 @@ def main() -> None:
     p.add_argument("--data-dir", default=os.environ.get("SUITE_DATA_DIR", "data"))
     p.add_argument("--skip-tutorial", action="store_true", help="only (b) and (c), e.g. to try executor options")
     p.add_argument("--skip-packed", action="store_true", help="without (c)")
-    p.add_argument("extra", nargs="*", help="options for `suite study` (after --), e.g. --workers 2")
-    args = p.parse_args()
+    p.add_argument("extra", nargs="*", help="options for `suite study` (any option not the bench's own, or after --), "
+                                            "e.g. --workers 2")
+    args, other = p.parse_known_args()
+    args.extra = other + args.extra
+    if "--smoke" in args.extra:  # (its figures count the full study's images)
+        p.error("--smoke: the bench times the full study; its figures count the full study's images")
+    try:
+        bench(args)
+    except Failed as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing was recorded (each part ran in a throw-away store)", file=sys.stderr)
+        sys.exit(130)
+
+
+def bench(args) -> None:
+    if not (Path(args.data_dir) / "MNIST" / "raw").is_dir():  # (the tutorial reads torchvision's layout, never downloads)
+        raise Failed(f"no MNIST under {Path(args.data_dir).resolve()} (MNIST/raw/ in torchvision's layout); pass --data-dir "
+                     "or set SUITE_DATA_DIR")
     runs = len(SEEDS) * len(DECAYS)
     peak = peak_gflops()
     print(f"machine: {machine()}\nfp32 matmul peak (4096^3, all cores): {peak:.0f} GFLOP/s", flush=True)
