@@ -34,7 +34,7 @@ from ..spec.config import Execution
 from ..errors import SuiteError
 from ..analysis.results import Results, collect, from_report, how_computed
 from ..spec.derived import tuning_budget, tuning_targets, with_tuned
-from ..spec.study import Study, commands, expand
+from ..spec.study import Study, commands, expand, make_command
 from . import content
 from .content import out_dir, ui_url
 from .figures import error_figures, study_figures
@@ -73,8 +73,9 @@ def _searches(study: Study, smoke: bool, uri: str) -> dict:
     return tracking.searches(client, exp_id) if exp_id else {}
 
 
-def _collect(study: Study, smoke: bool, uri: str, execution: Execution | None) -> Results:
-    """The study's finished runs, each marked `collapsed` or not (see analysis.collapsed)."""
+def _collect(study: Study, smoke: bool, uri: str, execution: Execution | None, folder: Path | None = None) -> Results:
+    """The study's finished runs, each marked `collapsed` or not (see analysis.collapsed). `folder`: the report's, whose
+    own runs.csv (a committed report's) the error for a store without the runs points to."""
     results = collect(study, smoke, uri, execution)
     results.runs["collapsed"] = analysis.collapsed(results.runs)
     if results.runs.empty and results.unmatched:
@@ -84,7 +85,9 @@ def _collect(study: Study, smoke: bool, uri: str, execution: Execution | None) -
                          "version of the study file?")
     if results.runs.empty:
         raise SuiteError(f"no finished runs of study '{study.name}'{' (smoke)' if smoke else ''} in {provenance.redact(uri)}; "
-                         f"run `{commands(study, smoke)[0]}` first")
+                         f"run `{commands(study, smoke)[0]}` first"
+                         + (f", or rebuild the report from its own runs.csv: `{make_command('report', study, smoke, '--from-runs')}`"
+                            if folder is not None and (folder / "runs.csv").is_file() else ""))
     return results
 
 
@@ -140,7 +143,7 @@ def build(study: Study, smoke: bool, uri: str | None, reports_dir: Path,
     else:
         found = _searches(study, smoke, uri)
         study = _with_tuning(study, smoke, found, execution)
-        results = _collect(study, smoke, uri, execution)
+        results = _collect(study, smoke, uri, execution, out_dir(study, smoke, reports_dir))
     runs, metric = results.runs, study.metric
     summary = _with_parameters(study, smoke, runs, analysis.summarize(runs, metric, study.grid_axes))
     tests = analysis.family(runs, study)  # comparisons and claims: one Holm family

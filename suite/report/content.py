@@ -174,7 +174,9 @@ def _provenance(study: Study, smoke: bool, runs: pd.DataFrame, source: str = "st
     items = [f"Read from this report's own `runs.csv` and `curves.csv` (`{make_command('report', study, smoke, '--from-runs')}`), not from the "
              "MLflow store that holds the runs: the metrics as those tables give them (6 significant digits)."] if source != "store" else []
     items += [
-        f"Rebuild this report: `{commands(study, smoke)[1]}`; recreate its runs: `{commands(study, smoke)[0]}`",
+        f"Rebuild this report: `{commands(study, smoke)[1]}`"
+        + (f" (from a store that holds its runs; from these tables: `{make_command('report', study, smoke, '--from-runs')}`)"
+           if source != "store" else "") + f"; recreate its runs: `{commands(study, smoke)[0]}`",
         f"Study file: `{study.path}` (sha256 `{study.file_sha256[:16]}`)",
         f"Code: report built at commit `{_short(provenance.git_commit())}`{' (dirty tree)' if provenance.git_dirty() else ''}; "
         f"runs trained at {len(commits)} commit(s): {', '.join(f'`{_short(c)}`' for c in commits)}"
