@@ -186,7 +186,7 @@ def test_grid_ranges_expand_and_bad_ones_are_refused(tmp_path):
                          f"grid:\n  optimizer.lr: {grid}\n")
         out = subprocess.run([sys.executable, "-m", "suite", "validate", str(study)], capture_output=True, text=True, cwd=ROOT)
         assert out.returncode == 2 and "Traceback" not in out.stderr
-        assert f"grid: optimizer.lr: {message}" in out.stderr, out.stderr
+        assert f"grid.optimizer.lr: {message}" in out.stderr, out.stderr  # (was "grid: optimizer.lr: ...")
     study.write_text("name: r\nquestion: q\nbase: {model: {name: mlp}, optimizer: {name: adam, lr: 0.1}}\n"
                      "grid:\n  optimizer.lr: {log_range: [1e-3, 1e-1], num: 3}\n  train.epochs: {range: [1, 3], num: 3}\n")
     loaded = load_study(str(study))

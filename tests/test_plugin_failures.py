@@ -98,6 +98,13 @@ def test_a_constructor_module_that_does_not_exist_is_refused_when_the_plugin_loa
                          "bad.prats"), line
 
 
+def test_a_plugin_augmentation_of_the_wrong_type_names_its_key(plugin):
+    (plugin / "broken.yaml").write_text(STUDY.replace("{nothing: 0.1}", "{nothing: lots}"))
+    out = suite(["validate", "broken.yaml"], plugin)
+    assert out.returncode == 2 and out.stderr.strip().endswith(  # (was "variants.nothing.data.augment: Input should be ...")
+        "variants.nothing.data.augment.nothing: Input should be a valid number, unable to parse string as a number (got 'lots')")
+
+
 @needs_mnist
 @pytest.mark.slow
 def test_a_failing_plugin_names_itself_keeps_its_traceback_and_leaves_the_other_runs(plugin):

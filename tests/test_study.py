@@ -615,3 +615,12 @@ def test_a_damaged_store_is_not_told_to_run_again_and_sqlalchemy_preambles_are_s
     assert _failed(autoflush, "report") == 1
     assert capsys.readouterr().err == ("error: the MLflow store failed: (sqlite3.OperationalError) attempt to write a readonly "
                                        "database; run it again once that is mended\n")
+
+
+def test_a_study_without_variants_says_its_one_variant_is_base(tmp_path):
+    alone = BASE.split("variants:")[0]
+    assert "baseline: 'a' is not a variant (a study without variants has one, base)" in error_of(write(tmp_path, "baseline: a", alone))
+    assert load_study(str(write(tmp_path, "claims: ['base >= 10%']", alone))).variants == ("base",)
+    # a key with nothing after it (was "Input should be a valid dictionary", with no word of what it got)
+    assert error_of(write(tmp_path, "variants:", alone)).endswith("variants: Input should be a valid dictionary (got nothing: the "
+                                                                   "key is written without a value)")

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt, SerializeAsAny,
-                      TypeAdapter, model_validator)
+                      TypeAdapter, ValidationError, model_validator)
 from pydantic_core import PydanticCustomError
 
 from .. import components
@@ -97,7 +97,10 @@ class Augment(Strict):
         for key in set(value) - set(cls.model_fields):
             if key not in components.names("augmentation"):
                 raise ValueError(f"unknown key '{key}' (allowed: {', '.join(components.names('augmentation'))})")
-            out[key] = TypeAdapter(components.get("augmentation", key).params).validate_python(value[key])
+            try:
+                out[key] = TypeAdapter(components.get("augmentation", key).params).validate_python(value[key])
+            except ValidationError as err:  # (raised here, its location would be the block's: name the key)
+                raise ValueError(f"{key}: {err.errors()[0]['msg']}") from None
         return out
 
     def active(self) -> list[tuple[str, Any]]:

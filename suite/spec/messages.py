@@ -41,8 +41,12 @@ def describe(err: ValidationError, model: type[BaseModel], data: dict, origin=No
         allowed = e.get("ctx", {}).get("expected_tags", "").replace("'", "")
         return f"{where}.name: unknown or missing name {e['ctx'].get('tag', '')!r} (allowed: {allowed})"
     got = e.get("input")
-    got_text = "" if isinstance(got, dict) or got is None else f" (got {shown(got)})"
     msg = e["msg"].removeprefix("Value error, ")
+    key, _, rest = msg.partition(": ")
+    if e["type"] == "value_error" and isinstance(got, dict) and key in got and rest:  # a block's validator naming its key
+        where, msg, got = f"{where}.{key}", rest, got[key]
+    got_text = "" if isinstance(got, dict) or got is None and e["type"] == "missing" else \
+        " (got nothing: the key is written without a value)" if got is None else f" (got {shown(got)})"
     return f"{where}: {msg}{got_text}"
 
 

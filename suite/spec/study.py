@@ -339,7 +339,8 @@ def _resolve(top: StudyFile, path: Path, sha: str) -> Study:
     baseline, baselines = top.baseline, {}
     if baseline is not None and baseline not in variants:
         if not (top.grid and baseline in top.variants):
-            fail(f"baseline: '{top.baseline}' is not a variant (variants: {', '.join(variants)})")
+            fail(f"baseline: '{top.baseline}' is not a variant ("
+                 + (f"variants: {', '.join(variants)})" if top.variants else "a study without variants has one, base)"))
         # a variant crossed with grid axes: each grid point (slice) has its own baseline, that variant at the same point
         baselines = {v: ",".join([baseline, *v.split(",")[1:]]) for v in variants}
         baseline = baselines[variants[0]]
