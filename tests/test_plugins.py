@@ -7,6 +7,7 @@ five trains in a subprocess with that folder on PYTHONPATH, through worker proce
 """
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -250,3 +251,8 @@ smoke: {seeds: 1, epochs: 1, train_size: 1000, val_size: 200, test_size: 500}
     runs = pd.read_csv(tmp_path / "reports" / "smoke" / "mine" / "runs.csv")
     assert len(runs) == 3 and (runs["test_acc"] > 0.3).all()  # (chance: 0.1)
     assert runs["test_loss"].nunique() == 3  # the optimizer and the augmentation changed the training
+    # a plug-in that is no installed package has no version: a hash of its source files says which code trained the run
+    (source,) = set(runs["plugins"].dropna())
+    assert runs["plugins"].notna().tolist() == [False, True, True]  # (the sgd variant used none of it)
+    assert re.fullmatch(r"my_tricks\.components \(not an installed package; source sha256 [0-9a-f]{12}\)", source), source
+    assert f"; plug-ins: {source}" in (tmp_path / "reports" / "smoke" / "mine" / "report.md").read_text()

@@ -228,6 +228,7 @@ def _row_of(spec, metrics: dict, tags: dict, run_id: str, run_name: str, start_t
         "git_commit": tags.get("suite.git_commit", ""), "git_dirty": tags.get("suite.git_dirty") == "True",
         "device": tags.get("suite.device", ""), "data_fingerprint": tags.get("suite.data_fingerprint", ""), "start_time": start_time,
         **{f"config.{k}": v for k, v in flatten(spec.config.canonical()).items()},
+        **({"plugins": tags["suite.plugins"]} if tags.get("suite.plugins") else {}),  # (a study without plug-ins: no column)
     }
     return row
 

@@ -249,11 +249,32 @@ def _checked(component: Component):
 
 
 def _distribution(module: str) -> str:
-    """"name==version" of the installed package that holds `module`, else the module's own name."""
+    """"name==version" of the installed package that holds `module`, else the module's own name and a hash of its
+    package's source files (a plug-in on PYTHONPATH has no version: the hash says when its code changed)."""
     top = module.split(".")[0]
     for dist in importlib.metadata.packages_distributions().get(top, []):
         try:
             return f"{dist}=={importlib.metadata.version(dist)}"
         except importlib.metadata.PackageNotFoundError:
             continue
-    return f"{module} (not an installed package)"
+    return f"{module} (not an installed package; source sha256 {_source_hash(_place(module))})"
+
+
+def _source_hash(places: list[str]) -> str:
+    """sha256 (first 12 hex digits) over the .py files of these folders (by their path inside them) and files."""
+    import hashlib
+    from pathlib import Path
+
+    digest = hashlib.sha256()
+    for place in places:
+        root = Path(place)
+        files = sorted(root.rglob("*.py")) if root.is_dir() else [root]
+        for path in files:
+            if "__pycache__" in path.parts:
+                continue
+            digest.update(str(path.relative_to(root) if root.is_dir() else path.name).encode() + b"\0")
+            try:
+                digest.update(path.read_bytes())
+            except OSError:
+                continue
+    return digest.hexdigest()[:12]

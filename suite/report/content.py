@@ -181,7 +181,8 @@ def _provenance(study: Study, smoke: bool, runs: pd.DataFrame, source: str = "st
         f"Code: report built at commit `{_short(provenance.git_commit())}`{' (dirty tree)' if provenance.git_dirty() else ''}; "
         f"runs trained at {len(commits)} commit(s): {', '.join(f'`{_short(c)}`' for c in commits)}"
         + (f"; {dirty} run(s) from a dirty tree" if dirty else ""),
-        "Packages: " + ", ".join(f"{k} {v}" for k, v in provenance.versions().items()),
+        "Packages: " + ", ".join(f"{k} {v}" for k, v in provenance.versions().items())
+        + (f"; plug-ins: {'; '.join(sorted(set(runs['plugins'].dropna())))}" if "plugins" in runs else ""),
         "Devices: " + "; ".join(sorted(set(runs["device"]))),
         "Data: " + ", ".join(f"{d} `{fp}`" for d, fp in sorted(set(zip(runs["dataset"], runs["data_fingerprint"])))),
         f"Runs: {len(runs)}, total training time {_duration(runs['train_seconds'].sum())}",
