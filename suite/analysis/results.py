@@ -151,6 +151,8 @@ def from_report(study: Study, folder: Path, smoke: bool = False, execution: Exec
             continue
         metrics = {m: record[m] for m in (*FINAL_METRICS, *METRIC_ALIASES, "diverged") if m in record and pd.notna(record[m])}
         tags = {f"suite.{k}": str(record[k]) for k in ("git_commit", "git_dirty", "device", "data_fingerprint")}
+        if pd.notna(record.get("plugins")):
+            tags["suite.plugins"] = record["plugins"]
         row = _row_of(spec, metrics, tags, record["run_id"], record["run_name"], pd.Timestamp(record["start_time"]))
         rows.append({**row, "run_key": record["run_key"]})
     if not rows:
