@@ -8,7 +8,7 @@ import re
 import pandas as pd
 import pytest
 
-from suite import analysis
+from suite import analysis, components
 from suite.analysis import collapsed
 from suite.cli import main
 from suite.analysis.results import from_report
@@ -78,6 +78,14 @@ def test_study_smoke_runs_end_to_end(path, tmp_path, data_dir):
     summary = pd.read_csv(tmp_path / "reports" / "smoke" / study.name / "summary.csv", keep_default_na=False)
     assert list(dict.fromkeys(summary["dataset"])) == list(study.datasets)
     assert list(dict.fromkeys(runs["dataset"])) == list(study.datasets)
+    # the per-class table names the classes where its datasets name them alike (CIFAR-10's 3: cat), else their labels
+    report = (tmp_path / "reports" / "smoke" / study.name / "report.md").read_text()
+    header = next((line for line in report.splitlines() if line.startswith("| dataset | variant | seeds |")), None)
+    named = {components.class_names(d) for d in study.datasets}
+    if header and len(named) == 1 and None not in named:
+        assert " | ".join(next(iter(named))) in header, header
+    elif header:
+        assert "| class 0 | class 1 |" in header, header
     # variants that differ in the full study do not train identically in smoke (e.g. patience 3 and 5)
     for dataset, part in runs.groupby("dataset"):
         outcomes = {}

@@ -53,3 +53,11 @@ def test_a_sampler_for_every_allowed_name():
 
     allowed = set(typing.get_args(study.Search.model_fields["sampler"].annotation))
     assert allowed == set(tune.SAMPLERS)
+
+
+def test_reports_name_the_classes_of_datasets_whose_records_name_them():
+    assert components.class_name("cifar10", 3) == "cat" and components.class_name("fashion_mnist", 9) == "ankle boot"
+    assert components.class_name("mnist", 3) == "3" and components.class_name("nosuchdata", 3) == "3"  # (a label, as it was)
+    for name in components.names("dataset"):
+        record = components.get("dataset", name)
+        assert record.classes is None or len(record.classes) == record.inputs[1], name  # one name per output class

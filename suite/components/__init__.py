@@ -51,6 +51,7 @@ class Component:
     inputs: tuple | None = None  # dataset: (input shape, outputs)
     test_split: tuple | None = None  # dataset: (examples, share of the largest class) of its full test split, if known
     train_split: int | None = None  # dataset: examples in its full training split (validation is carved from it), if known
+    classes: tuple[str, ...] | None = None  # dataset: its classes' names, by label (reports name them; None: the labels)
     source: str = BUILTIN  # "package==version" of the plug-in that provides it
 
     def load(self):
@@ -104,6 +105,20 @@ def load_plugins(modules=()) -> None:
     _ensure()
     for module in modules:
         _load_module(module, None)
+
+
+def class_names(dataset: str) -> tuple[str, ...] | None:
+    """The names of a dataset's classes, by label, where its record gives them."""
+    try:
+        return get("dataset", dataset).classes
+    except ValueError:  # a plug-in's dataset whose plug-in this process has not loaded
+        return None
+
+
+def class_name(dataset: str, label: int) -> str:
+    """A class as reports name it: its dataset record's name for it (CIFAR-10's 3: 'cat'), else the label itself."""
+    names = class_names(dataset)
+    return names[label] if names and 0 <= label < len(names) else str(label)
 
 
 def sources(config) -> list[str]:

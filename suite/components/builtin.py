@@ -18,9 +18,11 @@ DATASETS = [
     Component("dataset", "mnist", "suite.components.data:mnist", "handwritten digits, 28x28 grey, 60,000 + 10,000",
               task="classification", inputs=((1, 28, 28), 10), test_split=(10000, 0.1135), train_split=60000),
     Component("dataset", "fashion_mnist", "suite.components.data:fashion_mnist", "Zalando's clothing images, 28x28 grey, 60,000 + 10,000",
-              task="classification", inputs=((1, 28, 28), 10), test_split=(10000, 0.1), train_split=60000),
+              task="classification", inputs=((1, 28, 28), 10), test_split=(10000, 0.1), train_split=60000,
+              classes=("T-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot")),
     Component("dataset", "cifar10", "suite.components.data:cifar10", "32x32 colour images in 10 classes, 50,000 + 10,000",
-              task="classification", inputs=((3, 32, 32), 10), test_split=(10000, 0.1), train_split=50000),
+              task="classification", inputs=((3, 32, 32), 10), test_split=(10000, 0.1), train_split=50000,
+              classes=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")),
     Component("dataset", "quadratic", "suite.components.data:quadratic", "synthetic regression y = x^2 + noise (1-d input)",
               task="regression", inputs=((1,), 1), train_split=6000),
 ]

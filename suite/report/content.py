@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import analysis, plural, provenance, tracking
+from .. import analysis, components, plural, provenance, tracking
 from ..errors import OptionError
 from ..spec.config import METRIC_DIRECTIONS, task_of
 from ..spec.grid import format_value
@@ -226,13 +226,18 @@ def error_blocks(study, smoke, results, classes: pd.DataFrame, figures: list[tup
     if classes.empty:
         return blocks + [("p", f"No test predictions to show. {why}")]
     labels = sorted(classes["class"].unique())
+    name = lambda dataset, label: components.class_name(dataset, int(label))  # noqa: E731  (CIFAR-10's 3: cat)
     rows = [[dataset, variant, int(group["seeds"].iloc[0]), *[analysis.fmt(a, "test_acc") for a in group["accuracy"]],
-             f"{int(worst['class'])} → {int(worst['confused_with'])} ({100 * worst['confused_share']:.1f}%)" if pd.notna(worst["confused_with"]) else "-"]
+             f"{name(dataset, worst['class'])} → {name(dataset, worst['confused_with'])} ({100 * worst['confused_share']:.1f}%)"
+             if pd.notna(worst["confused_with"]) else "-"]
             for (dataset, variant), group in classes.groupby(["dataset", "variant"], observed=True, sort=False)
             for worst in [group.loc[group["confused_share"].idxmax()]]]
+    named = {tuple(name(d, c) for c in labels) for d in classes["dataset"].unique()}  # one table: names where its datasets share them
+    columns = list(next(iter(named))) if len(named) == 1 else [f"class {c}" for c in labels]
+    columns = [f"class {c}" for c in labels] if columns == [str(c) for c in labels] else columns
     blocks.append(("p", "Test accuracy per true class, over every seed's test predictions (`per_class.csv`); the last column "
                         "names the most frequent confusion (true → predicted, share of that class's test examples)."
                         + (f" Left out: {why}" if missing else "")
                         + (" Kept as this report had them: its runs.csv, which this rebuild read, holds no test predictions." if kept else "")))
-    blocks.append(("table", ["dataset", "variant", "seeds", *[f"class {c}" for c in labels], "most confused"], rows))
+    blocks.append(("table", ["dataset", "variant", "seeds", *columns, "most confused"], rows))
     return blocks + [("img", name, caption) for name, caption in figures]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import analysis
+from .. import analysis, components
 from .content import has_classes
 
 FIG_DPI = 110
@@ -71,12 +71,13 @@ def error_figures(runs: pd.DataFrame, errors: dict, folder: Path, kept=()) -> li
 
     examples = {}
     for (dataset, variant), group in runs.groupby(["dataset", "variant"], observed=True, sort=False):
-        kept = [(image, t, p) for r in group["run_id"] if r in errors
+        kept = [(image, components.class_name(dataset, int(t)), components.class_name(dataset, int(p))) for r in group["run_id"] if r in errors
                 for image, t, p in zip(errors[r]["images"], errors[r]["true"], errors[r]["predicted"])
                 if getattr(image, "ndim", 0) == 3]  # images (C, H, W): a plug-in's vector data has no picture
         if kept:
             examples[dataset, variant] = kept[:8]
-    made = [("confusion.png", CAPTIONS["confusion.png"], plots.confusion_grid(analysis.confusions(runs, errors)))]
+    names = {d: list(components.class_names(d)) for d in runs["dataset"].unique() if components.class_names(d)}
+    made = [("confusion.png", CAPTIONS["confusion.png"], plots.confusion_grid(analysis.confusions(runs, errors), names))]
     if examples:
         made.append(("misclassified.png", CAPTIONS["misclassified.png"], plots.gallery(examples)))
     return save(made, folder)

@@ -250,8 +250,9 @@ def search_slices(trials: pd.DataFrame, objective: str, log: dict):
     return fig
 
 
-def confusion_grid(matrices: dict):
-    """One heatmap per (dataset, variant): the test confusion matrix over seeds, each row in percent of its true class."""
+def confusion_grid(matrices: dict, names: dict | None = None):
+    """One heatmap per (dataset, variant): the test confusion matrix over seeds, each row in percent of its true class;
+    `names`: per dataset, its classes' names for the axes (else the labels)."""
     keys = list(matrices)
     cols = min(4, len(keys))
     rows = -(-len(keys) // cols)
@@ -260,8 +261,12 @@ def confusion_grid(matrices: dict):
     for ax, key in zip(axes, keys):
         matrix, seeds = matrices[key]
         share = 100 * matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+        labels = (names or {}).get(key[0])
+        labels = labels if labels and len(labels) == len(share) else "auto"
         sns.heatmap(share, ax=ax, vmin=0, vmax=100, cmap="Blues", cbar=False, annot=len(share) <= 10, fmt=".0f",
-                    annot_kws={"size": 7}, square=True)
+                    annot_kws={"size": 7}, square=True, xticklabels=labels, yticklabels=labels)
+        if labels != "auto":
+            ax.tick_params(labelsize=7)
         ax.set_title(f"{key[1]} ({key[0]}, {seeds} seeds)", fontsize=10)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
@@ -285,7 +290,8 @@ def gallery(examples: dict, per_row: int = 8):
                 image = np.asarray(image)
                 image = image.transpose(1, 2, 0) if image.ndim == 3 and image.shape[0] in (1, 3) else image
                 ax.imshow(image.squeeze(), cmap="gray" if image.squeeze().ndim == 2 else None)
-                ax.set_title(f"{true} → {predicted}", fontsize=8)
+                title = f"{true} → {predicted}"
+                ax.set_title(title, fontsize=8 if len(title) <= 16 else 7)  # (class names: 'ankle boot → sneaker')
             else:
                 ax.axis("off")
         row[0].set_ylabel(f"{key[1]}\n({key[0]})", fontsize=8, rotation=0, ha="right", va="center")
