@@ -343,7 +343,7 @@ def cmd_validate(args) -> int:
 
 
 def _run(name: str, args, smoke: bool, uri: str, throwaway: bool = False):
-    """Train what a study lacks and write its report: its Outcome (raises SuiteError when runs failed). `throwaway`:
+    """Train what a study lacks and write its report: its Outcome (`_failures` says which runs failed). `throwaway`:
     the store is deleted after the command (`suite smoke`): no link into it."""
     from . import tracking
     from . import data_root
@@ -383,11 +383,17 @@ def _run(name: str, args, smoke: bool, uri: str, throwaway: bool = False):
         link = tracking.experiment_link(tracking.connect(uri), tracking.experiment_name(study.name, smoke), _ui_base(args, uri))
         ui = "make ui" if tracking.same_store(uri, tracking.tracking_uri()) else f"suite ui --tracking-uri {shlex.quote(uri)}"
         print(f"runs: {link}" + ("" if report.ui_url(args.ui_url) or tracking.is_server(uri) else f"  (after `{ui}`)"))
+    return outcome
+
+
+def _failures(outcome) -> None:
+    """A study whose runs failed: its one-line error (the runs that finished are kept)."""
+    from . import tracking
+
     if outcome.failed:
         traced = f"; their tracebacks: each run's artifact {tracking.TRACEBACK} (`runs:` above)" if outcome.traced else ""
         raise SuiteError(f"{len(outcome.failed)} runs failed (first: {outcome.failed[0]}){traced}; run the same command again "
                          "to retrain them (once the cause is mended)")
-    return outcome
 
 
 def _writable(reports_dir: Path) -> None:
@@ -410,7 +416,7 @@ def _ui_base(args, uri: str) -> str:
 def cmd_study(args) -> int:
     from .tracking import tracking_uri
 
-    _run(args.name, args, args.smoke, tracking_uri(args.tracking_uri))
+    _failures(_run(args.name, args, args.smoke, tracking_uri(args.tracking_uri)))
     return 0
 
 
@@ -419,16 +425,22 @@ def cmd_smoke(args) -> int:
     from . import tracking
     from .spec.study import list_studies
 
-    paths, trained = list_studies(Path(args.studies_dir)), 0
+    paths, trained, failed = list_studies(Path(args.studies_dir)), 0, []
     with tempfile.TemporaryDirectory(prefix="suite-smoke-") as tmp:
         uri = tracking.tracking_uri(args.tracking_uri) if args.tracking_uri else f"sqlite:///{tmp}/mlflow.db"
         args.storage = args.storage or f"sqlite:///{tmp}/optuna.db"
-        for path in paths:
-            trained += _run(str(path), args, True, uri, throwaway=not args.tracking_uri).trained
+        for path in paths:  # each study in turn, whatever became of the ones before it
+            try:
+                outcome = _run(str(path), args, True, uri, throwaway=not args.tracking_uri)
+                trained += outcome.trained
+                _failures(outcome)
+            except SuiteError as err:
+                print(f"error: {path.stem}: {err}", file=sys.stderr, flush=True)
+                failed.append(path.stem)
     kept = f"in {uri}" if args.tracking_uri else "in a throw-away store, now deleted (--tracking-uri keeps them)"
     print(f"smoke: {len(paths)} stud{'y' if len(paths) == 1 else 'ies'}, {plural(trained, 'run')} trained {kept}; reports in "
-          f"{Path(args.reports_dir) / 'smoke'}/")
-    return 0
+          f"{Path(args.reports_dir) / 'smoke'}/" + (f"; {len(failed)} failed: {', '.join(failed)} (errors above)" if failed else ""))
+    return 1 if failed else 0
 
 
 def cmd_report(args) -> int:

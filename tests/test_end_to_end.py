@@ -787,6 +787,14 @@ def test_smoke_links_no_store_it_deletes_and_says_where_its_runs_went(tiny_study
     assert "runs: " not in out and (reports / "smoke" / "tiny" / "report.md").exists()
     assert out.splitlines()[-1] == (f"smoke: 1 study, 4 runs trained in a throw-away store, now deleted (--tracking-uri keeps "
                                     f"them); reports in {reports / 'smoke'}/")
+    # a study that fails is one line, and the studies after it still run (the first failure ended the whole smoke)
+    (tiny_study.parent / "broken.yaml").write_text(tiny_study.read_text().replace("name: tiny", "name: broken")
+                                                   .replace("seeds: 2\nmetric", "seedz: 2\nmetric"))
+    assert main(["smoke", "--studies-dir", str(tiny_study.parent), "--reports-dir", str(reports)]) == 1
+    out, err = capsys.readouterr()
+    assert err.startswith("error: broken: ") and "seedz: unknown key 'seedz'" in err and err.count("\n") == 1, err
+    assert out.splitlines()[-1].startswith("smoke: 2 studies, 4 runs trained in a throw-away store") and out.endswith(
+        "; 1 failed: broken (errors above)\n")
     assert cli("study", "tiny", "--smoke", study_dir=tiny_study.parent, tmp_path=tmp_path, store=store) == 0
     (link,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("runs: ")]
     assert link.endswith("(after `make ui`)"), link  # (the store is ./mlflow.db here)
