@@ -82,14 +82,13 @@ def suite_study(data_dir: str, extra: list[str]) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False,
+                                epilog="any other option goes to `suite study` as it is, e.g. --workers 2")
     p.add_argument("--data-dir", default=os.environ.get("SUITE_DATA_DIR", "data"))
     p.add_argument("--skip-tutorial", action="store_true", help="only (b) and (c), e.g. to try executor options")
     p.add_argument("--skip-packed", action="store_true", help="without (c)")
-    p.add_argument("extra", nargs="*", help="options for `suite study` (any option not the bench's own, or after --), "
-                                            "e.g. --workers 2")
-    args, other = p.parse_known_args()
-    args.extra = other + args.extra
+    args, extra = p.parse_known_args()  # (in their order: a positional list for them took their values apart)
+    args.extra = extra[1:] if extra[:1] == ["--"] else extra
     if "--smoke" in args.extra:  # (its figures count the full study's images)
         p.error("--smoke: the bench times the full study; its figures count the full study's images")
     try:
@@ -103,7 +102,7 @@ def main() -> None:
 
 
 def bench(args) -> None:
-    if not (Path(args.data_dir) / "MNIST" / "raw").is_dir():  # (the tutorial reads torchvision's layout, never downloads)
+    if not args.skip_tutorial and not (Path(args.data_dir) / "MNIST" / "raw").is_dir():  # (the tutorial never downloads)
         raise Failed(f"no MNIST under {Path(args.data_dir).resolve()} (MNIST/raw/ in torchvision's layout); pass --data-dir "
                      "or set SUITE_DATA_DIR")
     runs = len(SEEDS) * len(DECAYS)

@@ -349,6 +349,7 @@ def _run(name: str, args, smoke: bool, uri: str, throwaway: bool = False):
     from . import data_root
     from .execute import execution
     from .execute.plan import run_study
+    from .provenance import redact
     from .spec.study import load_study
 
     study = load_study(name, Path(args.studies_dir))
@@ -381,19 +382,25 @@ def _run(name: str, args, smoke: bool, uri: str, throwaway: bool = False):
         print("report: written by another driver from these same runs (`suite report` rebuilds it here)")
     if not throwaway:
         link = tracking.experiment_link(tracking.connect(uri), tracking.experiment_name(study.name, smoke), _ui_base(args, uri))
-        ui = "make ui" if tracking.same_store(uri, tracking.tracking_uri()) else f"suite ui --tracking-uri {shlex.quote(uri)}"
+        try:
+            default = tracking.same_store(uri, tracking.tracking_uri())
+        except OptionError:  # (MLFLOW_TRACKING_URI names no store: `make ui` would say so)
+            default = False
+        ui = "make ui" if default else f"suite ui --tracking-uri {shlex.quote(redact(uri))}"
         print(f"runs: {link}" + ("" if report.ui_url(args.ui_url) or tracking.is_server(uri) else f"  (after `{ui}`)"))
     return outcome
 
 
-def _failures(outcome) -> None:
-    """A study whose runs failed: its one-line error (the runs that finished are kept)."""
+def _failures(outcome, throwaway: bool = False) -> None:
+    """A study whose runs failed: its one-line error (the runs that finished are kept). `throwaway`: in a store that
+    the command deletes (`suite smoke`)."""
     from . import tracking
 
     if outcome.failed:
-        traced = f"; their tracebacks: each run's artifact {tracking.TRACEBACK} (`runs:` above)" if outcome.traced else ""
-        raise SuiteError(f"{len(outcome.failed)} runs failed (first: {outcome.failed[0]}){traced}; run the same command again "
-                         "to retrain them (once the cause is mended)")
+        traced = ("; their tracebacks: each run's artifact " + tracking.TRACEBACK
+                  + (" (in this throw-away store: --tracking-uri keeps them)" if throwaway else " (`runs:` above)")) if outcome.traced else ""
+        raise SuiteError(f"{plural(len(outcome.failed), 'run')} failed (first: {outcome.failed[0]}){traced}; run the same "
+                         "command again to retrain them (once the cause is mended)")
 
 
 def _writable(reports_dir: Path) -> None:
@@ -423,6 +430,7 @@ def cmd_study(args) -> int:
 def cmd_smoke(args) -> int:
     """Every study, smoke mode; a temporary store and Optuna storage unless --tracking-uri / --storage name them."""
     from . import tracking
+    from .provenance import redact
     from .spec.study import list_studies
 
     paths, trained, failed = list_studies(Path(args.studies_dir)), 0, []
@@ -433,11 +441,11 @@ def cmd_smoke(args) -> int:
             try:
                 outcome = _run(str(path), args, True, uri, throwaway=not args.tracking_uri)
                 trained += outcome.trained
-                _failures(outcome)
+                _failures(outcome, throwaway=not args.tracking_uri)
             except SuiteError as err:
                 print(f"error: {path.stem}: {err}", file=sys.stderr, flush=True)
                 failed.append(path.stem)
-    kept = f"in {uri}" if args.tracking_uri else "in a throw-away store, now deleted (--tracking-uri keeps them)"
+    kept = f"in {redact(uri)}" if args.tracking_uri else "in a throw-away store, now deleted (--tracking-uri keeps them)"
     print(f"smoke: {len(paths)} stud{'y' if len(paths) == 1 else 'ies'}, {plural(trained, 'run')} trained {kept}; reports in "
           f"{Path(args.reports_dir) / 'smoke'}/" + (f"; {len(failed)} failed: {', '.join(failed)} (errors above)" if failed else ""))
     return 1 if failed else 0

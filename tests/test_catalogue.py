@@ -12,6 +12,7 @@ from suite import analysis, components
 from suite.analysis import collapsed
 from suite.cli import main
 from suite.analysis.results import from_report
+from suite.spec.config import task_of
 from suite.spec.study import expand, list_studies, load_study
 
 from conftest import IN_CI, ROOT, has_dataset, store_at
@@ -82,6 +83,7 @@ def test_study_smoke_runs_end_to_end(path, tmp_path, data_dir):
     report = (tmp_path / "reports" / "smoke" / study.name / "report.md").read_text()
     header = next((line for line in report.splitlines() if line.startswith("| dataset | variant | seeds |")), None)
     named = {components.class_names(d) for d in study.datasets}
+    assert (header is not None) == any(task_of(d) == "classification" for d in study.datasets)  # (smoke runs log predictions)
     if header and len(named) == 1 and None not in named:
         assert " | ".join(next(iter(named))) in header, header
     elif header:

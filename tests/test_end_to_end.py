@@ -802,3 +802,6 @@ def test_smoke_links_no_store_it_deletes_and_says_where_its_runs_went(tiny_study
     assert cli("study", "tiny", "--smoke", study_dir=tiny_study.parent, tmp_path=tmp_path, store=elsewhere) == 0
     (link,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("runs: ")]
     assert link.endswith(f"(after `suite ui --tracking-uri {elsewhere}`)"), link
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "./mlruns")  # no store (a folder); --tracking-uri names one: a study done is 0
+    assert cli("study", "tiny", "--smoke", study_dir=tiny_study.parent, tmp_path=tmp_path, store=elsewhere) == 0
+    assert f"(after `suite ui --tracking-uri {elsewhere}`)" in capsys.readouterr().out

@@ -2,6 +2,7 @@
 traceback, the other runs stand, and a constructor module that does not exist is refused before anything trains."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -143,3 +144,42 @@ def test_a_failing_plugin_names_itself_keeps_its_traceback_and_leaves_the_other_
     again = suite(["study", "broken.yaml", "--smoke", "--executor", "serial", "--tracking-uri", store, "--reports-dir", "reports"],
                   plugin)
     assert again.returncode == 1 and "broken: 0 trained, 1 already done, 0 diverged, 4 failed" in again.stdout
+
+
+@pytest.mark.slow
+def test_a_plugin_on_pythonpath_is_recorded_with_a_hash_of_its_own_code(tmp_path):
+    """Its tag says when its code changed, a constructor in a module of its own included; a record may hold lists."""
+    (tmp_path / "mine.py").write_text('from suite.components import Component\nCOMPONENTS = [Component("dataset", "dots", '
+                                      '"myparts:dots", "a few dots", task="classification", inputs=([2], 3))]\n')
+    (tmp_path / "myparts.py").write_text("def dots(root):\n    return None\n")
+    probe = ("from suite import components; components.load_plugins(['mine']); record = components.get('dataset', 'dots'); "
+             "print(record.source)\ntry:\n    record.load()(None)\nexcept TypeError as err:\n    print(err)")
+
+    def source():
+        out = suite_python(probe, tmp_path)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.splitlines()
+
+    first, checked = source()
+    assert re.fullmatch(r"mine \(not an installed package; source sha256 [0-9a-f]{12}\)", first), first
+    assert checked == "dataset 'dots' (myparts:dots) returned None, not a suite.components.data.Raw"  # (lists: was unhashable)
+    assert source()[0] == first  # the same code, the same hash
+    (tmp_path / "myparts.py").write_text("def dots(root):\n    return None  # edited\n")
+    assert source()[0] != first  # the constructor's module is the plug-in's own code too
+
+    # a constructor whose package raises when imported is one line when the plug-in loads (was a traceback)
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "__init__.py").write_text("raise RuntimeError('no GPU here')\n")
+    (tmp_path / "mine.py").write_text((tmp_path / "mine.py").read_text().replace("myparts:dots", "broken.parts:dots"))
+    out = suite_python(probe, tmp_path)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.stderr.strip().endswith("plug-in 'mine': dataset 'dots' is built by broken.parts:dots, whose package cannot be "
+                                       "imported (RuntimeError: no GPU here)"), out.stderr
+
+
+def suite_python(code, cwd):
+    """`code` in a fresh interpreter with `cwd` and the suite importable; a ComponentError ends it in one line."""
+    wrapped = f"import sys\nfrom suite.components import ComponentError\ntry:\n    exec({code!r})\nexcept ComponentError as err:\n" \
+              "    sys.exit(f'error: {err}')\n"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(cwd), str(ROOT)])}
+    return subprocess.run([sys.executable, "-c", wrapped], env=env, cwd=cwd, capture_output=True, text=True, timeout=120)

@@ -63,9 +63,9 @@ def collect(study: Study, smoke: bool, uri: str, execution: Execution | None = N
     steps = _in_study_order(_steps(client, runs), study, ["dataset", "variant", "seed", "step"])
     packed = sum(specs[key].config.execution.packed for key in runs["run_key"]) if "run_key" in runs else 0
     errors, gone, unreadable = _errors({r: artifacts[r] for r in runs["run_id"]})
-    done = {run.data.tags.get("suite.run_key") for run in matched}
+    missing = set(specs) - {run.data.tags.get("suite.run_key") for run in matched}
     failed = tracking.newest_per_key(run for run in (tracking.search(client, exp_id, "run", status="FAILED") if exp_id else [])
-                                     if run.data.tags.get("suite.run_key") in set(specs) - done)
+                                     if run.data.tags.get("suite.run_key") in missing)
     return Results(runs, curves, len(specs), unmatched, summary, exp_id, errors, steps, packed=packed, gone=gone,
                    unreadable=unreadable, failed={run.info.run_name: run.data.tags.get("suite.error", "") for run in failed})
 

@@ -149,6 +149,10 @@ def _ensure() -> None:
     global _ready
     if _ready:
         return
+    if "suite.spec.config" not in sys.modules:  # the built-ins' parameter classes: their module's defaults, validated as it
+        from ..spec import config  # noqa: F401  (is imported, read the registry: they come back here and fill it)
+        if _ready:
+            return
     _ready = True
     from . import builtin  # noqa: F401  (registers the built-ins)
 
@@ -167,38 +171,60 @@ def _load_module(module: str, source: str | None) -> None:
     found = getattr(loaded, "COMPONENTS", None)
     if not isinstance(found, (list, tuple)) or not all(isinstance(c, Component) for c in found):
         raise ComponentError(f"plug-in '{module}' has no COMPONENTS list of suite.components.Component records")
-    source = source or _distribution(module)
+    parts = [component.build.partition(":")[0] for component in found]
+    for component, part in zip(found, parts):
+        what = f"plug-in '{module}': {component.kind} '{component.name}' is built by {component.build}"
+        try:
+            there = _findable(part)
+        except Exception as err:  # a parent package that raises on import
+            raise ComponentError(f"{what}, whose package cannot be imported ({type(err).__name__}: {err})") from None
+        if not there:
+            raise ComponentError(f"{what}, but there is no module {part}")
+    own = _own_places(module, parts)
+    source = _provenance(module, source, own)
     for component in found:
-        part = component.build.partition(":")[0]
-        if _spec(part) is None:  # (found without importing it: a constructor module imports torch)
-            raise ComponentError(f"plug-in '{module}': {component.kind} '{component.name}' is built by {component.build}, "
-                                 f"but there is no module {part}")
         register(Component(**{**component.__dict__, "source": source}))
-        _places.update(_place(part))
-    _places.update(_place(module))
+    _places.update(own)
     _loaded.add(module)
 
 
-def _spec(module: str):
-    """The import spec of `module` (its parent packages imported, not itself); None where there is none."""
+def _findable(module: str) -> bool:
+    """Whether `module` can be imported: found without running it (a constructor module imports torch); its parent
+    packages are imported (their errors are the caller's to report)."""
+    if module in sys.modules:  # (also one made in memory, which has no spec to find)
+        return True
     try:
-        return sys.modules[module].__spec__ if module in sys.modules else importlib.util.find_spec(module)
-    except (ImportError, ValueError, AttributeError):
-        return None
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package that does not exist
+        return False
 
 
 OTHERS = {"suite", "torch", "torchvision", "numpy", *sys.stdlib_module_names}  # never a plug-in's own code
 
 
-def _place(module: str) -> list[str]:
-    """The file, or the package's folders, of the top-level package that holds `module`."""
+def _own_places(module: str, parts: list[str]) -> list[str]:
+    """The files and folders of a plug-in's own code: the top-level package of its COMPONENTS module and those of its
+    constructors, less other installed packages (a constructor `timm.models:resnet18` is timm's code, not the plug-in's)."""
+    owners = importlib.metadata.packages_distributions()
     top = module.split(".")[0]
-    spec = None if top in OTHERS else _spec(top)
+    mine = set(owners.get(top, []))
+    tops = dict.fromkeys([top, *(part.split(".")[0] for part in parts)])
+    return [place for each in tops if each == top or not owners.get(each) or mine & set(owners[each]) for place in _place(each)]
+
+
+def _place(top: str) -> list[str]:
+    """The file, or the package's folders, of the top-level module or package `top`."""
+    if top in OTHERS:
+        return []
+    try:
+        spec = sys.modules[top].__spec__ if top in sys.modules else importlib.util.find_spec(top)
+    except Exception:
+        return []
     if spec is None:
         return []
     if spec.submodule_search_locations:
         return [os.path.join(os.path.realpath(folder), "") for folder in spec.submodule_search_locations]
-    return [os.path.realpath(spec.origin)] if spec.origin else []
+    return [os.path.realpath(spec.origin)] if spec.origin and os.path.isfile(spec.origin) else []
 
 
 def plugin_frame(err: BaseException) -> str | None:
@@ -227,9 +253,18 @@ def _a(value) -> str:
     return "None" if value is None else f"a {type(value).__name__}"
 
 
-@functools.cache
+_wrapped: dict[tuple[str, str, str], Any] = {}  # (kind, name, build) -> the checked constructor, made once per process
+
+
 def _checked(component: Component):
     """A plug-in's constructor, wrapped so that what it returns is checked against its kind's signature."""
+    key = (component.kind, component.name, component.build)  # (a record may hold lists: not hashable itself)
+    if key not in _wrapped:
+        _wrapped[key] = _wrap(component)
+    return _wrapped[key]
+
+
+def _wrap(component: Component):
     try:
         build = _attribute(component.build)
     except Exception as err:  # (the module was found when the plug-in loaded: here it raised, or lacks the attribute)
@@ -241,8 +276,8 @@ def _checked(component: Component):
 
     from .data import Raw
 
-    def number(out) -> bool:
-        return isinstance(out, numbers.Real) and not isinstance(out, bool)
+    def number(out) -> bool:  # (a 0-d tensor or array too)
+        return (isinstance(out, numbers.Real) or getattr(out, "ndim", None) == 0) and not isinstance(out, bool)
 
     wanted = {  # kind: (is what it returned right, given the call's arguments; what it should have been)
         "model": (lambda out, *args: isinstance(out, torch.nn.Module), lambda *args: "a torch.nn.Module"),
@@ -263,16 +298,31 @@ def _checked(component: Component):
     return checked
 
 
-def _distribution(module: str) -> str:
-    """"name==version" of the installed package that holds `module`, else the module's own name and a hash of its
-    package's source files (a plug-in on PYTHONPATH has no version: the hash says when its code changed)."""
-    top = module.split(".")[0]
-    for dist in importlib.metadata.packages_distributions().get(top, []):
-        try:
-            return f"{dist}=={importlib.metadata.version(dist)}"
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return f"{module} (not an installed package; source sha256 {_source_hash(_place(module))})"
+def _provenance(module: str, source: str | None, places: list[str]) -> str:
+    """What a plug-in's runs record of it (tag suite.plugins): "name==version" of the installed package that holds
+    `module` (`source`, where its entry point said it), and a hash of its source files where that version does not
+    pin its code (an editable install) or there is none (a module on PYTHONPATH): the hash says when the code changed."""
+    if source is None:
+        for dist in importlib.metadata.packages_distributions().get(module.split(".")[0], []):
+            try:
+                source = f"{dist}=={importlib.metadata.version(dist)}"
+                break
+            except importlib.metadata.PackageNotFoundError:
+                continue
+    if source is None:
+        return f"{module} (not an installed package; source sha256 {_source_hash(places)})"
+    return f"{source} (editable; source sha256 {_source_hash(places)})" if _editable(source.split("==")[0]) else source
+
+
+def _editable(dist: str) -> bool:
+    """Whether the installed distribution `dist` is an editable install (`pip install -e`: its version pins no code)."""
+    import json
+
+    try:
+        return bool(json.loads(importlib.metadata.distribution(dist).read_text("direct_url.json") or "{}")
+                    .get("dir_info", {}).get("editable"))
+    except (importlib.metadata.PackageNotFoundError, ValueError, AttributeError):
+        return False
 
 
 def _source_hash(places: list[str]) -> str:

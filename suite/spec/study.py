@@ -401,7 +401,8 @@ def _origin(top: StudyFile, variant: str, point, dataset: str) -> callable:
                 return f"grid.{axis}"
         parts = loc.split(".")
         for block in (".".join(parts[:i]) for i in range(len(parts) - 1, 0, -1)):
-            if vname and found(top.variants[vname], f"{block}.name"):  # the variant named another model, optimizer, schedule
+            if vname and found(top.variants[vname], f"{block}.name") and \
+                    value_at(top.variants[vname], block + ".name") != value_at(top.base, block + ".name"):  # another model
                 return f"base.{loc} (merged into variants.{vname}.{block}, name {value_at(top.variants[vname], block + '.name')})"
         return f"base.{loc}"
 
