@@ -780,6 +780,7 @@ def test_smoke_links_no_store_it_deletes_and_says_where_its_runs_went(tiny_study
     """`suite smoke` printed a `runs:` link per study into its throw-away store (gone when it ended; `make ui` then
     showed other studies under those experiment ids); a study into another store named `make ui`, which serves ./mlflow.db."""
     monkeypatch.setenv("SUITE_DATA_DIR", str(data_dir))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # (the default store: ./mlflow.db; earlier tests may set it)
     monkeypatch.chdir(tmp_path)
     reports = tmp_path / "reports"
     assert main(["smoke", "--studies-dir", str(tiny_study.parent), "--reports-dir", str(reports)]) == 0

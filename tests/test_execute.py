@@ -256,7 +256,7 @@ def test_kill_9_of_a_live_worker_fails_its_run_only(tmp_path):
     os.kill(victim, signal.SIGKILL)
     out, err = driver.communicate(timeout=300)
     assert driver.returncode == 1 and "Traceback" not in err
-    assert "1 runs failed" in err and "killed by signal 9" in err
+    assert "1 run failed (first: " in err and "killed by signal 9" in err
     runs = runs_of(tmp_path)
     assert sorted(runs["status"]) == ["FAILED"] + ["FINISHED"] * 3
     failed = runs[runs["status"] == "FAILED"].iloc[0]
