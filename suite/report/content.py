@@ -48,8 +48,8 @@ def blocks(study, smoke, results, summary, comparisons, claims, figures, ui) -> 
         name, error = next(iter(failed.items()))
         rest = missing - len(failed)
         blocks.append(("p", f"**Incomplete:** {plural(len(failed), 'run')} of this study failed (first: `{name}`: {error}); the "
-                            f"MLflow UI shows each one's error (tag `suite.error`) and traceback (artifact `traceback.txt`), "
-                            f"and running the study again retrains them."
+                            f"MLflow UI shows each one's error (tag `suite.error`) and, for an exception raised while it "
+                            f"trained, its traceback (artifact `traceback.txt`); running the study again retrains them."
                             + (f" {plural(rest, 'more run')} {'is' if rest == 1 else 'are'} not in the store yet." if rest > 0 else "")))
     elif missing > 0:
         blocks.append(("p", f"**Incomplete:** {missing} runs of this study are not in the store yet."))
