@@ -369,7 +369,7 @@ def _run(name: str, args, smoke: bool, uri: str, throwaway: bool = False):
         if study.tune is not None:  # search reports come from the Optuna store; the study's report reads MLflow alone
             report.build_tuning_searches(study, smoke, reports_dir, args.storage, tracking.tracking_uri(uri), how)
         out = report.build(study, smoke=smoke, uri=tracking.tracking_uri(uri), reports_dir=reports_dir,
-                           execution=how, ui=report.ui_url(args.ui_url))
+                           execution=how, ui=report.ui_url(args.ui_url), throwaway=throwaway)
         print(f"report: {out}")
 
     outcome = run_study(study, smoke=smoke, uri=uri, data_dir=data_root(args.data_dir), force=getattr(args, "force", False),

@@ -786,6 +786,8 @@ def test_smoke_links_no_store_it_deletes_and_says_where_its_runs_went(tiny_study
     assert main(["smoke", "--studies-dir", str(tiny_study.parent), "--reports-dir", str(reports)]) == 0
     out = capsys.readouterr().out
     assert "runs: " not in out and (reports / "smoke" / "tiny" / "report.md").exists()
+    assert "Rebuild this report: its runs were in a throw-away store (`make smoke`), deleted when it ended: `make study " \
+           "STUDY=" in (reports / "smoke" / "tiny" / "report.md").read_text()  # (not `make report`: no store holds them)
     assert out.splitlines()[-1] == (f"smoke: 1 study, 4 runs trained in a throw-away store, now deleted (--tracking-uri keeps "
                                     f"them); reports in {reports / 'smoke'}/")
     # a study that fails is one line, and the studies after it still run (the first failure ended the whole smoke)

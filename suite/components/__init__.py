@@ -150,7 +150,7 @@ def _ensure() -> None:
     if _ready:
         return
     if "suite.spec.config" not in sys.modules:  # the built-ins' parameter classes: their module's defaults, validated as it
-        from ..spec import config  # noqa: F401  (is imported, read the registry: they come back here and fill it)
+        importlib.import_module("..spec.config", __package__)  # (is imported, read the registry: they come back here)
         if _ready:
             return
     _ready = True

@@ -128,13 +128,14 @@ def _publish(new: Path, folder: Path) -> None:
 
 
 def build(study: Study, smoke: bool, uri: str | None, reports_dir: Path,
-          execution: Execution | None = None, ui: str | None = None, from_runs: bool = False) -> Path:
+          execution: Execution | None = None, ui: str | None = None, from_runs: bool = False, throwaway: bool = False) -> Path:
     """Collect, analyse, plot and write everything; returns the path of report.md.
 
     `execution` (device, threads) picks which of the study's runs: those computed that way (default: 1 CPU thread).
     `ui`: the MLflow UI's base URL that run ids link to (None: no links, the commands that recreate the runs instead).
     `from_runs`: read the runs from the report's own runs.csv / curves.csv instead of the store (a committed report
-    whose runs live in another store); no store is opened then (`uri` None).
+    whose runs live in another store); no store is opened then (`uri` None). `throwaway`: the store is deleted after the
+    command (`suite smoke`): the report says how to get runs that stay.
     """
     if from_runs:
         found = searches_from_report(study, smoke, reports_dir) if study.tune is not None else {}
@@ -161,7 +162,7 @@ def build(study: Study, smoke: bool, uri: str | None, reports_dir: Path,
         for name, table in tables.items():
             table.to_csv(new / f"{name}.csv", index=False, float_format="%.6g")
         figures = study_figures(study, results, summary, comparisons, new, kept)
-        blocks = content.blocks(study, smoke, results, summary, comparisons, claims, figures, ui)
+        blocks = content.blocks(study, smoke, results, summary, comparisons, claims, figures, ui, throwaway)
         at = blocks.index(("h2", "Provenance"))
         errors = [] if classes.empty else error_figures(runs, results.errors, new, kept)
         blocks[at:at] = content.error_blocks(study, smoke, results, classes, errors, kept="per_class.csv" in kept)

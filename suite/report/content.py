@@ -33,7 +33,7 @@ def out_dir(study: Study, smoke: bool, reports_dir: Path) -> Path:
     return reports_dir / "smoke" / study.name if smoke else reports_dir / study.name
 
 
-def blocks(study, smoke, results, summary, comparisons, claims, figures, ui) -> list[tuple]:
+def blocks(study, smoke, results, summary, comparisons, claims, figures, ui, throwaway: bool = False) -> list[tuple]:
     runs, metric = results.runs, study.metric
     f = lambda v, diff=False: analysis.fmt(v, metric, diff)  # noqa: E731
     direction = "higher" if METRIC_DIRECTIONS[metric] == "max" else "lower"
@@ -124,7 +124,7 @@ def blocks(study, smoke, results, summary, comparisons, claims, figures, ui) -> 
         blocks.append(("img", name, caption))
 
     blocks.append(("h2", "Provenance"))
-    blocks.append(("list", _provenance(study, smoke, runs, results.source, results.packed)))
+    blocks.append(("list", _provenance(study, smoke, runs, results.source, results.packed, throwaway)))
     blocks.append(("h2", "Runs"))
     if ui and results.experiment_id:
         link = tracking.runs_url(ui, results.experiment_id)
@@ -168,12 +168,16 @@ def _short(commit: str) -> str:
     return commit[:12] if len(commit) == 40 else commit
 
 
-def _provenance(study: Study, smoke: bool, runs: pd.DataFrame, source: str = "store", packed: int = 0) -> list[str]:
+def _provenance(study: Study, smoke: bool, runs: pd.DataFrame, source: str = "store", packed: int = 0,
+                throwaway: bool = False) -> list[str]:
     commits = sorted(set(runs["git_commit"]))
     dirty = int(runs["git_dirty"].sum())
     items = [f"Read from this report's own `runs.csv` and `curves.csv` (`{make_command('report', study, smoke, '--from-runs')}`), not from the "
              "MLflow store that holds the runs: the metrics as those tables give them (6 significant digits)."] if source != "store" else []
     items += [
+        f"Rebuild this report: its runs were in a throw-away store (`make smoke`), deleted when it ended: "
+        f"`{commands(study, smoke)[0]}` trains them into the default store, which keeps them, and writes this report again"
+        if throwaway else
         f"Rebuild this report: `{commands(study, smoke)[1]}`"
         + (f" (from a store that holds its runs; from these tables: `{make_command('report', study, smoke, '--from-runs')}`)"
            if source != "store" else "") + f"; recreate its runs: `{commands(study, smoke)[0]}`",
