@@ -180,8 +180,9 @@ def _load_module(module: str, source: str | None) -> None:
             raise ComponentError(f"{what}, whose package cannot be imported ({type(err).__name__}: {err})") from None
         if not there:
             raise ComponentError(f"{what}, but there is no module {part}")
-    own = _own_places(module, parts)
-    source = _provenance(module, source, own)
+    owners = importlib.metadata.packages_distributions()  # (top-level module -> its distributions: reads every one installed)
+    own = _own_places(module, parts, owners)
+    source = _provenance(module, source, own, owners)
     for component in found:
         register(Component(**{**component.__dict__, "source": source}))
     _places.update(own)
@@ -202,10 +203,10 @@ def _findable(module: str) -> bool:
 OTHERS = {"suite", "torch", "torchvision", "numpy", *sys.stdlib_module_names}  # never a plug-in's own code
 
 
-def _own_places(module: str, parts: list[str]) -> list[str]:
+def _own_places(module: str, parts: list[str], owners: dict) -> list[str]:
     """The files and folders of a plug-in's own code: the top-level package of its COMPONENTS module and those of its
-    constructors, less other installed packages (a constructor `timm.models:resnet18` is timm's code, not the plug-in's)."""
-    owners = importlib.metadata.packages_distributions()
+    constructors, less other installed packages (a constructor `timm.models:resnet18` is timm's code, not the plug-in's).
+    `owners`: importlib.metadata.packages_distributions()."""
     top = module.split(".")[0]
     mine = set(owners.get(top, []))
     tops = dict.fromkeys([top, *(part.split(".")[0] for part in parts)])
@@ -298,12 +299,12 @@ def _wrap(component: Component):
     return checked
 
 
-def _provenance(module: str, source: str | None, places: list[str]) -> str:
+def _provenance(module: str, source: str | None, places: list[str], owners: dict) -> str:
     """What a plug-in's runs record of it (tag suite.plugins): "name==version" of the installed package that holds
     `module` (`source`, where its entry point said it), and a hash of its source files where that version does not
     pin its code (an editable install) or there is none (a module on PYTHONPATH): the hash says when the code changed."""
     if source is None:
-        for dist in importlib.metadata.packages_distributions().get(module.split(".")[0], []):
+        for dist in owners.get(module.split(".")[0], []):
             try:
                 source = f"{dist}=={importlib.metadata.version(dist)}"
                 break

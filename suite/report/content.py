@@ -236,9 +236,9 @@ def error_blocks(study, smoke, results, classes: pd.DataFrame, figures: list[tup
              if pd.notna(worst["confused_with"]) else "-"]
             for (dataset, variant), group in classes.groupby(["dataset", "variant"], observed=True, sort=False)
             for worst in [group.loc[group["confused_share"].idxmax()]]]
-    named = {tuple(name(d, c) for c in labels) for d in classes["dataset"].unique()}  # one table: names where its datasets share them
-    columns = list(next(iter(named))) if len(named) == 1 else [f"class {c}" for c in labels]
-    columns = [f"class {c}" for c in labels] if columns == [str(c) for c in labels] else columns
+    named = {components.class_names(d) for d in classes["dataset"].unique()}  # one table: names where its datasets share them
+    shared, first = named.pop() if len(named) == 1 else None, classes["dataset"].iloc[0]
+    columns = [name(first, c) if shared else f"class {c}" for c in labels]
     blocks.append(("p", "Test accuracy per true class, over every seed's test predictions (`per_class.csv`); the last column "
                         "names the most frequent confusion (true → predicted, share of that class's test examples)."
                         + (f" Left out: {why}" if missing else "")

@@ -76,7 +76,7 @@ def error_figures(runs: pd.DataFrame, errors: dict, folder: Path, kept=()) -> li
                 if getattr(image, "ndim", 0) == 3]  # images (C, H, W): a plug-in's vector data has no picture
         if kept:
             examples[dataset, variant] = kept[:8]
-    names = {d: list(components.class_names(d)) for d in runs["dataset"].unique() if components.class_names(d)}
+    names = {d: list(found) for d in runs["dataset"].unique() if (found := components.class_names(d))}
     made = [("confusion.png", CAPTIONS["confusion.png"], plots.confusion_grid(analysis.confusions(runs, errors), names))]
     if examples:
         made.append(("misclassified.png", CAPTIONS["misclassified.png"], plots.gallery(examples)))

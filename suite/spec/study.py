@@ -293,8 +293,9 @@ def _load(path: Path) -> Study:
         top = StudyFile.model_validate(raw)
     except ValidationError as err:
         fail(describe(err, StudyFile, raw))
-    check_numbers(top.model_dump(), str, fail)
-    check_flags(raw, top.model_dump(), str, fail)
+    dumped = top.model_dump()
+    check_numbers(dumped, str, fail)
+    check_flags(raw, dumped, str, fail)
     return _resolve(top, path, hashlib.sha256(text.encode()).hexdigest())
 
 
@@ -326,12 +327,14 @@ def _resolve(top: StudyFile, path: Path, sha: str) -> Study:
         for variant, (overrides, point) in conditions.items():
             merged = deep_merge(deep_merge(top.base, per_dataset), overrides)
             merged.setdefault("data", {})["name"] = dataset
+            origin = _origin(top, variant, point, dataset)
             try:
                 configs[dataset, variant] = RunConfig.model_validate(merged)
             except ValidationError as err:
-                fail(describe(err, RunConfig, merged, origin=_origin(top, variant, point, dataset)))
-            check_numbers(configs[dataset, variant].model_dump(), _origin(top, variant, point, dataset), fail)
-            check_flags(merged, configs[dataset, variant].model_dump(), _origin(top, variant, point, dataset), fail)
+                fail(describe(err, RunConfig, merged, origin=origin))
+            dumped = configs[dataset, variant].model_dump()
+            check_numbers(dumped, origin, fail)
+            check_flags(merged, dumped, origin, fail)
             check_size(configs[dataset, variant], f"variant '{variant}' on {dataset}", fail)
             check_split(configs[dataset, variant], f"variant '{variant}' on {dataset}", fail)
     check_metric(top.metric, top.datasets, fail)
@@ -401,9 +404,9 @@ def _origin(top: StudyFile, variant: str, point, dataset: str) -> callable:
                 return f"grid.{axis}"
         parts = loc.split(".")
         for block in (".".join(parts[:i]) for i in range(len(parts) - 1, 0, -1)):
-            if vname and found(top.variants[vname], f"{block}.name") and \
-                    value_at(top.variants[vname], block + ".name") != value_at(top.base, block + ".name"):  # another model
-                return f"base.{loc} (merged into variants.{vname}.{block}, name {value_at(top.variants[vname], block + '.name')})"
+            named = value_at(top.variants[vname], f"{block}.name") if vname and found(top.variants[vname], f"{block}.name") else None
+            if named is not None and named != value_at(top.base, f"{block}.name"):  # the variant named another model, optimizer
+                return f"base.{loc} (merged into variants.{vname}.{block}, name {named})"
         return f"base.{loc}"
 
     return origin
