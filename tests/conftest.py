@@ -6,6 +6,8 @@ they run and fail: a green CI has really run them.
 """
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("SUITE_DATA_DIR") or ROOT.parent / "shared" / "data")
 IN_CI = os.environ.get("CI") == "true"
+
+
+def run_python(args, path, cwd, **kwargs) -> subprocess.CompletedProcess:
+    """`python ARGS` in a fresh interpreter, in `cwd`, with `path` (a plug-in's folder) and the suite importable and the
+    shared data: how a researcher runs the suite beside a plug-in of their own."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(path), str(ROOT)]), "SUITE_DATA_DIR": str(DATA_DIR)}
+    return subprocess.run([sys.executable, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=600, **kwargs)
 
 
 def has_mnist() -> bool:

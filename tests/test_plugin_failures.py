@@ -1,15 +1,12 @@
 """A plug-in that misbehaves: its own runs fail with a line that says which component and where, each keeps its
 traceback, the other runs stand, and a constructor module that does not exist is refused before anything trains."""
 
-import os
 import re
-import subprocess
-import sys
 
 import mlflow
 import pytest
 
-from conftest import DATA_DIR, ROOT, needs_mnist
+from conftest import needs_mnist, run_python
 
 COMPONENTS = '''
 from typing import Literal
@@ -86,8 +83,8 @@ def plugin(tmp_path):
 
 
 def suite(args, cwd):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(cwd), str(ROOT)]), "SUITE_DATA_DIR": str(DATA_DIR)}
-    return subprocess.run([sys.executable, "-m", "suite", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
+    """`suite ARGS` in `cwd`, which holds the plug-in."""
+    return run_python(["-m", "suite", *args], cwd, cwd)
 
 
 def test_a_constructor_module_that_does_not_exist_is_refused_when_the_plugin_loads(plugin):
@@ -181,5 +178,4 @@ def suite_python(code, cwd):
     """`code` in a fresh interpreter with `cwd` and the suite importable; a ComponentError ends it in one line."""
     wrapped = f"import sys\nfrom suite.components import ComponentError\ntry:\n    exec({code!r})\nexcept ComponentError as err:\n" \
               "    sys.exit(f'error: {err}')\n"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(cwd), str(ROOT)])}
-    return subprocess.run([sys.executable, "-c", wrapped], env=env, cwd=cwd, capture_output=True, text=True, timeout=120)
+    return run_python(["-c", wrapped], cwd, cwd)

@@ -6,7 +6,6 @@ named in the study's `plugins:` list, a schedule and an augmentation), and a smo
 five trains in a subprocess with that folder on PYTHONPATH, through worker processes.
 """
 
-import os
 import re
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import mlflow
 import pandas as pd
 import pytest
 
-from conftest import DATA_DIR, ROOT, needs_mnist
+from conftest import ROOT, needs_mnist, run_python
 
 pytestmark = [needs_mnist, pytest.mark.slow]
 
@@ -165,21 +164,16 @@ def plugin(tmp_path_factory):
     return target
 
 
-def run(args, plugin, cwd, **kwargs):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugin), str(ROOT)]), "SUITE_DATA_DIR": str(DATA_DIR)}
-    return subprocess.run([sys.executable, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=600, **kwargs)
-
-
 def test_a_pip_installed_plugin_trains_in_a_smoke_study(plugin, tmp_path):
     study = tmp_path / "plugged.yaml"
     study.write_text(STUDY)
-    checked = run(["-c", "import sys; from suite.spec.study import load_study; s = load_study(sys.argv[1]); "
+    checked = run_python(["-c", "import sys; from suite.spec.study import load_study; s = load_study(sys.argv[1]); "
                          "print(len(s.configs), 'torch' in sys.modules)", str(study)], plugin, tmp_path)
     assert checked.returncode == 0, checked.stderr
     assert checked.stdout.split() == ["6", "False"]  # 2 datasets x 3 variants, validated without importing torch
 
     store = tmp_path / "mlflow.db"
-    done = run(["-m", "suite", "study", str(study), "--smoke", "--tracking-uri", f"sqlite:///{store}", "--reports-dir",
+    done = run_python(["-m", "suite", "study", str(study), "--smoke", "--tracking-uri", f"sqlite:///{store}", "--reports-dir",
                 str(tmp_path / "reports"), "--executor", "local", "--workers", "2"], plugin, tmp_path)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     runs = pd.read_csv(tmp_path / "reports" / "smoke" / "plugged" / "runs.csv")
@@ -199,7 +193,7 @@ def test_a_pip_installed_plugin_trains_in_a_smoke_study(plugin, tmp_path):
 
     # the stored weights reload into the plug-in's model (its `plugins:` module loaded from the run's resolved config)
     one = found[(found["tags.suite.dataset"] == "blobs") & (found["tags.suite.variant"] == "signsgd")]["run_id"].iloc[0]
-    again = run(["-m", "suite", "evaluate", one, "--tracking-uri", f"sqlite:///{store}"], plugin, tmp_path)
+    again = run_python(["-m", "suite", "evaluate", one, "--tracking-uri", f"sqlite:///{store}"], plugin, tmp_path)
     assert again.returncode == 0 and "test_acc" in again.stdout and "DIFFERENT" not in again.stdout, again.stdout + again.stderr
     assert "identical" in again.stdout
 
@@ -207,13 +201,13 @@ def test_a_pip_installed_plugin_trains_in_a_smoke_study(plugin, tmp_path):
 def test_a_plugin_that_cannot_be_imported_is_one_line(plugin, tmp_path):
     study = tmp_path / "bad.yaml"
     study.write_text(STUDY.replace("suite_example_plugin.extra", "suite_example_plugin.missing"))
-    out = run(["-m", "suite", "validate", str(study)], plugin, tmp_path)
+    out = run_python(["-m", "suite", "validate", str(study)], plugin, tmp_path)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     (line,) = out.stderr.strip().splitlines()
     assert line.endswith(f"{study}: plugins: plug-in 'suite_example_plugin.missing' cannot be imported "
                          "(ModuleNotFoundError: No module named 'suite_example_plugin.missing')")
     study.write_text(STUDY.replace("{name: linear}", "{name: linearr}"))
-    wrong = run(["-m", "suite", "validate", str(study)], plugin, tmp_path)
+    wrong = run_python(["-m", "suite", "validate", str(study)], plugin, tmp_path)
     assert wrong.returncode == 2 and "base.model.name: unknown or missing name 'linearr' (allowed: mlp, cnn, resnet, linear)" in wrong.stderr
 
 
@@ -245,7 +239,7 @@ variants:
   noisy: {data: {augment: {noise: 0.2}}}
 smoke: {seeds: 1, epochs: 1, train_size: 1000, val_size: 200, test_size: 500}
 """)
-    out = run(["-m", "suite", "study", "mine.yaml", "--smoke", "--executor", "serial", "--tracking-uri",
+    out = run_python(["-m", "suite", "study", "mine.yaml", "--smoke", "--executor", "serial", "--tracking-uri",
                f"sqlite:///{tmp_path / 'mlflow.db'}", "--reports-dir", "reports"], tmp_path, tmp_path)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     runs = pd.read_csv(tmp_path / "reports" / "smoke" / "mine" / "runs.csv")
@@ -256,5 +250,5 @@ smoke: {seeds: 1, epochs: 1, train_size: 1000, val_size: 200, test_size: 500}
     assert runs["plugins"].notna().tolist() == [False, True, True]  # (the sgd variant used none of it)
     assert re.fullmatch(r"my_tricks\.components \(not an installed package; source sha256 [0-9a-f]{12}\)", source), source
     assert f"; plug-ins: {source}" in (tmp_path / "reports" / "smoke" / "mine" / "report.md").read_text()
-    rebuilt = run(["-m", "suite", "report", "mine.yaml", "--smoke", "--from-runs", "--reports-dir", "reports"], tmp_path, tmp_path)
+    rebuilt = run_python(["-m", "suite", "report", "mine.yaml", "--smoke", "--from-runs", "--reports-dir", "reports"], tmp_path, tmp_path)
     assert rebuilt.returncode == 0 and f"; plug-ins: {source}" in (tmp_path / "reports" / "smoke" / "mine" / "report.md").read_text()
