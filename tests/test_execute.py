@@ -230,7 +230,8 @@ def training_pids(tmp_path) -> list[int]:
     if runs.empty or "metrics.train_loss_step" not in runs:
         return []
     live = runs[(runs["status"] == "RUNNING") & runs["metrics.train_loss_step"].notna()]
-    return [int(p) for p in live["tags.suite.pid"]]
+    # (the store is read table by table while the driver writes: a run's metrics can show before its tags do)
+    return [int(p) for p in live["tags.suite.pid"].dropna()]
 
 
 def alive(pid: int) -> bool:
