@@ -159,10 +159,15 @@ def open_search(target: Target, storage: str) -> optuna.Study:
         raise SuiteError(f"cannot open the Optuna storage {storage}: {str(err).splitlines()[0][:200]}") from None
 
 
+def interrupted(trial) -> bool:
+    """Failed by a kill (its driver's, or another driver's takeover), not by the trial itself: it does not count."""
+    return trial.state == optuna.trial.TrialState.FAIL and trial.user_attrs.get("fail_reason") == INTERRUPTED
+
+
 def counted(trials) -> int:
     """Trials that count towards the budget: finished ones, not those a kill interrupted."""
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
-    return sum(t.state in states and t.user_attrs.get("fail_reason") != INTERRUPTED for t in trials)
+    return sum(t.state in states and not interrupted(t) for t in trials)
 
 
 def trial_key(name: str, number: int, storage: str = "") -> str:
@@ -180,12 +185,21 @@ def fail_stale(search: optuna.Study, leases, name: str, client, exp_id: str, sto
     running = search.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
     alive = leases.alive(trial_key(name, t.number, storage_name) for t in running)
     for trial in running:
-        if trial_key(name, trial.number, storage_name) not in alive:
+        key = trial_key(name, trial.number, storage_name)
+        # claimed first: the token moves on, so a driver that only stalled past its lease can no longer record the trial
+        token = None if key in alive else leases.claim(key)
+        if token is None:
+            continue
+        try:
             storage.set_trial_user_attr(trial._trial_id, "fail_reason", INTERRUPTED)
             storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
-            run_id = trial.user_attrs.get("mlflow_run_id")  # recorded, but killed before Optuna was told: not counted
-            if run_id and client.get_run(run_id).info.status != "KILLED":
-                tracking.end_run(client, run_id, "KILLED", {"suite.trial_state": "FAIL", "suite.fail_reason": INTERRUPTED})
+        except optuna.exceptions.UpdateFinishedTrialError:  # its driver told Optuna just before the claim: the trial stands
+            leases.complete(key, token)
+            continue
+        leases.complete(key, token)
+        run_id = trial.user_attrs.get("mlflow_run_id")  # recorded, but killed before Optuna was told: not counted
+        if run_id and client.get_run(run_id).info.status != "KILLED":
+            tracking.end_run(client, run_id, "KILLED", {"suite.trial_state": "FAIL", "suite.fail_reason": INTERRUPTED})
     runs = client.search_runs([exp_id], f"tags.`suite.kind` = 'trial' and tags.`suite.search` = '{name}' and attributes.status = 'RUNNING'",
                               max_results=1000)
     live = leases.alive(trial_key(name, int(r.data.tags["suite.trial"]), storage_name) for r in runs)
@@ -239,27 +253,33 @@ def run_search(target: Target, *, uri: str, storage: str, data_dir: Path, trials
         objective, last_epoch = target.block.objective, base.train.epochs
 
         def next_task() -> Task | None:
-            with leases.mutex(lock):
-                if leases.shared:
-                    fail_stale(search, leases, target.name, client, exp_id, storage)
-                now = search.get_trials(deepcopy=False)
-                running = sum(t.state == optuna.trial.TrialState.RUNNING for t in now)
-                if counted(now) + running >= total:
-                    return None
-                if leases.shared:  # another driver may have asked with the same seed: derive it from this ask's position
-                    search.sampler = make_sampler(target.block, resumed_at=len(now))
-                trial = search.ask()
-                token = leases.claim(trial_key(target.name, trial.number, storage))
-                values = sample(trial, target.block)
-            # resolved after the override: what is packable or fused depends on the sampled values (model.norm, optimizer.name)
-            config = with_execution(override(target.base_config(), values), how)
-            task = Task(trial.number, f"{target.name}/trial={trial.number}", config, target.block.seed,
-                        str(Path(data_dir).resolve()), ask_each_epoch=True, test=False, plugins=target.study.plugins)
-            run_id = recorder.start(task, {"suite.trial": trial.number, "suite.trial_state": "RUNNING"},
-                                    {f"sampled.{k}": v for k, v in values.items()})
-            trial.set_user_attr("mlflow_run_id", run_id)
-            in_flight[task.id] = (trial, token)
-            return task
+            while True:
+                with leases.mutex(lock):
+                    if leases.shared:
+                        fail_stale(search, leases, target.name, client, exp_id, storage)
+                    now = search.get_trials(deepcopy=False)
+                    running = sum(t.state == optuna.trial.TrialState.RUNNING for t in now)
+                    if counted(now) + running >= total:
+                        return None
+                    if leases.shared:  # another driver may have asked with the same seed: derive it from this ask's position
+                        search.sampler = make_sampler(target.block, resumed_at=len(now))
+                    trial = search.ask()
+                    token = leases.claim(trial_key(target.name, trial.number, storage))
+                    values = sample(trial, target.block)
+                # resolved after the override: what is packable or fused depends on the sampled values (model.norm, optimizer.name)
+                config = with_execution(override(target.base_config(), values), how)
+                task = Task(trial.number, f"{target.name}/trial={trial.number}", config, target.block.seed,
+                            str(Path(data_dir).resolve()), ask_each_epoch=True, test=False, plugins=target.study.plugins)
+                run_id = recorder.start(task, {"suite.trial": trial.number, "suite.trial_state": "RUNNING"},
+                                        {f"sampled.{k}": v for k, v in values.items()})
+                try:
+                    trial.set_user_attr("mlflow_run_id", run_id)
+                except optuna.exceptions.UpdateFinishedTrialError:  # this driver stalled past its lease: another failed the trial
+                    leases.lose(trial_key(target.name, trial.number, storage))
+                    recorder.drop(task)
+                    continue
+                in_flight[task.id] = (trial, token)
+                return task
 
         def handle(task: Task, kind: str, payload):
             trial, token = in_flight[task.id]
@@ -268,11 +288,15 @@ def run_search(target: Target, *, uri: str, storage: str, data_dir: Path, trials
                 if kind == "done":
                     del in_flight[task.id]
                     recorder.drop(task)
-                return False
+                return True  # (to an epoch's ask: stop training it)
             if kind == "ask":  # an epoch ended: record it, report it, maybe prune (never after the last epoch)
                 epoch, metrics = payload[1]
                 recorder.event(task, "epoch", (epoch, metrics))
-                trial.report(metrics[objective], epoch)
+                try:
+                    trial.report(metrics[objective], epoch)
+                except optuna.exceptions.UpdateFinishedTrialError:  # stalled past its lease: another driver failed it; stop
+                    leases.lose(key)
+                    return True
                 return epoch < last_epoch and trial.should_prune()
             if kind != "done":
                 recorder.event(task, kind, payload)
@@ -284,8 +308,11 @@ def run_search(target: Target, *, uri: str, storage: str, data_dir: Path, trials
                 return None
             # MLflow first: a kill between the two leaves the trial RUNNING, so it is failed as interrupted and its run KILLED
             state = STATES[record.status]
-            recorder.finish(task, record, {"suite.trial_state": state, "suite.fail_reason": record.reason if state == "FAIL" else ""})
-            _tell(search, trial, record, objective)
+            run_id = recorder.finish(task, record, {"suite.trial_state": state, "suite.fail_reason": record.reason if state == "FAIL" else ""})
+            if not _tell(search, trial, record, objective):  # stalled past its lease after the fence: another driver failed it
+                tracking.end_run(client, run_id, "KILLED", {"suite.trial_state": "FAIL", "suite.fail_reason": INTERRUPTED})
+                leases.lose(key)
+                return None
             leases.complete(key, token)
             bar.update()
             if record.fatal:
@@ -307,8 +334,11 @@ def run_search(target: Target, *, uri: str, storage: str, data_dir: Path, trials
                     time.sleep(min(5.0, leases.seconds / 4))
             except BaseException:
                 for trial, token in in_flight.values():  # failed as interrupted: not counted, not redone
-                    trial.set_user_attr("fail_reason", INTERRUPTED)
-                    search.tell(trial, state=optuna.trial.TrialState.FAIL)
+                    try:
+                        trial.set_user_attr("fail_reason", INTERRUPTED)
+                        search.tell(trial, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+                    except optuna.exceptions.UpdateFinishedTrialError:  # another driver failed it already (this one stalled)
+                        pass
                     leases.release(trial_key(target.name, trial.number, storage), token)
                 recorder.abandon()
                 raise
@@ -320,7 +350,7 @@ def run_search(target: Target, *, uri: str, storage: str, data_dir: Path, trials
 def _close_parent(client, run_id: str, search: optuna.Study, target: Target) -> None:
     """The search's parent run: trial counts, best value and best settings (metrics, and tags for choices)."""
     trials = search.get_trials(deepcopy=False)
-    states = [t.state for t in trials if t.user_attrs.get("fail_reason") != INTERRUPTED]
+    states = [t.state for t in trials if not interrupted(t)]
     metrics = {"trials": counted(trials), "trials_complete": states.count(optuna.trial.TrialState.COMPLETE),
                "trials_pruned": states.count(optuna.trial.TrialState.PRUNED), "trials_failed": states.count(optuna.trial.TrialState.FAIL)}
     tags = {"suite.trials": metrics["trials"]}
@@ -344,16 +374,22 @@ def _close_parent(client, run_id: str, search: optuna.Study, target: Target) -> 
 STATES = {PRUNED: "PRUNED", DIVERGED: "FAIL", FAILED: "FAIL", FINISHED: "COMPLETE"}  # a record's Optuna state, as MLflow tags show it
 
 
-def _tell(search: optuna.Study, trial: optuna.Trial, record: Record, objective: str) -> None:
-    """Give Optuna the trial's outcome."""
-    if record.status == PRUNED:
-        search.tell(trial, state=optuna.trial.TrialState.PRUNED)
-    elif record.status in (DIVERGED, FAILED):
-        trial.set_user_attr("fail_reason", record.reason)
-        search.tell(trial, state=optuna.trial.TrialState.FAIL)
-    else:
-        tested = record.history[int(record.final["tested_epoch"]) - 1]
-        search.tell(trial, tested[objective])
+def _tell(search: optuna.Study, trial: optuna.Trial, record: Record, objective: str) -> bool:
+    """Give Optuna the trial's outcome; False: the trial was finished already (another driver failed it as interrupted)."""
+    try:
+        if search._storage.get_trial(trial._trial_id).state.is_finished():  # (Optuna: ValueError "Cannot tell a FAIL trial")
+            return False
+        if record.status == PRUNED:
+            search.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        elif record.status in (DIVERGED, FAILED):
+            trial.set_user_attr("fail_reason", record.reason)
+            search.tell(trial, state=optuna.trial.TrialState.FAIL)
+        else:
+            tested = record.history[int(record.final["tested_epoch"]) - 1]
+            search.tell(trial, tested[objective])
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
+    return True
 
 
 def _parent_run(client, exp_id: str, target: Target, storage: str) -> str:
@@ -415,7 +451,7 @@ def trials_frame(search: optuna.Study) -> pd.DataFrame:
     """One row per trial: number, state, value, sampled params (one column each), MLflow run id, reason."""
     rows = []
     for t in search.get_trials(deepcopy=False):
-        if t.user_attrs.get("fail_reason") == INTERRUPTED:
+        if interrupted(t):
             continue
         rows.append({"trial": t.number, "state": t.state.name, "value": t.value, **t.params,
                      "epochs": len(t.intermediate_values), "mlflow_run_id": t.user_attrs.get("mlflow_run_id", ""),

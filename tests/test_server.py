@@ -300,11 +300,11 @@ def test_three_drivers_share_a_search_through_kill_9_and_count_each_trial_once(t
     assert happened["driver"] + happened["worker"] >= 5
 
     trials = optuna.load_study(study_name="tortured_search/smoke", storage=uris["OPTUNA_STORAGE"]).get_trials(deepcopy=False)
-    from suite.tune import INTERRUPTED, counted
+    from suite.tune import counted, interrupted
 
     assert counted(trials) == 6, "the trial budget, no more and no less"
     assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
-    kept = [t for t in trials if t.user_attrs.get("fail_reason") != INTERRUPTED]
+    kept = [t for t in trials if not interrupted(t)]
     client = MlflowClient(uris["MLFLOW_TRACKING_URI"])
     exp = client.get_experiment_by_name("tortured_search/smoke")
     runs = client.search_runs([exp.experiment_id], "tags.`suite.kind` = 'trial'", max_results=1000)
@@ -460,5 +460,43 @@ def test_leases_take_over_expired_claims_and_fence_out_their_old_holder(team_sto
 
             number = int.from_bytes(hashlib.sha256(b"m").digest()[:8], "big", signed=True)
             assert conn.execute(sa.text("SELECT pg_try_advisory_lock(:n)"), {"n": number}).scalar() is False
+    for leases in (first, second):
+        leases.engine.dispose()
+
+
+def test_a_driver_that_stalls_past_its_trial_lease_can_no_longer_record_the_trial(team_store, monkeypatch):
+    """On the real PostgreSQL and Optuna storage: a driver that stalls past its lease finds its trial failed as interrupted
+    by the next driver (which takes the lease over first, so the old holder's fence fails), and telling Optuna late is a
+    quiet False, not UpdateFinishedTrialError (a kill -9 torture run once ended a driver on that traceback)."""
+    import optuna
+
+    from suite import tracking
+    from suite.execute.leases import Shared
+    from suite.execute.worker import FAILED, FINISHED, Record
+    from suite.tune import _tell, counted, fail_stale, interrupted, trial_key
+
+    _, uris = team_store
+    monkeypatch.setenv("SUITE_LEASE_SECONDS", "1")
+    storage, name = uris["OPTUNA_STORAGE"], f"stall-{time.time()}"
+    client = tracking.connect(uris["MLFLOW_TRACKING_URI"])
+    exp_id = tracking.experiment_id(client, name)
+    first, second = Shared(storage), Shared(storage)  # two drivers, no heartbeat running
+    mine = optuna.create_study(study_name=name, storage=storage)
+    theirs = optuna.load_study(study_name=name, storage=storage)
+    trials = [mine.ask(), mine.ask()]
+    tokens = [first.claim(trial_key(name, t.number, storage)) for t in trials]
+    fail_stale(theirs, second, name, client, exp_id, storage)
+    assert [t.state for t in theirs.get_trials()] == [optuna.trial.TrialState.RUNNING] * 2, "live leases: left alone"
+
+    time.sleep(1.5)  # the first driver stalls past its expiry
+    fail_stale(theirs, second, name, client, exp_id, storage)
+    assert all(interrupted(t) for t in theirs.get_trials()) and counted(theirs.get_trials()) == 0
+    keys = [trial_key(name, t.number, storage) for t in trials]
+    assert not first.fence(keys[0], tokens[0]) and keys[0] in first.lost, "the stalled driver cannot record the trial"
+    done = Record(trials[0].number, FINISHED, history=[{"val_loss": 0.5}], final={"tested_epoch": 1})
+    assert _tell(mine, trials[0], done, "val_loss") is False
+    assert _tell(mine, trials[1], Record(trials[1].number, FAILED, reason="boom"), "val_loss") is False
+    assert all(interrupted(t) for t in theirs.get_trials()), "nothing the stalled driver did changed the failed trials"
+    assert first.claim(keys[1]) is None, "a trial failed as interrupted is not claimed again"
     for leases in (first, second):
         leases.engine.dispose()

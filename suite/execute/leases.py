@@ -103,6 +103,10 @@ class Local:
     def release(self, key: str, token: int | None = None) -> None:
         self.held.pop(key, None)
 
+    def lose(self, key: str) -> None:
+        self.held.pop(key, None)
+        self.lost.add(key)
+
     def alive(self, keys) -> set[str]:
         return {k for k in keys if k in self.held}
 
@@ -190,6 +194,10 @@ class Shared:
         except Exception:  # the store went away: the claim expires by itself
             pass
         self._forget(key)
+
+    def lose(self, key: str) -> None:
+        """Found taken over by another driver (its work on `key` showed it): no longer held, nothing of it recorded."""
+        self._forget(key, lost=True)
 
     def alive(self, keys) -> set[str]:
         """Keys some driver (this one included) holds and heartbeats."""

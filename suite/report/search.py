@@ -29,7 +29,8 @@ def searches_from_report(study: Study, smoke: bool, reports_dir: Path) -> dict:
         if not path.exists():
             continue
         trials = pd.read_csv(path)
-        counted = trials[trials["state"].isin(["COMPLETE", "PRUNED", "FAIL"]) & (trials.get("fail_reason", pd.Series("", index=trials.index)) != tracking.INTERRUPTED)]
+        reason = trials.get("fail_reason", pd.Series("", index=trials.index))
+        counted = trials[trials["state"].isin(["COMPLETE", "PRUNED", "FAIL"]) & ~((trials["state"] == "FAIL") & (reason == tracking.INTERRUPTED))]
         complete = trials[trials["state"] == "COMPLETE"]
         best = complete.loc[complete["value"].idxmin() if study.tune.direction == "minimize" else complete["value"].idxmax()] if len(complete) else None
         found[tuning_name(study, variant, smoke, dataset), dataset] = (
