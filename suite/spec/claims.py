@@ -3,7 +3,7 @@
     <variant> <op> <variant> [by at least <margin> [points|%]] [on <metric>] [in <dataset>]
     <variant> <op> <value>[%|points] [on <metric>] [in <dataset>]
 
-`op` is one of > >= < <=; percentages and points, of an accuracy only, are read as fractions (97.5% = 0.975); an accuracy threshold
+`op` is one of > >= < <= (blanks around it optional: no variant name holds < or >); percentages and points, of an accuracy only, are read as fractions (97.5% = 0.975); an accuracy threshold
 outside 0..1 or an accuracy margin over 1 is refused (it would decide the claim before anything trains). Imports no torch.
 """
 
@@ -31,7 +31,7 @@ class Claim:
 
 
 _CLAIM = re.compile(
-    r"^(?P<left>\S+)\s+(?P<op>>=|<=|>|<)\s+(?P<right>[^\s%]+)\s*(?P<runit>%|points)?"
+    r"^(?P<left>[^\s<>]+)\s*(?P<op>>=|<=|>|<)\s*(?P<right>[^\s%<>]+)\s*(?P<runit>%|points)?"  # (names hold no < or >)
     r"(?:\s+by at least\s+(?P<margin>[0-9.eE+-]+)\s*(?P<munit>%|points)?)?"
     r"(?:\s+on\s+(?P<metric>\w+))?(?:\s+in\s+(?P<dataset>\w+))?\s*$"
 )
