@@ -230,8 +230,9 @@ def training_pids(tmp_path) -> list[int]:
     if runs.empty or "metrics.train_loss_step" not in runs:
         return []
     live = runs[(runs["status"] == "RUNNING") & runs["metrics.train_loss_step"].notna()]
-    # (the store is read table by table while the driver writes: a run's metrics can show before its tags do)
-    return [int(p) for p in live["tags.suite.pid"].dropna()]
+    # (the store is read table by table while the driver writes: a run's metrics can show before its tags do, and
+    # before any run has the tag the column is not there at all)
+    return [int(p) for p in live["tags.suite.pid"].dropna()] if "tags.suite.pid" in live else []
 
 
 def alive(pid: int) -> bool:
