@@ -249,6 +249,8 @@ smoke: {seeds: 1, epochs: 1, train_size: 1000, val_size: 200, test_size: 500}
     (source,) = set(runs["plugins"].dropna())
     assert runs["plugins"].notna().tolist() == [False, True, True]  # (the sgd variant used none of it)
     assert re.fullmatch(r"my_tricks\.components \(not an installed package; source sha256 [0-9a-f]{12}\)", source), source
-    assert f"; plug-ins: {source}" in (tmp_path / "reports" / "smoke" / "mine" / "report.md").read_text()
+    report = (tmp_path / "reports" / "smoke" / "mine" / "report.md").read_text()
+    assert f"; plug-ins: {source}" in report
+    assert "writes this report; with its plug-ins `my_tricks.components` importable: see Provenance)." in report
     rebuilt = run_python(["-m", "suite", "report", "mine.yaml", "--smoke", "--from-runs", "--reports-dir", "reports"], tmp_path, tmp_path)
     assert rebuilt.returncode == 0 and f"; plug-ins: {source}" in (tmp_path / "reports" / "smoke" / "mine" / "report.md").read_text()

@@ -42,7 +42,9 @@ def blocks(study, smoke, results, summary, comparisons, claims, figures, ui, thr
         blocks.append(("p", study.description.strip()))
     blocks.append(("p", f"Metric: `{metric}` ({direction} is better). {len(runs)} of {results.expected} runs finished"
                         f"{', ' + str(int(runs['diverged'].sum())) + ' diverged' if runs['diverged'].any() else ''}. "
-                        f"Reproduce: `{commands(study, smoke)[0]}` (trains what is missing, then writes this report)."))
+                        f"Reproduce: `{commands(study, smoke)[0]}` (trains what is missing, then writes this report"
+                        + (f"; with its plug-ins {', '.join(f'`{m}`' for m in study.plugins)} importable: see Provenance"
+                           if study.plugins else "") + ")."))
     missing, failed = results.expected - len(runs), results.failed
     if failed:
         name, error = next(iter(failed.items()))
