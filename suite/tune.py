@@ -170,9 +170,21 @@ def counted(trials) -> int:
     return sum(t.state in states and not interrupted(t) for t in trials)
 
 
-def trial_key(name: str, number: int, storage: str = "") -> str:
-    """The lease of one trial (`suite.execute.leases`): alive while a driver trains it."""
-    return f"trial/{redact(storage)}#{name}/{number}"
+def trial_key(name: str, study_id: int, number: int, storage: str = "") -> str:
+    """The lease of one trial (`suite.execute.leases`): alive while a driver trains it. With the Optuna study's id: a
+    search deleted and made again numbers its trials from 0 again, and those keys of the old one are done."""
+    return f"trial/{redact(storage)}#{name}@{study_id}/{number}"
+
+
+def _kill(client, run_id: str) -> None:
+    """A trial's MLflow run ended as KILLED (interrupted), unless the driver that lost the trial deleted the run meanwhile."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        tracking.end_run(client, run_id, "KILLED", {"suite.trial_state": "FAIL", "suite.fail_reason": INTERRUPTED})
+    except MlflowException:
+        if client.get_run(run_id).info.lifecycle_stage != "deleted":
+            raise
 
 
 def fail_stale(search: optuna.Study, leases, name: str, client, exp_id: str, storage_name: str) -> None:
@@ -181,11 +193,11 @@ def fail_stale(search: optuna.Study, leases, name: str, client, exp_id: str, sto
     MLflow trial runs are closed by their own lease too: a kill between creating a trial's run and
     linking it to the trial leaves a RUNNING run that no trial names.
     """
-    storage = search._storage
+    storage, study_id = search._storage, search._study_id
     running = search.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-    alive = leases.alive(trial_key(name, t.number, storage_name) for t in running)
+    alive = leases.alive(trial_key(name, study_id, t.number, storage_name) for t in running)
     for trial in running:
-        key = trial_key(name, trial.number, storage_name)
+        key = trial_key(name, study_id, trial.number, storage_name)
         # claimed first: the token moves on, so a driver that only stalled past its lease can no longer record the trial
         token = None if key in alive else leases.claim(key)
         if token is None:
@@ -199,13 +211,13 @@ def fail_stale(search: optuna.Study, leases, name: str, client, exp_id: str, sto
         leases.complete(key, token)
         run_id = trial.user_attrs.get("mlflow_run_id")  # recorded, but killed before Optuna was told: not counted
         if run_id and client.get_run(run_id).info.status != "KILLED":
-            tracking.end_run(client, run_id, "KILLED", {"suite.trial_state": "FAIL", "suite.fail_reason": INTERRUPTED})
+            _kill(client, run_id)
     runs = client.search_runs([exp_id], f"tags.`suite.kind` = 'trial' and tags.`suite.search` = '{name}' and attributes.status = 'RUNNING'",
                               max_results=1000)
-    live = leases.alive(trial_key(name, int(r.data.tags["suite.trial"]), storage_name) for r in runs)
+    live = leases.alive(trial_key(name, study_id, int(r.data.tags["suite.trial"]), storage_name) for r in runs)
     for run in runs:
-        if trial_key(name, int(run.data.tags["suite.trial"]), storage_name) not in live:
-            tracking.end_run(client, run.info.run_id, "KILLED", {"suite.trial_state": "FAIL", "suite.fail_reason": INTERRUPTED})
+        if trial_key(name, study_id, int(run.data.tags["suite.trial"]), storage_name) not in live:
+            _kill(client, run.info.run_id)
 
 
 def run_search(target: Target, *, uri: str, storage: str, data_dir: Path, trials: int | None = None,
@@ -264,7 +276,7 @@ def run_search(target: Target, *, uri: str, storage: str, data_dir: Path, trials
                     if leases.shared:  # another driver may have asked with the same seed: derive it from this ask's position
                         search.sampler = make_sampler(target.block, resumed_at=len(now))
                     trial = search.ask()
-                    token = leases.claim(trial_key(target.name, trial.number, storage))
+                    token = leases.claim(trial_key(target.name, search._study_id, trial.number, storage))
                     values = sample(trial, target.block)
                 # resolved after the override: what is packable or fused depends on the sampled values (model.norm, optimizer.name)
                 config = with_execution(override(target.base_config(), values), how)
@@ -275,7 +287,7 @@ def run_search(target: Target, *, uri: str, storage: str, data_dir: Path, trials
                 try:
                     trial.set_user_attr("mlflow_run_id", run_id)
                 except optuna.exceptions.UpdateFinishedTrialError:  # this driver stalled past its lease: another failed the trial
-                    leases.lose(trial_key(target.name, trial.number, storage))
+                    leases.lose(trial_key(target.name, search._study_id, trial.number, storage))
                     recorder.drop(task)
                     continue
                 in_flight[task.id] = (trial, token)
@@ -283,7 +295,7 @@ def run_search(target: Target, *, uri: str, storage: str, data_dir: Path, trials
 
         def handle(task: Task, kind: str, payload):
             trial, token = in_flight[task.id]
-            key = trial_key(target.name, trial.number, storage)
+            key = trial_key(target.name, search._study_id, trial.number, storage)
             if key in leases.lost:  # failed as interrupted by another driver: nothing of it is ours to record
                 if kind == "done":
                     del in_flight[task.id]
@@ -309,8 +321,10 @@ def run_search(target: Target, *, uri: str, storage: str, data_dir: Path, trials
             # MLflow first: a kill between the two leaves the trial RUNNING, so it is failed as interrupted and its run KILLED
             state = STATES[record.status]
             run_id = recorder.finish(task, record, {"suite.trial_state": state, "suite.fail_reason": record.reason if state == "FAIL" else ""})
-            if not _tell(search, trial, record, objective):  # stalled past its lease after the fence: another driver failed it
-                tracking.end_run(client, run_id, "KILLED", {"suite.trial_state": "FAIL", "suite.fail_reason": INTERRUPTED})
+            with leases.mutex(lock):  # (fail_stale's lock: no other driver fails the trial between the fence and the tell)
+                told = leases.fence(key, token) and _tell(search, trial, record, objective)
+            if not told:  # stalled past its lease while MLflow was written: another driver failed it as interrupted
+                _kill(client, run_id)
                 leases.lose(key)
                 return None
             leases.complete(key, token)
@@ -337,9 +351,9 @@ def run_search(target: Target, *, uri: str, storage: str, data_dir: Path, trials
                     try:
                         trial.set_user_attr("fail_reason", INTERRUPTED)
                         search.tell(trial, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
-                    except optuna.exceptions.UpdateFinishedTrialError:  # another driver failed it already (this one stalled)
-                        pass
-                    leases.release(trial_key(target.name, trial.number, storage), token)
+                    except Exception:  # failed already by another driver (this one stalled), or the store is away: the
+                        pass  # lease expires, and the next driver fails it
+                    leases.release(trial_key(target.name, search._study_id, trial.number, storage), token)
                 recorder.abandon()
                 raise
         with leases.mutex(lock):

@@ -467,7 +467,8 @@ def test_leases_take_over_expired_claims_and_fence_out_their_old_holder(team_sto
 def test_a_driver_that_stalls_past_its_trial_lease_can_no_longer_record_the_trial(team_store, monkeypatch):
     """On the real PostgreSQL and Optuna storage: a driver that stalls past its lease finds its trial failed as interrupted
     by the next driver (which takes the lease over first, so the old holder's fence fails), and telling Optuna late is a
-    quiet False, not UpdateFinishedTrialError (a kill -9 torture run once ended a driver on that traceback)."""
+    quiet False, not UpdateFinishedTrialError (a kill -9 torture run once ended a driver on that traceback); a trial run
+    the stalled driver deleted meanwhile is no error for the driver that ends it."""
     import optuna
 
     from suite import tracking
@@ -484,14 +485,19 @@ def test_a_driver_that_stalls_past_its_trial_lease_can_no_longer_record_the_tria
     mine = optuna.create_study(study_name=name, storage=storage)
     theirs = optuna.load_study(study_name=name, storage=storage)
     trials = [mine.ask(), mine.ask()]
-    tokens = [first.claim(trial_key(name, t.number, storage)) for t in trials]
+    runs = [client.create_run(exp_id).info.run_id for _ in trials]
+    for trial, run_id in zip(trials, runs):
+        trial.set_user_attr("mlflow_run_id", run_id)
+    client.delete_run(runs[0])  # as the driver that lost it does (`Recorder.drop`) while another ends it
+    tokens = [first.claim(trial_key(name, mine._study_id, t.number, storage)) for t in trials]
     fail_stale(theirs, second, name, client, exp_id, storage)
     assert [t.state for t in theirs.get_trials()] == [optuna.trial.TrialState.RUNNING] * 2, "live leases: left alone"
 
     time.sleep(1.5)  # the first driver stalls past its expiry
     fail_stale(theirs, second, name, client, exp_id, storage)
     assert all(interrupted(t) for t in theirs.get_trials()) and counted(theirs.get_trials()) == 0
-    keys = [trial_key(name, t.number, storage) for t in trials]
+    assert client.get_run(runs[1]).info.status == "KILLED" and client.get_run(runs[0]).info.lifecycle_stage == "deleted"
+    keys = [trial_key(name, mine._study_id, t.number, storage) for t in trials]
     assert not first.fence(keys[0], tokens[0]) and keys[0] in first.lost, "the stalled driver cannot record the trial"
     done = Record(trials[0].number, FINISHED, history=[{"val_loss": 0.5}], final={"tested_epoch": 1})
     assert _tell(mine, trials[0], done, "val_loss") is False
