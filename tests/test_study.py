@@ -170,9 +170,11 @@ def test_claims_parse_margin_points_and_thresholds(tmp_path):
     assert (margin.left, margin.op, margin.right, margin.value) == ("b", ">", "a", pytest.approx(0.005))
     assert (threshold.right, threshold.value, threshold.op) == (None, pytest.approx(0.975), ">=")
     assert loss.metric == "test_loss"
-    tight = load_study(str(write(tmp_path, "claims: ['b>a by at least 0.5 points on test_acc', 'a>=97.5% on test_acc', 'a<b on test_loss']\n")))
+    tight = load_study(str(write(tmp_path, "claims: ['b>a by at least 0.5points on test_acc', 'a>=97.5points on test_acc', 'a<b on test_loss']\n")))
     assert [(c.left, c.op, c.right, c.value, c.metric) for c in tight.claims] == \
-        [(c.left, c.op, c.right, c.value, c.metric) for c in study.claims], "blanks around the operator are optional"
+        [(c.left, c.op, c.right, c.value, c.metric) for c in study.claims], "blanks around the operator and before a unit are optional"
+    named = load_study(str(write(tmp_path, "  '5points': {optimizer: {lr: 0.1}}\nclaims: ['a > 5points', 'a >= 5 points']\n")))
+    assert [(c.right, c.value) for c in named.claims] == [("5points", 0.0), (None, pytest.approx(0.05))], "a variant keeps its name"
 
 
 def test_the_readme_claim_examples_parse(tmp_path):

@@ -46,6 +46,9 @@ def parse_claim(text: str, variants, top, fail) -> Claim:
     if not m:
         fail(f"claims: cannot read '{text}' (write e.g. 'l2 > none', 'a > b by at least 0.5 points on test_acc', 'base >= 97.5% on test_acc')")
     g = m.groupdict()
+    glued = re.fullmatch(r"(.+)points", g["right"])  # `97.5points`, as `97.5%` and a margin's `0.5points` read (unless a variant)
+    if glued and not g["runit"] and g["right"] not in variants and _number(glued[1]) is not None:
+        g["right"], g["runit"] = glued[1], "points"
     metric = g["metric"] or top.metric
     if metric not in METRIC_DIRECTIONS:
         fail(f"claims: '{text}': unknown metric '{metric}' (allowed: {', '.join(METRIC_DIRECTIONS)})")
