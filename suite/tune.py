@@ -21,6 +21,7 @@ earlier trials, which stay where they are.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import itertools
 import json
@@ -193,11 +194,11 @@ def fail_stale(search: optuna.Study, leases, name: str, client, exp_id: str, sto
     MLflow trial runs are closed by their own lease too: a kill between creating a trial's run and
     linking it to the trial leaves a RUNNING run that no trial names.
     """
-    storage, study_id = search._storage, search._study_id
+    storage, key_of = search._storage, functools.partial(trial_key, name, search._study_id, storage=storage_name)
     running = search.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-    alive = leases.alive(trial_key(name, study_id, t.number, storage_name) for t in running)
+    alive = leases.alive(key_of(t.number) for t in running)
     for trial in running:
-        key = trial_key(name, study_id, trial.number, storage_name)
+        key = key_of(trial.number)
         # claimed first: the token moves on, so a driver that only stalled past its lease can no longer record the trial
         token = None if key in alive else leases.claim(key)
         if token is None:
@@ -214,9 +215,9 @@ def fail_stale(search: optuna.Study, leases, name: str, client, exp_id: str, sto
             _kill(client, run_id)
     runs = client.search_runs([exp_id], f"tags.`suite.kind` = 'trial' and tags.`suite.search` = '{name}' and attributes.status = 'RUNNING'",
                               max_results=1000)
-    live = leases.alive(trial_key(name, study_id, int(r.data.tags["suite.trial"]), storage_name) for r in runs)
+    live = leases.alive(key_of(int(r.data.tags["suite.trial"])) for r in runs)
     for run in runs:
-        if trial_key(name, study_id, int(run.data.tags["suite.trial"]), storage_name) not in live:
+        if key_of(int(run.data.tags["suite.trial"])) not in live:
             _kill(client, run.info.run_id)
 
 
@@ -250,7 +251,7 @@ def run_search(target: Target, *, uri: str, storage: str, data_dir: Path, trials
             print(f"search '{target.plain_name}' in {redact(storage)} holds trials of another configuration of it (its base config, "
                   f"space, objective, sampler, pruner or seed, or how its trials were computed: --threads, --device, --pack): "
                   f"this one is kept apart as '{target.name}'", file=sys.stderr)
-        lock = f"search/{target.name}"
+        lock, key_of = f"search/{target.name}", functools.partial(trial_key, target.name, search._study_id, storage=storage)
         with leases.mutex(lock):
             fail_stale(search, leases, target.name, client, exp_id, storage)
             stored = search.get_trials(deepcopy=False)
@@ -276,7 +277,7 @@ def run_search(target: Target, *, uri: str, storage: str, data_dir: Path, trials
                     if leases.shared:  # another driver may have asked with the same seed: derive it from this ask's position
                         search.sampler = make_sampler(target.block, resumed_at=len(now))
                     trial = search.ask()
-                    token = leases.claim(trial_key(target.name, search._study_id, trial.number, storage))
+                    token = leases.claim(key_of(trial.number))
                     values = sample(trial, target.block)
                 # resolved after the override: what is packable or fused depends on the sampled values (model.norm, optimizer.name)
                 config = with_execution(override(target.base_config(), values), how)
@@ -287,7 +288,7 @@ def run_search(target: Target, *, uri: str, storage: str, data_dir: Path, trials
                 try:
                     trial.set_user_attr("mlflow_run_id", run_id)
                 except optuna.exceptions.UpdateFinishedTrialError:  # this driver stalled past its lease: another failed the trial
-                    leases.lose(trial_key(target.name, search._study_id, trial.number, storage))
+                    leases.lose(key_of(trial.number))
                     recorder.drop(task)
                     continue
                 in_flight[task.id] = (trial, token)
@@ -295,7 +296,7 @@ def run_search(target: Target, *, uri: str, storage: str, data_dir: Path, trials
 
         def handle(task: Task, kind: str, payload):
             trial, token = in_flight[task.id]
-            key = trial_key(target.name, search._study_id, trial.number, storage)
+            key = key_of(trial.number)
             if key in leases.lost:  # failed as interrupted by another driver: nothing of it is ours to record
                 if kind == "done":
                     del in_flight[task.id]
@@ -353,7 +354,7 @@ def run_search(target: Target, *, uri: str, storage: str, data_dir: Path, trials
                         search.tell(trial, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
                     except Exception:  # failed already by another driver (this one stalled), or the store is away: the
                         pass  # lease expires, and the next driver fails it
-                    leases.release(trial_key(target.name, search._study_id, trial.number, storage), token)
+                    leases.release(key_of(trial.number), token)
                 recorder.abandon()
                 raise
         with leases.mutex(lock):
