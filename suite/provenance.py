@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import re
 import shlex
@@ -76,7 +77,13 @@ def device_description(device) -> str:
 
     if device.type == "cuda":
         return f"cuda: {torch.cuda.get_device_name(device)}"
-    return f"cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    threads = torch.get_num_threads()
+    # PyTorch's CPU kernels, and oneDNN's (convolutions), are picked for the processor's vector instructions (AVX2,
+    # AVX512, ...): their sums round differently, so a run's numbers depend on them (README "Reproducibility")
+    kernels = f"{torch.backends.cpu.get_cpu_capability()} kernels"
+    onednn = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
+    return (f"cpu: {platform.processor() or platform.machine()} ({kernels}{f', oneDNN up to {onednn}' if onednn else ''}), "
+            f"{threads} thread{'s' if threads != 1 else ''}")
 
 
 def user() -> str:

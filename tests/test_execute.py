@@ -4,6 +4,7 @@ a raising run and a kill -9 of a live worker fail only their run; Ctrl-C and SIG
 driver leave no process behind and keep what finished; run keys keep their legacy values."""
 
 import os
+import platform
 import signal
 import socket
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
+import torch
 
 from suite.spec.config import Execution, RunConfig
 from suite.execute.backends import LocalPool, RayBackend, Serial
@@ -431,9 +433,30 @@ def test_threads_are_recorded_by_the_worker_and_change_the_key(tmp_path):
     assert out.returncode == 0, out.stderr
     runs = runs_of(tmp_path)
     assert set(runs["tags.suite.threads"]) == {"2"} and set(runs["params.execution.threads"]) == {"2"}
-    assert all("2 threads" in d for d in runs["tags.suite.device"])
+    assert all(d.endswith(", 2 threads") for d in runs["tags.suite.device"])
     legacy = {s.run_key for s in __import__("suite.spec.study", fromlist=["expand"]).expand(load_study(str(path)))}
     assert legacy.isdisjoint(set(runs["tags.suite.run_key"]))
+
+
+def test_the_cpu_kernels_are_recorded_and_a_report_over_two_kinds_warns(tmp_path):
+    """PyTorch picks its CPU kernels for the processor (AVX2, AVX512, ...) and they round sums differently, so the device
+    tag names them, and a report whose runs were computed with two kinds says so under its Devices line."""
+    path = study_file(tmp_path, 1, "variants:\n  a: {}\n")
+    two_seeds = path.read_text()
+    path.write_text(two_seeds.replace("seeds: 2", "seeds: 1"))
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default"}  # the plain C++ kernels, which every CPU can run
+    out = subprocess.run(suite_cmd(path, tmp_path), capture_output=True, text=True, cwd=ROOT, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "Warning:** these runs were computed on" not in (tmp_path / "reports/faulty/report.md").read_text()
+    path.write_text(two_seeds)
+    out = subprocess.run(suite_cmd(path, tmp_path), capture_output=True, text=True, cwd=ROOT)  # seed 1, this CPU's own kernels
+    assert out.returncode == 0, out.stderr
+    here = torch.backends.cpu.get_cpu_capability()
+    devices = dict(zip(runs_of(tmp_path)["tags.suite.seed"], runs_of(tmp_path)["tags.suite.device"]))
+    assert devices == {"0": f"cpu: {platform.processor() or platform.machine()} (DEFAULT kernels), 1 thread",
+                       "1": f"cpu: {platform.processor() or platform.machine()} ({here} kernels), 1 thread"}
+    report = (tmp_path / "reports/faulty/report.md").read_text()
+    assert ("**Warning:** these runs were computed on 2 kinds of device" in report) == (here != "DEFAULT")
 
 
 def test_core_slots_keep_training_runs_at_the_number_of_cores_across_drivers(tmp_path, monkeypatch):

@@ -199,6 +199,12 @@ def _provenance(study: Study, smoke: bool, runs: pd.DataFrame, source: str = "st
                      "a pack's members share its training time")
     if len(commits) > 1:
         items.insert(3, f"**Warning:** this study mixes runs from {len(commits)} code versions.")
+    devices = sorted(set(runs["device"]))
+    if len(devices) > 1:
+        items.insert(items.index("Devices: " + "; ".join(devices)) + 1,
+                     f"**Warning:** these runs were computed on {len(devices)} kinds of device (see Devices): GPU models and CPU "
+                     "kernels (AVX2, AVX512, ...) round sums differently, so a run key may give other numbers on each "
+                     "(README \"Reproducibility\")")
     return items
 
 
