@@ -3,7 +3,10 @@ committed under reports/ (made from the runs the file defines now), and smoke-ru
 (real data cut small, a throw-away MLflow store), the way a registry's entries are each tested."""
 
 import json
+import os
 import re
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -15,7 +18,7 @@ from suite.analysis.results import from_report
 from suite.spec.config import task_of
 from suite.spec.study import expand, list_studies, load_study
 
-from conftest import IN_CI, ROOT, has_dataset, store_at
+from conftest import IN_CI, ROOT, has_dataset, needs_mnist, store_at
 
 STUDIES = list_studies()
 REPORTS = ROOT / "reports"
@@ -136,3 +139,27 @@ def test_collapsed_runs_are_the_ones_the_tutorial_protocols_leave_at_chance():
     assert counts["augmentation_cifar10", "cifar10", "none"] == 5 and counts["augmentation_cifar10", "cifar10", "hflip"] == 3
     assert counts["early_stopping", "mnist", "patience=none"] == 3
     assert sum(v for k, v in counts.items() if k[0] == "regularization") == 0
+
+
+def _cpu_has(flag: str) -> bool:
+    try:
+        return any(line.startswith("flags") and flag in line.split() for line in open("/proc/cpuinfo"))
+    except OSError:
+        return False
+
+
+# the switches that make any x86 CPU with AVX2 compute as the AVX2 machine that trained label_noise (README "Reproducibility")
+AS_AVX2 = {"ATEN_CPU_CAPABILITY": "avx2", "DNNL_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2"}
+
+
+@pytest.mark.slow
+@needs_mnist
+@pytest.mark.skipif(not _cpu_has("avx2"), reason="no AVX2 here: label_noise's runs were computed with AVX2 kernels")
+def test_committed_reports_are_retrained_to_the_digit_with_the_kernels_that_trained_them(data_dir):
+    """A committed report's numbers are what its runs compute now, not only its run keys: a code change that alters a
+    run's numbers but not its key fails here (bench/rerun.py trains the quickest runs again and compares runs.csv)."""
+    for study, runs, env in (("label_noise", 1, AS_AVX2), ("optimizers_quadratic", 3, {})):
+        out = subprocess.run([sys.executable, "bench/rerun.py", study, "--runs", str(runs), "--data-dir", str(data_dir)],
+                             capture_output=True, text=True, cwd=ROOT, env={**os.environ, **env}, timeout=300)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert out.stdout.count("  same\n") == runs and "DIFFERS" not in out.stdout
