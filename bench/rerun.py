@@ -8,7 +8,7 @@ its test metrics beside the report's, both at runs.csv's precision (6 significan
 and the kernels this machine used. Exit 0 when every run gives the report's numbers, 1 when one does not.
 The processor's kernels decide (README "Reproducibility"); on an AVX-512 machine
 
-    ATEN_CPU_CAPABILITY=avx2 DNNL_MAX_CPU_ISA=AVX2 .venv/bin/python bench/rerun.py lr_schedule
+    ATEN_CPU_CAPABILITY=avx2 DNNL_MAX_CPU_ISA=AVX2 MKL_CBWR=AVX2 .venv/bin/python bench/rerun.py lr_schedule
 
 computes as an AVX2 machine. A tuned variant's runs (`@tuned`) need their search's Optuna storage: not these.
 """
@@ -50,7 +50,8 @@ def main() -> int:
         if runs.empty:
             sys.exit(f"error: {table} has no run {args.run}{f' on {args.dataset}' if args.dataset else ''} (its run_name column)")
     runs = runs.sort_values("train_seconds").head(args.runs)
-    specs = {s.run_key: s for s in expand(load_study(args.study))}
+    study = load_study(args.study)
+    specs = {s.run_key: s for s in expand(study)}
 
     import torch
 
@@ -64,12 +65,11 @@ def main() -> int:
             sys.exit(f"error: run key {row.run_key} ({row.run_name}) is not one that studies/{args.study}.yaml defines now")
         start = time.perf_counter()
         record = execute(Task(0, spec.run_name, spec.config, spec.seed, str(data_root(args.data_dir).resolve()),
-                              plugins=load_study(args.study).plugins), lambda kind, payload: None)
+                              plugins=study.plugins), lambda kind, payload: None)
         if record.status not in ("finished", "diverged"):
             sys.exit(f"error: {spec.run_name} {record.status}: {record.reason}")
-        final = record.final
-        pairs = [(m, f"{getattr(row, m):.6g}", f"{final[m]:.6g}") for m in METRICS
-                 if m in final and m in runs and pd.notna(getattr(row, m))]
+        pairs = [(m, f"{getattr(row, m):.6g}", f"{record.final[m]:.6g}") for m in METRICS
+                 if m in record.final and m in runs and pd.notna(getattr(row, m))]
         ok = all(then == now for _, then, now in pairs)
         same &= ok
         print(f"{args.study} {spec.dataset} {spec.run_name} ({row.run_key}, {time.perf_counter() - start:.0f} s): "

@@ -452,7 +452,8 @@ def test_the_cpu_kernels_are_recorded_and_a_report_over_two_kinds_warns(tmp_path
     out = subprocess.run(suite_cmd(path, tmp_path), capture_output=True, text=True, cwd=ROOT)  # seed 1, this CPU's own kernels
     assert out.returncode == 0, out.stderr
     here = torch.backends.cpu.get_cpu_capability()
-    devices = dict(zip(runs_of(tmp_path)["tags.suite.seed"], runs_of(tmp_path)["tags.suite.device"]))
+    runs = runs_of(tmp_path)
+    devices = dict(zip(runs["tags.suite.seed"], runs["tags.suite.device"]))
     assert devices == {"0": f"cpu: {platform.processor() or platform.machine()} (DEFAULT kernels), 1 thread",
                        "1": f"cpu: {platform.processor() or platform.machine()} ({here} kernels), 1 thread"}
     report = (tmp_path / "reports/faulty/report.md").read_text()

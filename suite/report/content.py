@@ -174,6 +174,7 @@ def _provenance(study: Study, smoke: bool, runs: pd.DataFrame, source: str = "st
                 throwaway: bool = False) -> list[str]:
     commits = sorted(set(runs["git_commit"]))
     dirty = int(runs["git_dirty"].sum())
+    devices = sorted(set(runs["device"]))
     items = [f"Read from this report's own `runs.csv` and `curves.csv` (`{make_command('report', study, smoke, '--from-runs')}`), not from the "
              "MLflow store that holds the runs: the metrics as those tables give them (6 significant digits)."] if source != "store" else []
     items += [
@@ -189,7 +190,10 @@ def _provenance(study: Study, smoke: bool, runs: pd.DataFrame, source: str = "st
         + (f"; {dirty} run(s) from a dirty tree" if dirty else ""),
         "Packages: " + ", ".join(f"{k} {v}" for k, v in provenance.versions().items())
         + (f"; plug-ins: {'; '.join(sorted(set(runs['plugins'].dropna())))}" if "plugins" in runs else ""),
-        "Devices: " + "; ".join(sorted(set(runs["device"]))),
+        "Devices: " + "; ".join(devices),
+        *([f"**Warning:** these runs were computed on {len(devices)} kinds of device (see Devices): GPU models and CPU "
+           "kernels (AVX2, AVX512, ...) round sums differently, so a run key may give other numbers on each "
+           "(README \"Reproducibility\")"] if len(devices) > 1 else []),
         "Data: " + ", ".join(f"{d} `{fp}`" for d, fp in sorted(set(zip(runs["dataset"], runs["data_fingerprint"])))),
         f"Runs: {len(runs)}, total training time {_duration(runs['train_seconds'].sum())}",
     ]
@@ -199,12 +203,6 @@ def _provenance(study: Study, smoke: bool, runs: pd.DataFrame, source: str = "st
                      "a pack's members share its training time")
     if len(commits) > 1:
         items.insert(3, f"**Warning:** this study mixes runs from {len(commits)} code versions.")
-    devices = sorted(set(runs["device"]))
-    if len(devices) > 1:
-        items.insert(items.index("Devices: " + "; ".join(devices)) + 1,
-                     f"**Warning:** these runs were computed on {len(devices)} kinds of device (see Devices): GPU models and CPU "
-                     "kernels (AVX2, AVX512, ...) round sums differently, so a run key may give other numbers on each "
-                     "(README \"Reproducibility\")")
     return items
 
 
