@@ -256,7 +256,7 @@ def run_search(target: Target, *, uri: str, storage: str, data_dir: Path, trials
             fail_stale(search, leases, target.name, client, exp_id, storage)
             stored = search.get_trials(deepcopy=False)
             search.sampler = make_sampler(target.block, resumed_at=len(stored))
-            parent = _parent_run(client, exp_id, target, storage)
+            parent = _parent_run(client, exp_id, target, storage, search)
         recorder = Recorder(client, exp_id, {"suite.kind": "trial", "suite.study": target.study.name, "suite.search": target.name,
                                              "suite.variant": target.variant, "suite.dataset": target.dataset,
                                              "suite.smoke": target.smoke, "mlflow.parentRunId": parent,
@@ -358,6 +358,7 @@ def run_search(target: Target, *, uri: str, storage: str, data_dir: Path, trials
                 recorder.abandon()
                 raise
         with leases.mutex(lock):
+            _sweep_parents(client, exp_id, target, parent)  # a twin that appeared since the start (see _parent_run)
             _close_parent(client, parent, search, target)
     return search
 
@@ -407,12 +408,48 @@ def _tell(search: optuna.Study, trial: optuna.Trial, record: Record, objective: 
     return True
 
 
-def _parent_run(client, exp_id: str, target: Target, storage: str) -> str:
-    for run in tracking.search(client, exp_id, "search"):
-        if run.data.tags.get("suite.search") == target.name:
-            client.update_run(run.info.run_id, status="RUNNING")
-            client.set_tag(run.info.run_id, "suite.search_fingerprint", target.fingerprint)  # a parent from before fingerprints
-            return run.info.run_id
+PARENT = "suite.parent_run"  # Optuna study user attribute: the MLflow run id of the search's parent run
+
+
+def _parent_run(client, exp_id: str, target: Target, storage: str, search: optuna.Study) -> str:
+    """The search's one parent run (called under the search's lock): the run its Optuna study names, else (a store from
+    before that name) a parent run of the search with trials under it, the oldest first, else a new one.
+
+    A driver killed while the tracking server was creating its parent frees the lock at once, and the server may commit
+    that run after the next driver found none and made its own: the study's name decides which one is the parent, and the
+    childless twin is deleted (here, and again when the search's parent is closed)."""
+    named = search.user_attrs.get(PARENT)
+    found = _parents(client, exp_id, target)
+    if len(found) > 1:
+        found.sort(key=lambda r: (r.info.run_id != named, not _has_trials(client, exp_id, r.info.run_id),
+                                  r.info.start_time, r.info.run_id))
+    if found:
+        run_id = found[0].info.run_id
+        client.update_run(run_id, status="RUNNING")
+        client.set_tag(run_id, "suite.search_fingerprint", target.fingerprint)  # a parent from before fingerprints
+    else:
+        run_id = _new_parent(client, exp_id, target, storage)
+    if named != run_id:
+        search.set_user_attr(PARENT, run_id)
+    _sweep_parents(client, exp_id, target, run_id)
+    return run_id
+
+
+def _parents(client, exp_id: str, target: Target) -> list:
+    return [r for r in tracking.search(client, exp_id, "search") if r.data.tags.get("suite.search") == target.name]
+
+
+def _has_trials(client, exp_id: str, run_id: str) -> bool:
+    return bool(client.search_runs([exp_id], f"tags.`mlflow.parentRunId` = '{run_id}'", max_results=1))
+
+
+def _sweep_parents(client, exp_id: str, target: Target, parent: str) -> None:
+    """Delete the search's other parent runs that have no trials: made by a driver killed while making one (_parent_run)."""
+    tracking.delete_runs(client, [r.info.run_id for r in _parents(client, exp_id, target)
+                                  if r.info.run_id != parent and not _has_trials(client, exp_id, r.info.run_id)])
+
+
+def _new_parent(client, exp_id: str, target: Target, storage: str) -> str:
     space = {path: p.model_dump(exclude_none=True) for path, p in target.block.space.items()}
     tags = {"suite.kind": "search", "suite.study": target.study.name, "suite.search": target.name, "suite.variant": target.variant,
             "suite.dataset": target.dataset, "suite.smoke": target.smoke, "suite.optuna_storage": redact(storage),

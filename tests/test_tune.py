@@ -101,6 +101,36 @@ def test_an_interrupted_trial_does_not_count_and_is_not_redone(searched, tmp_pat
     assert client.get_run(run.info.run_id).info.status == "KILLED"
 
 
+def test_a_parent_run_committed_after_its_driver_died_is_deleted_and_the_search_keeps_one(searched, tmp_path, store, data_dir):
+    """A driver killed while the tracking server creates its search's parent run frees the search's lock at once; the
+    server may commit that run after the next driver found none and made its own (CI saw two parents of one search)."""
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    target = search_target(searched, smoke=True)
+    run_search(target, uri=store, storage=storage, data_dir=data_dir, trials=1)
+    client = mlflow.tracking.MlflowClient(store)
+    exp_id = client.get_experiment_by_name("tiny/smoke").experiment_id
+    (parent,) = client.search_runs([exp_id], "tags.`suite.kind` = 'search'")
+
+    def twin():  # what the dead driver's request leaves: the same tags, RUNNING, sent before the parent was made, no trials
+        tags = {k: v for k, v in parent.data.tags.items() if k.startswith("suite.")}
+        return client.create_run(exp_id, start_time=parent.info.start_time - 1000, tags=tags).info.run_id
+
+    first = twin()
+    search = run_search(target, uri=store, storage=storage, data_dir=data_dir, trials=2)
+    assert search.user_attrs["suite.parent_run"] == parent.info.run_id  # the Optuna study names its parent
+    parents = client.search_runs([exp_id], "tags.`suite.kind` = 'search'")
+    assert [p.info.run_id for p in parents] == [parent.info.run_id] and parents[0].data.metrics["trials"] == 2
+    assert client.get_run(first).info.lifecycle_stage == "deleted"
+    trials = client.search_runs([exp_id], "tags.`suite.kind` = 'trial'")
+    assert len(trials) == 2 and {t.data.tags["mlflow.parentRunId"] for t in trials} == {parent.info.run_id}
+    # an Optuna study that names no parent (made before it did): the older twin loses to the parent that has trials
+    second = twin()
+    other = run_search(target, uri=store, storage=f"sqlite:///{tmp_path}/another.db", data_dir=data_dir, trials=1)
+    assert other.user_attrs["suite.parent_run"] == parent.info.run_id
+    assert [p.info.run_id for p in client.search_runs([exp_id], "tags.`suite.kind` = 'search'")] == [parent.info.run_id]
+    assert client.get_run(second).info.lifecycle_stage == "deleted"
+
+
 def test_a_search_whose_configuration_changed_is_kept_apart_and_the_earlier_trials_stay(searched, tmp_path, store, data_dir, capsys):
     storage = f"sqlite:///{tmp_path}/optuna.db"
     here = execution(Settings())  # how run_search computes trials by default on this machine
