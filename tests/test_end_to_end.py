@@ -750,6 +750,20 @@ def test_store_files_that_cannot_be_written_or_read_are_one_line_and_a_failed_re
     assert capsys.readouterr().err == (f"error: Permission denied: {tmp_path}/mlruns/1/x/artifacts; run it again once that is "
                                        "mended\n")
     assert list(summaries()["run_id"]) == [old] and list(summaries()["status"]) == ["FINISHED"]
+    # a summary run committed while this report is written (its writer was killed while the tracking server made it, so
+    # it started earlier) goes with the old one: one summary is left, this report's
+    monkeypatch.undo()
+    log_files = tracking.log_files
+
+    def twin_arrives(client, run_id, *args, **kwargs):
+        mine = client.get_run(run_id).info
+        client.create_run(mine.experiment_id, start_time=mine.start_time - 1000, tags={"suite.kind": "summary", "suite.smoke": "True"})
+        return log_files(client, run_id, *args, **kwargs)
+
+    monkeypatch.setattr(tracking, "log_files", twin_arrives)
+    assert cli("report", "tiny", "--smoke", study_dir=tiny_study.parent, tmp_path=tmp_path, store=store) == 0
+    (new,) = summaries()["run_id"]
+    assert new != old and list(summaries()["status"]) == ["FINISHED"]
     # damaged artifacts: evaluate says which file in one line; a report leaves out the errors it cannot read, with a warning
     monkeypatch.undo()
     runs = mlflow.search_runs(experiment_names=["tiny/smoke"], filter_string="tags.`suite.kind` = 'run'").sort_values("tags.suite.run_key")

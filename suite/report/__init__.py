@@ -229,7 +229,6 @@ def _attach(study: Study, smoke: bool, uri: str, folder: Path, comparisons: pd.D
     with tracking.store_lock(uri):
         client = tracking.connect(uri)
         exp_id = tracking.experiment_id(client, tracking.experiment_name(study.name, smoke))
-        old = [r.info.run_id for r in tracking.search(client, exp_id, "summary") if r.data.tags.get("suite.smoke") == str(smoke)]
         run_id = tracking.start_run(client, exp_id, f"{study.name} report", {"suite.kind": "summary", "suite.study": study.name,
                                     "suite.smoke": smoke, "suite.git_commit": provenance.git_commit()}, {}, {"study": study.name})
         try:  # the old summary goes once the new one is whole: a failure on the way keeps it
@@ -241,7 +240,12 @@ def _attach(study: Study, smoke: bool, uri: str, folder: Path, comparisons: pd.D
             with contextlib.suppress(Exception):  # (the store may be what failed)
                 tracking.delete_runs(client, [run_id])
             raise
-        tracking.delete_runs(client, old)
+        # the old summaries go once the new one is whole, listed now: one whose writer was killed while the tracking server
+        # created it may be committed after this one started. Only older ones: a newer writer's is kept (and deletes this)
+        ours = client.get_run(run_id).info
+        tracking.delete_runs(client, [r.info.run_id for r in tracking.search(client, exp_id, "summary")
+                                      if r.data.tags.get("suite.smoke") == str(smoke)
+                                      and (r.info.start_time, r.info.run_id) < (ours.start_time, ours.run_id)])
 
 
 def _meta(path: Path) -> dict | None:
