@@ -420,9 +420,8 @@ def _parent_run(client, exp_id: str, target: Target, storage: str, search: optun
     childless twin is deleted (here, and again when the search's parent is closed)."""
     named = search.user_attrs.get(PARENT)
     found = _parents(client, exp_id, target)
-    if len(found) > 1:
-        found.sort(key=lambda r: (r.info.run_id != named, not _has_trials(client, exp_id, r.info.run_id),
-                                  r.info.start_time, r.info.run_id))
+    childless = {r.info.run_id for r in found if len(found) > 1 and not _has_trials(client, exp_id, r.info.run_id)}
+    found.sort(key=lambda r: (r.info.run_id != named, r.info.run_id in childless, r.info.start_time, r.info.run_id))
     if found:
         run_id = found[0].info.run_id
         client.update_run(run_id, status="RUNNING")
@@ -431,7 +430,7 @@ def _parent_run(client, exp_id: str, target: Target, storage: str, search: optun
         run_id = _new_parent(client, exp_id, target, storage)
     if named != run_id:
         search.set_user_attr(PARENT, run_id)
-    _sweep_parents(client, exp_id, target, run_id)
+    tracking.delete_runs(client, sorted(childless - {run_id}))
     return run_id
 
 
@@ -444,7 +443,8 @@ def _has_trials(client, exp_id: str, run_id: str) -> bool:
 
 
 def _sweep_parents(client, exp_id: str, target: Target, parent: str) -> None:
-    """Delete the search's other parent runs that have no trials: made by a driver killed while making one (_parent_run)."""
+    """Delete the search's other parent runs that have no trials: made by a driver killed while making one (_parent_run),
+    committed since this driver opened the search."""
     tracking.delete_runs(client, [r.info.run_id for r in _parents(client, exp_id, target)
                                   if r.info.run_id != parent and not _has_trials(client, exp_id, r.info.run_id)])
 
