@@ -37,17 +37,17 @@ from .errors import OptionError, SuiteError, error_line
 def _common(p: argparse.ArgumentParser, store: bool = True, optuna: bool = True, throwaway: bool = False,
             reports: bool = True, links: bool = True) -> None:
     """The options every command that reads studies takes; `reports`: it writes reports, `links`: they link runs."""
-    p.add_argument("--studies-dir", default="studies", help="where study files live (default: studies)")
+    p.add_argument("--studies-dir", type=_given, default="studies", help="where study files live (default: studies)")
     if store:
-        p.add_argument("--tracking-uri", help="MLflow store (default: " + ("a throw-away one)" if throwaway else
+        p.add_argument("--tracking-uri", type=_given, help="MLflow store (default: " + ("a throw-away one)" if throwaway else
                                               "$MLFLOW_TRACKING_URI or sqlite:///mlflow.db)"))
         if optuna:
-            p.add_argument("--storage", help="Optuna storage for searches and tuning (default: " + ("a throw-away one)" if throwaway else
+            p.add_argument("--storage", type=_given, help="Optuna storage for searches and tuning (default: " + ("a throw-away one)" if throwaway else
                                              "$OPTUNA_STORAGE or sqlite:///optuna.db)"))
     if store and reports:
-        p.add_argument("--reports-dir", default="reports", help="where reports are written (default: reports)")
+        p.add_argument("--reports-dir", type=_given, default="reports", help="where reports are written (default: reports)")
     if store and reports and links:
-        p.add_argument("--ui-url", help="MLflow UI that reports link runs to, e.g. http://127.0.0.1:5000 (default: $SUITE_UI_URL; "
+        p.add_argument("--ui-url", type=_given, help="MLflow UI that reports link runs to, e.g. http://127.0.0.1:5000 (default: $SUITE_UI_URL; "
                                         "unset: reports name run keys, no links)")
 
 
@@ -57,7 +57,7 @@ def _executor(p: argparse.ArgumentParser, runs: bool = True) -> None:
         p.add_argument("--executor", choices=("serial", "local", "ray"), default="local",
                        help="where runs train: serial (in this process), local (a pool of processes, default), ray")
         p.add_argument("--workers", type=int, help="runs trained at once (default: cores / threads, capped by memory)")
-        p.add_argument("--ray-address", help="with --executor ray: auto (the cluster of `ray start --head` here), HEAD:6379 (from "
+        p.add_argument("--ray-address", type=_given, help="with --executor ray: auto (the cluster of `ray start --head` here), HEAD:6379 (from "
                                               "another node), or ray://HEAD:10001 (Ray Client: needs ray[client]); default: a private local Ray")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1; part of a run's identity)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
@@ -79,6 +79,14 @@ def settings(args):
     return Settings(executor=getattr(args, "executor", "serial"), workers=getattr(args, "workers", None), threads=args.threads,
                     device=args.device, ray_address=getattr(args, "ray_address", None), fused_optimizer=args.fused_optimizer,
                     pack=args.pack, pack_size=getattr(args, "pack_size", None))
+
+
+def _given(value: str) -> str:
+    """A path or URL option's value: an empty one (`--reports-dir ""`, an unset shell variable) is refused, not read as
+    the default or the current folder."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("empty; leave the option out for its default")
+    return value
 
 
 class _Parser(argparse.ArgumentParser):
@@ -114,7 +122,7 @@ def parser() -> argparse.ArgumentParser:
             p.add_argument("--force", action="store_true", help="rerun runs that already finished")
         p.add_argument("--keep-weights", choices=("final", "none"), default="final",
                        help="final: log each run's tested weights as its artifact weights.pt (default); none: keep none")
-        p.add_argument("--data-dir", help="dataset root (default: $SUITE_DATA_DIR or ./data)")
+        p.add_argument("--data-dir", type=_given, help="dataset root (default: $SUITE_DATA_DIR or ./data)")
         _executor(p)
         _common(p, throwaway=name == "smoke")
 
@@ -122,29 +130,29 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("name", help=STUDY_HELP)
     p.add_argument("--trials", type=int, help="total trials to reach (default: the study's search.trials)")
     p.add_argument("--smoke", action="store_true", help="a few trials on the smoke-sized data")
-    p.add_argument("--data-dir", help="dataset root (default: $SUITE_DATA_DIR or ./data)")
+    p.add_argument("--data-dir", type=_given, help="dataset root (default: $SUITE_DATA_DIR or ./data)")
     _executor(p)
     _common(p, links=False)  # a search report links no runs
 
     p = sub.add_parser("evaluate", help="reload a run's weights into a fresh model and evaluate the test split")
     p.add_argument("run", help="MLflow run id or suite run key")
-    p.add_argument("--data-dir", help="dataset root (default: $SUITE_DATA_DIR or ./data)")
-    p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    p.add_argument("--data-dir", type=_given, help="dataset root (default: $SUITE_DATA_DIR or ./data)")
+    p.add_argument("--tracking-uri", type=_given, help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
 
     p = sub.add_parser("ui", help="MLflow's UI over the store (one light process); prints each study's runs link")
-    p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db); "
+    p.add_argument("--tracking-uri", type=_given, help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db); "
                                          "an http(s):// tracking server: print its links, start nothing")
     p.add_argument("--host", default=os.environ.get("SUITE_UI_HOST") or "127.0.0.1", help="address to listen on (default: $SUITE_UI_HOST or 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default: $SUITE_UI_PORT or 5000)")
 
     p = sub.add_parser("push", help="copy a study's finished runs (params, metrics, tags, artifacts) to another MLflow store")
     p.add_argument("name", help=STUDY_HELP)
-    p.add_argument("--to", required=True, help="the target store, e.g. the team store's http://127.0.0.1:PORT")
+    p.add_argument("--to", type=_given, required=True, help="the target store, e.g. the team store's http://127.0.0.1:PORT")
     _common(p, optuna=False, reports=False)
 
     p = sub.add_parser("server", help="start or stop a team store on this machine: PostgreSQL and an MLflow tracking server")
     p.add_argument("action", choices=("start", "stop"))
-    p.add_argument("--dir", default=".server", help="where the database, logs and artifacts live (default: .server)")
+    p.add_argument("--dir", type=_given, default=".server", help="where the database, logs and artifacts live (default: .server)")
     p.add_argument("--port", type=int, help="the tracking server's port (default: a free one, then the same each start)")
     p.add_argument("--pg-port", type=int, help="PostgreSQL's port (default: a free one, then the same each start)")
 

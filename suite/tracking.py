@@ -40,6 +40,9 @@ def tracking_uri(cli_value: str | None = None) -> str:
         raise OptionError(f"{given}{uri}: a store is sqlite:///PATH (a file; sqlite:///{uri.removeprefix('file://').removeprefix('file:')} "
                           "here?) or a tracking server's http://HOST:PORT")
     _check_sqlite(uri, given, "a store is sqlite:///PATH or a tracking server's http://HOST:PORT", options=False)
+    db = _sqlite_path(uri)
+    if db is not None and not _is_sqlite(db):  # (before its lock file is made beside it)
+        raise OptionError(f"{db} is not a SQLite database (MLflow cannot open it as a store); pass --tracking-uri the store's file")
     return uri
 
 
@@ -51,6 +54,10 @@ def storage_url(cli_value: str | None = None) -> str:
         raise OptionError(f"{given}{url}: an Optuna storage is sqlite:///PATH (a file; sqlite:///{url} here?) or a database URL "
                           "(postgresql+psycopg://...)")
     _check_sqlite(url, given, "an Optuna storage is sqlite:///PATH or a database URL (postgresql+psycopg://...)", options=True)
+    db = _sqlite_path(url.split("?", 1)[0])
+    if db is not None and not _is_sqlite(db):
+        raise OptionError(f"{given}{url}: {db} is not a SQLite database; an Optuna storage is sqlite:///PATH (a new or an Optuna "
+                          "file) or a database URL")
     return url
 
 
@@ -162,6 +169,17 @@ def connect(uri: str, create: bool = True):
 
 
 MLFLOW_TABLES = {"experiments", "alembic_version"}  # (among its ~30) what a whole MLflow store has: the cached template must
+
+
+def _is_sqlite(db: Path) -> bool:
+    """A file SQLite wrote (its 16-byte header); also no file, an empty one (SQLite's to fill) or one that cannot be
+    read (whoever opens it then says why)."""
+    try:
+        with open(db, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return True
+    return head in (b"", b"SQLite format 3\x00")
 
 
 def _tables(db: Path) -> set[str] | None:

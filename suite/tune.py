@@ -39,7 +39,7 @@ from . import tracking
 from .provenance import redact
 from .tracking import INTERRUPTED
 from .spec.config import Execution, RunConfig
-from .errors import StudyError, SuiteError
+from .errors import OptionError, StudyError, SuiteError
 from .execute import Settings, backend, check_threads, execution
 from .execute.plan import describe, source_name
 from .execute.recorder import Recorder
@@ -157,7 +157,7 @@ def open_search(target: Target, storage: str) -> optuna.Study:
             return optuna.load_study(study_name=target.name, storage=storage, sampler=make_sampler(target.block),
                                      pruner=make_pruner(target.block))
     except Exception as err:  # a bad URL, an unreachable server
-        raise SuiteError(f"cannot open the Optuna storage {storage}: {str(err).splitlines()[0][:200]}") from None
+        raise _storage_error(storage, err) from None
 
 
 def interrupted(trial) -> bool:
@@ -229,7 +229,7 @@ def run_search(target: Target, *, uri: str, storage: str, data_dir: Path, trials
     drivers (trials counted + trials in flight never exceed the total) and leased while it trains;
     a trial whose driver died is failed as interrupted and its slot goes to the next ask.
     """
-    from .execute.leases import open_leases
+    from .execute.leases import open_store
 
     settings = settings or Settings()
     check_threads(settings)
@@ -237,8 +237,7 @@ def run_search(target: Target, *, uri: str, storage: str, data_dir: Path, trials
     how = execution(settings)
     target = dataclasses.replace(target, how=how)  # trials computed another way (threads, device, packed) are another search
     base = with_execution(target.base_config(), how)
-    with tracking.store_lock(uri), open_leases(uri, storage) as leases:
-        client = tracking.connect(uri)
+    with open_store(uri, storage) as (client, leases):
         exp_id = tracking.experiment_id(client, tracking.experiment_name(target.study.name, target.smoke),
                                         description=describe(target.study, target.smoke), metric=target.study.metric,
                                         columns=target.study.scientific())
@@ -495,8 +494,20 @@ def _with_schema(storage: str) -> None:
         else:
             optuna.storages.RDBStorage(storage).engine.dispose()
     except Exception as err:  # a bad URL, an unreachable server
-        raise SuiteError(f"cannot open the Optuna storage {redact(storage)}: {str(err).splitlines()[0][:200]}") from None
+        raise _storage_error(storage, err) from None
     _schemas.add(storage)
+
+
+def _storage_error(storage: str, err: Exception) -> SuiteError:
+    """One line: a URL no database takes (an unknown scheme or dialect, a malformed URL) is bad input, exit 2; the rest
+    (an unreachable server, a missing driver module) is work that could not be done."""
+    import sqlalchemy.exc
+
+    line = str(err).splitlines()[0][:200] if str(err).strip() else type(err).__name__
+    if isinstance(err, sqlalchemy.exc.ArgumentError):  # (NoSuchModuleError: "Can't load plugin: sqlalchemy.dialects:foo")
+        return OptionError(f"the Optuna storage {redact(storage)} is no database URL SQLAlchemy takes ({line}); an Optuna storage is "
+                           "sqlite:///PATH or a database URL (postgresql+psycopg://...)")
+    return SuiteError(f"cannot open the Optuna storage {redact(storage)}: {line}")
 
 
 def trials_frame(search: optuna.Study) -> pd.DataFrame:

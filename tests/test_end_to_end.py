@@ -548,16 +548,25 @@ def test_a_report_rebuilt_from_runs_computed_another_way_says_so_in_one_line(tmp
     ("runs.csv", "test_acc", "abc", "runs.csv: column test_acc holds 'abc', not a number"),
     ("runs.csv", "start_time", "yesterday", "runs.csv: column start_time holds a value that is not a time"),
     ("curves.csv", "value", "xyz", "curves.csv: column value holds 'xyz', not a number"),
+    ("runs.csv", "run_id", "", "runs.csv: column run_id has an empty cell (line 3)"),
+    ("runs.csv", "epochs_trained", "", "runs.csv: column epochs_trained has an empty cell (line 3)"),
+    ("runs.csv", "seed", "1.5", "runs.csv: column seed holds '1.5', not a whole number"),
+    ("curves.csv", "metric", "", "curves.csv: column metric has an empty cell (line 3)"),
+    ("runs.csv", "*", None, "runs.csv holds no rows"),  # its header alone
+    ("curves.csv", "*", None, "curves.csv holds no rows"),
     ("runs.csv", None, None, "cannot read the runs of"),  # not UTF-8
 ])
 def test_a_damaged_committed_table_is_one_line_and_the_report_stays(tmp_path, capsys, table, column, value, says):
-    """A hand-edited or damaged runs.csv/curves.csv: one line naming the file and what is wrong (were tracebacks)."""
+    """A hand-edited or damaged runs.csv/curves.csv: one line naming the file and what is wrong (were tracebacks: an empty
+    cell where a run's identity or a count goes, a table of its header alone)."""
     import shutil
 
     folder = tmp_path / "reports" / "regularization"
     shutil.copytree(ROOT / "reports" / "regularization", folder)
     if column is None:
         (folder / table).write_bytes(b"\xff\xfe" + (folder / table).read_bytes())
+    elif column == "*":
+        (folder / table).write_text((folder / table).read_text().splitlines()[0] + "\n")
     else:
         frame = pd.read_csv(folder / table, dtype=str)
         frame.loc[1, column] = value

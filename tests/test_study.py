@@ -77,6 +77,19 @@ def error_of(path) -> str:
     ("  c: {train: {batch_size: true}}", "variants.c.train.batch_size: a number, not a yes/no (got true)"),
     ("  c: {model: {hidden: [true]}}", "variants.c.model.hidden.0: a number, not a yes/no (got true)"),
     ("seeds: true", "seeds: a number, not a yes/no (got true)"),
+    # no pydantic type labels in the key, and every type the value may take
+    ("seeds: {a: 1}", "seeds: Input should be a valid integer or a valid list"),  # (was "seeds.int: ... integer")
+    ("search: {space: {train.batch_size: {type: categorical, choices: [{a: 1}]}}}",
+     "search.space.train.batch_size.choices.0: Input should be a valid boolean, a valid integer, a valid number or a valid string"),
+    # what only a regression dataset refuses, located (was "(top level): ..."), and image settings on non-images (every run failed)
+    ("  c: {train: {patience: 2, monitor: val_acc}}\ndatasets: [quadratic]\nmetric: test_mse",
+     "variants.c.train.monitor: val_acc has no meaning for a regression dataset; use val_loss"),
+    ("  c: {data: {label_noise: 0.1}}\ndatasets: [quadratic]\nmetric: test_mse",
+     "variants.c.data.label_noise: needs class labels; quadratic is a regression dataset"),
+    ("  c: {model: {name: cnn}}\ndatasets: [quadratic]\nmetric: test_mse",
+     "variants.c.model.name: cnn needs image inputs (C x H x W); quadratic's are of shape 1"),
+    ("  c: {data: {augment: {rotation: 10}}}\ndatasets: [quadratic]\nmetric: test_mse",
+     "variants.c.data.augment.rotation: an image augmentation; quadratic's inputs are of shape 1"),
     # percent and points are an accuracy's units; a variant against itself decides nothing and tightens every other test
     ("claims: ['a < b by at least 5 points on test_loss']", "claims: 'a < b by at least 5 points on test_loss': points reads an "
                                                            "accuracy in percent, and test_loss is no accuracy"),
@@ -463,6 +476,9 @@ def test_an_error_in_a_variant_is_its_own_beside_a_grid_below_it(tmp_path):
     assert "variants.b.optimizer.name: unknown or missing name 'adamm'" in error_of(
         write(tmp_path, "variants:\n  a: {}\n  b: {optimizer: {name: adamm}}\n", base))
     assert "base.optimizer.name: unknown or missing name 'nope'" in error_of(write(tmp_path, "", base.replace("name: adam", "name: nope")))
+    # ... and a variant that only sets a field of the block whose name the base got wrong (it was blamed)
+    assert "base.optimizer.name: unknown or missing name 'nope'" in error_of(
+        write(tmp_path, "variants:\n  a: {optimizer: {weight_decay: 0.1}}\n  b: {}\n", base.replace("name: adam", "name: nope")))
 
 
 def test_a_study_file_with_an_upper_case_suffix_is_a_path(tmp_path):
@@ -590,6 +606,58 @@ def test_a_bad_option_is_one_line_and_commands_take_only_options_that_act(capsys
         assert exit_.value.code == 2 and err.count("\n") == 1 and err.startswith("error: ") and "--help)" in err, err
         if argv[0] == "check":
             assert err == "error: unrecognized arguments: --reports-dir x (see suite --help)\n"
+
+
+def test_an_empty_path_or_url_option_is_refused_not_read_as_the_default(tmp_path, monkeypatch, capsys):
+    """`--tracking-uri ""` trained into ./mlflow.db (or $MLFLOW_TRACKING_URI), `--reports-dir ""` wrote into the current
+    folder, `--storage ""` made ./optuna.db: each exited 0 (an unset shell variable in a script gives such a value)."""
+    from suite.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    for option, argv in (("--tracking-uri", ["study", "regularization", "--smoke"]), ("--reports-dir", ["report", "regularization"]),
+                         ("--storage", ["tune", "regularization", "--smoke"]), ("--data-dir", ["evaluate", "abc"]),
+                         ("--to", ["push", "regularization"]), ("--dir", ["server", "stop"])):
+        with pytest.raises(SystemExit) as exit_:
+            main([*argv, option, " " if option == "--storage" else ""])
+        assert exit_.value.code == 2
+        assert capsys.readouterr().err == (f"error: argument {option}: empty; leave the option out for its default "
+                                           f"(see suite {argv[0]} --help)\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_that_is_no_database_or_a_scheme_no_database_takes_is_bad_input(tmp_path, capsys):
+    """Exit 2 and one line, as for a SQLite file that is not an MLflow store (was exit 1 with SQLite's or SQLAlchemy's
+    words); the study file itself, given as the store, is left as it was. An unknown MLflow scheme on a store that is not
+    sqlite gave a note on claims before its error (two lines)."""
+    from suite.cli import main
+
+    study = tmp_path / "t.yaml"
+    study.write_text(BASE)
+    before = study.read_bytes()
+    assert main(["study", str(study), "--smoke", "--tracking-uri", f"sqlite:///{study}"]) == 2
+    assert capsys.readouterr().err == f"error: {study} is not a SQLite database (MLflow cannot open it as a store); pass --tracking-uri the store's file\n"
+    assert main(["study", str(study), "--smoke", "--tracking-uri", f"sqlite:///{tmp_path}/m.db", "--storage", f"sqlite:///{study}"]) == 2
+    assert capsys.readouterr().err == (f"error: --storage sqlite:///{study}: {study} is not a SQLite database; an Optuna storage is "
+                                       "sqlite:///PATH (a new or an Optuna file) or a database URL\n")
+    assert study.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["t.yaml"]
+    assert main(["study", str(study), "--smoke", "--tracking-uri", "foo://bar"]) == 2
+    assert capsys.readouterr().err == ("error: foo://bar: MLflow has no store for the scheme 'foo' (a store is sqlite:///PATH, "
+                                       "a tracking server's http://HOST:PORT or a database URL)\n")
+    search = tmp_path / "s.yaml"
+    search.write_text(BASE + "search: {space: {optimizer.lr: {type: float, low: 0.001, high: 0.1}}}\n")
+    store = f"sqlite:///{tmp_path}/m.db"
+    for url, code, says in (("foo://", 2, "error: the Optuna storage foo:// is no database URL SQLAlchemy takes (Can't load plugin: "
+                                           "sqlalchemy.dialects:foo); an Optuna storage is sqlite:///PATH or a database URL"),
+                            ("postgresql+psycopg://u@127.0.0.1:1/d", 1, "error: cannot open the Optuna storage postgresql+psycopg://")):
+        assert main(["tune", str(search), "--smoke", "--trials", "1", "--tracking-uri", store, "--storage", url]) == code
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(says), err
+
+
+def test_a_file_named_without_yaml_is_told_so_not_looked_up_as_a_name(tmp_path):
+    (tmp_path / "t.txt").write_text(BASE)
+    with pytest.raises(StudyError, match=f"^{tmp_path}/t.txt: a study file's name ends in .yaml \\(or .yml\\)$"):
+        load_study(str(tmp_path / "t.txt"))  # (was: no study named '.../t.txt' in studies/ (known: ...))
 
 
 def test_a_folder_or_broken_link_named_like_a_study_file_is_said_to_be_one(tmp_path):

@@ -181,15 +181,24 @@ def _report_tables(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         raise SuiteError(f"cannot read the runs of {folder}: {str(err).splitlines()[0][:160]}") from None
     advice = "not a table this suite wrote; rebuild it from the store (without --from-runs)"
     metrics = [m for m in (*FINAL_METRICS, *METRIC_ALIASES) if m in table.columns]
-    for name, frame, needed, numeric in [
-            ("runs.csv", table, ("run_key", "run_id", "run_name", "dataset", "variant", "seed", "start_time"), ("seed", *metrics)),
-            ("curves.csv", curves, ("run_id", "metric", "epoch", "value"), ("epoch", "value"))]:
+    for name, frame, needed, numeric, filled, whole in [
+            ("runs.csv", table, ("run_key", "run_id", "run_name", "dataset", "variant", "seed", "epochs_trained", "start_time"),
+             ("seed", *metrics), ("run_key", "run_id", "run_name", "dataset", "variant"), ("seed", "epochs_trained")),
+            ("curves.csv", curves, ("run_id", "metric", "epoch", "value"), ("epoch", "value"), ("run_id", "metric"), ("epoch",))]:
         if lacking := [c for c in needed if c not in frame.columns]:
             raise SuiteError(f"{folder / name} has no column {', '.join(lacking)}: {advice}")
+        if frame.empty:
+            raise SuiteError(f"{folder / name} holds no rows: {advice}")
+        if blank := next((c for c in (*filled, *whole) if frame[c].isna().any()), None):
+            raise SuiteError(f"{folder / name}: column {blank} has an empty cell (line {int(frame[blank].isna().argmax()) + 2}): {advice}")
         for column in numeric:
             if not pd.api.types.is_numeric_dtype(frame[column]):
                 bad = next(v for v in frame[column] if pd.isna(pd.to_numeric(v, errors="coerce")) and pd.notna(v))
                 raise SuiteError(f"{folder / name}: column {column} holds {str(bad)[:40]!r}, not a number: {advice}")
+        for column in whole:
+            if not (frame[column] % 1 == 0).all():
+                bad = frame[column][frame[column] % 1 != 0].iloc[0]
+                raise SuiteError(f"{folder / name}: column {column} holds '{bad:g}', not a whole number: {advice}")
     if pd.to_datetime(table["start_time"], errors="coerce", utc=True, format="ISO8601").isna().any():
         raise SuiteError(f"{folder / 'runs.csv'}: column start_time holds a value that is not a time: {advice}")
     return table, curves

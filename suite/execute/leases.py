@@ -60,6 +60,18 @@ def lease_url(uri: str, storage: str | None) -> str | None:
     return None
 
 
+@contextmanager
+def open_store(uri: str, storage: str | None):
+    """(client, leases): the tracking store under its lock, connected first (a store that cannot be opened is one line,
+    not after a note on how it is shared), then its leases."""
+    from .. import tracking
+
+    with tracking.store_lock(uri):
+        client = tracking.connect(uri)
+        with open_leases(uri, storage) as leases:
+            yield client, leases
+
+
 def open_leases(uri: str, storage: str | None):
     """Shared leases for a shared tracking store; a sqlite store is one writer's (its lock file) and keeps `Local` ones."""
     if uri.startswith("sqlite:"):

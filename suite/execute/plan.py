@@ -99,8 +99,7 @@ def _run_study(study: Study, specs: list[RunSpec], since: float, pool, *, smoke:
                storage: str | None, settings: Settings, keep_weights: bool, report: Callable[[], None] | None) -> Outcome:
     from . import leases as lease_store
 
-    with tracking.store_lock(uri), lease_store.open_leases(uri, tracking.storage_url(storage)) as leases:
-        client = tracking.connect(uri)
+    with lease_store.open_store(uri, tracking.storage_url(storage)) as (client, leases):
         exp_id = tracking.experiment_id(client, tracking.experiment_name(study.name, smoke), description=describe(study, smoke),
                                         metric=study.metric, columns=study.scientific())
         todo = {s.run_key for s in partition(specs, tracking.search(client, exp_id, "run"), force)}

@@ -388,7 +388,15 @@ class RunConfig(Strict):
         if self.task == "regression" and self.train.monitor == "val_acc" and self.train.patience:
             raise ValueError("train.monitor: val_acc has no meaning for a regression dataset; use val_loss")
         if self.task == "regression" and (self.data.label_noise or self.train.label_smoothing):
-            raise ValueError("data.label_noise and train.label_smoothing need class labels; this dataset is a regression")
+            key = "data.label_noise" if self.data.label_noise else "train.label_smoothing"
+            raise ValueError(f"{key}: needs class labels; {self.data.name} is a regression dataset")
+        inputs = components.get("dataset", self.data.name).inputs  # (a plug-in dataset may not say)
+        if inputs is not None and len(inputs[0]) != 3:  # not images (C x H x W): what was found when every run failed
+            shape = "x".join(map(str, inputs[0]))
+            if self.model.name in ("cnn", "resnet"):
+                raise ValueError(f"model.name: {self.model.name} needs image inputs (C x H x W); {self.data.name}'s are of shape {shape}")
+            if on := [k for k in ("rotation", "hflip", "crop_pad") if getattr(self.data.augment, k)]:
+                raise ValueError(f"data.augment.{on[0]}: an image augmentation; {self.data.name}'s inputs are of shape {shape}")
         return self
 
     @property

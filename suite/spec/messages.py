@@ -30,28 +30,55 @@ def shown(value) -> str:
 
 def describe(err: ValidationError, model: type[BaseModel], data: dict, origin=None) -> str:
     """The first validation error as `key.path: what is wrong (allowed: ...)`."""
-    e = err.errors()[0]
-    loc = _clean_loc(e["loc"], data)
-    where = origin(loc) if origin and loc else loc or "(top level)"
+    errors = err.errors()
+    e = errors[0]
+    loc = _clean_loc(e["loc"], data, e["type"] == "missing")
+    wanted = list(dict.fromkeys(o["msg"].removeprefix("Input should be ") for o in errors  # one value, a union's members
+                                if o["msg"].startswith("Input should be ") and _clean_loc(o["loc"], data, False) == loc))
+    if e["msg"].startswith("Input should be ") and len(wanted) > 1:  # (each member said alone: "seeds.int: ... integer")
+        e = {**e, "msg": "Input should be " + ", ".join(wanted[:-1]) + " or " + wanted[-1]}
+
+    def place(path: str) -> str:  # where in the file a config path's value came from
+        return origin(path) if origin and path else path or "(top level)"
+
     if e["type"] == "extra_forbidden":
         parent, _, key = loc.rpartition(".")
         allowed = _allowed_keys(model, parent, data)
-        return f"{where}: unknown key '{key}'" + (f" (allowed: {', '.join(allowed)})" if allowed else "")
-    if e["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        return f"{place(loc)}: unknown key '{key}'" + (f" (allowed: {', '.join(allowed)})" if allowed else "")
+    if e["type"] in ("union_tag_invalid", "union_tag_not_found"):  # (the name's own origin: base, not a variant that set a lr)
         allowed = e.get("ctx", {}).get("expected_tags", "").replace("'", "")
-        return f"{where}.name: unknown or missing name {e['ctx'].get('tag', '')!r} (allowed: {allowed})"
+        return f"{place(_join(loc, 'name'))}: unknown or missing name {e['ctx'].get('tag', '')!r} (allowed: {allowed})"
     got = e.get("input")
     msg = e["msg"].removeprefix("Value error, ")
     key, _, rest = msg.partition(": ")
-    if e["type"] == "value_error" and isinstance(got, dict) and key in got and rest:  # a block's validator naming its key
-        where, msg, got = f"{where}.{key}", rest, got[key]
+    if e["type"] == "value_error" and rest and isinstance(got, dict) and key in got:  # a block's validator naming its key
+        loc, msg, got = _join(loc, key), rest, got[key]
+    elif e["type"] == "value_error" and rest and not loc and _at(got, key) is not _MISSING:  # the whole config's, a path
+        return f"{place(key)}: {rest}"  # (its message says the value)
     got_text = "" if isinstance(got, dict) or got is None and e["type"] == "missing" else \
         " (got nothing: the key is written without a value)" if got is None else f" (got {shown(got)})"
-    return f"{where}: {msg}{got_text}"
+    return f"{place(loc)}: {msg}{got_text}"
 
 
-def _clean_loc(loc: tuple, data: dict) -> str:
-    """Drop the parts pydantic adds for unions (a tag like 'mlp', a type like 'int')."""
+_MISSING = object()
+
+
+def _join(loc: str, key: str) -> str:
+    return f"{loc}.{key}" if loc else key
+
+
+def _at(tree, path: str):
+    """The value at a dotted path of a mapping, or _MISSING."""
+    for part in path.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return _MISSING
+        tree = tree[part]
+    return tree
+
+
+def _clean_loc(loc: tuple, data: dict, missing: bool) -> str:
+    """Drop the parts pydantic adds for unions (a tag like 'mlp', a type like 'int'); `missing`: the last part is a key
+    the file lacks."""
     parts, node = [], data
     for part in loc:
         if isinstance(node, dict) and part in node:
@@ -62,7 +89,7 @@ def _clean_loc(loc: tuple, data: dict) -> str:
             node = node[part] if part < len(node) else None
         elif isinstance(node, dict) and part == node.get("name"):
             continue  # a discriminator's tag
-        elif isinstance(node, dict):
+        elif isinstance(node, dict) and missing and part == loc[-1]:
             parts.append(str(part))  # a missing key
             node = None
     return ".".join(parts)

@@ -228,6 +228,8 @@ def find_study(name_or_path: str, studies_dir: Path = STUDIES_DIR) -> Path:
     if not _is_file(path):
         if _is_there(path):
             raise StudyError(f"{path} is not a study file (a folder, or a link to nothing)")
+        if ("/" in name_or_path or name_or_path.startswith(".")) and _is_there(Path(name_or_path)):  # a path, not a name
+            raise StudyError(f"{name_or_path}: a study file's name ends in .yaml (or .yml)")
         known = ", ".join(sorted(p.stem for p in studies_dir.glob("*.yaml") if _is_file(p))) or "none"
         raise StudyError(f"no study named '{name_or_path}' in {studies_dir}/ (known: {known})")
     return path
