@@ -135,7 +135,7 @@ def parser() -> argparse.ArgumentParser:
     _common(p, links=False)  # a search report links no runs
 
     p = sub.add_parser("evaluate", help="reload a run's weights into a fresh model and evaluate the test split")
-    p.add_argument("run", help="MLflow run id or suite run key")
+    p.add_argument("run", type=_given, help="MLflow run id or suite run key")
     p.add_argument("--data-dir", type=_given, help="dataset root (default: $SUITE_DATA_DIR or ./data)")
     p.add_argument("--tracking-uri", type=_given, help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
 
@@ -488,10 +488,17 @@ def cmd_check(args) -> int:
     if not study.claims:
         print(f"study '{study.name}' makes no claims (a `claims:` list in its file); nothing to check")
         return 0
-    claims = report.claim_table(study, smoke=args.smoke, uri=tracking_uri(args.tracking_uri),
-                                execution=execution(settings(args), trains=False))
+    claims, missing = report.claim_table(study, smoke=args.smoke, uri=tracking_uri(args.tracking_uri),
+                                         execution=execution(settings(args), trains=False))
     for row in claims.itertuples():
         print(f"{row.verdict:<13} {row.claim}  [{row.dataset}: {row.detail}]")
+    if missing:  # (a variant never trained read as inconclusive, and exit 0: a CI check passed on runs it never saw)
+        from .spec.study import commands
+
+        print(f"error: {plural(missing, 'run')} of study '{study.name}' {'is' if missing == 1 else 'are'} not in the store "
+              f"(not yet trained, or failed): the verdicts above are from the others; `{commands(study, args.smoke)[0]}` trains them",
+              file=sys.stderr)
+        return 1
     return 1 if (claims["verdict"] == "contradicted").any() else 0
 
 
@@ -532,9 +539,9 @@ def cmd_evaluate(args) -> int:
     kind = run.data.tags.get("suite.kind")
     if kind != "run":
         what = {"summary": "a study's report run", "search": "a search's parent run", "trial": "a search trial"}.get(kind, "not a suite run")
-        raise SuiteError(f"run {run.info.run_id} is {what}: `suite evaluate` takes a study's run (its id or run key)")
+        raise OptionError(f"run {run.info.run_id} is {what}: `suite evaluate` takes a study's run (its id or run key)")
     if run.info.status != tracking.FINISHED:
-        raise SuiteError(f"run {run.info.run_id} is {run.info.status}: only a finished run has tested weights")
+        raise OptionError(f"run {run.info.run_id} is {run.info.status}: only a finished run has tested weights")
     def read(path: Path, parse):
         try:
             return parse(path)

@@ -40,6 +40,9 @@ def push(study: str, source: str, target: str) -> Pushed:
     if tracking.same_store(source, target):
         raise OptionError("--to names the store the runs are read from; give another store")
     src = tracking.connect(source, create=False)
+    found = _finished(src, study)
+    if not any(runs for _, runs in found.values()):  # (before the target store is made)
+        raise SuiteError(f"no finished runs of study '{study}' in {source}")
     with contextlib.ExitStack() as held:
         try:
             tracking.tracking_uri(target)  # a plain path: the advice to write sqlite:///PATH
@@ -48,18 +51,24 @@ def push(study: str, source: str, target: str) -> Pushed:
         except SuiteError as err:  # (the advice names the option this store came from)
             raise type(err)(str(err).replace("pass another --tracking-uri", "pass another --to")
                             .replace("--tracking-uri ", "--to ", 1)) from None
-        return _push(study, source, src, dst)
+        return _push(found, src, dst)
 
 
-def _push(study: str, source: str, src, dst) -> Pushed:
-    outcome = Pushed()
+def _finished(src, study: str) -> dict:
+    """experiment name -> (experiment, its finished runs, newest per key), for the study's full and smoke experiments."""
+    found = {}
     for name in (study, tracking.experiment_name(study, True)):
-        found = src.get_experiment_by_name(name)
-        if found is None:
-            continue
-        runs = tracking.newest_per_key(tracking.search(src, found.experiment_id, "run", tracking.FINISHED))
+        experiment = src.get_experiment_by_name(name)
+        if experiment is not None:
+            found[name] = experiment, tracking.newest_per_key(tracking.search(src, experiment.experiment_id, "run", tracking.FINISHED))
+    return found
+
+
+def _push(found: dict, src, dst) -> Pushed:
+    outcome = Pushed()
+    for name, (experiment, runs) in found.items():
         exp_id = tracking.experiment_id(dst, name)
-        for key, value in found.tags.items():
+        for key, value in experiment.tags.items():
             if not key.startswith("mlflow.") or key in (tracking.NOTE, tracking.VIEW_TAG):
                 dst.set_experiment_tag(exp_id, key, value)
         there = tracking.search(dst, exp_id, "run")
@@ -81,6 +90,4 @@ def _push(study: str, source: str, src, dst) -> Pushed:
         raise SuiteError(f"{len(outcome.missing)} runs were not copied (first: {outcome.missing[0]}): their artifacts are not in "
                          f"the source store (for a sqlite store: mlruns/ beside its file moved or deleted?); {outcome.copied} "
                          f"others were copied")
-    if not outcome.copied and not outcome.present:
-        raise SuiteError(f"no finished runs of study '{study}' in {source}")
     return outcome

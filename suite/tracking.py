@@ -58,6 +58,8 @@ def storage_url(cli_value: str | None = None) -> str:
     if db is not None and not _is_sqlite(db):
         raise OptionError(f"{given}{url}: {db} is not a SQLite database; an Optuna storage is sqlite:///PATH (a new or an Optuna "
                           "file) or a database URL")
+    if db is not None and db.is_file() and "experiments" in (_tables(db) or ()):  # (Optuna added its tables to it, then failed)
+        raise OptionError(f"{given}{url}: {db} is an MLflow store, not an Optuna storage; give each its own file")
     return url
 
 
@@ -69,6 +71,8 @@ def _check_sqlite(url: str, given: str, what: str, options: bool) -> None:
     if not url.lower().startswith("sqlite:"):
         return
     path = url.split("://", 1)[-1].removeprefix("/").split("?", 1)[0]
+    if path not in ("", ":memory:") and not path.endswith("/") and Path(path).is_dir():
+        raise OptionError(f"{given}{url!r}: {path} is a folder; {what}, with a file's path")
     if path in ("", ":memory:") or path.endswith("/") or "\n" in url or ("?" in url and not options):
         raise OptionError(f"{given}{url!r}: {what}, with a file's path" + ("" if options else " and nothing after it")
                           + " (an in-memory store keeps nothing" + ("" if options else "; options after '?' are not taken") + ")")
@@ -507,7 +511,7 @@ def find_run(client, run_id_or_key: str):
         ids = [e.experiment_id for e in client.search_experiments()]
         found = client.search_runs(ids, filter_string=query, max_results=1) if ids else []
     if not found:
-        raise SuiteError(f"no run with id or run key '{run_id_or_key}' in this store; `make ui` lists them")
+        raise OptionError(f"no run with id or run key '{run_id_or_key}' in this store; `make ui` lists them")
     return found[0]
 
 

@@ -178,7 +178,7 @@ def test_second_writer_is_refused_with_one_line(tiny_study, tmp_path, store, cap
     assert code == 1 and "another suite process is writing" in err and err.count("\n") == 1
 
 
-def test_check_exits_1_on_a_contradicted_claim_while_study_exits_0(tiny_study, tmp_path, store, data_dir):
+def test_check_exits_1_on_a_contradicted_claim_while_study_exits_0(tiny_study, tmp_path, store, data_dir, capsys):
     os.environ["SUITE_DATA_DIR"] = str(data_dir)
     # four seeds: a t-interval narrow enough to put 99.9% clearly out of reach
     text = tiny_study.read_text().replace("  - wd > none", "  - none >= 99.9% on test_acc").replace("smoke:\n  seeds: 2", "smoke:\n  seeds: 4")
@@ -193,6 +193,15 @@ def test_check_exits_1_on_a_contradicted_claim_while_study_exits_0(tiny_study, t
     assert len(found) == 1 and found["tags.suite.kind"][0] == "summary"
     assert found["tags.claim.0.mnist"][0] == "contradicted: none >= 99.9% on test_acc"
     assert found["metrics.comparisons_better"][0] + found["metrics.comparisons_worse"][0] + found["metrics.comparisons_inconclusive"][0] == 1
+    # a claim on a variant that never trained: check says the runs are missing and exits 1 (it read "inconclusive", exit 0)
+    tiny_study.write_text(text.replace("  wd: {", "  wd2: {optimizer: {weight_decay: 0.02}}\n  wd: {")
+                          .replace("  - none >= 99.9% on test_acc", "  - none >= 99.9% on test_acc\n  - wd2 > none"))
+    capsys.readouterr()
+    assert cli("check", "tiny", "--smoke", study_dir=tiny_study.parent, tmp_path=tmp_path, store=store) == 1
+    out, err = capsys.readouterr()
+    assert "wd2 > none" in out and err == ("error: 4 runs of study 'tiny' are not in the store (not yet trained, or failed): the "
+                                           f"verdicts above are from the others; `make study STUDY={tiny_study} ARGS=--smoke` "
+                                           "trains them\n"), err
     comparisons = pd.read_csv(tmp_path / "reports" / "smoke" / "tiny" / "comparisons.csv")
     assert found["metrics.diff.mnist.wd"][0] == pytest.approx(comparisons["mean_diff"][0])
 
@@ -329,6 +338,17 @@ def test_result_lines_keep_one_column_for_long_run_names(tiny_study, tmp_path, s
     assert len(lines) == 4 and {line.index("test_acc=") for line in lines} == {len("  weight_decay_of_a_hundredth/seed=0 ")}, lines
 
 
+def test_push_of_a_study_with_no_runs_makes_no_target_store(tmp_path, store, capsys):
+    """It made the target's database, lock and folders, then said there was nothing to copy."""
+    from suite import tracking
+
+    tracking.connect(store)
+    target = tmp_path / "new" / "mlflow.db"
+    assert main(["push", "regularization", "--to", f"sqlite:///{target}", "--tracking-uri", store]) == 1
+    assert capsys.readouterr().err == f"error: no finished runs of study 'regularization' in {store}\n"
+    assert not target.parent.exists()
+
+
 def test_push_to_the_store_it_reads_is_bad_input_however_spelled(tmp_path, store, capsys):
     db = store.removeprefix("sqlite:///")
     from suite.tracking import same_store
@@ -365,10 +385,10 @@ def test_check_of_a_study_without_claims_says_so(tiny_study, tmp_path, store, ca
 def test_evaluate_names_a_run_it_cannot_find_in_one_line(tmp_path, store, capsys):
     code = main(["evaluate", "0123456789abcdef", "--tracking-uri", store])
     err = capsys.readouterr().err
-    assert code == 1 and err.count("\n") == 1 and "no run with id or run key '0123456789abcdef'" in err
+    assert code == 2 and err.count("\n") == 1 and "no run with id or run key '0123456789abcdef'" in err  # (bad input: was 1)
     code = main(["evaluate", "' OR 1=1 --", "--tracking-uri", store])  # (it went into a search filter as written)
     err = capsys.readouterr().err
-    assert code == 1 and err.count("\n") == 1 and "no run with id or run key '' OR 1=1 --' in this store" in err, err
+    assert code == 2 and err.count("\n") == 1 and "no run with id or run key '' OR 1=1 --' in this store" in err, err
 
 
 @needs_mnist

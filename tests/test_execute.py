@@ -140,9 +140,28 @@ base:
   train: {batch_size: 10, epochs: EPOCHS}
 variants:
   mlp: {}
-  cnn: {model: {name: cnn, channels: [2], hidden: []}}
+  raiser: {model: {name: raiser}}
 smoke: {seeds: 2, epochs: EPOCHS}
 """
+
+FAULTY_PARTS = """
+from typing import Literal
+from pydantic import BaseModel, ConfigDict
+from suite.components import Component
+
+
+class Raiser(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: Literal["raiser"]
+    hidden: list[int] = []  # (the base's, merged in)
+
+
+def build(cfg, in_shape, outputs):
+    raise ValueError("this model raises when it is built")
+
+
+COMPONENTS = [Component("model", "raiser", "faulty_parts:build", "a model whose constructor raises", Raiser)]
+"""  # (a CNN on 1-D data raised so before it was refused when the study loads)
 
 
 def study_file(tmp_path, epochs: int, variants: str | None = None) -> Path:
@@ -150,8 +169,16 @@ def study_file(tmp_path, epochs: int, variants: str | None = None) -> Path:
     text = FAULTY.replace("EPOCHS", str(epochs))
     if variants:
         text = text[:text.index("variants:")] + variants + text[text.index("smoke:"):]
+    if "raiser" in text:  # its plug-in, importable where faulty_env says
+        text += "plugins: [faulty_parts]\n"
+        (tmp_path / "faulty_parts.py").write_text(FAULTY_PARTS)
     path.write_text(text)
     return path
+
+
+def faulty_env(tmp_path) -> dict:
+    """The environment in which the study's plug-in (in tmp_path) can be imported."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(tmp_path), os.environ.get("PYTHONPATH"))))}
 
 
 def suite_cmd(path, tmp_path, *extra) -> list[str]:
@@ -166,15 +193,16 @@ def runs_of(tmp_path, name="faulty"):
 
 def test_a_raising_run_fails_alone_and_the_next_call_retries_it(tmp_path):
     path = study_file(tmp_path, 2)
-    out = subprocess.run(suite_cmd(path, tmp_path, "--workers", "2"), capture_output=True, text=True, cwd=ROOT)
+    env = faulty_env(tmp_path)
+    out = subprocess.run(suite_cmd(path, tmp_path, "--workers", "2"), capture_output=True, text=True, cwd=ROOT, env=env)
     assert out.returncode == 1 and "Traceback" not in out.stderr
     errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "2 runs failed" in errors[0] and "a CNN needs image inputs" in errors[0]
+    assert len(errors) == 1 and "2 runs failed" in errors[0] and "this model raises when it is built" in errors[0], out.stderr
     assert "faulty: 2 trained, 0 already done, 0 diverged, 2 failed" in out.stdout
     runs = runs_of(tmp_path)
     by_status = runs.groupby("status")["tags.suite.variant"].apply(sorted).to_dict()
-    assert by_status == {"FAILED": ["cnn", "cnn"], "FINISHED": ["mlp", "mlp"]}
-    assert runs[runs["status"] == "FAILED"]["tags.suite.error"].str.contains("ValueError: a CNN needs image inputs").all()
+    assert by_status == {"FAILED": ["raiser", "raiser"], "FINISHED": ["mlp", "mlp"]}
+    assert runs[runs["status"] == "FAILED"]["tags.suite.error"].str.contains("ValueError: this model raises when it is built").all()
     assert (tmp_path / "reports" / "faulty" / "report.md").exists()  # the report shows what finished
     # the store keeps its artifacts beside its database file, not in the folder the command ran in (ROOT)
     assert runs["artifact_uri"].str.startswith(f"{tmp_path}/mlruns/").all(), runs["artifact_uri"][0]
@@ -185,16 +213,16 @@ def test_a_raising_run_fails_alone_and_the_next_call_retries_it(tmp_path):
     for run_id, says in [(failed, f"run {failed} is FAILED: only a finished run has tested weights"),
                          (summary, f"run {summary} is a study's report run: `suite evaluate` takes a study's run")]:
         out = subprocess.run([sys.executable, "-m", "suite", "evaluate", run_id, "--tracking-uri", store_at(tmp_path / "m.db")],
-                             capture_output=True, text=True, cwd=ROOT)
-        assert out.returncode == 1 and out.stderr.count("\n") == 1 and says in out.stderr, out.stderr
+                             capture_output=True, text=True, cwd=ROOT, env=env)
+        assert out.returncode == 2 and out.stderr.count("\n") == 1 and says in out.stderr, out.stderr
     # a report asked for runs computed another way says so, not "run the study first"
     report = [sys.executable, "-m", "suite", "report", str(path), "--pack", "--tracking-uri", store_at(tmp_path / "m.db"),
               "--reports-dir", str(tmp_path / "reports")]
-    other = subprocess.run(report, capture_output=True, text=True, cwd=ROOT)
+    other = subprocess.run(report, capture_output=True, text=True, cwd=ROOT, env=env)
     assert other.returncode == 1 and other.stderr.count("\n") == 1, other.stderr
     assert "none of the 2 finished runs of study 'faulty'" in other.stderr and "computed on cpu with 1 thread, packed" in other.stderr
     # the next call retrains the failed runs only (and they fail again, replacing the old records)
-    again = subprocess.run(suite_cmd(path, tmp_path, "--workers", "2"), capture_output=True, text=True, cwd=ROOT)
+    again = subprocess.run(suite_cmd(path, tmp_path, "--workers", "2"), capture_output=True, text=True, cwd=ROOT, env=env)
     assert again.returncode == 1 and "0 trained, 2 already done, 0 diverged, 2 failed" in again.stdout
     assert len(runs_of(tmp_path)) == 4
 
@@ -205,11 +233,11 @@ def test_a_study_whose_every_run_fails_says_so_and_writes_no_report(tmp_path):
     path = study_file(tmp_path, 1, "variants:\n  mlp: {}\n")
     assert subprocess.run(suite_cmd(path, tmp_path), capture_output=True, text=True, cwd=ROOT).returncode == 0
     earlier = (tmp_path / "reports" / "faulty" / "report.md").read_text()
-    path = study_file(tmp_path, 1, "variants:\n  cnn: {model: {name: cnn, channels: [2], hidden: []}}\n")
-    out = subprocess.run(suite_cmd(path, tmp_path), capture_output=True, text=True, cwd=ROOT)
+    path = study_file(tmp_path, 1, "variants:\n  raiser: {model: {name: raiser}}\n")
+    out = subprocess.run(suite_cmd(path, tmp_path), capture_output=True, text=True, cwd=ROOT, env=faulty_env(tmp_path))
     assert out.returncode == 1 and "faulty: 0 trained, 0 already done, 0 diverged, 2 failed" in out.stdout
     errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "2 runs failed" in errors[0] and "a CNN needs image inputs" in errors[0], out.stderr
+    assert len(errors) == 1 and "2 runs failed" in errors[0] and "this model raises when it is built" in errors[0], out.stderr
     assert (tmp_path / "reports" / "faulty" / "report.md").read_text() == earlier
 
 
@@ -419,8 +447,8 @@ def test_a_study_may_fix_the_fused_optimizer_for_all_its_runs(tmp_path):
     packed = {s.run_name: s.config.execution for s in expand(study, execution=Execution(packed=True))}
     assert packed["sgd/seed=0"].packed and not packed["sgd/seed=0"].fused_optimizer
     # a run that cannot be packed trains alone in a packed call, with the fused kernel its study fixes
-    cnn = study_file(tmp_path, 1, "variants:\n  cnn: {model: {name: cnn, channels: [2], hidden: []}}\n").read_text()
-    path.write_text(cnn.replace("  train:", "  execution: {fused_optimizer: true}\n  train:"))
+    text = study_file(tmp_path, 1, "variants:\n  norm: {model: {norm: batch}}\n").read_text()  # (an MLP with norm is not packed)
+    path.write_text(text.replace("  train:", "  execution: {fused_optimizer: true}\n  train:"))
     alone = expand(load_study(str(path)), execution=Execution(packed=True))[0]
     assert not alone.config.execution.packed and alone.config.execution.fused_optimizer
     assert alone.run_key == expand(load_study(str(path)))[0].run_key

@@ -77,6 +77,9 @@ def error_of(path) -> str:
     ("  c: {train: {batch_size: true}}", "variants.c.train.batch_size: a number, not a yes/no (got true)"),
     ("  c: {model: {hidden: [true]}}", "variants.c.model.hidden.0: a number, not a yes/no (got true)"),
     ("seeds: true", "seeds: a number, not a yes/no (got true)"),
+    # a grid over the dataset named its points while every run trained on the study's datasets; smoke sizes no split holds
+    ("grid: {data.name: [cifar10]}", "grid.data.name: set the datasets with the top-level key 'datasets'"),
+    ("smoke: {train_size: 100000}", "smoke, variant 'a' on mnist: data.train_size 100,000 is more than the 59,500 training examples"),
     # no pydantic type labels in the key, and every type the value may take
     ("seeds: {a: 1}", "seeds: Input should be a valid integer or a valid list"),  # (was "seeds.int: ... integer")
     ("search: {space: {train.batch_size: {type: categorical, choices: [{a: 1}]}}}",
@@ -643,6 +646,10 @@ def test_a_file_that_is_no_database_or_a_scheme_no_database_takes_is_bad_input(t
     assert main(["study", str(study), "--smoke", "--tracking-uri", "foo://bar"]) == 2
     assert capsys.readouterr().err == ("error: foo://bar: MLflow has no store for the scheme 'foo' (a store is sqlite:///PATH, "
                                        "a tracking server's http://HOST:PORT or a database URL)\n")
+    (tmp_path / "folder").mkdir()  # (was exit 1: "unable to open database file")
+    for option in ("--tracking-uri", "--storage"):
+        assert main(["study", str(study), "--smoke", option, f"sqlite:///{tmp_path}/folder"]) == 2
+        assert capsys.readouterr().err.startswith(f"error: {option} 'sqlite:///{tmp_path}/folder': {tmp_path}/folder is a folder; ")
     search = tmp_path / "s.yaml"
     search.write_text(BASE + "search: {space: {optimizer.lr: {type: float, low: 0.001, high: 0.1}}}\n")
     store = f"sqlite:///{tmp_path}/m.db"
@@ -652,6 +659,16 @@ def test_a_file_that_is_no_database_or_a_scheme_no_database_takes_is_bad_input(t
         assert main(["tune", str(search), "--smoke", "--trials", "1", "--tracking-uri", store, "--storage", url]) == code
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith(says), err
+    # another MLflow store as the Optuna storage: Optuna added its tables to it, then blamed its schema version (exit 1)
+    other = tmp_path / "other" / "mlflow.db"
+    from suite import tracking
+
+    tracking.connect(f"sqlite:///{other}")
+    tables = tracking._tables(other)
+    assert main(["tune", str(search), "--smoke", "--tracking-uri", store, "--storage", f"sqlite:///{other}"]) == 2
+    assert capsys.readouterr().err == (f"error: --storage sqlite:///{other}: {other} is an MLflow store, not an Optuna storage; give "
+                                       "each its own file\n")
+    assert tracking._tables(other) == tables
 
 
 def test_a_file_named_without_yaml_is_told_so_not_looked_up_as_a_name(tmp_path):

@@ -44,10 +44,11 @@ from .search import build_search, build_tuning_searches, searches_from_report, t
 __all__ = ["build", "build_search", "build_tuning_searches", "claim_table", "out_dir", "ui_url", "verdict_record", "write_index"]
 
 
-def claim_table(study: Study, smoke: bool, uri: str, execution: Execution | None = None) -> pd.DataFrame:
+def claim_table(study: Study, smoke: bool, uri: str, execution: Execution | None = None) -> tuple[pd.DataFrame, int]:
+    """The claims' verdicts, and how many of the study's runs are not among those they were judged from."""
     study = _with_tuning(study, smoke, _searches(study, smoke, uri), execution)
     results = _collect(study, smoke, uri, execution)
-    return analysis.family(results.runs, study).claims
+    return analysis.family(results.runs, study).claims, results.expected - len(results.runs)
 
 
 def _with_tuning(study: Study, smoke: bool, found: dict, execution: Execution | None = None) -> Study:

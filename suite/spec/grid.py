@@ -70,6 +70,8 @@ def conditions_of(top: StudyFile, fail) -> dict:
     for axis in axes:
         if axis.split(".")[0] == "execution":
             fail(f"grid.{axis}: how runs are computed is chosen when running (--threads, --device), not in the study file")
+        if axis == "data.name":  # (the axis named its points while every run trained on the study's datasets)
+            fail(f"grid.{axis}: set the datasets with the top-level key 'datasets'")
         if not top.grid[axis]:
             fail(f"grid.{axis}: an axis needs at least one value")
         if any(isinstance(value, dict) for value in top.grid[axis]):  # its points would be named by whole mappings

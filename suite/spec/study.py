@@ -370,13 +370,17 @@ def _resolve(top: StudyFile, path: Path, sha: str) -> Study:
         block = getattr(top, key)
         if block is not None:
             check_search(key, block, top.model_copy(update={"baseline": baseline}), configs, variants, fail)
-    return Study(
+    study = Study(
         name=top.name, question=top.question, description=top.description, path=path,
         variants=variants, grid_axes=tuple(top.grid), seeds=seeds, datasets=tuple(top.datasets),
         metric=top.metric, baseline=baseline, claims=claims, smoke=top.smoke, configs=configs,
         points={v: point for v, (_, point) in conditions.items()}, file_sha256=sha,
         search=top.search, tune=top.tune, baselines=baselines, plugins=tuple(top.plugins),
     )
+    scale = smoke_scale(study)  # (its runs failed one by one at `--smoke`: a smoke size no split holds)
+    for (dataset, variant), config in configs.items():
+        check_split(smoke_config(config, scale), f"smoke, variant '{variant}' on {dataset}", fail)
+    return study
 
 
 def _origin(top: StudyFile, variant: str, point, dataset: str) -> callable:
