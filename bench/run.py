@@ -84,7 +84,7 @@ def suite_study(data_dir: str, extra: list[str]) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False,
                                 epilog="any other option goes to `suite study` as it is, e.g. --workers 2")
-    p.add_argument("--data-dir", default=os.environ.get("SUITE_DATA_DIR", "data"))
+    p.add_argument("--data-dir", default=os.environ.get("SUITE_DATA_DIR") or "data")  # (an empty variable: unset, as in suite)
     p.add_argument("--skip-tutorial", action="store_true", help="only (b) and (c), e.g. to try executor options")
     p.add_argument("--skip-packed", action="store_true", help="without (c)")
     args, extra = p.parse_known_args()  # (in their order: a positional list for them took their values apart)

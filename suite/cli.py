@@ -89,6 +89,13 @@ def _given(value: str) -> str:
     return value
 
 
+def _required(value: str) -> str:
+    """A value an argument must have (`--to`, a run): an empty one is refused in the same words as a missing one."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("empty; give a value")
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, saying a bad option or argument in one line (its usage block is what --help is for)."""
 
@@ -135,7 +142,7 @@ def parser() -> argparse.ArgumentParser:
     _common(p, links=False)  # a search report links no runs
 
     p = sub.add_parser("evaluate", help="reload a run's weights into a fresh model and evaluate the test split")
-    p.add_argument("run", type=_given, help="MLflow run id or suite run key")
+    p.add_argument("run", type=_required, help="MLflow run id or suite run key")
     p.add_argument("--data-dir", type=_given, help="dataset root (default: $SUITE_DATA_DIR or ./data)")
     p.add_argument("--tracking-uri", type=_given, help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
 
@@ -147,7 +154,7 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("push", help="copy a study's finished runs (params, metrics, tags, artifacts) to another MLflow store")
     p.add_argument("name", help=STUDY_HELP)
-    p.add_argument("--to", type=_given, required=True, help="the target store, e.g. the team store's http://127.0.0.1:PORT")
+    p.add_argument("--to", type=_required, required=True, help="the target store, e.g. the team store's http://127.0.0.1:PORT")
     _common(p, optuna=False, reports=False)
 
     p = sub.add_parser("server", help="start or stop a team store on this machine: PostgreSQL and an MLflow tracking server")
@@ -496,7 +503,7 @@ def cmd_check(args) -> int:
         from .spec.study import commands
 
         print(f"error: {plural(missing, 'run')} of study '{study.name}' {'is' if missing == 1 else 'are'} not in the store "
-              f"(not yet trained, or failed): the verdicts above are from the others; `{commands(study, args.smoke)[0]}` trains them",
+              f"(not trained yet, failed, or computed another way): the verdicts above are from the others; `{commands(study, args.smoke)[0]}` trains them",
               file=sys.stderr)
         return 1
     return 1 if (claims["verdict"] == "contradicted").any() else 0

@@ -39,19 +39,27 @@ def push(study: str, source: str, target: str) -> Pushed:
         raise OptionError("--to takes the target store's URI (http://HOST:PORT or sqlite:///PATH)")
     if tracking.same_store(source, target):
         raise OptionError("--to names the store the runs are read from; give another store")
+    with _as_target():
+        tracking.tracking_uri(target)  # a plain path: the advice to write sqlite:///PATH
     src = tracking.connect(source, create=False)
     found = _finished(src, study)
     if not any(runs for _, runs in found.values()):  # (before the target store is made)
         raise SuiteError(f"no finished runs of study '{study}' in {source}")
     with contextlib.ExitStack() as held:
-        try:
-            tracking.tracking_uri(target)  # a plain path: the advice to write sqlite:///PATH
+        with _as_target():
             dst = tracking.connect(target)
             held.enter_context(tracking.store_lock(target))  # a sqlite target takes one writer at a time, as for a study
-        except SuiteError as err:  # (the advice names the option this store came from)
-            raise type(err)(str(err).replace("pass another --tracking-uri", "pass another --to")
-                            .replace("--tracking-uri ", "--to ", 1)) from None
         return _push(found, src, dst)
+
+
+@contextlib.contextmanager
+def _as_target():
+    """The target store's errors, naming the option it came from."""
+    try:
+        yield
+    except SuiteError as err:
+        raise type(err)(str(err).replace("pass another --tracking-uri", "pass another --to")
+                        .replace("--tracking-uri ", "--to ", 1)) from None
 
 
 def _finished(src, study: str) -> dict:

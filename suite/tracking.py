@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .spec.config import METRIC_ALIASES, METRIC_DIRECTIONS
-from .errors import OptionError, SuiteError
+from .errors import OptionError, SuiteError, error_line
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 DEFAULT_STORAGE = "sqlite:///optuna.db"
@@ -42,7 +42,8 @@ def tracking_uri(cli_value: str | None = None) -> str:
     _check_sqlite(uri, given, "a store is sqlite:///PATH or a tracking server's http://HOST:PORT", options=False)
     db = _sqlite_path(uri)
     if db is not None and not _is_sqlite(db):  # (before its lock file is made beside it)
-        raise OptionError(f"{db} is not a SQLite database (MLflow cannot open it as a store); pass --tracking-uri the store's file")
+        raise OptionError(f"{given}{uri}: {db} is not a SQLite database (MLflow cannot open it as a store); a store is "
+                          "sqlite:///PATH of an MLflow store's file")
     return uri
 
 
@@ -503,8 +504,9 @@ def find_run(client, run_id_or_key: str):
     """A run by its MLflow run id, else the FINISHED run whose `suite.run_key` it is."""
     try:
         return client.get_run(run_id_or_key)
-    except Exception:  # not a run id of this store
-        pass
+    except Exception as err:  # not a run id of this store; another failure (a server's 5xx) is no bad input
+        if getattr(err, "error_code", None) not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise SuiteError(f"cannot read run {run_id_or_key} from the store: {error_line(err)}") from None
     found = []
     if re.fullmatch(r"[0-9a-f]{16}", run_id_or_key):  # what a run key looks like (spec.study.run_key): nothing else goes into the filter
         query = f"tags.`suite.run_key` = '{run_id_or_key}' and attributes.status = '{FINISHED}'"

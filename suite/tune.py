@@ -237,6 +237,7 @@ def run_search(target: Target, *, uri: str, storage: str, data_dir: Path, trials
     how = execution(settings)
     target = dataclasses.replace(target, how=how)  # trials computed another way (threads, device, packed) are another search
     base = with_execution(target.base_config(), how)
+    _with_schema(storage)  # (a URL no database takes is refused before the MLflow store is made)
     with open_store(uri, storage) as (client, leases):
         exp_id = tracking.experiment_id(client, tracking.experiment_name(target.study.name, target.smoke),
                                         description=describe(target.study, target.smoke), metric=target.study.metric,
@@ -504,7 +505,7 @@ def _storage_error(storage: str, err: Exception) -> SuiteError:
     import sqlalchemy.exc
 
     line = str(err).splitlines()[0][:200] if str(err).strip() else type(err).__name__
-    if isinstance(err, sqlalchemy.exc.ArgumentError):  # (NoSuchModuleError: "Can't load plugin: sqlalchemy.dialects:foo")
+    if isinstance(err, (sqlalchemy.exc.ArgumentError, ValueError)):  # (NoSuchModuleError: "Can't load plugin: ..."; a port "x")
         return OptionError(f"the Optuna storage {redact(storage)} is no database URL SQLAlchemy takes ({line}); an Optuna storage is "
                            "sqlite:///PATH or a database URL (postgresql+psycopg://...)")
     return SuiteError(f"cannot open the Optuna storage {redact(storage)}: {line}")

@@ -424,7 +424,7 @@ def test_study_files_cannot_set_how_runs_are_computed(tmp_path):
     for block, says in [("{threads: 2}", "base.execution.threads: how runs are computed is chosen when running"),
                         ("{fused_optimizer: maybe}", "base.execution.fused_optimizer: Input should be a valid boolean"),
                         ("fused", "base.execution: a mapping")]:
-        path.write_text(FAULTY.replace("EPOCHS", "1").replace("  train:", f"  execution: {block}\n  train:"))
+        path.write_text(study_file(tmp_path, 1, "variants:\n  a: {}\n").read_text().replace("  train:", f"  execution: {block}\n  train:"))
         with pytest.raises(StudyError, match=says):
             load_study(str(path))
 

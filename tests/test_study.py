@@ -77,16 +77,17 @@ def error_of(path) -> str:
     ("  c: {train: {batch_size: true}}", "variants.c.train.batch_size: a number, not a yes/no (got true)"),
     ("  c: {model: {hidden: [true]}}", "variants.c.model.hidden.0: a number, not a yes/no (got true)"),
     ("seeds: true", "seeds: a number, not a yes/no (got true)"),
-    # a grid over the dataset named its points while every run trained on the study's datasets; smoke sizes no split holds
+    # a grid over the dataset named its points while every run trained on the study's datasets
     ("grid: {data.name: [cifar10]}", "grid.data.name: set the datasets with the top-level key 'datasets'"),
-    ("smoke: {train_size: 100000}", "smoke, variant 'a' on mnist: data.train_size 100,000 is more than the 59,500 training examples"),
     # no pydantic type labels in the key, and every type the value may take
     ("seeds: {a: 1}", "seeds: Input should be a valid integer or a valid list"),  # (was "seeds.int: ... integer")
+    ("seeds: abc", "seeds: Input should be a valid integer or a valid list (got 'abc')"),  # (each member's first clause)
     ("search: {space: {train.batch_size: {type: categorical, choices: [{a: 1}]}}}",
      "search.space.train.batch_size.choices.0: Input should be a valid boolean, a valid integer, a valid number or a valid string"),
     # what only a regression dataset refuses, located (was "(top level): ..."), and image settings on non-images (every run failed)
-    ("  c: {train: {patience: 2, monitor: val_acc}}\ndatasets: [quadratic]\nmetric: test_mse",
-     "variants.c.train.monitor: val_acc has no meaning for a regression dataset; use val_loss"),
+    ("  c: {train: {patience: 2}}\ndatasets: [quadratic]\nmetric: test_mse",  # (the monitor's default: not in the file)
+     "variants.c.train.patience: early stopping watches train.monitor, val_acc (the default), which has no meaning for a regression "
+     "dataset; set train.monitor: val_loss"),
     ("  c: {data: {label_noise: 0.1}}\ndatasets: [quadratic]\nmetric: test_mse",
      "variants.c.data.label_noise: needs class labels; quadratic is a regression dataset"),
     ("  c: {model: {name: cnn}}\ndatasets: [quadratic]\nmetric: test_mse",
@@ -623,8 +624,8 @@ def test_an_empty_path_or_url_option_is_refused_not_read_as_the_default(tmp_path
         with pytest.raises(SystemExit) as exit_:
             main([*argv, option, " " if option == "--storage" else ""])
         assert exit_.value.code == 2
-        assert capsys.readouterr().err == (f"error: argument {option}: empty; leave the option out for its default "
-                                           f"(see suite {argv[0]} --help)\n")
+        default = "give a value" if option == "--to" else "leave the option out for its default"  # (--to has none)
+        assert capsys.readouterr().err == f"error: argument {option}: empty; {default} (see suite {argv[0]} --help)\n"
     assert list(tmp_path.iterdir()) == []
 
 
@@ -638,7 +639,8 @@ def test_a_file_that_is_no_database_or_a_scheme_no_database_takes_is_bad_input(t
     study.write_text(BASE)
     before = study.read_bytes()
     assert main(["study", str(study), "--smoke", "--tracking-uri", f"sqlite:///{study}"]) == 2
-    assert capsys.readouterr().err == f"error: {study} is not a SQLite database (MLflow cannot open it as a store); pass --tracking-uri the store's file\n"
+    assert capsys.readouterr().err == (f"error: --tracking-uri sqlite:///{study}: {study} is not a SQLite database (MLflow cannot "
+                                       "open it as a store); a store is sqlite:///PATH of an MLflow store's file\n")
     assert main(["study", str(study), "--smoke", "--tracking-uri", f"sqlite:///{tmp_path}/m.db", "--storage", f"sqlite:///{study}"]) == 2
     assert capsys.readouterr().err == (f"error: --storage sqlite:///{study}: {study} is not a SQLite database; an Optuna storage is "
                                        "sqlite:///PATH (a new or an Optuna file) or a database URL\n")
@@ -675,6 +677,20 @@ def test_a_file_named_without_yaml_is_told_so_not_looked_up_as_a_name(tmp_path):
     (tmp_path / "t.txt").write_text(BASE)
     with pytest.raises(StudyError, match=f"^{tmp_path}/t.txt: a study file's name ends in .yaml \\(or .yml\\)$"):
         load_study(str(tmp_path / "t.txt"))  # (was: no study named '.../t.txt' in studies/ (known: ...))
+    with pytest.raises(StudyError, match=f"^{tmp_path}: a folder; a study is studies/NAME.yaml or a path to a YAML file$"):
+        load_study(str(tmp_path))
+
+
+def test_smoke_sizes_beyond_the_split_are_the_split_s_rest(tmp_path):
+    """A smoke train_size (written, or the default 2,000 under a large val_size) that the split cannot hold beside the
+    validation set: those smoke runs failed one by one; smoke now takes what the split holds."""
+    from suite.spec.study import expand
+
+    for smoke, base, sizes in (("smoke: {train_size: 100000}", "", (59500, 500)),
+                               ("smoke: {val_size: null}", "  data: {val_size: 58500}\n", (1500, 58500))):
+        path = write(tmp_path, smoke, BASE.replace("base:\n", "base:\n" + base))
+        runs = expand(load_study(str(path)), smoke=True)
+        assert {(r.config.data.train_size, r.config.data.val_size) for r in runs} == {sizes}
 
 
 def test_a_folder_or_broken_link_named_like_a_study_file_is_said_to_be_one(tmp_path):

@@ -386,7 +386,8 @@ class RunConfig(Strict):
     @model_validator(mode="after")
     def _fits_task(self):
         if self.task == "regression" and self.train.monitor == "val_acc" and self.train.patience:
-            raise ValueError("train.monitor: val_acc has no meaning for a regression dataset; use val_loss")
+            raise ValueError("train.patience: early stopping watches train.monitor, val_acc (the default), which has no meaning for "
+                             "a regression dataset; set train.monitor: val_loss")
         if self.task == "regression" and (self.data.label_noise or self.train.label_smoothing):
             key = "data.label_noise" if self.data.label_noise else "train.label_smoothing"
             raise ValueError(f"{key}: needs class labels; {self.data.name} is a regression dataset")

@@ -12,6 +12,7 @@ import hashlib
 import json
 from typing import TYPE_CHECKING
 
+from .. import components
 from ..errors import StudyError
 from .config import Execution, RunConfig
 from .grid import deep_merge, nest, without
@@ -60,6 +61,10 @@ def smoke_config(config: RunConfig, scale: dict[str, dict]) -> RunConfig:
     for path, mapped in scale.items():
         section, field_name = path.split(".")
         updates[section][field_name] = mapped[getattr(getattr(config, section), field_name)]
+    total = components.get("dataset", config.data.name).train_split  # a smoke size beyond what the split holds beside
+    train = updates["data"].get("train_size")                         # its validation set: the split's rest (those runs
+    if total is not None and train is not None:                       # failed one by one)
+        updates["data"]["train_size"] = min(train, total - updates["data"].get("val_size", config.data.val_size))
     schedule, epochs = config.train.schedule, updates["train"].get("epochs", config.train.epochs)
     if schedule.name == "step" and epochs < config.train.epochs and schedule.step_every < config.train.epochs:
         every = max(1, schedule.step_every * epochs // config.train.epochs)

@@ -33,7 +33,7 @@ def describe(err: ValidationError, model: type[BaseModel], data: dict, origin=No
     errors = err.errors()
     e = errors[0]
     loc = _clean_loc(e["loc"], data, e["type"] == "missing")
-    wanted = list(dict.fromkeys(o["msg"].removeprefix("Input should be ") for o in errors  # one value, a union's members
+    wanted = list(dict.fromkeys(o["msg"].removeprefix("Input should be ").split(",")[0] for o in errors  # a union's members
                                 if o["msg"].startswith("Input should be ") and _clean_loc(o["loc"], data, False) == loc))
     if e["msg"].startswith("Input should be ") and len(wanted) > 1:  # (each member said alone: "seeds.int: ... integer")
         e = {**e, "msg": "Input should be " + ", ".join(wanted[:-1]) + " or " + wanted[-1]}

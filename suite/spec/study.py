@@ -229,7 +229,8 @@ def find_study(name_or_path: str, studies_dir: Path = STUDIES_DIR) -> Path:
         if _is_there(path):
             raise StudyError(f"{path} is not a study file (a folder, or a link to nothing)")
         if ("/" in name_or_path or name_or_path.startswith(".")) and _is_there(Path(name_or_path)):  # a path, not a name
-            raise StudyError(f"{name_or_path}: a study file's name ends in .yaml (or .yml)")
+            raise StudyError(f"{name_or_path}: " + ("a folder; a study is studies/NAME.yaml or a path to a YAML file"
+                                                    if Path(name_or_path).is_dir() else "a study file's name ends in .yaml (or .yml)"))
         known = ", ".join(sorted(p.stem for p in studies_dir.glob("*.yaml") if _is_file(p))) or "none"
         raise StudyError(f"no study named '{name_or_path}' in {studies_dir}/ (known: {known})")
     return path
@@ -370,17 +371,13 @@ def _resolve(top: StudyFile, path: Path, sha: str) -> Study:
         block = getattr(top, key)
         if block is not None:
             check_search(key, block, top.model_copy(update={"baseline": baseline}), configs, variants, fail)
-    study = Study(
+    return Study(
         name=top.name, question=top.question, description=top.description, path=path,
         variants=variants, grid_axes=tuple(top.grid), seeds=seeds, datasets=tuple(top.datasets),
         metric=top.metric, baseline=baseline, claims=claims, smoke=top.smoke, configs=configs,
         points={v: point for v, (_, point) in conditions.items()}, file_sha256=sha,
         search=top.search, tune=top.tune, baselines=baselines, plugins=tuple(top.plugins),
     )
-    scale = smoke_scale(study)  # (its runs failed one by one at `--smoke`: a smoke size no split holds)
-    for (dataset, variant), config in configs.items():
-        check_split(smoke_config(config, scale), f"smoke, variant '{variant}' on {dataset}", fail)
-    return study
 
 
 def _origin(top: StudyFile, variant: str, point, dataset: str) -> callable:
