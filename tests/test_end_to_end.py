@@ -364,11 +364,16 @@ def test_one_sqlite_file_as_both_stores_is_refused(tiny_study, tmp_path, store, 
     """--storage naming the MLflow store's file: Optuna's tables landed in it and Optuna blamed its schema version."""
     from suite import tracking
 
+    both = tmp_path / "both.db"
+    for command in (["study", "tiny", "--smoke"], ["tune", "tiny", "--smoke"]):  # (neither made yet)
+        assert cli(*command, "--storage", f"sqlite:///{both}", study_dir=tiny_study.parent, tmp_path=tmp_path, store=f"sqlite:///{both}") == 2
+        assert f"the MLflow store and the Optuna storage are one file, {both}" in capsys.readouterr().err
+    assert not both.exists()
     same = store.removeprefix("sqlite:///")
     tracking.connect(store)  # the MLflow store exists: what Optuna would have written into
     for command in (["study", "tiny", "--smoke"], ["tune", "tiny", "--smoke"]):
         assert cli(*command, "--storage", f"sqlite:///{same}", study_dir=tiny_study.parent, tmp_path=tmp_path, store=store) == 2
-        assert f"the MLflow store and the Optuna storage are one file, {same}" in capsys.readouterr().err
+        assert f"{same} is an MLflow store, not an Optuna storage; give each its own file" in capsys.readouterr().err
     import sqlite3
 
     with sqlite3.connect(same) as db:
