@@ -199,7 +199,7 @@ def test_check_exits_1_on_a_contradicted_claim_while_study_exits_0(tiny_study, t
     capsys.readouterr()
     assert cli("check", "tiny", "--smoke", study_dir=tiny_study.parent, tmp_path=tmp_path, store=store) == 1
     out, err = capsys.readouterr()
-    assert "wd2 > none" in out and err == ("error: 4 runs of study 'tiny' are not in the store (not yet trained, or failed): the "
+    assert "wd2 > none" in out and err == ("error: 4 runs of study 'tiny' are not in the store (not trained yet, failed, or computed another way): the "
                                            f"verdicts above are from the others; `make study STUDY={tiny_study} ARGS=--smoke` "
                                            "trains them\n"), err
     comparisons = pd.read_csv(tmp_path / "reports" / "smoke" / "tiny" / "comparisons.csv")
