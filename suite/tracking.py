@@ -39,8 +39,7 @@ def tracking_uri(cli_value: str | None = None) -> str:
     if ("://" not in uri and not uri.startswith("databricks")) or uri.startswith("file:"):  # a folder: MLflow's deprecated file store
         raise OptionError(f"{given}{uri}: a store is sqlite:///PATH (a file; sqlite:///{uri.removeprefix('file://').removeprefix('file:')} "
                           "here?) or a tracking server's http://HOST:PORT")
-    _check_sqlite(uri, given, "a store is sqlite:///PATH or a tracking server's http://HOST:PORT", options=False)
-    db = _sqlite_path(uri)
+    db = _check_sqlite(uri, given, "a store is sqlite:///PATH or a tracking server's http://HOST:PORT", options=False)
     if db is not None and not _is_sqlite(db):  # (before its lock file is made beside it)
         raise OptionError(f"{given}{uri}: {db} is not a SQLite database (MLflow cannot open it as a store); a store is "
                           "sqlite:///PATH of an MLflow store's file")
@@ -54,8 +53,7 @@ def storage_url(cli_value: str | None = None) -> str:
     if "://" not in url:
         raise OptionError(f"{given}{url}: an Optuna storage is sqlite:///PATH (a file; sqlite:///{url} here?) or a database URL "
                           "(postgresql+psycopg://...)")
-    _check_sqlite(url, given, "an Optuna storage is sqlite:///PATH or a database URL (postgresql+psycopg://...)", options=True)
-    db = _sqlite_path(url.split("?", 1)[0])
+    db = _check_sqlite(url, given, "an Optuna storage is sqlite:///PATH or a database URL (postgresql+psycopg://...)", options=True)
     if db is not None and not _is_sqlite(db):
         raise OptionError(f"{given}{url}: {db} is not a SQLite database; an Optuna storage is sqlite:///PATH (a new or an Optuna "
                           "file) or a database URL")
@@ -64,19 +62,20 @@ def storage_url(cli_value: str | None = None) -> str:
     return url
 
 
-def _check_sqlite(url: str, given: str, what: str, options: bool) -> None:
+def _check_sqlite(url: str, given: str, what: str, options: bool) -> Path | None:
     """Refused before anything trains: a sqlite URL without a file (an in-memory store, lost at exit), naming a folder,
     or, for the MLflow store (`options` False), with `?options` (the suite's lock and template take the whole text
     after sqlite:/// as the file's name: a second file and lock beside the store). Other schemes are the stores' to
-    judge when they open (one line then)."""
+    judge when they open (one line then). Returns the sqlite file's path, None for another scheme."""
     if not url.lower().startswith("sqlite:"):
-        return
+        return None
     path = url.split("://", 1)[-1].removeprefix("/").split("?", 1)[0]
     if path not in ("", ":memory:") and not path.endswith("/") and Path(path).is_dir():
         raise OptionError(f"{given}{url!r}: {path} is a folder; {what}, with a file's path")
     if path in ("", ":memory:") or path.endswith("/") or "\n" in url or ("?" in url and not options):
         raise OptionError(f"{given}{url!r}: {what}, with a file's path" + ("" if options else " and nothing after it")
                           + " (an in-memory store keeps nothing" + ("" if options else "; options after '?' are not taken") + ")")
+    return Path(path)
 
 
 def check_separate(uri: str, storage: str) -> None:

@@ -30,6 +30,8 @@ def shown(value) -> str:
 
 def describe(err: ValidationError, model: type[BaseModel], data: dict, origin=None) -> str:
     """The first validation error as `key.path: what is wrong (allowed: ...)`."""
+    from .grid import value_at  # (grid imports this module)
+
     errors = err.errors()
     e = errors[0]
     loc = _clean_loc(e["loc"], data, e["type"] == "missing")
@@ -53,7 +55,7 @@ def describe(err: ValidationError, model: type[BaseModel], data: dict, origin=No
     key, _, rest = msg.partition(": ")
     if e["type"] == "value_error" and rest and isinstance(got, dict) and key in got:  # a block's validator naming its key
         loc, msg, got = _join(loc, key), rest, got[key]
-    elif e["type"] == "value_error" and rest and not loc and _at(got, key) is not _MISSING:  # the whole config's, a path
+    elif e["type"] == "value_error" and rest and not loc and value_at(got, key, _MISSING) is not _MISSING:  # the whole config's
         return f"{place(key)}: {rest}"  # (its message says the value)
     got_text = "" if isinstance(got, dict) or got is None and e["type"] == "missing" else \
         " (got nothing: the key is written without a value)" if got is None else f" (got {shown(got)})"
@@ -65,15 +67,6 @@ _MISSING = object()
 
 def _join(loc: str, key: str) -> str:
     return f"{loc}.{key}" if loc else key
-
-
-def _at(tree, path: str):
-    """The value at a dotted path of a mapping, or _MISSING."""
-    for part in path.split("."):
-        if not isinstance(tree, dict) or part not in tree:
-            return _MISSING
-        tree = tree[part]
-    return tree
 
 
 def _clean_loc(loc: tuple, data: dict, missing: bool) -> str:
