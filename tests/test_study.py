@@ -82,6 +82,7 @@ def error_of(path) -> str:
     # no pydantic type labels in the key, and every type the value may take
     ("seeds: {a: 1}", "seeds: Input should be a valid integer or a valid list"),  # (was "seeds.int: ... integer")
     ("seeds: abc", "seeds: Input should be a valid integer or a valid list (got 'abc')"),  # (each member's first clause)
+    ("seeds: [1, a]", "seeds.1: Input should be a valid integer, unable to parse string as an integer (got 'a')"),  # (was "seeds: ... (got [1, 'a'])")
     ("search: {space: {train.batch_size: {type: categorical, choices: [{a: 1}]}}}",
      "search.space.train.batch_size.choices.0: Input should be a valid boolean, a valid integer, a valid number or a valid string"),
     # what only a regression dataset refuses, located (was "(top level): ..."), and image settings on non-images (every run failed)

@@ -35,6 +35,11 @@ def describe(err: ValidationError, model: type[BaseModel], data: dict, origin=No
     errors = err.errors()
     e = errors[0]
     loc = _clean_loc(e["loc"], data, e["type"] == "missing")
+    if e["msg"].startswith("Input should be ") and isinstance(e.get("input"), list):  # a list where a union takes one:
+        inside = [o for o in errors if _clean_loc(o["loc"], data, False).startswith(f"{loc}.")]  # its wrong item, named
+        if inside:  # ("seeds: [1, a]": "seeds.1: ... integer (got 'a')", not "seeds: ... integer (got [1, 'a'])")
+            e = inside[0]
+            loc = _clean_loc(e["loc"], data, e["type"] == "missing")
     wanted = list(dict.fromkeys(o["msg"].removeprefix("Input should be ").split(",")[0] for o in errors  # a union's members
                                 if o["msg"].startswith("Input should be ") and _clean_loc(o["loc"], data, False) == loc))
     if e["msg"].startswith("Input should be ") and len(wanted) > 1:  # (each member said alone: "seeds.int: ... integer")
