@@ -450,6 +450,17 @@ def end_run(client, run_id: str, status: str = FINISHED, tags: dict | None = Non
     client.set_terminated(run_id, status=status)
 
 
+def end_run_unless_deleted(client, run_id: str, status: str, tags: dict) -> None:
+    """`end_run`, unless another process deleted the run meanwhile (then nothing: a deleted run stays deleted)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        end_run(client, run_id, status, tags)
+    except MlflowException:
+        if client.get_run(run_id).info.lifecycle_stage != "deleted":
+            raise
+
+
 def delete_runs(client, run_ids) -> None:
     for run_id in run_ids:
         client.delete_run(run_id)

@@ -179,13 +179,7 @@ def trial_key(name: str, study_id: int, number: int, storage: str = "") -> str:
 
 def _kill(client, run_id: str) -> None:
     """A trial's MLflow run ended as KILLED (interrupted), unless the driver that lost the trial deleted the run meanwhile."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        tracking.end_run(client, run_id, "KILLED", {"suite.trial_state": "FAIL", "suite.fail_reason": INTERRUPTED})
-    except MlflowException:
-        if client.get_run(run_id).info.lifecycle_stage != "deleted":
-            raise
+    tracking.end_run_unless_deleted(client, run_id, "KILLED", {"suite.trial_state": "FAIL", "suite.fail_reason": INTERRUPTED})
 
 
 def fail_stale(search: optuna.Study, leases, name: str, client, exp_id: str, storage_name: str) -> None:
