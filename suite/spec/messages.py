@@ -33,15 +33,16 @@ def describe(err: ValidationError, model: type[BaseModel], data: dict, origin=No
     from .grid import value_at  # (grid imports this module)
 
     errors = err.errors()
+    at = [_clean_loc(o["loc"], data, False) for o in errors]  # each error's key path
     e = errors[0]
     loc = _clean_loc(e["loc"], data, e["type"] == "missing")
     if e["msg"].startswith("Input should be ") and isinstance(e.get("input"), list):  # a list where a union takes one:
-        inside = [o for o in errors if _clean_loc(o["loc"], data, False).startswith(f"{loc}.")]  # its wrong item, named
+        inside = [o for o, where in zip(errors, at) if where.startswith(f"{loc}.")]  # its wrong item, named
         if inside:  # ("seeds: [1, a]": "seeds.1: ... integer (got 'a')", not "seeds: ... integer (got [1, 'a'])")
             e = inside[0]
             loc = _clean_loc(e["loc"], data, e["type"] == "missing")
-    wanted = list(dict.fromkeys(o["msg"].removeprefix("Input should be ").split(",")[0] for o in errors  # a union's members
-                                if o["msg"].startswith("Input should be ") and _clean_loc(o["loc"], data, False) == loc))
+    wanted = list(dict.fromkeys(o["msg"].removeprefix("Input should be ").split(",")[0] for o, where in zip(errors, at)  # a
+                                if o["msg"].startswith("Input should be ") and where == loc))  # union's members
     if e["msg"].startswith("Input should be ") and len(wanted) > 1:  # (each member said alone: "seeds.int: ... integer")
         e = {**e, "msg": "Input should be " + ", ".join(wanted[:-1]) + " or " + wanted[-1]}
 
