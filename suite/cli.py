@@ -81,19 +81,17 @@ def settings(args):
                     pack=args.pack, pack_size=getattr(args, "pack_size", None))
 
 
-def _given(value: str) -> str:
-    """A path or URL option's value: an empty one (`--reports-dir ""`, an unset shell variable) is refused, not read as
-    the default or the current folder."""
-    if not value.strip():
-        raise argparse.ArgumentTypeError("empty; leave the option out for its default")
-    return value
+def _not_empty(advice: str):
+    """An argparse type refusing an empty value (`--reports-dir ""`, an unset shell variable) with `advice`."""
+    def check(value: str) -> str:
+        if not value.strip():
+            raise argparse.ArgumentTypeError(f"empty; {advice}")
+        return value
+    return check
 
 
-def _required(value: str) -> str:
-    """A value an argument must have (`--to`, a run): an empty one is refused in the same words as a missing one."""
-    if not value.strip():
-        raise argparse.ArgumentTypeError("empty; give a value")
-    return value
+_given = _not_empty("leave the option out for its default")  # a path or URL option: not read as the default or the current folder
+_required = _not_empty("give a value")  # a value an argument must have (`--to`, a run)
 
 
 class _Parser(argparse.ArgumentParser):
