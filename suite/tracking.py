@@ -70,9 +70,10 @@ def _check_sqlite(url: str, given: str, what: str, options: bool) -> Path | None
     if not url.lower().startswith("sqlite:"):
         return None
     path = url.split("://", 1)[-1].removeprefix("/").split("?", 1)[0]
-    if path not in ("", ":memory:") and not path.endswith("/") and Path(path).is_dir():
+    no_file = path in ("", ":memory:") or path.endswith("/")
+    if not no_file and Path(path).is_dir():
         raise OptionError(f"{given}{url!r}: {path} is a folder; {what}, with a file's path")
-    if path in ("", ":memory:") or path.endswith("/") or "\n" in url or ("?" in url and not options):
+    if no_file or "\n" in url or ("?" in url and not options):
         raise OptionError(f"{given}{url!r}: {what}, with a file's path" + ("" if options else " and nothing after it")
                           + " (an in-memory store keeps nothing" + ("" if options else "; options after '?' are not taken") + ")")
     return Path(path)
